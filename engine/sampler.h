@@ -1,0 +1,106 @@
+// Turning one row of logits into the next token: penalties, temperature, top-k/top-p/min-p,
+// seeded random choice, log-probabilities; and the stopping rules of a generation.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+
+namespace hgrn2 {
+
+// What a request asks of the sampler. The order of application (as in vLLM):
+//   1. logit_bias is added to the logits;
+//   2. repetition_penalty over prompt and generated tokens (a positive logit is divided by it,
+//      a negative one multiplied); presence_penalty (once per distinct generated token) and
+//      frequency_penalty (per occurrence) are subtracted for generated tokens only;
+//   3. temperature 0: the argmax (lowest id on ties) — the steps below are skipped;
+//   4. logits / temperature, softmax;
+//   5. top_k keeps the k most probable tokens (ties with the k-th are kept too);
+//   6. top_p keeps the most probable tokens, by probability then id, until their mass
+//      reaches top_p (at least one token);
+//   7. min_p keeps tokens whose probability is at least min_p times the largest;
+//   8. one token is drawn from what is left.
+// The draw uses a counter-based generator keyed by (seed, number of tokens this request has
+// sampled, token id), so a seeded request gives the same tokens whatever else runs beside it.
+struct SamplingParams {
+  float temperature = 1.0f;           // >= 0; 0 = greedy
+  int32_t top_k = 0;                  // >= 0; 0 = off
+  float top_p = 1.0f;                 // in (0, 1]
+  float min_p = 0.0f;                 // in [0, 1]
+  float repetition_penalty = 1.0f;    // > 0; 1 = off
+  float presence_penalty = 0.0f;      // in [-2, 2]
+  float frequency_penalty = 0.0f;     // in [-2, 2]
+  std::optional<uint64_t> seed;       // absent: drawn from the system's entropy
+  std::vector<std::pair<int32_t, float>> logit_bias;  // (token id, added value); -inf bans
+  int32_t num_top_logprobs = 0;       // alternatives reported per token, >= 0
+
+  // InvalidArgument naming the field and the value when out of range (NaN included) or a
+  // logit_bias id is outside [0, vocab_size).
+  absl::Status Validate(int64_t vocab_size) const;
+};
+
+struct TokenLogprob {
+  int32_t id = 0;
+  float logprob = 0.0f;
+};
+
+// The chosen token. Log-probabilities are those of the model's own distribution (log-softmax of
+// the raw logits, before bias, penalties and temperature), as vLLM reports by default.
+struct SampledToken {
+  int32_t id = 0;
+  float logprob = 0.0f;
+  std::vector<TokenLogprob> top;  // num_top_logprobs most probable, by logprob then id
+};
+
+// Sampling state of one sequence: parameters, the draw counter and token counts for penalties.
+// Thread-compatible: one sequence is sampled by one thread at a time.
+class Sampler {
+ public:
+  // `params` must have passed Validate(vocab_size). `prompt` ids feed the repetition penalty.
+  Sampler(SamplingParams params, int64_t vocab_size, absl::Span<const int32_t> prompt);
+
+  // Chooses the next token from `logits` (vocab_size values) and records it as generated.
+  SampledToken Sample(absl::Span<const float> logits);
+
+  const SamplingParams& params() const { return params_; }
+  uint64_t seed() const { return seed_; }
+  // Tokens sampled so far (the counter of the random draw).
+  int64_t num_sampled() const { return num_sampled_; }
+
+ private:
+  SamplingParams params_;
+  int64_t vocab_size_;
+  uint64_t seed_;
+  int64_t num_sampled_ = 0;
+  std::vector<int32_t> generated_counts_;  // per token id; empty unless a penalty needs it
+  std::vector<uint8_t> seen_in_context_;   // prompt or generated; only with repetition_penalty
+  std::vector<float> scratch_;             // working copy of the logits
+};
+
+// Philox4x32-10 (Salmon et al. 2011, as in cuRAND): the uniform in (0, 1] for
+// (seed, counter, index). The same function runs on the device in the CUDA sampler.
+float PhiloxUniform(uint64_t seed, uint64_t counter, uint64_t index);
+
+// Log-softmax of `logits` into `out` (same size), in float with a double-precision sum.
+void LogSoftmax(absl::Span<const float> logits, absl::Span<float> out);
+
+enum class FinishReason { kNone, kLength, kEos, kStop };
+
+struct StoppingParams {
+  int32_t max_new_tokens = 16;          // >= 1
+  std::vector<int32_t> stop_token_ids;  // finish with kStop, the token included in the output
+  bool ignore_eos = false;              // do not finish on the model's EOS ids
+
+  absl::Status Validate(int64_t vocab_size) const;
+};
+
+// Whether generation ends after `token`, the `num_generated`-th generated token (1-based).
+// EOS is checked first, then stop ids, then the length.
+FinishReason CheckFinish(const StoppingParams& params, absl::Span<const int32_t> eos_token_ids,
+                         int32_t token, int32_t num_generated);
+
+}  // namespace hgrn2

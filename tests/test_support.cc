@@ -1,0 +1,70 @@
+// Shared helpers for the tests.
+#include "tests/test_support.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <mutex>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace hgrn2::testing {
+namespace {
+
+std::mutex temp_dirs_mutex;
+std::vector<std::filesystem::path>* temp_dirs = nullptr;
+
+void RemoveTempDirs() {
+  std::lock_guard<std::mutex> lock(temp_dirs_mutex);
+  if (temp_dirs == nullptr) return;
+  for (const auto& dir : *temp_dirs) {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir, ignored);
+  }
+}
+
+}  // namespace
+
+std::filesystem::path TestDataDir() { return HGRN2_TEST_DATA_DIR; }
+
+std::filesystem::path MakeTempDir() {
+  static std::atomic<int> counter{0};
+  std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                              absl::StrCat("hgrn2-test-", getpid(), "-", counter.fetch_add(1));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::lock_guard<std::mutex> lock(temp_dirs_mutex);
+  if (temp_dirs == nullptr) {
+    temp_dirs = new std::vector<std::filesystem::path>();
+    std::atexit(RemoveTempDirs);
+  }
+  temp_dirs->push_back(dir);
+  return dir;
+}
+
+void WriteFile(const std::filesystem::path& path, std::string_view contents) {
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
+  ASSERT_TRUE(out.good()) << "cannot write " << path;
+}
+
+double RelativeL2Error(absl::Span<const float> a, absl::Span<const float> b) {
+  EXPECT_EQ(a.size(), b.size());
+  double diff = 0.0;
+  double norm = 0.0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    const double d = static_cast<double>(a[i]) - static_cast<double>(b[i]);
+    diff += d * d;
+    norm += static_cast<double>(b[i]) * static_cast<double>(b[i]);
+  }
+  if (norm == 0.0) return std::sqrt(diff);
+  return std::sqrt(diff / norm);
+}
+
+}  // namespace hgrn2::testing

@@ -1,0 +1,24 @@
+// Shared helpers for the tests: fixture paths, temporary folders, files, error-relative norms.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "absl/types/span.h"
+
+namespace hgrn2::testing {
+
+// tests/data in the source tree.
+std::filesystem::path TestDataDir();
+
+// A fresh, empty folder under the system temp dir, unique per call; removed at process exit.
+std::filesystem::path MakeTempDir();
+
+// Writes `contents` to `path` (binary), creating parent folders. Fails the test on error.
+void WriteFile(const std::filesystem::path& path, std::string_view contents);
+
+// ||a - b||_2 / ||b||_2 in double precision (b is the reference).
+double RelativeL2Error(absl::Span<const float> a, absl::Span<const float> b);
+
+}  // namespace hgrn2::testing
