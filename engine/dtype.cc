@@ -9,6 +9,10 @@
 namespace hgrn2 {
 namespace {
 
+// Debian's abseil has its own absl::string_view, distinct from std::string_view, so StrCat cannot
+// take a std::string_view directly.
+absl::string_view AbslView(std::string_view text) { return {text.data(), text.size()}; }
+
 struct DTypeInfo {
   DType dtype;
   std::string_view name;
@@ -16,9 +20,9 @@ struct DTypeInfo {
 };
 
 constexpr DTypeInfo kDTypes[] = {
-    {DType::kF64, "F64", 8},  {DType::kF32, "F32", 4}, {DType::kF16, "F16", 2},
+    {DType::kF64, "F64", 8},   {DType::kF32, "F32", 4}, {DType::kF16, "F16", 2},
     {DType::kBF16, "BF16", 2}, {DType::kI64, "I64", 8}, {DType::kI32, "I32", 4},
-    {DType::kI16, "I16", 2},  {DType::kI8, "I8", 1},   {DType::kU8, "U8", 1},
+    {DType::kI16, "I16", 2},   {DType::kI8, "I8", 1},   {DType::kU8, "U8", 1},
     {DType::kBool, "BOOL", 1},
 };
 
@@ -39,7 +43,7 @@ absl::StatusOr<DType> ParseDType(std::string_view name) {
   for (const DTypeInfo& info : kDTypes) {
     if (info.name == name) return info.dtype;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown dtype \"", name, "\""));
+  return absl::InvalidArgumentError(absl::StrCat("unknown dtype \"", AbslView(name), "\""));
 }
 
 float F16ToFloat(uint16_t bits) {
@@ -82,7 +86,8 @@ uint16_t FloatToF16(float value) {
 absl::Status ConvertToFloat(DType dtype, const void* src, size_t count, float* dst) {
   switch (dtype) {
     case DType::kF32:
-      std::memcpy(dst, src, count * sizeof(float));
+      // memcpy with a null pointer is undefined even for 0 bytes, and empty tensors have one.
+      if (count > 0) std::memcpy(dst, src, count * sizeof(float));
       return absl::OkStatus();
     case DType::kF64: {
       const auto* in = static_cast<const std::byte*>(src);
@@ -105,8 +110,8 @@ absl::Status ConvertToFloat(DType dtype, const void* src, size_t count, float* d
       return absl::OkStatus();
     }
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot convert ", DTypeName(dtype), " to float: not a floating-point type"));
+      return absl::InvalidArgumentError(absl::StrCat("cannot convert ", AbslView(DTypeName(dtype)),
+                                                     " to float: not a floating-point type"));
   }
 }
 

@@ -2,6 +2,7 @@
 // seeded random choice, log-probabilities; and the stopping rules of a generation.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <utility>
@@ -27,19 +28,21 @@ namespace hgrn2 {
 // The draw uses a counter-based generator keyed by (seed, number of tokens this request has
 // sampled, token id), so a seeded request gives the same tokens whatever else runs beside it.
 struct SamplingParams {
-  float temperature = 1.0f;           // >= 0; 0 = greedy
-  int32_t top_k = 0;                  // >= 0; 0 = off
-  float top_p = 1.0f;                 // in (0, 1]
-  float min_p = 0.0f;                 // in [0, 1]
-  float repetition_penalty = 1.0f;    // > 0; 1 = off
-  float presence_penalty = 0.0f;      // in [-2, 2]
-  float frequency_penalty = 0.0f;     // in [-2, 2]
-  std::optional<uint64_t> seed;       // absent: drawn from the system's entropy
-  std::vector<std::pair<int32_t, float>> logit_bias;  // (token id, added value); -inf bans
-  int32_t num_top_logprobs = 0;       // alternatives reported per token, >= 0
+  float temperature = 1.0f;         // >= 0; 0 = greedy
+  int32_t top_k = 0;                // >= 0; 0 = off
+  float top_p = 1.0f;               // in (0, 1]
+  float min_p = 0.0f;               // in [0, 1]
+  float repetition_penalty = 1.0f;  // > 0; 1 = off
+  float presence_penalty = 0.0f;    // in [-2, 2]
+  float frequency_penalty = 0.0f;   // in [-2, 2]
+  std::optional<uint64_t> seed;     // absent: drawn from the system's entropy
+  // (token id, added value); -inf bans. Entries for the same id add up.
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  int32_t num_top_logprobs = 0;  // alternatives reported per token, >= 0
 
   // InvalidArgument naming the field and the value when out of range (NaN included) or a
-  // logit_bias id is outside [0, vocab_size).
+  // logit_bias id is outside [0, vocab_size). A logit_bias value may be finite or -inf (a ban);
+  // NaN and +inf are rejected (+inf would make the softmax NaN).
   absl::Status Validate(int64_t vocab_size) const;
 };
 
@@ -53,17 +56,23 @@ struct TokenLogprob {
 struct SampledToken {
   int32_t id = 0;
   float logprob = 0.0f;
-  std::vector<TokenLogprob> top;  // num_top_logprobs most probable, by logprob then id
+  // min(num_top_logprobs, vocab_size) most probable, by logprob (descending) then id.
+  std::vector<TokenLogprob> top;
 };
 
 // Sampling state of one sequence: parameters, the draw counter and token counts for penalties.
 // Thread-compatible: one sequence is sampled by one thread at a time.
 class Sampler {
  public:
-  // `params` must have passed Validate(vocab_size). `prompt` ids feed the repetition penalty.
+  // `params` must have passed Validate(vocab_size). `prompt` ids feed the repetition penalty
+  // (ids outside [0, vocab_size) are ignored); presence and frequency penalties count only
+  // generated tokens.
   Sampler(SamplingParams params, int64_t vocab_size, absl::Span<const int32_t> prompt);
 
-  // Chooses the next token from `logits` (vocab_size values) and records it as generated.
+  // Chooses the next token from `logits` (vocab_size values; -inf bans a token) and records it
+  // as generated. A token whose processed logit is -inf is never chosen, unless every processed
+  // logit is -inf: then the argmax of the raw logits is returned (token 0 if those are all -inf
+  // too), so a request whose bias bans everything still makes progress.
   SampledToken Sample(absl::Span<const float> logits);
 
   const SamplingParams& params() const { return params_; }
@@ -79,13 +88,25 @@ class Sampler {
   std::vector<int32_t> generated_counts_;  // per token id; empty unless a penalty needs it
   std::vector<uint8_t> seen_in_context_;   // prompt or generated; only with repetition_penalty
   std::vector<float> scratch_;             // working copy of the logits
+  std::vector<int32_t> order_;             // token ids, for top-k/top-p and top logprobs
 };
 
 // Philox4x32-10 (Salmon et al. 2011, as in cuRAND): the uniform in (0, 1] for
 // (seed, counter, index). The same function runs on the device in the CUDA sampler.
+// Key = {seed lo, seed hi}, counter = {index lo, index hi, counter lo, counter hi}; with x the
+// first output word, the result is (x + 1) * 2^-32 rounded once to the nearest float, which
+// lies in [2^-32, 1]. On the device, __ull2float_rn(uint64_t{x} + 1) * 0x1p-32f gives the same
+// bits (scaling by a power of two is exact).
 float PhiloxUniform(uint64_t seed, uint64_t counter, uint64_t index);
 
-// Log-softmax of `logits` into `out` (same size), in float with a double-precision sum.
+// The Philox4x32-10 block function (10 rounds, Random123's constants and key schedule): 4 output
+// words for a 4-word counter and a 2-word key. Exposed for the known-answer tests and so that
+// the device sampler can be checked against it.
+std::array<uint32_t, 4> Philox4x32_10(std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key);
+
+// Log-softmax of `logits` into `out` (same size), in float with a double-precision sum:
+// out[i] = logits[i] - max - log(sum exp(logits - max)), computed in double and rounded once.
+// -inf entries give -inf; if every entry is -inf the result is NaN.
 void LogSoftmax(absl::Span<const float> logits, absl::Span<float> out);
 
 enum class FinishReason { kNone, kLength, kEos, kStop };

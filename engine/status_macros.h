@@ -8,11 +8,11 @@
 #define HGRN2_STATUS_CONCAT(a, b) HGRN2_STATUS_CONCAT_INNER(a, b)
 
 // Returns the status from the enclosing function if `expr` is not OK.
-#define HGRN2_RETURN_IF_ERROR(expr)                 \
-  do {                                              \
+#define HGRN2_RETURN_IF_ERROR(expr)                                   \
+  do {                                                                \
     if (::absl::Status hgrn2_status_ = (expr); !hgrn2_status_.ok()) { \
-      return hgrn2_status_;                         \
-    }                                               \
+      return hgrn2_status_;                                           \
+    }                                                                 \
   } while (false)
 
 // `lhs = value of expr` when OK; otherwise returns its status from the enclosing function.

@@ -59,15 +59,29 @@ class WeightFile {
   struct MappedFile;
   WeightFile() = default;
 
+  // Maps and validates one safetensors file and adds its tensors; a name already present (from
+  // another shard) is an error naming both files.
+  absl::Status AddFile(const std::filesystem::path& path);
+  // Adds every shard named by an index and checks that each tensor is in the shard it names.
+  absl::Status AddShardsOfIndex(const std::filesystem::path& index_path);
+
+  std::string source_;  // what was opened (file or index), for error messages
   std::vector<std::unique_ptr<MappedFile>> files_;
   std::map<std::string, TensorView, std::less<>> tensors_;
 };
 
 // Parses a safetensors header (the JSON after the 8-byte length) for a data section of
-// `data_size` bytes. Exposed for tests and fuzzing; `file` only labels error messages.
+// `data_size` bytes. Exposed for tests and fuzzing; `file` only labels error messages. No data
+// section is given, so the returned views' `bytes` are empty; the tensors are sorted by name.
 absl::StatusOr<std::vector<TensorView>> ParseSafetensorsHeader(std::string_view header_json,
                                                                size_t data_size,
                                                                std::string_view file);
+
+// Parses and validates a whole safetensors file held in memory (8-byte little-endian header
+// length, header, data section); the views' `bytes` point into `file_bytes`. Pure, like
+// ParseSafetensorsHeader, and the fuzzing entry point for the whole format.
+absl::StatusOr<std::vector<TensorView>> ParseSafetensors(absl::Span<const std::byte> file_bytes,
+                                                         std::string_view file);
 
 // Writes a safetensors file (used by tests and tools that build checkpoints). Tensors are laid
 // out in the order given.

@@ -1,0 +1,154 @@
+// The device interface the forward pass is written against: memory, copies and the HGRN2 op set.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/dtype.h"
+
+namespace hgrn2 {
+
+class Backend;
+class Sampler;
+struct SampledToken;
+
+// A row-major matrix in device memory (a view: it owns nothing). Vectors are one row.
+struct DeviceTensor {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t row_stride = 0;  // elements between rows, >= cols
+
+  static DeviceTensor Matrix(void* data, DType dtype, int64_t rows, int64_t cols) {
+    return DeviceTensor{data, dtype, rows, cols, cols};
+  }
+  // Rows [begin, begin + count) of this tensor.
+  DeviceTensor Rows(int64_t begin, int64_t count) const {
+    auto* bytes = static_cast<std::byte*>(data) + begin * row_stride * DTypeSize(dtype);
+    return DeviceTensor{bytes, dtype, count, cols, row_stride};
+  }
+  template <typename T>
+  T* As() const {
+    return static_cast<T*>(data);
+  }
+  size_t bytes() const { return static_cast<size_t>(rows * row_stride) * DTypeSize(dtype); }
+};
+
+// Device memory owned by one allocation of a Backend; freed when destroyed. Move-only.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Backend* backend, void* data, size_t size)
+      : backend_(backend), data_(data), size_(size) {}
+  DeviceBuffer(DeviceBuffer&& other) noexcept { *this = std::move(other); }
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer();
+
+  void* data() const { return data_; }
+  size_t size() const { return size_; }
+  DeviceTensor Matrix(DType dtype, int64_t rows, int64_t cols) const {
+    return DeviceTensor::Matrix(data_, dtype, rows, cols);
+  }
+
+ private:
+  Backend* backend_ = nullptr;
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Where one layer's recurrent states and conv windows live in a StatePool (see
+// kernels/hgrn2_layer.h for the layout inside a slot).
+struct LayerStateView {
+  float* state = nullptr;
+  int64_t state_stride_slot = 0;
+  float* conv_state = nullptr;
+  int64_t conv_state_stride_slot = 0;
+};
+
+// One HGRN2 layer's token mixer, as the recurrence ops need it.
+struct Hgrn2LayerOp {
+  int32_t num_heads = 0;
+  int32_t key_dim = 0;
+  int32_t value_dim = 0;
+  int32_t conv_size = 0;               // 0 = no short conv
+  DeviceTensor conv_weight;            // [channels, K] when conv_size > 0
+  const float* lower_bound = nullptr;  // device [H·dk] float32, or null
+  LayerStateView states;
+};
+
+// A device that runs the forward pass. All pointers passed to ops are device pointers (index
+// arrays too: upload them with CopyToDevice). Ops are enqueued in order on the backend's one
+// stream; results are visible to the host after CopyToHost (which waits for prior work).
+//
+// Every op validates shapes and dtypes before it runs and returns InvalidArgument naming the
+// operand on a mismatch; device failures become Internal.
+//
+// Thread-safety: a Backend belongs to one thread (the engine's device thread).
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // "cpu" or "cuda".
+  virtual std::string_view name() const = 0;
+  // Element type of weights and activations on this backend (recurrent states are float32).
+  virtual DType compute_dtype() const = 0;
+
+  // Memory. Allocations are zero-initialised.
+  virtual absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) = 0;
+  virtual absl::Status CopyToDevice(void* device_dst, const void* host_src, size_t bytes) = 0;
+  virtual absl::Status CopyToHost(void* host_dst, const void* device_src, size_t bytes) = 0;
+  virtual absl::Status CopyOnDevice(void* device_dst, const void* device_src, size_t bytes) = 0;
+  virtual absl::Status Fill(void* device_dst, uint8_t byte, size_t bytes) = 0;
+  virtual absl::Status Synchronize() = 0;
+
+  // out[r] = table[indices[r]] (embedding lookup; picking rows of a batch). Indices must lie in
+  // [0, table.rows): the caller checks them (they are device memory here).
+  virtual absl::Status GatherRows(const DeviceTensor& table, const int32_t* indices,
+                                  DeviceTensor out) = 0;
+  // out = rmsnorm(x) · weight over each row.
+  virtual absl::Status RmsNorm(const DeviceTensor& x, const DeviceTensor& weight, float eps,
+                               DeviceTensor out) = 0;
+  // residual += delta; out = rmsnorm(residual) · weight.
+  virtual absl::Status AddRmsNorm(DeviceTensor residual, const DeviceTensor& delta,
+                                  const DeviceTensor& weight, float eps, DeviceTensor out) = 0;
+  // out = x · weightᵀ (weight as stored, [out features, in features]).
+  virtual absl::Status Gemm(const DeviceTensor& x, const DeviceTensor& weight,
+                            DeviceTensor out) = 0;
+  // out = swish(gate) · up, gate_up = [gate | up].
+  virtual absl::Status SwiGlu(const DeviceTensor& gate_up, DeviceTensor out) = 0;
+  // One token for each of qfi.rows sequences in `slots` (device int32 [rows]).
+  virtual absl::Status Hgrn2Step(const Hgrn2LayerOp& layer, const int32_t* slots,
+                                 const DeviceTensor& qfi, DeviceTensor out) = 0;
+  // Whole token runs: sequence b owns rows [seq_offsets[b], seq_offsets[b+1]) of qfi and out
+  // and slot slots[b] (device int32 arrays). chunk_size 0 = token by token.
+  virtual absl::Status Hgrn2Prefill(const Hgrn2LayerOp& layer, int32_t num_seqs,
+                                    const int32_t* slots, const int32_t* seq_offsets,
+                                    int32_t chunk_size, const DeviceTensor& qfi,
+                                    DeviceTensor out) = 0;
+  // out[r] (device float) = log softmax(logits[r])[targets[r]].
+  virtual absl::Status LogSoftmaxGather(const DeviceTensor& logits, const int32_t* targets,
+                                        float* out) = 0;
+  // Chooses one token per row of `logits` with each row's sampler (host objects), writing the
+  // host results to `out`. The CPU backend samples on the host; a device backend samples on the
+  // device and copies back only ids and log-probabilities.
+  virtual absl::Status Sample(const DeviceTensor& logits, absl::Span<Sampler* const> samplers,
+                              absl::Span<SampledToken> out) = 0;
+
+ protected:
+  friend class DeviceBuffer;
+  virtual void Release(void* data, size_t bytes) = 0;
+};
+
+// The float32 reference backend on the host (engine/cpu_backend.cc).
+std::unique_ptr<Backend> MakeCpuBackend();
+
+}  // namespace hgrn2

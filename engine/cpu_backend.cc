@@ -1,0 +1,271 @@
+// The CPU backend: host memory and the float32 reference ops of kernels/reference.
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/backend.h"
+#include "engine/sampler.h"
+#include "engine/status_macros.h"
+#include "kernels/gather_rows.h"
+#include "kernels/gemm.h"
+#include "kernels/hgrn2_prefill.h"
+#include "kernels/hgrn2_step.h"
+#include "kernels/log_softmax_gather.h"
+#include "kernels/rms_norm.h"
+#include "kernels/swiglu.h"
+
+namespace hgrn2 {
+
+namespace {
+
+absl::Status CheckF32(const DeviceTensor& t, absl::string_view what) {
+  if (t.data == nullptr && t.rows * t.cols > 0) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": null data"));
+  }
+  if (t.dtype != DType::kF32) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the CPU backend computes in F32, got ",
+                                                   std::string(DTypeName(t.dtype))));
+  }
+  if (t.row_stride < t.cols) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": row stride below the row width"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckShape(const DeviceTensor& t, int64_t rows, int64_t cols, absl::string_view what) {
+  HGRN2_RETURN_IF_ERROR(CheckF32(t, what));
+  if (t.rows != rows || t.cols != cols) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": expected [", rows, ", ", cols,
+                                                   "], got [", t.rows, ", ", t.cols, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckLayer(const Hgrn2LayerOp& layer, const DeviceTensor& qfi,
+                        const DeviceTensor& out) {
+  const int64_t qf = static_cast<int64_t>(layer.num_heads) * layer.key_dim;
+  const int64_t vw = static_cast<int64_t>(layer.num_heads) * layer.value_dim;
+  if (layer.num_heads <= 0 || layer.key_dim <= 0 || layer.value_dim <= 0 || layer.conv_size < 0) {
+    return absl::InvalidArgumentError("hgrn2 layer: non-positive sizes");
+  }
+  HGRN2_RETURN_IF_ERROR(CheckShape(qfi, qfi.rows, 2 * qf + vw, "hgrn2 qfi"));
+  HGRN2_RETURN_IF_ERROR(CheckShape(out, qfi.rows, vw, "hgrn2 out"));
+  if (layer.conv_size > 0) {
+    HGRN2_RETURN_IF_ERROR(
+        CheckShape(layer.conv_weight, 2 * qf + vw, layer.conv_size, "hgrn2 conv weight"));
+    if (layer.states.conv_state == nullptr) {
+      return absl::InvalidArgumentError("hgrn2 layer: short conv without conv windows");
+    }
+  }
+  if (layer.states.state == nullptr) return absl::InvalidArgumentError("hgrn2 layer: no states");
+  return absl::OkStatus();
+}
+
+kernels::Hgrn2LayerParams<float> LayerParams(const Hgrn2LayerOp& layer, const int32_t* slots,
+                                             const DeviceTensor& qfi, const DeviceTensor& out) {
+  kernels::Hgrn2LayerParams<float> p;
+  p.num_heads = layer.num_heads;
+  p.key_dim = layer.key_dim;
+  p.value_dim = layer.value_dim;
+  p.conv_size = layer.conv_size;
+  p.qfi = qfi.As<const float>();
+  p.qfi_stride_token = qfi.row_stride;
+  p.conv_weight = layer.conv_size > 0 ? layer.conv_weight.As<const float>() : nullptr;
+  p.lower_bound = layer.lower_bound;
+  p.slots = slots;
+  p.state = layer.states.state;
+  p.state_stride_slot = layer.states.state_stride_slot;
+  p.conv_state = layer.states.conv_state;
+  p.conv_state_stride_slot = layer.states.conv_state_stride_slot;
+  p.out = out.As<float>();
+  p.out_stride_token = out.row_stride;
+  return p;
+}
+
+class CpuBackend final : public Backend {
+ public:
+  std::string_view name() const override { return "cpu"; }
+  DType compute_dtype() const override { return DType::kF32; }
+
+  absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override {
+    if (bytes == 0) return DeviceBuffer();
+    // 64-byte alignment for vector loads; calloc-like zeroing.
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    void* data = std::aligned_alloc(64, rounded);
+    if (data == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes"));
+    }
+    std::memset(data, 0, rounded);
+    return DeviceBuffer(this, data, bytes);
+  }
+  absl::Status CopyToDevice(void* dst, const void* src, size_t bytes) override {
+    if (bytes > 0) std::memcpy(dst, src, bytes);
+    return absl::OkStatus();
+  }
+  absl::Status CopyToHost(void* dst, const void* src, size_t bytes) override {
+    if (bytes > 0) std::memcpy(dst, src, bytes);
+    return absl::OkStatus();
+  }
+  absl::Status CopyOnDevice(void* dst, const void* src, size_t bytes) override {
+    if (bytes > 0) std::memmove(dst, src, bytes);
+    return absl::OkStatus();
+  }
+  absl::Status Fill(void* dst, uint8_t byte, size_t bytes) override {
+    if (bytes > 0) std::memset(dst, byte, bytes);
+    return absl::OkStatus();
+  }
+  absl::Status Synchronize() override { return absl::OkStatus(); }
+
+  absl::Status GatherRows(const DeviceTensor& table, const int32_t* indices,
+                          DeviceTensor out) override {
+    HGRN2_RETURN_IF_ERROR(CheckF32(table, "gather table"));
+    HGRN2_RETURN_IF_ERROR(CheckShape(out, out.rows, table.cols, "gather out"));
+    for (int64_t r = 0; r < out.rows; ++r) {
+      if (indices[r] < 0 || indices[r] >= table.rows) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("gather: index ", indices[r], " outside [0, ", table.rows, ")"));
+      }
+    }
+    kernels::GatherRowsReference({.rows = out.rows,
+                                  .cols = out.cols,
+                                  .table = table.As<const float>(),
+                                  .table_stride_row = table.row_stride,
+                                  .table_rows = table.rows,
+                                  .indices = indices,
+                                  .out = out.As<float>(),
+                                  .out_stride_row = out.row_stride});
+    return absl::OkStatus();
+  }
+
+  absl::Status RmsNorm(const DeviceTensor& x, const DeviceTensor& weight, float eps,
+                       DeviceTensor out) override {
+    HGRN2_RETURN_IF_ERROR(CheckF32(x, "rmsnorm x"));
+    HGRN2_RETURN_IF_ERROR(CheckShape(weight, 1, x.cols, "rmsnorm weight"));
+    HGRN2_RETURN_IF_ERROR(CheckShape(out, x.rows, x.cols, "rmsnorm out"));
+    kernels::RmsNormReference({.rows = x.rows,
+                               .cols = x.cols,
+                               .x = x.As<const float>(),
+                               .x_stride_row = x.row_stride,
+                               .weight = weight.As<const float>(),
+                               .out = out.As<float>(),
+                               .out_stride_row = out.row_stride,
+                               .eps = eps});
+    return absl::OkStatus();
+  }
+
+  absl::Status AddRmsNorm(DeviceTensor residual, const DeviceTensor& delta,
+                          const DeviceTensor& weight, float eps, DeviceTensor out) override {
+    HGRN2_RETURN_IF_ERROR(CheckF32(residual, "add-rmsnorm residual"));
+    HGRN2_RETURN_IF_ERROR(CheckShape(delta, residual.rows, residual.cols, "add-rmsnorm delta"));
+    HGRN2_RETURN_IF_ERROR(CheckShape(weight, 1, residual.cols, "add-rmsnorm weight"));
+    HGRN2_RETURN_IF_ERROR(CheckShape(out, residual.rows, residual.cols, "add-rmsnorm out"));
+    kernels::RmsNormReference({.rows = residual.rows,
+                               .cols = residual.cols,
+                               .x = delta.As<const float>(),
+                               .x_stride_row = delta.row_stride,
+                               .residual = residual.As<float>(),
+                               .residual_stride_row = residual.row_stride,
+                               .weight = weight.As<const float>(),
+                               .out = out.As<float>(),
+                               .out_stride_row = out.row_stride,
+                               .eps = eps});
+    return absl::OkStatus();
+  }
+
+  absl::Status Gemm(const DeviceTensor& x, const DeviceTensor& weight, DeviceTensor out) override {
+    HGRN2_RETURN_IF_ERROR(CheckF32(x, "gemm x"));
+    HGRN2_RETURN_IF_ERROR(CheckShape(weight, weight.rows, x.cols, "gemm weight"));
+    HGRN2_RETURN_IF_ERROR(CheckShape(out, x.rows, weight.rows, "gemm out"));
+    kernels::GemmReference({.m = x.rows,
+                            .n = weight.rows,
+                            .k = x.cols,
+                            .a = x.As<const float>(),
+                            .a_stride_row = x.row_stride,
+                            .b = weight.As<const float>(),
+                            .b_stride_row = weight.row_stride,
+                            .c = out.As<float>(),
+                            .c_stride_row = out.row_stride});
+    return absl::OkStatus();
+  }
+
+  absl::Status SwiGlu(const DeviceTensor& gate_up, DeviceTensor out) override {
+    HGRN2_RETURN_IF_ERROR(CheckF32(gate_up, "swiglu gate_up"));
+    HGRN2_RETURN_IF_ERROR(CheckShape(out, gate_up.rows, gate_up.cols / 2, "swiglu out"));
+    if (gate_up.cols % 2 != 0) return absl::InvalidArgumentError("swiglu: odd gate_up width");
+    kernels::SwiGluReference({.rows = out.rows,
+                              .cols = out.cols,
+                              .gate_up = gate_up.As<const float>(),
+                              .gate_up_stride_row = gate_up.row_stride,
+                              .out = out.As<float>(),
+                              .out_stride_row = out.row_stride});
+    return absl::OkStatus();
+  }
+
+  absl::Status Hgrn2Step(const Hgrn2LayerOp& layer, const int32_t* slots, const DeviceTensor& qfi,
+                         DeviceTensor out) override {
+    HGRN2_RETURN_IF_ERROR(CheckLayer(layer, qfi, out));
+    kernels::Hgrn2StepReference(
+        {.batch = static_cast<int32_t>(qfi.rows), .layer = LayerParams(layer, slots, qfi, out)});
+    return absl::OkStatus();
+  }
+
+  absl::Status Hgrn2Prefill(const Hgrn2LayerOp& layer, int32_t num_seqs, const int32_t* slots,
+                            const int32_t* seq_offsets, int32_t chunk_size, const DeviceTensor& qfi,
+                            DeviceTensor out) override {
+    HGRN2_RETURN_IF_ERROR(CheckLayer(layer, qfi, out));
+    if (num_seqs < 0 || seq_offsets[0] != 0 || seq_offsets[num_seqs] != qfi.rows) {
+      return absl::InvalidArgumentError("hgrn2 prefill: sequence offsets do not cover the tokens");
+    }
+    for (int32_t b = 0; b < num_seqs; ++b) {
+      if (seq_offsets[b + 1] < seq_offsets[b]) {
+        return absl::InvalidArgumentError("hgrn2 prefill: sequence offsets decrease");
+      }
+    }
+    kernels::Hgrn2PrefillReference({.num_seqs = num_seqs,
+                                    .seq_offsets = seq_offsets,
+                                    .chunk_size = chunk_size,
+                                    .layer = LayerParams(layer, slots, qfi, out)});
+    return absl::OkStatus();
+  }
+
+  absl::Status LogSoftmaxGather(const DeviceTensor& logits, const int32_t* targets,
+                                float* out) override {
+    HGRN2_RETURN_IF_ERROR(CheckF32(logits, "log-softmax logits"));
+    for (int64_t r = 0; r < logits.rows; ++r) {
+      if (targets[r] < 0 || targets[r] >= logits.cols) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("log-softmax: target ", targets[r], " outside [0, ", logits.cols, ")"));
+      }
+    }
+    kernels::LogSoftmaxGatherReference({.rows = logits.rows,
+                                        .cols = logits.cols,
+                                        .logits = logits.As<const float>(),
+                                        .logits_stride_row = logits.row_stride,
+                                        .targets = targets,
+                                        .out = out});
+    return absl::OkStatus();
+  }
+
+  absl::Status Sample(const DeviceTensor& logits, absl::Span<Sampler* const> samplers,
+                      absl::Span<SampledToken> out) override {
+    HGRN2_RETURN_IF_ERROR(CheckF32(logits, "sample logits"));
+    if (static_cast<int64_t>(samplers.size()) != logits.rows || out.size() != samplers.size()) {
+      return absl::InvalidArgumentError("sample: one sampler and one output per row expected");
+    }
+    for (int64_t r = 0; r < logits.rows; ++r) {
+      const float* row = logits.As<const float>() + r * logits.row_stride;
+      out[r] = samplers[r]->Sample(absl::MakeConstSpan(row, logits.cols));
+    }
+    return absl::OkStatus();
+  }
+
+ protected:
+  void Release(void* data, size_t /*bytes*/) override { std::free(data); }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> MakeCpuBackend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace hgrn2

@@ -1,0 +1,222 @@
+// ForwardPass: the layer loop of HGRN2 over the Backend ops, with validation of every batch.
+#include "engine/forward_pass.h"
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
+
+namespace hgrn2 {
+
+absl::StatusOr<DeviceBuffer> ForwardPass::Workspace(int64_t rows, int64_t cols, DType dtype) {
+  return backend_.Allocate(static_cast<size_t>(rows * cols) * DTypeSize(dtype));
+}
+
+absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const Model& model,
+                                                                 StatePool& pool,
+                                                                 const Options& options) {
+  if (options.max_tokens <= 0 || options.max_sequences <= 0 || options.prefill_chunk_size < 0) {
+    return absl::InvalidArgumentError(
+        "forward pass: max_tokens and max_sequences must be positive, prefill_chunk_size >= 0");
+  }
+  std::unique_ptr<ForwardPass> pass(new ForwardPass(model, pool, options));
+  const ModelConfig& c = model.config();
+  const DType dtype = model.backend().compute_dtype();
+  const int64_t rows = options.max_tokens;
+  const int64_t d = c.hidden_size;
+  auto make = [&](DeviceTensor& tensor, int64_t tensor_rows, int64_t cols) -> absl::Status {
+    HGRN2_ASSIGN_OR_RETURN(DeviceBuffer buffer, pass->Workspace(tensor_rows, cols, dtype));
+    tensor = buffer.Matrix(dtype, tensor_rows, cols);
+    pass->buffers_.push_back(std::move(buffer));
+    return absl::OkStatus();
+  };
+  HGRN2_RETURN_IF_ERROR(make(pass->residual_, rows, d));
+  HGRN2_RETURN_IF_ERROR(make(pass->normed_, rows, d));
+  HGRN2_RETURN_IF_ERROR(make(pass->qfi_, rows, 3 * d));
+  HGRN2_RETURN_IF_ERROR(make(pass->mixed_, rows, d));
+  HGRN2_RETURN_IF_ERROR(make(pass->projected_, rows, d));
+  HGRN2_RETURN_IF_ERROR(make(pass->gate_up_, rows, 2 * c.intermediate_size));
+  HGRN2_RETURN_IF_ERROR(make(pass->activated_, rows, c.intermediate_size));
+  HGRN2_RETURN_IF_ERROR(make(pass->logits_, rows, c.vocab_size));
+
+  auto make_index = [&](int64_t count, void** out) -> absl::Status {
+    HGRN2_ASSIGN_OR_RETURN(DeviceBuffer buffer, model.backend().Allocate(count * 4));
+    *out = buffer.data();
+    pass->buffers_.push_back(std::move(buffer));
+    return absl::OkStatus();
+  };
+  const int64_t seqs = options.max_sequences;
+  HGRN2_RETURN_IF_ERROR(make_index(rows, reinterpret_cast<void**>(&pass->ids_)));
+  HGRN2_RETURN_IF_ERROR(make_index(seqs, reinterpret_cast<void**>(&pass->slots_)));
+  HGRN2_RETURN_IF_ERROR(make_index(seqs + 1, reinterpret_cast<void**>(&pass->offsets_)));
+  HGRN2_RETURN_IF_ERROR(make_index(seqs, reinterpret_cast<void**>(&pass->last_rows_)));
+  HGRN2_RETURN_IF_ERROR(make_index(rows, reinterpret_cast<void**>(&pass->targets_)));
+  HGRN2_RETURN_IF_ERROR(make_index(rows, reinterpret_cast<void**>(&pass->target_logprobs_)));
+  return pass;
+}
+
+absl::Status ForwardPass::Validate(absl::Span<const SequenceTokens> batch) const {
+  if (batch.empty()) return absl::InvalidArgumentError("forward pass: empty batch");
+  if (static_cast<int64_t>(batch.size()) > options_.max_sequences) {
+    return absl::InvalidArgumentError(absl::StrCat("forward pass: ", batch.size(),
+                                                   " sequences, at most ", options_.max_sequences,
+                                                   " per call"));
+  }
+  const int64_t vocab = model_.config().vocab_size;
+  int64_t total = 0;
+  absl::flat_hash_set<SlotId> seen;
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const SequenceTokens& seq = batch[b];
+    if (seq.tokens.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("forward pass: sequence ", b, " is empty"));
+    }
+    if (!pool_.is_allocated(seq.slot)) {
+      return absl::InvalidArgumentError(absl::StrCat("forward pass: sequence ", b, " uses slot ",
+                                                     seq.slot, ", which is not allocated"));
+    }
+    if (!seen.insert(seq.slot).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("forward pass: slot ", seq.slot, " appears twice in one batch"));
+    }
+    for (size_t t = 0; t < seq.tokens.size(); ++t) {
+      if (seq.tokens[t] < 0 || seq.tokens[t] >= vocab) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("forward pass: token id ", seq.tokens[t], " at position ", t,
+                         " of sequence ", b, " is outside the vocabulary [0, ", vocab, ")"));
+      }
+    }
+    total += static_cast<int64_t>(seq.tokens.size());
+  }
+  if (total > options_.max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("forward pass: ", total, " tokens, at most ",
+                                                   options_.max_tokens, " per call"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DeviceTensor> ForwardPass::Prefill(absl::Span<const SequenceTokens> batch,
+                                                  LogitsFor which) {
+  HGRN2_RETURN_IF_ERROR(Validate(batch));
+  host_ids_.clear();
+  host_slots_.clear();
+  host_offsets_.assign(1, 0);
+  host_last_rows_.clear();
+  for (const SequenceTokens& seq : batch) {
+    host_ids_.insert(host_ids_.end(), seq.tokens.begin(), seq.tokens.end());
+    host_slots_.push_back(seq.slot);
+    host_offsets_.push_back(static_cast<int32_t>(host_ids_.size()));
+    host_last_rows_.push_back(static_cast<int32_t>(host_ids_.size()) - 1);
+  }
+  return Run(static_cast<int64_t>(host_ids_.size()), static_cast<int32_t>(batch.size()),
+             /*decode_step=*/false, which);
+}
+
+absl::StatusOr<DeviceTensor> ForwardPass::Decode(absl::Span<const SlotId> slots,
+                                                 absl::Span<const int32_t> tokens) {
+  if (slots.size() != tokens.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode: ", slots.size(), " slots but ", tokens.size(), " tokens"));
+  }
+  std::vector<SequenceTokens> batch(slots.size());
+  for (size_t b = 0; b < slots.size(); ++b) batch[b] = {slots[b], tokens.subspan(b, 1)};
+  HGRN2_RETURN_IF_ERROR(Validate(batch));
+  host_ids_.assign(tokens.begin(), tokens.end());
+  host_slots_.assign(slots.begin(), slots.end());
+  return Run(static_cast<int64_t>(slots.size()), static_cast<int32_t>(slots.size()),
+             /*decode_step=*/true, LogitsFor::kEveryToken);
+}
+
+absl::StatusOr<DeviceTensor> ForwardPass::Run(int64_t num_tokens, int32_t num_seqs,
+                                              bool decode_step, LogitsFor which) {
+  const ModelConfig& c = model_.config();
+  const float eps = c.norm_eps;
+  HGRN2_RETURN_IF_ERROR(backend_.CopyToDevice(ids_, host_ids_.data(), num_tokens * 4));
+  HGRN2_RETURN_IF_ERROR(backend_.CopyToDevice(slots_, host_slots_.data(), num_seqs * 4));
+  if (!decode_step) {
+    HGRN2_RETURN_IF_ERROR(
+        backend_.CopyToDevice(offsets_, host_offsets_.data(), (num_seqs + 1) * 4));
+  }
+
+  DeviceTensor residual = residual_.Rows(0, num_tokens);
+  DeviceTensor normed = normed_.Rows(0, num_tokens);
+  DeviceTensor qfi = qfi_.Rows(0, num_tokens);
+  DeviceTensor mixed = mixed_.Rows(0, num_tokens);
+  DeviceTensor projected = projected_.Rows(0, num_tokens);
+  DeviceTensor gate_up = gate_up_.Rows(0, num_tokens);
+  DeviceTensor activated = activated_.Rows(0, num_tokens);
+
+  HGRN2_RETURN_IF_ERROR(backend_.GatherRows(model_.embeddings(), ids_, residual));
+  HGRN2_RETURN_IF_ERROR(backend_.RmsNorm(residual, model_.layer(0).attn_norm, eps, normed));
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& w = model_.layer(l);
+    Hgrn2LayerOp op;
+    op.num_heads = static_cast<int32_t>(c.num_heads);
+    op.key_dim = static_cast<int32_t>(c.key_dim);
+    op.value_dim = static_cast<int32_t>(c.value_dim);
+    op.conv_size = static_cast<int32_t>(c.conv_window());
+    op.conv_weight = w.conv;
+    op.lower_bound = w.lower_bound;
+    op.states = pool_.Layer(l);
+
+    HGRN2_RETURN_IF_ERROR(backend_.Gemm(normed, w.qfi_proj, qfi));
+    if (decode_step) {
+      HGRN2_RETURN_IF_ERROR(backend_.Hgrn2Step(op, slots_, qfi, mixed));
+    } else {
+      HGRN2_RETURN_IF_ERROR(backend_.Hgrn2Prefill(op, num_seqs, slots_, offsets_,
+                                                  options_.prefill_chunk_size, qfi, mixed));
+    }
+    // g_norm over the whole of D (not per head), then the output projection.
+    HGRN2_RETURN_IF_ERROR(backend_.RmsNorm(mixed, w.g_norm, eps, normed));
+    HGRN2_RETURN_IF_ERROR(backend_.Gemm(normed, w.o_proj, projected));
+    HGRN2_RETURN_IF_ERROR(backend_.AddRmsNorm(residual, projected, w.mlp_norm, eps, normed));
+    HGRN2_RETURN_IF_ERROR(backend_.Gemm(normed, w.gate_up_proj, gate_up));
+    HGRN2_RETURN_IF_ERROR(backend_.SwiGlu(gate_up, activated));
+    HGRN2_RETURN_IF_ERROR(backend_.Gemm(activated, w.down_proj, projected));
+    const DeviceTensor& next_norm =
+        l + 1 < c.num_layers ? model_.layer(l + 1).attn_norm : model_.final_norm();
+    HGRN2_RETURN_IF_ERROR(backend_.AddRmsNorm(residual, projected, next_norm, eps, normed));
+  }
+
+  DeviceTensor head_input = normed;
+  if (which == LogitsFor::kLastToken && !decode_step) {
+    HGRN2_RETURN_IF_ERROR(backend_.CopyToDevice(last_rows_, host_last_rows_.data(), num_seqs * 4));
+    head_input = mixed_.Rows(0, num_seqs);
+    HGRN2_RETURN_IF_ERROR(backend_.GatherRows(normed, last_rows_, head_input));
+  }
+  DeviceTensor logits = logits_.Rows(0, head_input.rows);
+  HGRN2_RETURN_IF_ERROR(backend_.Gemm(head_input, model_.lm_head(), logits));
+  return logits;
+}
+
+absl::StatusOr<std::vector<float>> ForwardPass::LogitsToHost(const DeviceTensor& logits) {
+  if (logits.dtype != DType::kF32) {
+    return absl::UnimplementedError("logits to host: only F32 logits are copied as they are");
+  }
+  std::vector<float> out(static_cast<size_t>(logits.rows * logits.cols));
+  for (int64_t r = 0; r < logits.rows; ++r) {
+    const auto* row = static_cast<const std::byte*>(logits.data) + r * logits.row_stride * 4;
+    HGRN2_RETURN_IF_ERROR(
+        backend_.CopyToHost(out.data() + r * logits.cols, row, logits.cols * sizeof(float)));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> ForwardPass::TargetLogprobs(const DeviceTensor& logits,
+                                                               absl::Span<const int32_t> targets) {
+  if (static_cast<int64_t>(targets.size()) != logits.rows || logits.rows > options_.max_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("target logprobs: ", targets.size(), " targets for ", logits.rows, " rows"));
+  }
+  for (size_t r = 0; r < targets.size(); ++r) {
+    if (targets[r] < 0 || targets[r] >= logits.cols) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("target logprobs: token id ", targets[r], " outside the vocabulary"));
+    }
+  }
+  HGRN2_RETURN_IF_ERROR(backend_.CopyToDevice(targets_, targets.data(), targets.size() * 4));
+  HGRN2_RETURN_IF_ERROR(backend_.LogSoftmaxGather(logits, targets_, target_logprobs_));
+  std::vector<float> out(targets.size());
+  HGRN2_RETURN_IF_ERROR(backend_.CopyToHost(out.data(), target_logprobs_, out.size() * 4));
+  return out;
+}
+
+}  // namespace hgrn2

@@ -1,0 +1,172 @@
+// Model: loading, validating, fusing and uploading HGRN2 weights.
+#include "engine/model.h"
+
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
+
+namespace hgrn2 {
+namespace {
+
+// Appends `part` to `fused` (concatenation along the output-feature rows).
+void Append(std::vector<float>& fused, const std::vector<float>& part) {
+  fused.insert(fused.end(), part.begin(), part.end());
+}
+
+}  // namespace
+
+std::vector<float> TransformLowerBounds(const std::vector<float>& raw, int64_t num_layers,
+                                        int64_t width) {
+  std::vector<float> out(static_cast<size_t>(num_layers * width));
+  std::vector<double> column(static_cast<size_t>(num_layers));
+  for (int64_t c = 0; c < width; ++c) {
+    double max_value = -INFINITY;
+    for (int64_t l = 0; l < num_layers; ++l) max_value = std::fmax(max_value, raw[l * width + c]);
+    double sum = 0.0;
+    for (int64_t l = 0; l < num_layers; ++l) {
+      column[l] = std::exp(static_cast<double>(raw[l * width + c]) - max_value);
+      sum += column[l];
+    }
+    double cumulative = 0.0;
+    for (int64_t l = 0; l < num_layers; ++l) {
+      cumulative += column[l] / sum;
+      out[l * width + c] = static_cast<float>(cumulative - column[0] / sum);
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::filesystem::path& dir,
+                                                   Backend& backend) {
+  HGRN2_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::Load(dir));
+  HGRN2_ASSIGN_OR_RETURN(WeightFile weights, WeightFile::Open(dir));
+  return Create(config, weights, backend);
+}
+
+absl::StatusOr<DeviceTensor> Model::Upload(const std::vector<float>& values, int64_t rows,
+                                           int64_t cols) {
+  const DType dtype = backend_.compute_dtype();
+  const size_t count = static_cast<size_t>(rows * cols);
+  std::vector<std::byte> converted(count * DTypeSize(dtype));
+  switch (dtype) {
+    case DType::kF32:
+      std::memcpy(converted.data(), values.data(), count * sizeof(float));
+      break;
+    case DType::kBF16:
+    case DType::kF16:
+      for (size_t i = 0; i < count; ++i) {
+        const uint16_t bits =
+            dtype == DType::kBF16 ? FloatToBf16(values[i]) : FloatToF16(values[i]);
+        std::memcpy(converted.data() + 2 * i, &bits, sizeof(bits));
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("model: unsupported compute dtype ", std::string(DTypeName(dtype))));
+  }
+  HGRN2_ASSIGN_OR_RETURN(DeviceBuffer buffer, backend_.Allocate(converted.size()));
+  HGRN2_RETURN_IF_ERROR(backend_.CopyToDevice(buffer.data(), converted.data(), converted.size()));
+  DeviceTensor tensor = buffer.Matrix(dtype, rows, cols);
+  buffers_.push_back(std::move(buffer));
+  return tensor;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config,
+                                                     const WeightFile& weights, Backend& backend) {
+  std::unique_ptr<Model> model(new Model(config, backend));
+  const int64_t v = config.vocab_size;
+  const int64_t d = config.hidden_size;
+  const int64_t inter = config.intermediate_size;
+  const int64_t k = config.conv_window();
+  std::set<std::string, std::less<>> used;
+  auto read = [&](const std::string& name,
+                  std::initializer_list<int64_t> shape) -> absl::StatusOr<std::vector<float>> {
+    used.insert(name);
+    return weights.ReadFloat(name, shape);
+  };
+
+  HGRN2_ASSIGN_OR_RETURN(std::vector<float> embeddings, read("model.embeddings.weight", {v, d}));
+  HGRN2_ASSIGN_OR_RETURN(model->embeddings_, model->Upload(embeddings, v, d));
+
+  std::vector<float> lower_bounds;
+  if (config.use_lower_bound) {
+    HGRN2_ASSIGN_OR_RETURN(std::vector<float> raw,
+                           read("model.lower_bounds", {config.num_layers, d}));
+    lower_bounds = TransformLowerBounds(raw, config.num_layers, d);
+    // Float32 whatever the compute dtype: the gates are computed in float32.
+    HGRN2_ASSIGN_OR_RETURN(DeviceBuffer buffer, backend.Allocate(lower_bounds.size() * 4));
+    HGRN2_RETURN_IF_ERROR(
+        backend.CopyToDevice(buffer.data(), lower_bounds.data(), lower_bounds.size() * 4));
+    model->lower_bounds_ = buffer.Matrix(DType::kF32, config.num_layers, d);
+    model->buffers_.push_back(std::move(buffer));
+  }
+
+  for (int64_t l = 0; l < config.num_layers; ++l) {
+    const std::string prefix = absl::StrCat("model.layers.", l, ".");
+    LayerWeights layer;
+    HGRN2_ASSIGN_OR_RETURN(std::vector<float> attn_norm, read(prefix + "attn_norm.weight", {d}));
+    HGRN2_ASSIGN_OR_RETURN(layer.attn_norm, model->Upload(attn_norm, 1, d));
+
+    std::vector<float> qfi;
+    std::vector<float> conv;
+    for (const char* name : {"q", "f", "i"}) {
+      HGRN2_ASSIGN_OR_RETURN(std::vector<float> proj,
+                             read(absl::StrCat(prefix, "attn.", name, "_proj.weight"), {d, d}));
+      Append(qfi, proj);
+      if (config.use_short_conv) {
+        HGRN2_ASSIGN_OR_RETURN(
+            std::vector<float> taps,
+            read(absl::StrCat(prefix, "attn.", name, "_conv1d.weight"), {d, 1, k}));
+        Append(conv, taps);
+      }
+    }
+    HGRN2_ASSIGN_OR_RETURN(layer.qfi_proj, model->Upload(qfi, 3 * d, d));
+    if (config.use_short_conv) {
+      HGRN2_ASSIGN_OR_RETURN(layer.conv, model->Upload(conv, 3 * d, k));
+    }
+    HGRN2_ASSIGN_OR_RETURN(std::vector<float> g_norm, read(prefix + "attn.g_norm.weight", {d}));
+    HGRN2_ASSIGN_OR_RETURN(layer.g_norm, model->Upload(g_norm, 1, d));
+    HGRN2_ASSIGN_OR_RETURN(std::vector<float> o_proj, read(prefix + "attn.o_proj.weight", {d, d}));
+    HGRN2_ASSIGN_OR_RETURN(layer.o_proj, model->Upload(o_proj, d, d));
+    HGRN2_ASSIGN_OR_RETURN(std::vector<float> mlp_norm, read(prefix + "mlp_norm.weight", {d}));
+    HGRN2_ASSIGN_OR_RETURN(layer.mlp_norm, model->Upload(mlp_norm, 1, d));
+    HGRN2_ASSIGN_OR_RETURN(std::vector<float> gate_up,
+                           read(prefix + "mlp.gate_proj.weight", {inter, d}));
+    HGRN2_ASSIGN_OR_RETURN(std::vector<float> up, read(prefix + "mlp.up_proj.weight", {inter, d}));
+    Append(gate_up, up);
+    HGRN2_ASSIGN_OR_RETURN(layer.gate_up_proj, model->Upload(gate_up, 2 * inter, d));
+    HGRN2_ASSIGN_OR_RETURN(std::vector<float> down,
+                           read(prefix + "mlp.down_proj.weight", {d, inter}));
+    HGRN2_ASSIGN_OR_RETURN(layer.down_proj, model->Upload(down, d, inter));
+    if (config.use_lower_bound && l > 0) {
+      layer.lower_bound = model->lower_bounds_.As<const float>() + l * d;
+    }
+    model->layers_.push_back(layer);
+  }
+
+  HGRN2_ASSIGN_OR_RETURN(std::vector<float> final_norm, read("model.norm.weight", {d}));
+  HGRN2_ASSIGN_OR_RETURN(model->final_norm_, model->Upload(final_norm, 1, d));
+  if (config.tie_word_embeddings) {
+    // Some exports keep a copy of the tied matrix; the embeddings are what the model uses.
+    used.insert("lm_head.weight");
+    model->lm_head_ = model->embeddings_;
+  } else {
+    HGRN2_ASSIGN_OR_RETURN(std::vector<float> lm_head, read("lm_head.weight", {v, d}));
+    HGRN2_ASSIGN_OR_RETURN(model->lm_head_, model->Upload(lm_head, v, d));
+  }
+
+  for (const std::string& name : weights.Names()) {
+    if (!used.contains(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "weights: unexpected tensor \"", name,
+          "\" that config.json does not account for (check use_short_conv, use_lower_bound, "
+          "tie_word_embeddings and num_hidden_layers)"));
+    }
+  }
+  return model;
+}
+
+}  // namespace hgrn2

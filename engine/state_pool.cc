@@ -1,0 +1,112 @@
+// StatePool: slot allocation and whole-state copies over one backend allocation.
+#include "engine/state_pool.h"
+
+#include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
+
+namespace hgrn2 {
+
+absl::StatusOr<std::unique_ptr<StatePool>> StatePool::Create(Backend& backend,
+                                                             const ModelConfig& config,
+                                                             int32_t num_slots) {
+  if (num_slots <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("state pool: num_slots must be positive, got ", num_slots));
+  }
+  const size_t bytes = static_cast<size_t>(config.state_bytes()) * static_cast<size_t>(num_slots);
+  HGRN2_ASSIGN_OR_RETURN(DeviceBuffer memory, backend.Allocate(bytes));
+  return std::unique_ptr<StatePool>(new StatePool(backend, config, num_slots, std::move(memory)));
+}
+
+StatePool::StatePool(Backend& backend, const ModelConfig& config, int32_t num_slots,
+                     DeviceBuffer memory)
+    : backend_(backend),
+      num_layers_(config.num_layers),
+      state_floats_per_layer_(config.state_floats_per_layer()),
+      conv_floats_per_layer_(config.conv_floats_per_layer()),
+      slot_floats_(config.num_layers *
+                   (config.state_floats_per_layer() + config.conv_floats_per_layer())),
+      num_slots_(num_slots),
+      memory_(std::move(memory)),
+      allocated_(static_cast<size_t>(num_slots), false) {
+  free_.reserve(static_cast<size_t>(num_slots));
+  for (SlotId slot = num_slots - 1; slot >= 0; --slot) free_.push_back(slot);
+}
+
+float* StatePool::SlotBase(SlotId slot) const {
+  return static_cast<float*>(memory_.data()) + static_cast<int64_t>(slot) * slot_floats_;
+}
+
+absl::Status StatePool::CheckAllocated(SlotId slot, absl::string_view what) const {
+  if (slot < 0 || slot >= num_slots_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": slot ", slot, " outside [0, ", num_slots_, ")"));
+  }
+  if (!allocated_[slot]) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": slot ", slot, " is not allocated"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SlotId> StatePool::Allocate() {
+  if (free_.empty()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("state pool: all ", num_slots_, " slots are in use"));
+  }
+  const SlotId slot = free_.back();
+  HGRN2_RETURN_IF_ERROR(backend_.Fill(SlotBase(slot), 0, slot_bytes()));
+  free_.pop_back();
+  allocated_[slot] = true;
+  return slot;
+}
+
+absl::Status StatePool::Free(SlotId slot) {
+  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "state pool free"));
+  allocated_[slot] = false;
+  free_.push_back(slot);
+  return absl::OkStatus();
+}
+
+absl::Status StatePool::Reset(SlotId slot) {
+  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "state pool reset"));
+  return backend_.Fill(SlotBase(slot), 0, slot_bytes());
+}
+
+absl::Status StatePool::Copy(SlotId src, SlotId dst) {
+  HGRN2_RETURN_IF_ERROR(CheckAllocated(src, "state pool copy source"));
+  HGRN2_RETURN_IF_ERROR(CheckAllocated(dst, "state pool copy destination"));
+  if (src == dst) return absl::OkStatus();
+  return backend_.CopyOnDevice(SlotBase(dst), SlotBase(src), slot_bytes());
+}
+
+absl::Status StatePool::ReadHost(SlotId slot, absl::Span<std::byte> out) const {
+  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "state pool read"));
+  if (out.size() != slot_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat("state pool read: buffer of ", out.size(),
+                                                   " bytes, a slot has ", slot_bytes()));
+  }
+  return backend_.CopyToHost(out.data(), SlotBase(slot), slot_bytes());
+}
+
+absl::Status StatePool::WriteHost(SlotId slot, absl::Span<const std::byte> in) {
+  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "state pool write"));
+  if (in.size() != slot_bytes()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("state pool write: ", in.size(), " bytes given, a slot has ", slot_bytes()));
+  }
+  return backend_.CopyToDevice(SlotBase(slot), in.data(), slot_bytes());
+}
+
+LayerStateView StatePool::Layer(int64_t layer) const {
+  float* base = static_cast<float*>(memory_.data());
+  LayerStateView view;
+  view.state = base + layer * state_floats_per_layer_;
+  view.state_stride_slot = slot_floats_;
+  if (conv_floats_per_layer_ > 0) {
+    view.conv_state = base + num_layers_ * state_floats_per_layer_ + layer * conv_floats_per_layer_;
+    view.conv_state_stride_slot = slot_floats_;
+  }
+  return view;
+}
+
+}  // namespace hgrn2

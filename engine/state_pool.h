@@ -1,0 +1,71 @@
+// The fixed-size per-sequence states (recurrent states and conv windows) in one device allocation.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "engine/backend.h"
+#include "engine/model_config.h"
+
+namespace hgrn2 {
+
+// Index of a slot in a StatePool, in [0, num_slots).
+using SlotId = int32_t;
+
+// num_slots slots, each one sequence's whole state in float32:
+//   [L, H, dv, dk] recurrent states (fla's layout), then [L, channels, K] conv windows
+//   (channels = q | f | i, newest input last; absent without short conv).
+// Kernels address a slot through its index (Layer() gives base pointers and strides), so a
+// batch of sequences is advanced in place with no gather or scatter copies.
+//
+// Thread-safety: the device thread only.
+class StatePool {
+ public:
+  static absl::StatusOr<std::unique_ptr<StatePool>> Create(Backend& backend,
+                                                           const ModelConfig& config,
+                                                           int32_t num_slots);
+
+  // A free slot, its state zeroed (a new sequence). ResourceExhausted when all are in use.
+  absl::StatusOr<SlotId> Allocate();
+  // Returns the slot to the free list. InvalidArgument if it is out of range or not allocated.
+  absl::Status Free(SlotId slot);
+  // Zeroes the slot's state (it stays allocated).
+  absl::Status Reset(SlotId slot);
+  // Copies the whole state of `src` into `dst` (both allocated), e.g. to fork a sequence.
+  absl::Status Copy(SlotId src, SlotId dst);
+  // The slot's state as bytes in the layout above (slot_bytes() of them), to and from the host.
+  absl::Status ReadHost(SlotId slot, absl::Span<std::byte> out) const;
+  absl::Status WriteHost(SlotId slot, absl::Span<const std::byte> in);
+
+  // Base pointers and slot strides of one layer's states, for the recurrence ops.
+  LayerStateView Layer(int64_t layer) const;
+
+  int32_t num_slots() const { return num_slots_; }
+  int32_t num_free() const { return static_cast<int32_t>(free_.size()); }
+  bool is_allocated(SlotId slot) const {
+    return slot >= 0 && slot < num_slots_ && allocated_[slot];
+  }
+  size_t slot_bytes() const { return static_cast<size_t>(slot_floats_) * sizeof(float); }
+
+ private:
+  StatePool(Backend& backend, const ModelConfig& config, int32_t num_slots, DeviceBuffer memory);
+  absl::Status CheckAllocated(SlotId slot, absl::string_view what) const;
+  float* SlotBase(SlotId slot) const;
+
+  Backend& backend_;
+  int64_t num_layers_;
+  int64_t state_floats_per_layer_;
+  int64_t conv_floats_per_layer_;
+  int64_t slot_floats_;
+  int32_t num_slots_;
+  DeviceBuffer memory_;
+  std::vector<SlotId> free_;  // a stack: the lowest ids are handed out first
+  std::vector<bool> allocated_;
+};
+
+}  // namespace hgrn2

@@ -1,0 +1,49 @@
+// What the HGRN2 recurrence ops share: a layer's sizes, gate inputs and where states live.
+#pragma once
+
+#include <cstdint>
+
+namespace hgrn2::kernels {
+
+// One HGRN2 layer's token mixer after the q/f/i projections (../shared/HGRN2.md):
+//   q, f, v = causal depthwise conv of the projections over their last K values (if K > 0)
+//   q = swish(q);  g = lb + (1 - lb) · sigmoid(f) (lb = 0 without a lower bound);  k = 1 - g
+//   per head: S = S · g[None, :] + v[:, None] · k[None, :];  o = S q
+// States live in a pool of slots and are read and written in place through slot indices.
+template <typename T>
+struct Hgrn2LayerParams {
+  int32_t num_heads = 0;  // H
+  int32_t key_dim = 0;    // dk: q, f (and k, g) channels per head
+  int32_t value_dim = 0;  // dv: v and o channels per head
+  int32_t conv_size = 0;  // K; 0 = no short conv
+
+  // Projections before the conv, per token: q [H·dk] | f [H·dk] | v [H·dv].
+  const T* __restrict__ qfi = nullptr;
+  int64_t qfi_stride_token = 0;
+  // Depthwise conv taps [2·H·dk + H·dv, K] in the same channel order, oldest tap first.
+  const T* __restrict__ conv_weight = nullptr;
+  // Per-channel lower bound of the forget gate [H·dk], or null for none (layer 0, or the model
+  // has none).
+  const float* __restrict__ lower_bound = nullptr;
+
+  // The sequences' slots in the pool.
+  const int32_t* __restrict__ slots = nullptr;
+  // Recurrent state of slot s, head h: state + s·state_stride_slot + h·dv·dk, a [dv, dk]
+  // row-major float32 matrix (fla's value-major layout).
+  float* __restrict__ state = nullptr;
+  int64_t state_stride_slot = 0;
+  // Conv window of slot s: conv_state + s·conv_state_stride_slot, [channels, K] float32 with the
+  // newest input last (fla's conv cache). Unused when conv_size is 0.
+  float* __restrict__ conv_state = nullptr;
+  int64_t conv_state_stride_slot = 0;
+
+  // Output o per token [H·dv] (before g_norm).
+  T* __restrict__ out = nullptr;
+  int64_t out_stride_token = 0;
+
+  int64_t qf_width() const { return static_cast<int64_t>(num_heads) * key_dim; }
+  int64_t v_width() const { return static_cast<int64_t>(num_heads) * value_dim; }
+  int64_t channels() const { return 2 * qf_width() + v_width(); }
+};
+
+}  // namespace hgrn2::kernels

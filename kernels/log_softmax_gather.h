@@ -1,0 +1,21 @@
+// Op: the log-probability of one chosen column per row, logits[r][targets[r]] -
+// logsumexp(logits[r]).
+#pragma once
+
+#include <cstdint>
+
+namespace hgrn2::kernels {
+
+template <typename T>
+struct LogSoftmaxGatherParams {
+  int64_t rows = 0;
+  int64_t cols = 0;  // vocabulary size
+  const T* __restrict__ logits = nullptr;
+  int64_t logits_stride_row = 0;
+  const int32_t* __restrict__ targets = nullptr;  // [rows], each in [0, cols)
+  float* __restrict__ out = nullptr;              // [rows]
+};
+
+void LogSoftmaxGatherReference(const LogSoftmaxGatherParams<float>& params);
+
+}  // namespace hgrn2::kernels

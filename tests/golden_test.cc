@@ -1,0 +1,253 @@
+// Golden tests: the CPU engine against fla's outputs and an independent float64 implementation,
+// for every fixture folder in tests/data (a checkpoint plus golden.safetensors).
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/forward_pass.h"
+#include "engine/generation.h"
+#include "engine/model.h"
+#include "engine/state_pool.h"
+#include "engine/weight_file.h"
+#include "gtest/gtest.h"
+#include "tests/test_support.h"
+
+namespace hgrn2 {
+namespace {
+
+using ::hgrn2::testing::RelativeL2Error;
+
+// Relative L2 error of logits that a correct float32 implementation meets against the float64
+// reference (tests/data/FIXTURES.md); fla's own chunked kernel is within 1e-3 of it.
+constexpr double kLogitsTolerance = 1e-4;
+constexpr double kFlaChunkedTolerance = 1e-3;
+constexpr double kStateTolerance = 1e-4;
+
+std::vector<std::filesystem::path> FixtureDirs() {
+  std::vector<std::filesystem::path> dirs;
+  for (const auto& entry : std::filesystem::directory_iterator(testing::TestDataDir())) {
+    if (std::filesystem::exists(entry.path() / "golden.safetensors")) dirs.push_back(entry.path());
+  }
+  std::sort(dirs.begin(), dirs.end());
+  return dirs;
+}
+
+struct Golden {
+  WeightFile file;
+
+  std::vector<float> Floats(const std::string& name) const {
+    absl::StatusOr<TensorView> view = file.Tensor(name);
+    EXPECT_TRUE(view.ok()) << view.status();
+    absl::StatusOr<std::vector<float>> values = file.ReadFloat(name, view->shape);
+    EXPECT_TRUE(values.ok()) << values.status();
+    return *values;
+  }
+  std::vector<int32_t> Ids(const std::string& name, std::vector<int64_t>* shape) const {
+    absl::StatusOr<TensorView> view = file.Tensor(name);
+    EXPECT_TRUE(view.ok()) << view.status();
+    EXPECT_EQ(view->dtype, DType::kI32);
+    std::vector<int32_t> ids(static_cast<size_t>(view->num_elements()));
+    std::memcpy(ids.data(), view->bytes.data(), ids.size() * 4);
+    *shape = view->shape;
+    return ids;
+  }
+};
+
+// One fixture with the CPU engine over it, prefill done chunked (chunk size given) or token by
+// token (0).
+class GoldenTest : public ::testing::TestWithParam<std::tuple<std::filesystem::path, int>> {
+ protected:
+  void SetUp() override {
+    dir_ = std::get<0>(GetParam());
+    backend_ = MakeCpuBackend();
+    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(dir_, *backend_);
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = *std::move(model);
+    absl::StatusOr<std::unique_ptr<StatePool>> pool =
+        StatePool::Create(*backend_, model_->config(), 4);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    pool_ = *std::move(pool);
+    ForwardPass::Options options;
+    options.max_tokens = 256;
+    options.prefill_chunk_size = std::get<1>(GetParam());
+    absl::StatusOr<std::unique_ptr<ForwardPass>> pass =
+        ForwardPass::Create(*model_, *pool_, options);
+    ASSERT_TRUE(pass.ok()) << pass.status();
+    pass_ = *std::move(pass);
+    absl::StatusOr<WeightFile> golden = WeightFile::Open(dir_ / "golden.safetensors");
+    ASSERT_TRUE(golden.ok()) << golden.status();
+    golden_ = std::make_unique<Golden>(Golden{*std::move(golden)});
+  }
+
+  void Report(const std::string& what, double error) {
+    std::cout << "[golden] " << dir_.filename().string() << " chunk=" << std::get<1>(GetParam())
+              << " " << what << " rel_l2=" << error << "\n";
+    RecordProperty(what, absl::StrCat(error));
+  }
+
+  // Prefills `rows` prompts of `length` ids (one slot each) in one batch; every-token logits.
+  std::vector<float> PrefillAll(const std::vector<int32_t>& ids, int64_t rows, int64_t length,
+                                std::vector<SlotId>& slots) {
+    std::vector<SequenceTokens> batch;
+    for (int64_t r = 0; r < rows; ++r) {
+      absl::StatusOr<SlotId> slot = pool_->Allocate();
+      EXPECT_TRUE(slot.ok()) << slot.status();
+      slots.push_back(*slot);
+      batch.push_back({*slot, absl::MakeConstSpan(ids).subspan(r * length, length)});
+    }
+    absl::StatusOr<DeviceTensor> logits = pass_->Prefill(batch, LogitsFor::kEveryToken);
+    EXPECT_TRUE(logits.ok()) << logits.status();
+    absl::StatusOr<std::vector<float>> host = pass_->LogitsToHost(*logits);
+    EXPECT_TRUE(host.ok()) << host.status();
+    return *host;
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<StatePool> pool_;
+  std::unique_ptr<ForwardPass> pass_;
+  std::unique_ptr<Golden> golden_;
+};
+
+TEST_P(GoldenTest, ShortPromptLogitsMatchReference) {
+  std::vector<int64_t> shape;
+  const std::vector<int32_t> ids = golden_->Ids("short_ids", &shape);
+  std::vector<SlotId> slots;
+  const std::vector<float> logits = PrefillAll(ids, shape[0], shape[1], slots);
+  const double vs_float64 = RelativeL2Error(logits, golden_->Floats("ref64_short_logits"));
+  const double vs_fla = RelativeL2Error(logits, golden_->Floats("short_logits"));
+  Report("short_vs_float64", vs_float64);
+  Report("short_vs_fla", vs_fla);
+  EXPECT_LT(vs_float64, kLogitsTolerance);
+  EXPECT_LT(vs_fla, kLogitsTolerance);
+}
+
+TEST_P(GoldenTest, LongPromptLogitsMatchReference) {
+  std::vector<int64_t> shape;
+  const std::vector<int32_t> ids = golden_->Ids("long_ids", &shape);
+  std::vector<SlotId> slots;
+  const std::vector<float> logits = PrefillAll(ids, shape[0], shape[1], slots);
+  const double vs_float64 = RelativeL2Error(logits, golden_->Floats("ref64_long_logits"));
+  const double vs_fla = RelativeL2Error(logits, golden_->Floats("long_logits"));
+  Report("long_vs_float64", vs_float64);
+  Report("long_vs_fla_chunked", vs_fla);
+  EXPECT_LT(vs_float64, kLogitsTolerance);
+  EXPECT_LT(vs_fla, kFlaChunkedTolerance);
+}
+
+TEST_P(GoldenTest, StatesAfterShortPromptsMatchFla) {
+  std::vector<int64_t> shape;
+  const std::vector<int32_t> ids = golden_->Ids("short_ids", &shape);
+  std::vector<SlotId> slots;
+  PrefillAll(ids, shape[0], shape[1], slots);
+  const ModelConfig& c = model_->config();
+  const int64_t state_floats = c.state_floats_per_layer();
+  const int64_t conv_floats = c.conv_floats_per_layer();
+  const int64_t d = c.hidden_size;
+  const int64_t k = c.conv_window();
+  std::vector<std::byte> bytes(pool_->slot_bytes());
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const std::vector<float> expected = golden_->Floats(absl::StrCat("short_state_", l));
+    std::vector<float> ours;
+    std::vector<std::vector<float>> ours_conv(3);
+    for (size_t r = 0; r < slots.size(); ++r) {
+      ASSERT_TRUE(pool_->ReadHost(slots[r], absl::MakeSpan(bytes)).ok());
+      const float* slot = reinterpret_cast<const float*>(bytes.data());
+      ours.insert(ours.end(), slot + l * state_floats, slot + (l + 1) * state_floats);
+      const float* conv = slot + c.num_layers * state_floats + l * conv_floats;
+      for (int part = 0; part < 3 && k > 0; ++part) {
+        ours_conv[part].insert(ours_conv[part].end(), conv + part * d * k,
+                               conv + (part + 1) * d * k);
+      }
+    }
+    const double error = RelativeL2Error(ours, expected);
+    Report(absl::StrCat("state_", l), error);
+    EXPECT_LT(error, kStateTolerance) << "layer " << l;
+    if (k > 0) {
+      const char* names[] = {"q", "f", "i"};
+      for (int part = 0; part < 3; ++part) {
+        const double conv_error = RelativeL2Error(
+            ours_conv[part], golden_->Floats(absl::StrCat("short_conv_", names[part], "_", l)));
+        EXPECT_LT(conv_error, 1e-5) << "conv window " << names[part] << " layer " << l;
+      }
+    }
+  }
+}
+
+TEST_P(GoldenTest, DecodeStepLogitsMatchReference) {
+  // The short prompts fed one token at a time through the decode-step kernel, both rows batched.
+  std::vector<int64_t> shape;
+  const std::vector<int32_t> ids = golden_->Ids("short_ids", &shape);
+  const int64_t rows = shape[0], length = shape[1];
+  std::vector<SlotId> slots;
+  for (int64_t r = 0; r < rows; ++r) slots.push_back(*pool_->Allocate());
+  const int64_t vocab = model_->config().vocab_size;
+  std::vector<float> logits(static_cast<size_t>(rows * length * vocab));
+  for (int64_t t = 0; t < length; ++t) {
+    std::vector<int32_t> tokens;
+    for (int64_t r = 0; r < rows; ++r) tokens.push_back(ids[r * length + t]);
+    absl::StatusOr<DeviceTensor> step = pass_->Decode(slots, tokens);
+    ASSERT_TRUE(step.ok()) << step.status();
+    std::vector<float> host = *pass_->LogitsToHost(*step);
+    for (int64_t r = 0; r < rows; ++r) {
+      std::copy(host.begin() + r * vocab, host.begin() + (r + 1) * vocab,
+                logits.begin() + (r * length + t) * vocab);
+    }
+  }
+  const double error = RelativeL2Error(logits, golden_->Floats("ref64_short_logits"));
+  Report("decode_short_vs_float64", error);
+  EXPECT_LT(error, kLogitsTolerance);
+}
+
+TEST_P(GoldenTest, GreedyContinuationIsIdentical) {
+  std::vector<int64_t> shape, greedy_shape;
+  const std::vector<int32_t> ids = golden_->Ids("short_ids", &shape);
+  const std::vector<int32_t> greedy = golden_->Ids("greedy_ids", &greedy_shape);
+  SamplingParams sampling;
+  sampling.temperature = 0.0f;
+  // The fixtures ban every EOS id at every step.
+  for (int32_t eos : model_->config().eos_token_ids) {
+    sampling.logit_bias.emplace_back(eos, -std::numeric_limits<float>::infinity());
+  }
+  StoppingParams stopping;
+  stopping.max_new_tokens = static_cast<int32_t>(greedy_shape[1]);
+  for (int64_t r = 0; r < shape[0]; ++r) {
+    absl::StatusOr<GenerationResult> result = GenerateSequence(
+        *pass_, absl::MakeConstSpan(ids).subspan(r * shape[1], shape[1]), sampling, stopping);
+    ASSERT_TRUE(result.ok()) << result.status();
+    std::vector<int32_t> ours;
+    for (const SampledToken& token : result->tokens) ours.push_back(token.id);
+    const std::vector<int32_t> expected(greedy.begin() + r * greedy_shape[1],
+                                        greedy.begin() + (r + 1) * greedy_shape[1]);
+    EXPECT_EQ(ours, expected) << "row " << r;
+    EXPECT_EQ(result->finish_reason, FinishReason::kLength);
+  }
+  EXPECT_EQ(pool_->num_free(), pool_->num_slots());
+}
+
+std::string Name(const ::testing::TestParamInfo<std::tuple<std::filesystem::path, int>>& info) {
+  std::string name = std::get<0>(info.param).filename().string();
+  for (char& ch : name) {
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  }
+  const int chunk = std::get<1>(info.param);
+  return absl::StrCat(name, chunk == 0 ? "_recurrent" : absl::StrCat("_chunk", chunk));
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTest,
+                         ::testing::Combine(::testing::ValuesIn(FixtureDirs()),
+                                            ::testing::Values(64, 0, 17)),
+                         Name);
+
+TEST(GoldenFixtures, ArePresent) {
+  // Guards the parameterised suite against silently running over no fixture.
+  EXPECT_GE(FixtureDirs().size(), 2u);
+}
+
+}  // namespace
+}  // namespace hgrn2

@@ -1,0 +1,106 @@
+// StatePool: allocation, exhaustion, misuse errors, zeroing, copies and host transfers.
+#include "engine/state_pool.h"
+
+#include <numeric>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace hgrn2 {
+namespace {
+
+using ::testing::HasSubstr;
+
+ModelConfig SmallConfig() {
+  ModelConfig config;
+  config.vocab_size = 10;
+  config.hidden_size = 6;
+  config.num_layers = 2;
+  config.num_heads = 2;
+  config.key_dim = 3;
+  config.value_dim = 3;
+  config.use_short_conv = true;
+  config.conv_size = 2;
+  return config;
+}
+
+std::vector<std::byte> Pattern(size_t bytes, uint8_t seed) {
+  std::vector<std::byte> out(bytes);
+  for (size_t i = 0; i < bytes; ++i) out[i] = static_cast<std::byte>((i * 7 + seed) & 0xff);
+  return out;
+}
+
+TEST(StatePool, SlotSizeFollowsTheConfig) {
+  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  auto pool = *StatePool::Create(*backend, SmallConfig(), 3);
+  // Per layer: H·dv·dk = 18 state floats + 3·D·K = 36 conv floats.
+  EXPECT_EQ(pool->slot_bytes(), 2u * (18 + 36) * 4);
+  const LayerStateView layer0 = pool->Layer(0), layer1 = pool->Layer(1);
+  EXPECT_EQ(layer1.state - layer0.state, 18);
+  EXPECT_EQ(layer0.conv_state - layer0.state, 2 * 18);
+  EXPECT_EQ(layer1.conv_state - layer0.conv_state, 36);
+  EXPECT_EQ(layer0.state_stride_slot, 2 * (18 + 36));
+}
+
+TEST(StatePool, AllocatesUntilExhaustedAndReusesFreedSlotsZeroed) {
+  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  auto pool = *StatePool::Create(*backend, SmallConfig(), 3);
+  std::vector<SlotId> slots;
+  for (int i = 0; i < 3; ++i) slots.push_back(*pool->Allocate());
+  EXPECT_EQ(slots, (std::vector<SlotId>{0, 1, 2}));
+  EXPECT_EQ(pool->num_free(), 0);
+  absl::StatusOr<SlotId> none = pool->Allocate();
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(none.status().message()), HasSubstr("all 3 slots"));
+
+  ASSERT_TRUE(pool->WriteHost(1, Pattern(pool->slot_bytes(), 3)).ok());
+  ASSERT_TRUE(pool->Free(1).ok());
+  EXPECT_EQ(*pool->Allocate(), 1);
+  std::vector<std::byte> read(pool->slot_bytes());
+  ASSERT_TRUE(pool->ReadHost(1, absl::MakeSpan(read)).ok());
+  EXPECT_EQ(read, std::vector<std::byte>(pool->slot_bytes()));  // zeroed for the new sequence
+}
+
+TEST(StatePool, MisuseIsAnErrorNamingTheSlot) {
+  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  auto pool = *StatePool::Create(*backend, SmallConfig(), 2);
+  EXPECT_THAT(std::string(pool->Free(0).message()), HasSubstr("slot 0 is not allocated"));
+  EXPECT_THAT(std::string(pool->Free(7).message()), HasSubstr("slot 7 outside [0, 2)"));
+  const SlotId slot = *pool->Allocate();
+  ASSERT_TRUE(pool->Free(slot).ok());
+  EXPECT_EQ(pool->Free(slot).code(), absl::StatusCode::kInvalidArgument);  // double free
+  EXPECT_EQ(pool->Reset(slot).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pool->Copy(slot, 1).code(), absl::StatusCode::kInvalidArgument);
+  const SlotId live = *pool->Allocate();
+  std::vector<std::byte> small(8);
+  EXPECT_THAT(std::string(pool->ReadHost(live, absl::MakeSpan(small)).message()),
+              HasSubstr("a slot has"));
+  EXPECT_EQ(pool->WriteHost(live, small).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(StatePool::Create(*backend, SmallConfig(), 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(StatePool, CopyResetAndHostRoundTripTouchOnlyTheirSlots) {
+  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  auto pool = *StatePool::Create(*backend, SmallConfig(), 3);
+  const SlotId a = *pool->Allocate(), b = *pool->Allocate(), c = *pool->Allocate();
+  const std::vector<std::byte> pa = Pattern(pool->slot_bytes(), 1);
+  const std::vector<std::byte> pc = Pattern(pool->slot_bytes(), 9);
+  ASSERT_TRUE(pool->WriteHost(a, pa).ok());
+  ASSERT_TRUE(pool->WriteHost(c, pc).ok());
+  ASSERT_TRUE(pool->Copy(a, b).ok());
+  std::vector<std::byte> read(pool->slot_bytes());
+  ASSERT_TRUE(pool->ReadHost(b, absl::MakeSpan(read)).ok());
+  EXPECT_EQ(read, pa);
+  ASSERT_TRUE(pool->Reset(a).ok());
+  ASSERT_TRUE(pool->ReadHost(a, absl::MakeSpan(read)).ok());
+  EXPECT_EQ(read, std::vector<std::byte>(pool->slot_bytes()));
+  ASSERT_TRUE(pool->ReadHost(b, absl::MakeSpan(read)).ok());
+  EXPECT_EQ(read, pa);
+  ASSERT_TRUE(pool->ReadHost(c, absl::MakeSpan(read)).ok());
+  EXPECT_EQ(read, pc);
+}
+
+}  // namespace
+}  // namespace hgrn2
