@@ -4,11 +4,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <string_view>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "engine/dtype.h"
 
@@ -98,7 +98,7 @@ class Backend {
   virtual ~Backend() = default;
 
   // "cpu" or "cuda".
-  virtual std::string_view name() const = 0;
+  virtual absl::string_view name() const = 0;
   // Element type of weights and activations on this backend (recurrent states are float32).
   virtual DType compute_dtype() const = 0;
 

@@ -85,7 +85,7 @@ kernels::Hgrn2LayerParams<float> LayerParams(const Hgrn2LayerOp& layer, const in
 
 class CpuBackend final : public Backend {
  public:
-  std::string_view name() const override { return "cpu"; }
+  absl::string_view name() const override { return "cpu"; }
   DType compute_dtype() const override { return DType::kF32; }
 
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override {

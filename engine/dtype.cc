@@ -9,13 +9,9 @@
 namespace hgrn2 {
 namespace {
 
-// Debian's abseil has its own absl::string_view, distinct from std::string_view, so StrCat cannot
-// take a std::string_view directly.
-absl::string_view AbslView(std::string_view text) { return {text.data(), text.size()}; }
-
 struct DTypeInfo {
   DType dtype;
-  std::string_view name;
+  absl::string_view name;
   size_t size;
 };
 
@@ -37,13 +33,13 @@ const DTypeInfo& Info(DType dtype) {
 
 size_t DTypeSize(DType dtype) { return Info(dtype).size; }
 
-std::string_view DTypeName(DType dtype) { return Info(dtype).name; }
+absl::string_view DTypeName(DType dtype) { return Info(dtype).name; }
 
-absl::StatusOr<DType> ParseDType(std::string_view name) {
+absl::StatusOr<DType> ParseDType(absl::string_view name) {
   for (const DTypeInfo& info : kDTypes) {
     if (info.name == name) return info.dtype;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown dtype \"", AbslView(name), "\""));
+  return absl::InvalidArgumentError(absl::StrCat("unknown dtype \"", name, "\""));
 }
 
 float F16ToFloat(uint16_t bits) {
@@ -110,7 +106,7 @@ absl::Status ConvertToFloat(DType dtype, const void* src, size_t count, float* d
       return absl::OkStatus();
     }
     default:
-      return absl::InvalidArgumentError(absl::StrCat("cannot convert ", AbslView(DTypeName(dtype)),
+      return absl::InvalidArgumentError(absl::StrCat("cannot convert ", DTypeName(dtype),
                                                      " to float: not a floating-point type"));
   }
 }

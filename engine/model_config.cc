@@ -25,10 +25,6 @@ constexpr int64_t kMaxSize = std::numeric_limits<int32_t>::max();
 constexpr int64_t kDefaultExpandRatio = 128;
 constexpr double kDefaultHiddenRatio = 4;
 
-// Debian's abseil has its own absl::string_view, distinct from std::string_view, so StrCat cannot
-// take a std::string_view directly: the public API's views are converted on the way in.
-absl::string_view AbslView(std::string_view text) { return {text.data(), text.size()}; }
-
 std::string Describe(const Json& value) {
   std::string text = value.dump(-1, ' ', false, Json::error_handler_t::replace);
   if (text.size() > 40) text = absl::StrCat(text.substr(0, 37), "...");
@@ -59,7 +55,7 @@ class ConfigReader {
 
   // The field's value, or nullptr when absent.
   const Json* Find(absl::string_view field) const {
-    const auto it = json_.find(std::string_view(field.data(), field.size()));
+    const auto it = json_.find(std::string(field));
     return it == json_.end() ? nullptr : &*it;
   }
 
@@ -212,23 +208,22 @@ absl::StatusOr<std::string> ReadTextFile(const std::filesystem::path& path) {
 
 }  // namespace
 
-absl::StatusOr<ModelConfig> ModelConfig::Parse(std::string_view json_text,
-                                               std::string_view source) {
+absl::StatusOr<ModelConfig> ModelConfig::Parse(absl::string_view json_text,
+                                               absl::string_view source) {
   Json json;
   try {  // with allow_exceptions false only allocation failures can throw; keep them inside
     json = Json::parse(json_text.begin(), json_text.end(), nullptr, /*allow_exceptions=*/false);
   } catch (const std::exception& e) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(AbslView(source), ": cannot parse: ", e.what()));
+    return absl::ResourceExhaustedError(absl::StrCat(source, ": cannot parse: ", e.what()));
   }
   if (json.is_discarded()) {
-    return absl::InvalidArgumentError(absl::StrCat(AbslView(source), ": not valid JSON"));
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON"));
   }
   if (!json.is_object()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(AbslView(source), ": must be a JSON object, got ", Describe(json)));
+        absl::StrCat(source, ": must be a JSON object, got ", Describe(json)));
   }
-  const ConfigReader reader(json, AbslView(source));
+  const ConfigReader reader(json, source);
 
   if (const Json* model_type = reader.Find("model_type"); model_type != nullptr) {
     if (!model_type->is_string()) return reader.WrongType("model_type", "a string", *model_type);

@@ -5,10 +5,10 @@
 #include <filesystem>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace hgrn2 {
 
@@ -34,7 +34,7 @@ struct ModelConfig {
   // InvalidArgument naming the field: a model_type other than "hgrn2", a hidden_act other than
   // swish/silu, non-null `attn` or `attnres_block_size`, `elementwise_affine` false, missing or
   // non-positive sizes, H·dk != D, D not divisible by H, conv_size < 1, fields of the wrong type.
-  static absl::StatusOr<ModelConfig> Parse(std::string_view json_text, std::string_view source);
+  static absl::StatusOr<ModelConfig> Parse(absl::string_view json_text, absl::string_view source);
 
   // Reads `path` (a config.json, or a folder containing one) and parses it.
   static absl::StatusOr<ModelConfig> Load(const std::filesystem::path& path);

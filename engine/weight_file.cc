@@ -31,10 +31,6 @@ constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 constexpr char kIndexFileName[] = "model.safetensors.index.json";
 constexpr char kSingleFileName[] = "model.safetensors";
 
-// Debian's abseil has its own absl::string_view, distinct from std::string_view, so StrCat cannot
-// take a std::string_view directly: the public API's views are converted on the way in.
-absl::string_view AbslView(std::string_view text) { return {text.data(), text.size()}; }
-
 std::string ShapeString(absl::Span<const int64_t> shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
@@ -128,7 +124,7 @@ absl::StatusOr<HeaderEntry> ParseEntry(const std::string& name, const Json& entr
   // that products of any of the dimensions stay in range for every consumer.
   if (overflow || elements > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
     return invalid(absl::StrCat("shape ", ShapeString(out.view.shape), " of ",
-                                AbslView(DTypeName(out.view.dtype)),
+                                DTypeName(out.view.dtype),
                                 ": element count or byte size overflows"));
   }
 
@@ -155,8 +151,7 @@ absl::StatusOr<HeaderEntry> ParseEntry(const std::string& name, const Json& entr
   const uint64_t expected_bytes = elements * element_size;
   if (out.end - out.begin != expected_bytes) {
     return invalid(absl::StrCat("data_offsets [", out.begin, ", ", out.end, "] hold ",
-                                out.end - out.begin, " bytes but ",
-                                AbslView(DTypeName(out.view.dtype)), " ",
+                                out.end - out.begin, " bytes but ", DTypeName(out.view.dtype), " ",
                                 ShapeString(out.view.shape), " needs ", expected_bytes));
   }
   return out;
@@ -164,7 +159,7 @@ absl::StatusOr<HeaderEntry> ParseEntry(const std::string& name, const Json& entr
 
 // Validates a header and returns its tensors sorted by name, with their offsets in the data
 // section. Pure: no I/O.
-absl::StatusOr<std::vector<HeaderEntry>> ParseHeaderEntries(std::string_view header_json,
+absl::StatusOr<std::vector<HeaderEntry>> ParseHeaderEntries(absl::string_view header_json,
                                                             size_t data_size,
                                                             absl::string_view file) {
   // The DOM keeps only the last of repeated keys; a repeated tensor name would silently hide a
@@ -312,11 +307,11 @@ struct WeightFile::MappedFile {
   }
 };
 
-absl::StatusOr<std::vector<TensorView>> ParseSafetensorsHeader(std::string_view header_json,
+absl::StatusOr<std::vector<TensorView>> ParseSafetensorsHeader(absl::string_view header_json,
                                                                size_t data_size,
-                                                               std::string_view file) {
+                                                               absl::string_view file) {
   HGRN2_ASSIGN_OR_RETURN(std::vector<HeaderEntry> entries,
-                         ParseHeaderEntries(header_json, data_size, AbslView(file)));
+                         ParseHeaderEntries(header_json, data_size, file));
   std::vector<TensorView> views;
   views.reserve(entries.size());
   for (HeaderEntry& entry : entries) views.push_back(std::move(entry.view));
@@ -324,8 +319,8 @@ absl::StatusOr<std::vector<TensorView>> ParseSafetensorsHeader(std::string_view 
 }
 
 absl::StatusOr<std::vector<TensorView>> ParseSafetensors(absl::Span<const std::byte> file_bytes,
-                                                         std::string_view file_name) {
-  const absl::string_view file = AbslView(file_name);
+                                                         absl::string_view file_name) {
+  const absl::string_view file = file_name;
   if (file_bytes.size() < 8) {
     return absl::InvalidArgumentError(
         absl::StrCat(file, ": file is ", file_bytes.size(),
@@ -345,8 +340,8 @@ absl::StatusOr<std::vector<TensorView>> ParseSafetensors(absl::Span<const std::b
     return absl::InvalidArgumentError(absl::StrCat(file, ": header length ", header_size,
                                                    " exceeds the limit of ", kMaxHeaderBytes));
   }
-  const std::string_view header(reinterpret_cast<const char*>(file_bytes.data()) + 8,
-                                static_cast<size_t>(header_size));
+  const absl::string_view header(reinterpret_cast<const char*>(file_bytes.data()) + 8,
+                                 static_cast<size_t>(header_size));
   const absl::Span<const std::byte> data = file_bytes.subspan(8 + header_size);
   HGRN2_ASSIGN_OR_RETURN(std::vector<HeaderEntry> entries,
                          ParseHeaderEntries(header, data.size(), file));
@@ -462,16 +457,15 @@ absl::StatusOr<WeightFile> WeightFile::Open(const std::filesystem::path& path) {
   return weights;
 }
 
-absl::StatusOr<TensorView> WeightFile::Tensor(std::string_view name) const {
+absl::StatusOr<TensorView> WeightFile::Tensor(absl::string_view name) const {
   const auto found = tensors_.find(name);
   if (found == tensors_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("tensor \"", AbslView(name), "\" not found in ", source_));
+    return absl::NotFoundError(absl::StrCat("tensor \"", name, "\" not found in ", source_));
   }
   return found->second;
 }
 
-bool WeightFile::Contains(std::string_view name) const { return tensors_.contains(name); }
+bool WeightFile::Contains(absl::string_view name) const { return tensors_.contains(name); }
 
 std::vector<std::string> WeightFile::Names() const {
   std::vector<std::string> names;
@@ -481,7 +475,7 @@ std::vector<std::string> WeightFile::Names() const {
 }
 
 absl::StatusOr<std::vector<float>> WeightFile::ReadFloat(
-    std::string_view name, absl::Span<const int64_t> expected_shape) const {
+    absl::string_view name, absl::Span<const int64_t> expected_shape) const {
   HGRN2_ASSIGN_OR_RETURN(const TensorView view, Tensor(name));
   if (!std::equal(view.shape.begin(), view.shape.end(), expected_shape.begin(),
                   expected_shape.end())) {
@@ -496,9 +490,9 @@ absl::StatusOr<std::vector<float>> WeightFile::ReadFloat(
     case DType::kF64:
       break;
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat(view.file, ": tensor \"", view.name, "\" has dtype ",
-                       AbslView(DTypeName(view.dtype)), ", expected F32, F16, BF16 or F64"));
+      return absl::InvalidArgumentError(absl::StrCat(view.file, ": tensor \"", view.name,
+                                                     "\" has dtype ", DTypeName(view.dtype),
+                                                     ", expected F32, F16, BF16 or F64"));
   }
   std::vector<float> values(static_cast<size_t>(view.num_elements()));
   HGRN2_RETURN_IF_ERROR(
@@ -529,7 +523,7 @@ absl::Status WriteSafetensors(const std::filesystem::path& path,
     if (overflow || needed != tensor.bytes.size()) {
       return absl::InvalidArgumentError(absl::StrCat(
           file, ": tensor \"", tensor.name, "\": ", tensor.bytes.size(), " bytes given for ",
-          AbslView(DTypeName(tensor.dtype)), " ", ShapeString(tensor.shape)));
+          DTypeName(tensor.dtype), " ", ShapeString(tensor.shape)));
     }
     header[tensor.name] = {{"dtype", std::string(DTypeName(tensor.dtype))},
                            {"shape", tensor.shape},

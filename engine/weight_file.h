@@ -7,10 +7,10 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "engine/dtype.h"
 
@@ -45,14 +45,14 @@ class WeightFile {
   ~WeightFile();
 
   // NotFound naming the tensor when absent.
-  absl::StatusOr<TensorView> Tensor(std::string_view name) const;
-  bool Contains(std::string_view name) const;
+  absl::StatusOr<TensorView> Tensor(absl::string_view name) const;
+  bool Contains(absl::string_view name) const;
   // All tensor names, sorted.
   std::vector<std::string> Names() const;
 
   // The tensor converted to float32, after checking that its shape is `expected_shape` and its
   // dtype is F32, F16, BF16 or F64. Errors name the tensor, the file, and both shapes.
-  absl::StatusOr<std::vector<float>> ReadFloat(std::string_view name,
+  absl::StatusOr<std::vector<float>> ReadFloat(absl::string_view name,
                                                absl::Span<const int64_t> expected_shape) const;
 
  private:
@@ -73,15 +73,15 @@ class WeightFile {
 // Parses a safetensors header (the JSON after the 8-byte length) for a data section of
 // `data_size` bytes. Exposed for tests and fuzzing; `file` only labels error messages. No data
 // section is given, so the returned views' `bytes` are empty; the tensors are sorted by name.
-absl::StatusOr<std::vector<TensorView>> ParseSafetensorsHeader(std::string_view header_json,
+absl::StatusOr<std::vector<TensorView>> ParseSafetensorsHeader(absl::string_view header_json,
                                                                size_t data_size,
-                                                               std::string_view file);
+                                                               absl::string_view file);
 
 // Parses and validates a whole safetensors file held in memory (8-byte little-endian header
 // length, header, data section); the views' `bytes` point into `file_bytes`. Pure, like
 // ParseSafetensorsHeader, and the fuzzing entry point for the whole format.
 absl::StatusOr<std::vector<TensorView>> ParseSafetensors(absl::Span<const std::byte> file_bytes,
-                                                         std::string_view file);
+                                                         absl::string_view file);
 
 // Writes a safetensors file (used by tests and tools that build checkpoints). Tensors are laid
 // out in the order given.
