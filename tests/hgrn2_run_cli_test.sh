@@ -5,37 +5,66 @@ set -uo pipefail
 run=${HGRN2_RUN:?}
 data=${HGRN2_TEST_DATA_DIR:?}
 failures=0
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
 check() {  # check NAME CONDITION-EXIT-CODE
   if [[ $2 -eq 0 ]]; then echo "ok: $1"; else echo "FAIL: $1"; failures=$((failures + 1)); fi
 }
-# The first short prompt and its 24 greedy ids (EOS banned) from tests/data/tiny-a/golden.safetensors.
-read_ids() {  # read_ids FIXTURE TENSOR ROW -> comma-separated ids
-  python3 - "$1" "$2" "$3" <<'PY'
-import json, struct, sys
-path, name, row = sys.argv[1], sys.argv[2], int(sys.argv[3])
-raw = open(path, "rb").read()
+# Every fixture folder (a checkpoint + golden.safetensors): greedy ids equal the golden
+# continuation (EOS banned, as the fixtures were made), and --score equals the float64 reference.
+golden_py() {  # golden_py FIXTURE_DIR COMMAND [ARGS...]: small reader of golden.safetensors
+  python3 - "$@" <<'PY'
+import json, math, struct, sys
+folder, command = sys.argv[1], sys.argv[2]
+raw = open(folder + "/golden.safetensors", "rb").read()
 n = struct.unpack("<Q", raw[:8])[0]
-meta = json.loads(raw[8:8 + n])[name]
-begin, end = meta["data_offsets"]
-values = struct.unpack("<%di" % ((end - begin) // 4), raw[8 + n + begin:8 + n + end])
-cols = meta["shape"][1]
-print(",".join(str(v) for v in values[row * cols:(row + 1) * cols]))
+header = json.loads(raw[8:8 + n])
+def tensor(name):
+    meta = header[name]
+    begin, end = meta["data_offsets"]
+    fmt = {"I32": "i", "F32": "f"}[meta["dtype"]]
+    return meta["shape"], struct.unpack("<%d%s" % ((end - begin) // 4, fmt), raw[8 + n + begin:8 + n + end])
+if command == "ids":  # ids TENSOR ROW
+    shape, values = tensor(sys.argv[3]); row = int(sys.argv[4]); cols = shape[1]
+    print(",".join(str(v) for v in values[row * cols:(row + 1) * cols]))
+elif command == "eos-bias":
+    eos = json.load(open(folder + "/config.json")).get("eos_token_id")
+    eos = eos if isinstance(eos, list) else ([] if eos is None else [eos])
+    print(" ".join("--logit-bias %d=-inf" % e for e in eos))
+elif command == "check-score":  # check-score FILE: hgrn2-run --score output, short_ids row 0
+    (_, length), ids = tensor("short_ids")
+    shape, logits = tensor("ref64_short_logits"); vocab = shape[2]
+    worst, lines = 0.0, open(sys.argv[3]).read().split("\n")
+    lines = [l for l in lines if l]
+    assert len(lines) == length - 1, "expected %d lines, got %d" % (length - 1, len(lines))
+    for t, line in enumerate(lines, start=1):
+        pos, token, logprob = line.split()
+        assert int(pos) == t and int(token) == ids[t], line
+        row = logits[(t - 1) * vocab:t * vocab]
+        top = max(row)
+        expected = row[ids[t]] - top - math.log(sum(math.exp(x - top) for x in row))
+        worst = max(worst, abs(float(logprob) - expected) / max(1.0, abs(expected)))
+    print("max relative logprob error %.2e" % worst)
+    sys.exit(0 if worst < 1e-4 else 1)
 PY
 }
-for fixture in tiny-a tiny-conv; do
-  golden=$data/$fixture/golden.safetensors
-  prompt=$(read_ids "$golden" short_ids 0)
-  expected=$(read_ids "$golden" greedy_ids 0)
-  got=$("$run" --model "$data/$fixture" --prompt-ids "$prompt" --max-new-tokens 24 \
-          --temperature 0 --logit-bias 2=-inf --print-ids 2>/dev/null)
-  [[ "$got" == "$expected" ]]; check "$fixture greedy ids equal the golden continuation" $?
+for dir in "$data"/*/; do
+  dir=${dir%/}
+  [[ -f $dir/golden.safetensors ]] || continue
+  fixture=$(basename "$dir")
+  prompt=$(golden_py "$dir" ids short_ids 0)
+  expected=$(golden_py "$dir" ids greedy_ids 0)
+  # shellcheck disable=SC2046
+  got=$("$run" --model "$dir" --prompt-ids "$prompt" --max-new-tokens 24 --temperature 0 \
+          $(golden_py "$dir" eos-bias) --print-ids 2>/dev/null)
+  [[ -n "$got" && "$got" == "$expected" ]]; check "$fixture greedy ids equal the golden continuation" $?
 
-  scored=$("$run" --model "$data/$fixture" --prompt-ids "$prompt" --score 2>/dev/null)
-  lines=$(printf '%s\n' "$scored" | wc -l)
-  [[ $lines -eq 47 ]]; check "$fixture --score prints one line per position t >= 1 (got $lines)" $?
+  scored=$("$run" --model "$dir" --prompt-ids "$prompt" --score 2>/dev/null)
   first=$(printf '%s\n' "$scored" | head -n1)
-  second_id=$(printf '%s' "$prompt" | cut -d, -f2)
-  [[ "$first" =~ ^1\ $second_id\ -[0-9]+\.[0-9]{6}$ ]]; check "$fixture --score line format ($first)" $?
+  [[ "$first" =~ ^1\ [0-9]+\ -?[0-9]+\.[0-9]{6}$ ]]; check "$fixture --score line format ($first)" $?
+  printf '%s\n' "$scored" >"$scratch/score.txt"
+  verdict=$(golden_py "$dir" check-score "$scratch/score.txt" 2>&1)
+  check "$fixture --score matches the float64 reference ($verdict)" $?
 done
 
 # Seeded sampling is reproducible; a different seed changes the output.
