@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/file_io.h"
 #include "engine/status_macros.h"
 
 namespace hgrn2 {
@@ -184,28 +185,6 @@ class ConfigReader {
   absl::string_view source_;
 };
 
-absl::StatusOr<std::string> ReadTextFile(const std::filesystem::path& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat(path.string(), ": cannot open"));
-  }
-  std::string text;
-  char buffer[1 << 14];
-  while (true) {
-    const ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int error_number = errno;
-      close(fd);
-      return absl::ErrnoToStatus(error_number, absl::StrCat(path.string(), ": cannot read"));
-    }
-    if (n == 0) break;
-    text.append(buffer, static_cast<size_t>(n));
-  }
-  close(fd);
-  return text;
-}
-
 }  // namespace
 
 absl::StatusOr<ModelConfig> ModelConfig::Parse(absl::string_view json_text,
@@ -365,7 +344,7 @@ absl::StatusOr<ModelConfig> ModelConfig::Load(const std::filesystem::path& path)
   std::error_code error;
   const std::filesystem::path file =
       std::filesystem::is_directory(path, error) ? path / "config.json" : path;
-  absl::StatusOr<std::string> text = ReadTextFile(file);
+  absl::StatusOr<std::string> text = ReadFileToString(file);
   if (!text.ok()) {
     if (absl::IsNotFound(text.status())) return text.status();
     return absl::InvalidArgumentError(text.status().message());

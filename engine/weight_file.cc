@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/file_io.h"
 #include "engine/status_macros.h"
 
 namespace hgrn2 {
@@ -228,27 +229,6 @@ absl::StatusOr<std::vector<HeaderEntry>> ParseHeaderEntries(absl::string_view he
   return entries;  // nlohmann's object iterates in key order, so already sorted by name
 }
 
-// Reads a whole small file (an index json) into a string.
-absl::StatusOr<std::string> ReadTextFile(const std::filesystem::path& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open ", path.string()));
-  std::string text;
-  char buffer[1 << 16];
-  while (true) {
-    const ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int error_number = errno;
-      close(fd);
-      return absl::ErrnoToStatus(error_number, absl::StrCat("cannot read ", path.string()));
-    }
-    if (n == 0) break;
-    text.append(buffer, static_cast<size_t>(n));
-  }
-  close(fd);
-  return text;
-}
-
 }  // namespace
 
 int64_t TensorView::num_elements() const {
@@ -377,7 +357,7 @@ absl::Status WeightFile::AddFile(const std::filesystem::path& path) {
 
 absl::Status WeightFile::AddShardsOfIndex(const std::filesystem::path& index_path) {
   const std::string index_name = index_path.string();
-  HGRN2_ASSIGN_OR_RETURN(const std::string text, ReadTextFile(index_path));
+  HGRN2_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(index_path));
   const Json index = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (index.is_discarded()) {
     return absl::InvalidArgumentError(absl::StrCat(index_name, ": not valid JSON"));

@@ -14,20 +14,11 @@
 namespace hgrn2 {
 namespace {
 
+using ::hgrn2::testing::ExpectError;
 using ::hgrn2::testing::MakeTempDir;
 using ::hgrn2::testing::TestDataDir;
 using ::hgrn2::testing::WriteFile;
 using Json = nlohmann::json;
-
-void ExpectError(const absl::Status& status, absl::StatusCode code,
-                 std::initializer_list<std::string_view> needles) {
-  EXPECT_EQ(status.code(), code) << status;
-  const std::string message(status.message());
-  for (std::string_view needle : needles) {
-    EXPECT_NE(message.find(needle), std::string::npos)
-        << "message \"" << message << "\" does not contain \"" << needle << "\"";
-  }
-}
 
 // A valid small config (tiny-a's shape) to vary one field at a time.
 Json BaseConfig() {

@@ -54,6 +54,16 @@ void WriteFile(const std::filesystem::path& path, std::string_view contents) {
   ASSERT_TRUE(out.good()) << "cannot write " << path;
 }
 
+void ExpectError(const absl::Status& status, absl::StatusCode code,
+                 std::initializer_list<std::string_view> needles) {
+  EXPECT_EQ(status.code(), code) << status;
+  const std::string message(status.message());
+  for (std::string_view needle : needles) {
+    EXPECT_NE(message.find(needle), std::string::npos)
+        << "message \"" << message << "\" does not contain \"" << needle << "\"";
+  }
+}
+
 double RelativeL2Error(absl::Span<const float> a, absl::Span<const float> b) {
   EXPECT_EQ(a.size(), b.size());
   double diff = 0.0;

@@ -2,9 +2,11 @@
 #pragma once
 
 #include <filesystem>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 
+#include "absl/status/status.h"
 #include "absl/types/span.h"
 
 namespace hgrn2::testing {
@@ -17,6 +19,10 @@ std::filesystem::path MakeTempDir();
 
 // Writes `contents` to `path` (binary), creating parent folders. Fails the test on error.
 void WriteFile(const std::filesystem::path& path, std::string_view contents);
+
+// Checks the status code and that the message contains every one of `needles`.
+void ExpectError(const absl::Status& status, absl::StatusCode code,
+                 std::initializer_list<std::string_view> needles);
 
 // ||a - b||_2 / ||b||_2 in double precision (b is the reference).
 double RelativeL2Error(absl::Span<const float> a, absl::Span<const float> b);
