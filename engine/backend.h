@@ -101,6 +101,10 @@ class Backend {
   virtual absl::string_view name() const = 0;
   // Element type of weights and activations on this backend (recurrent states are float32).
   virtual DType compute_dtype() const = 0;
+  // The prefill form that is faster here: tokens per chunk of the chunked form, or 0 for token
+  // by token (on the CPU the recurrence does fewer operations than the chunked form's C×C
+  // products; with tensor cores the chunked form wins).
+  virtual int32_t preferred_prefill_chunk_size() const = 0;
 
   // Memory. Allocations are zero-initialised.
   virtual absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) = 0;

@@ -87,6 +87,8 @@ class CpuBackend final : public Backend {
  public:
   absl::string_view name() const override { return "cpu"; }
   DType compute_dtype() const override { return DType::kF32; }
+  // Measured with bench/cpu_hgrn2_run.sh: token by token prefills 1.8-2.9x faster here.
+  int32_t preferred_prefill_chunk_size() const override { return 0; }
 
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override {
     if (bytes == 0) return DeviceBuffer();

@@ -14,11 +14,17 @@ absl::StatusOr<DeviceBuffer> ForwardPass::Workspace(int64_t rows, int64_t cols, 
 absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const Model& model,
                                                                  StatePool& pool,
                                                                  const Options& options) {
-  if (options.max_tokens <= 0 || options.max_sequences <= 0 || options.prefill_chunk_size < 0) {
+  if (options.max_tokens <= 0 || options.max_sequences <= 0 ||
+      options.prefill_chunk_size < Options::kBackendDefault) {
     return absl::InvalidArgumentError(
-        "forward pass: max_tokens and max_sequences must be positive, prefill_chunk_size >= 0");
+        "forward pass: max_tokens and max_sequences must be positive, prefill_chunk_size >= 0 "
+        "(or kBackendDefault)");
   }
-  std::unique_ptr<ForwardPass> pass(new ForwardPass(model, pool, options));
+  Options resolved = options;
+  if (resolved.prefill_chunk_size == Options::kBackendDefault) {
+    resolved.prefill_chunk_size = model.backend().preferred_prefill_chunk_size();
+  }
+  std::unique_ptr<ForwardPass> pass(new ForwardPass(model, pool, resolved));
   const ModelConfig& c = model.config();
   const DType dtype = model.backend().compute_dtype();
   const int64_t rows = options.max_tokens;

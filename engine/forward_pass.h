@@ -33,8 +33,10 @@ class ForwardPass {
     int64_t max_tokens = 512;
     // Sequences per call (Prefill or Decode).
     int32_t max_sequences = 64;
-    // Tokens per chunk of the chunked prefill; 0 = token by token.
-    int32_t prefill_chunk_size = 64;
+    // Tokens per chunk of the chunked prefill; 0 = token by token; kBackendDefault = the
+    // backend's preferred_prefill_chunk_size(). Both forms agree to rounding.
+    static constexpr int32_t kBackendDefault = -1;
+    int32_t prefill_chunk_size = kBackendDefault;
   };
 
   // Allocates the workspace on the model's backend. InvalidArgument for non-positive sizes.

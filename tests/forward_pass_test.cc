@@ -411,3 +411,23 @@ TEST(Model, LowerBoundsAreSoftmaxCumsumMinusFirst) {
 
 }  // namespace
 }  // namespace hgrn2
+
+namespace hgrn2 {
+namespace {
+
+TEST(ForwardPass, DefaultPrefillFormIsTheBackendsPreference) {
+  const std::filesystem::path dir = testing::MakeTempDir() / "model";
+  testing::WriteRandomModel(dir, {});
+  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  std::unique_ptr<Model> model = *Model::Load(dir, *backend);
+  std::unique_ptr<StatePool> pool = *StatePool::Create(*backend, model->config(), 1);
+  std::unique_ptr<ForwardPass> pass = *ForwardPass::Create(*model, *pool, {});
+  EXPECT_EQ(pass->options().prefill_chunk_size, backend->preferred_prefill_chunk_size());
+  ForwardPass::Options bad;
+  bad.prefill_chunk_size = -2;
+  EXPECT_EQ(ForwardPass::Create(*model, *pool, bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace hgrn2

@@ -45,7 +45,7 @@ struct RunOptions {
   bool print_ids = false;
   bool score = false;
   int32_t logprobs = 0;
-  std::string prefill_mode = "chunked";
+  std::string prefill_mode = "auto";
 };
 
 int Fail(int code, absl::string_view message) {
@@ -96,8 +96,9 @@ int Run(const RunOptions& options) {
   if (options.score && prompt->size() < 2) {
     return Fail(kExitUsage, "--score: needs at least 2 prompt ids (the first is only context)");
   }
-  if (options.prefill_mode != "chunked" && options.prefill_mode != "recurrent") {
-    return Fail(kExitUsage, "--prefill-mode: expected chunked or recurrent");
+  if (options.prefill_mode != "auto" && options.prefill_mode != "chunked" &&
+      options.prefill_mode != "recurrent") {
+    return Fail(kExitUsage, "--prefill-mode: expected auto, chunked or recurrent");
   }
 
   std::unique_ptr<Backend> backend = MakeCpuBackend();
@@ -135,7 +136,9 @@ int Run(const RunOptions& options) {
   if (!pool.ok()) return Fail(kExitRuntimeError, pool.status().ToString());
   ForwardPass::Options pass_options;
   pass_options.max_sequences = 1;
-  pass_options.prefill_chunk_size = options.prefill_mode == "chunked" ? 64 : 0;
+  if (options.prefill_mode != "auto") {
+    pass_options.prefill_chunk_size = options.prefill_mode == "chunked" ? 64 : 0;
+  }
   absl::StatusOr<std::unique_ptr<ForwardPass>> pass =
       ForwardPass::Create(**model, **pool, pass_options);
   if (!pass.ok()) return Fail(kExitRuntimeError, pass.status().ToString());
@@ -216,7 +219,8 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--device", options.device, "cpu (cuda in builds with the CUDA backend)")
       ->capture_default_str();
-  app.add_option("--prefill-mode", options.prefill_mode, "chunked or recurrent")
+  app.add_option("--prefill-mode", options.prefill_mode,
+                 "auto (the backend's faster form), chunked or recurrent")
       ->capture_default_str();
   app.add_flag("--print-ids", options.print_ids, "print the generated ids comma-separated");
   app.add_flag("--score", options.score,
