@@ -7,6 +7,7 @@ data=${HGRN2_TEST_DATA_DIR:?}
 failures=0
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
+mkdir -p "$scratch/broken" && printf '{"model_type": "hgrn2", "hidden_size":' >"$scratch/broken/config.json"
 check() {  # check NAME CONDITION-EXIT-CODE
   if [[ $2 -eq 0 ]]; then echo "ok: $1"; else echo "FAIL: $1"; failures=$((failures + 1)); fi
 }
@@ -93,6 +94,10 @@ expect_usage_error "top-p above 1" --model "$data/tiny-a" --prompt-ids 1 --top-p
 expect_usage_error "missing model folder" --model /nonexistent --prompt-ids 1
 expect_usage_error "model folder without weights" --model "$data" --prompt-ids 1
 expect_usage_error "score needs two ids" --model "$data/tiny-a" --prompt-ids 1 --score
+expect_usage_error "negative seed" --model "$data/tiny-a" --prompt-ids 1 --seed -1
+expect_usage_error "zero new tokens" --model "$data/tiny-a" --prompt-ids 1 --max-new-tokens 0
+expect_usage_error "malformed logit bias" --model "$data/tiny-a" --prompt-ids 1 --logit-bias 5
+expect_usage_error "broken config.json" --model "$scratch/broken" --prompt-ids 1
 expect_usage_error "unknown device" --model "$data/tiny-a" --prompt-ids 1 --device tpu
 
 echo "$failures failed"

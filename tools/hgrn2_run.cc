@@ -190,6 +190,14 @@ int Run(const RunOptions& options) {
 }  // namespace hgrn2
 
 int main(int argc, char** argv) {
+  // CLI11 would otherwise read "-1" as 2^64 - 1.
+  const CLI::Validator kUnsignedInteger(
+      [](std::string& text) {
+        return !text.empty() && text.find_first_not_of("0123456789") == std::string::npos
+                   ? std::string()
+                   : std::string("must be a non-negative integer");
+      },
+      "UINT");
   hgrn2::RunOptions options;
   CLI::App app{"hgrn2-run: generate or score with an HGRN2 model, in-process"};
   app.add_option("--model", options.model_dir, "model folder (config.json + safetensors)")
@@ -210,13 +218,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--frequency-penalty", options.sampling.frequency_penalty, "in [-2, 2]")
       ->capture_default_str();
-  CLI::Option* seed =
-      app.add_option("--seed", options.seed, "random seed (same seed, same output)");
+  CLI::Option* seed = app.add_option("--seed", options.seed, "random seed (same seed, same output)")
+                          ->check(kUnsignedInteger);
   app.add_option("--logit-bias", options.logit_bias, "ID=VALUE added to a logit (-inf bans)");
   app.add_option("--stop-ids", options.stop_ids, "token ids that end generation, comma-separated");
   app.add_flag("--ignore-eos", options.ignore_eos, "do not stop at the model's EOS token");
-  app.add_option("--logprobs", options.logprobs, "print each token's logprob and N alternatives")
-      ->check(CLI::NonNegativeNumber);
+  app.add_option("--logprobs", options.logprobs, "print each token's logprob and N alternatives");
   app.add_option("--device", options.device, "cpu (cuda in builds with the CUDA backend)")
       ->capture_default_str();
   app.add_option("--prefill-mode", options.prefill_mode,
