@@ -7,6 +7,7 @@ data=${HGRN2_TEST_DATA_DIR:?}
 failures=0
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
+mkdir -p "$scratch/no-weights" && cp "$data/tiny-a/config.json" "$scratch/no-weights/"
 mkdir -p "$scratch/broken" && printf '{"model_type": "hgrn2", "hidden_size":' >"$scratch/broken/config.json"
 check() {  # check NAME CONDITION-EXIT-CODE
   if [[ $2 -eq 0 ]]; then echo "ok: $1"; else echo "FAIL: $1"; failures=$((failures + 1)); fi
@@ -92,7 +93,8 @@ expect_usage_error "not a number" --model "$data/tiny-a" --prompt-ids 1,x
 expect_usage_error "negative temperature" --model "$data/tiny-a" --prompt-ids 1 --temperature -1
 expect_usage_error "top-p above 1" --model "$data/tiny-a" --prompt-ids 1 --top-p 1.5
 expect_usage_error "missing model folder" --model /nonexistent --prompt-ids 1
-expect_usage_error "model folder without weights" --model "$data" --prompt-ids 1
+expect_usage_error "folder without config.json" --model "$data" --prompt-ids 1
+expect_usage_error "config.json without weights" --model "$scratch/no-weights" --prompt-ids 1
 expect_usage_error "score needs two ids" --model "$data/tiny-a" --prompt-ids 1 --score
 expect_usage_error "negative seed" --model "$data/tiny-a" --prompt-ids 1 --seed -1
 expect_usage_error "zero new tokens" --model "$data/tiny-a" --prompt-ids 1 --max-new-tokens 0
