@@ -1,7 +1,6 @@
 // ForwardPass: the layer loop of HGRN2 over the Backend ops, with validation of every batch.
 #include "engine/forward_pass.h"
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"
 
@@ -60,48 +59,53 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const Model& mo
   return pass;
 }
 
-absl::Status ForwardPass::Validate(absl::Span<const SequenceTokens> batch) const {
-  if (batch.empty()) return absl::InvalidArgumentError("forward pass: empty batch");
-  if (static_cast<int64_t>(batch.size()) > options_.max_sequences) {
-    return absl::InvalidArgumentError(absl::StrCat("forward pass: ", batch.size(),
-                                                   " sequences, at most ", options_.max_sequences,
-                                                   " per call"));
+absl::Status ForwardPass::ValidateBatchSize(size_t num_seqs, int64_t num_tokens) const {
+  if (num_seqs == 0) return absl::InvalidArgumentError("forward pass: empty batch");
+  if (static_cast<int64_t>(num_seqs) > options_.max_sequences) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "forward pass: ", num_seqs, " sequences, at most ", options_.max_sequences, " per call"));
   }
+  if (num_tokens > options_.max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "forward pass: ", num_tokens, " tokens, at most ", options_.max_tokens, " per call"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ForwardPass::ValidateSequence(size_t index, SlotId slot,
+                                           absl::Span<const int32_t> tokens) {
+  if (tokens.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("forward pass: sequence ", index, " is empty"));
+  }
+  if (!pool_.is_allocated(slot)) {
+    return absl::InvalidArgumentError(absl::StrCat("forward pass: sequence ", index, " uses slot ",
+                                                   slot, ", which is not allocated"));
+  }
+  if (slot_in_batch_[slot]) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("forward pass: slot ", slot, " appears twice in one batch"));
+  }
+  slot_in_batch_[slot] = true;
   const int64_t vocab = model_.config().vocab_size;
-  int64_t total = 0;
-  absl::flat_hash_set<SlotId> seen;
-  for (size_t b = 0; b < batch.size(); ++b) {
-    const SequenceTokens& seq = batch[b];
-    if (seq.tokens.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("forward pass: sequence ", b, " is empty"));
-    }
-    if (!pool_.is_allocated(seq.slot)) {
-      return absl::InvalidArgumentError(absl::StrCat("forward pass: sequence ", b, " uses slot ",
-                                                     seq.slot, ", which is not allocated"));
-    }
-    if (!seen.insert(seq.slot).second) {
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    if (tokens[t] < 0 || tokens[t] >= vocab) {
       return absl::InvalidArgumentError(
-          absl::StrCat("forward pass: slot ", seq.slot, " appears twice in one batch"));
+          absl::StrCat("forward pass: token id ", tokens[t], " at position ", t, " of sequence ",
+                       index, " is outside the vocabulary [0, ", vocab, ")"));
     }
-    for (size_t t = 0; t < seq.tokens.size(); ++t) {
-      if (seq.tokens[t] < 0 || seq.tokens[t] >= vocab) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("forward pass: token id ", seq.tokens[t], " at position ", t,
-                         " of sequence ", b, " is outside the vocabulary [0, ", vocab, ")"));
-      }
-    }
-    total += static_cast<int64_t>(seq.tokens.size());
-  }
-  if (total > options_.max_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("forward pass: ", total, " tokens, at most ",
-                                                   options_.max_tokens, " per call"));
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<DeviceTensor> ForwardPass::Prefill(absl::Span<const SequenceTokens> batch,
                                                   LogitsFor which) {
-  HGRN2_RETURN_IF_ERROR(Validate(batch));
+  int64_t num_tokens = 0;
+  for (const SequenceTokens& seq : batch) num_tokens += static_cast<int64_t>(seq.tokens.size());
+  HGRN2_RETURN_IF_ERROR(ValidateBatchSize(batch.size(), num_tokens));
+  slot_in_batch_.assign(static_cast<size_t>(pool_.num_slots()), false);
+  for (size_t b = 0; b < batch.size(); ++b) {
+    HGRN2_RETURN_IF_ERROR(ValidateSequence(b, batch[b].slot, batch[b].tokens));
+  }
   host_ids_.clear();
   host_slots_.clear();
   host_offsets_.assign(1, 0);
@@ -122,9 +126,11 @@ absl::StatusOr<DeviceTensor> ForwardPass::Decode(absl::Span<const SlotId> slots,
     return absl::InvalidArgumentError(
         absl::StrCat("decode: ", slots.size(), " slots but ", tokens.size(), " tokens"));
   }
-  std::vector<SequenceTokens> batch(slots.size());
-  for (size_t b = 0; b < slots.size(); ++b) batch[b] = {slots[b], tokens.subspan(b, 1)};
-  HGRN2_RETURN_IF_ERROR(Validate(batch));
+  HGRN2_RETURN_IF_ERROR(ValidateBatchSize(slots.size(), static_cast<int64_t>(tokens.size())));
+  slot_in_batch_.assign(static_cast<size_t>(pool_.num_slots()), false);
+  for (size_t b = 0; b < slots.size(); ++b) {
+    HGRN2_RETURN_IF_ERROR(ValidateSequence(b, slots[b], tokens.subspan(b, 1)));
+  }
   host_ids_.assign(tokens.begin(), tokens.end());
   host_slots_.assign(slots.begin(), slots.end());
   return Run(static_cast<int64_t>(slots.size()), static_cast<int32_t>(slots.size()),

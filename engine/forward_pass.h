@@ -66,7 +66,9 @@ class ForwardPass {
  private:
   ForwardPass(const Model& model, StatePool& pool, const Options& options)
       : model_(model), pool_(pool), backend_(model.backend()), options_(options) {}
-  absl::Status Validate(absl::Span<const SequenceTokens> batch) const;
+  absl::Status ValidateBatchSize(size_t num_seqs, int64_t num_tokens) const;
+  // Checks one sequence of a batch and marks its slot in slot_in_batch_.
+  absl::Status ValidateSequence(size_t index, SlotId slot, absl::Span<const int32_t> tokens);
   // The layers and the head over the tokens staged in ids_ (and slots_/offsets_).
   absl::StatusOr<DeviceTensor> Run(int64_t num_tokens, int32_t num_seqs, bool decode_step,
                                    LogitsFor which);
@@ -87,6 +89,7 @@ class ForwardPass {
   int32_t* targets_ = nullptr;
   float* target_logprobs_ = nullptr;
   std::vector<int32_t> host_ids_, host_slots_, host_offsets_, host_last_rows_;
+  std::vector<bool> slot_in_batch_;  // per pool slot, while a batch is validated
 };
 
 }  // namespace hgrn2
