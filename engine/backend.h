@@ -41,7 +41,8 @@ struct DeviceTensor {
   size_t bytes() const { return static_cast<size_t>(rows * row_stride) * DTypeSize(dtype); }
 };
 
-// Device memory owned by one allocation of a Backend; freed when destroyed. Move-only.
+// Device memory owned by one allocation of a Backend; freed when destroyed. Move-only. Belongs to
+// the thread that owns its Backend (it is released through it).
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
@@ -68,6 +69,7 @@ class DeviceBuffer {
 // Where one layer's recurrent states and conv windows live in a StatePool (see
 // kernels/hgrn2_layer.h for the layout inside a slot).
 struct LayerStateView {
+  int32_t num_slots = 0;  // slot indices must lie in [0, num_slots)
   float* state = nullptr;
   int64_t state_stride_slot = 0;
   float* conv_state = nullptr;

@@ -62,6 +62,17 @@ absl::Status CheckLayer(const Hgrn2LayerOp& layer, const DeviceTensor& qfi,
   return absl::OkStatus();
 }
 
+// The slot indices are host-readable here (device memory is host memory on this backend).
+absl::Status CheckSlots(const Hgrn2LayerOp& layer, const int32_t* slots, int64_t count) {
+  for (int64_t b = 0; b < count; ++b) {
+    if (slots[b] < 0 || slots[b] >= layer.states.num_slots) {
+      return absl::InvalidArgumentError(absl::StrCat("hgrn2 layer: slot ", slots[b],
+                                                     " outside [0, ", layer.states.num_slots, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 kernels::Hgrn2LayerParams<float> LayerParams(const Hgrn2LayerOp& layer, const int32_t* slots,
                                              const DeviceTensor& qfi, const DeviceTensor& out) {
   kernels::Hgrn2LayerParams<float> p;
@@ -207,6 +218,7 @@ class CpuBackend final : public Backend {
   absl::Status Hgrn2Step(const Hgrn2LayerOp& layer, const int32_t* slots, const DeviceTensor& qfi,
                          DeviceTensor out) override {
     HGRN2_RETURN_IF_ERROR(CheckLayer(layer, qfi, out));
+    HGRN2_RETURN_IF_ERROR(CheckSlots(layer, slots, qfi.rows));
     kernels::Hgrn2StepReference(
         {.batch = static_cast<int32_t>(qfi.rows), .layer = LayerParams(layer, slots, qfi, out)});
     return absl::OkStatus();
@@ -219,6 +231,7 @@ class CpuBackend final : public Backend {
     if (num_seqs < 0 || seq_offsets[0] != 0 || seq_offsets[num_seqs] != qfi.rows) {
       return absl::InvalidArgumentError("hgrn2 prefill: sequence offsets do not cover the tokens");
     }
+    HGRN2_RETURN_IF_ERROR(CheckSlots(layer, slots, num_seqs));
     for (int32_t b = 0; b < num_seqs; ++b) {
       if (seq_offsets[b + 1] < seq_offsets[b]) {
         return absl::InvalidArgumentError("hgrn2 prefill: sequence offsets decrease");
@@ -256,6 +269,11 @@ class CpuBackend final : public Backend {
       return absl::InvalidArgumentError("sample: one sampler and one output per row expected");
     }
     for (int64_t r = 0; r < logits.rows; ++r) {
+      if (samplers[r]->vocab_size() > logits.cols) {
+        return absl::InvalidArgumentError(absl::StrCat("sample: row ", r, " has ", logits.cols,
+                                                       " logits for a vocabulary of ",
+                                                       samplers[r]->vocab_size()));
+      }
       const float* row = logits.As<const float>() + r * logits.row_stride;
       out[r] = samplers[r]->Sample(absl::MakeConstSpan(row, logits.cols));
     }

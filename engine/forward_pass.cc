@@ -43,19 +43,26 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const Model& mo
   HGRN2_RETURN_IF_ERROR(make(pass->activated_, rows, c.intermediate_size));
   HGRN2_RETURN_IF_ERROR(make(pass->logits_, rows, c.vocab_size));
 
-  auto make_index = [&](int64_t count, void** out) -> absl::Status {
+  // Index arrays: int32 ids, slots and offsets, and float log-probabilities.
+  auto make_index = [&](int64_t count) -> absl::StatusOr<void*> {
     HGRN2_ASSIGN_OR_RETURN(DeviceBuffer buffer, model.backend().Allocate(count * 4));
-    *out = buffer.data();
+    void* data = buffer.data();
     pass->buffers_.push_back(std::move(buffer));
-    return absl::OkStatus();
+    return data;
   };
   const int64_t seqs = options.max_sequences;
-  HGRN2_RETURN_IF_ERROR(make_index(rows, reinterpret_cast<void**>(&pass->ids_)));
-  HGRN2_RETURN_IF_ERROR(make_index(seqs, reinterpret_cast<void**>(&pass->slots_)));
-  HGRN2_RETURN_IF_ERROR(make_index(seqs + 1, reinterpret_cast<void**>(&pass->offsets_)));
-  HGRN2_RETURN_IF_ERROR(make_index(seqs, reinterpret_cast<void**>(&pass->last_rows_)));
-  HGRN2_RETURN_IF_ERROR(make_index(rows, reinterpret_cast<void**>(&pass->targets_)));
-  HGRN2_RETURN_IF_ERROR(make_index(rows, reinterpret_cast<void**>(&pass->target_logprobs_)));
+  HGRN2_ASSIGN_OR_RETURN(void* ids, make_index(rows));
+  HGRN2_ASSIGN_OR_RETURN(void* slots, make_index(seqs));
+  HGRN2_ASSIGN_OR_RETURN(void* offsets, make_index(seqs + 1));
+  HGRN2_ASSIGN_OR_RETURN(void* last_rows, make_index(seqs));
+  HGRN2_ASSIGN_OR_RETURN(void* targets, make_index(rows));
+  HGRN2_ASSIGN_OR_RETURN(void* target_logprobs, make_index(rows));
+  pass->ids_ = static_cast<int32_t*>(ids);
+  pass->slots_ = static_cast<int32_t*>(slots);
+  pass->offsets_ = static_cast<int32_t*>(offsets);
+  pass->last_rows_ = static_cast<int32_t*>(last_rows);
+  pass->targets_ = static_cast<int32_t*>(targets);
+  pass->target_logprobs_ = static_cast<float*>(target_logprobs);
   return pass;
 }
 

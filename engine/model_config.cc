@@ -19,8 +19,10 @@ namespace {
 
 using Json = nlohmann::json;
 
-// Sizes beyond this are refused, so that every product of sizes the engine forms fits in int64.
+// Sizes beyond this are refused, so that products of two sizes fit in int64; the one product of
+// more (a sequence's state bytes) is checked against kMaxStateBytes.
 constexpr int64_t kMaxSize = std::numeric_limits<int32_t>::max();
+constexpr double kMaxStateBytes = 0x1p40;  // 1 TiB per sequence: far beyond any real model
 
 // fla's HGRN2Config defaults for the fields that may be null.
 constexpr int64_t kDefaultExpandRatio = 128;
@@ -328,11 +330,25 @@ absl::StatusOr<ModelConfig> ModelConfig::Parse(absl::string_view json_text,
 
   HGRN2_ASSIGN_OR_RETURN(const std::optional<double> norm_eps,
                          reader.Number("norm_eps", 1e-6, /*nullable=*/false));
-  if (!std::isfinite(*norm_eps) || *norm_eps < 0) {
+  // 0 would turn an all-zero row into NaN.
+  if (!std::isfinite(*norm_eps) || *norm_eps <= 0) {
     return reader.FieldError("norm_eps",
-                             absl::StrCat("must be a finite non-negative number, got ", *norm_eps));
+                             absl::StrCat("must be a finite positive number, got ", *norm_eps));
   }
   config.norm_eps = static_cast<float>(*norm_eps);
+
+  const double state_bytes =
+      4.0 * static_cast<double>(config.num_layers) *
+      (static_cast<double>(config.num_heads) * static_cast<double>(config.value_dim) *
+           static_cast<double>(config.key_dim) +
+       3.0 * static_cast<double>(config.hidden_size) * static_cast<double>(config.conv_window()));
+  if (state_bytes > kMaxStateBytes) {
+    return reader.FieldError(
+        "num_hidden_layers",
+        absl::StrCat("one sequence's state would take ", state_bytes,
+                     " bytes (limit 2^40): hidden_size, expand_ratio or num_hidden_layers is "
+                     "implausibly large"));
+  }
 
   HGRN2_ASSIGN_OR_RETURN(config.bos_token_id, reader.OptionalTokenId("bos_token_id", 1));
   HGRN2_ASSIGN_OR_RETURN(config.eos_token_ids, reader.TokenIdList("eos_token_id", {2}));

@@ -127,15 +127,29 @@ int32_t DrawToken(const SamplingParams& params, uint64_t seed, uint64_t counter,
 
   // The exponential race: with E_i ~ Exp(1) independent, argmax p_i / E_i is distributed as the
   // renormalized p over the kept tokens, so no sort or cumulative sum is needed, and each
-  // token's noise depends only on (seed, counter, id). In logs: z_i - log E_i. A uniform of
-  // exactly 1 gives E_i = 0 and a score of +inf; the lowest such id wins.
+  // token's noise depends only on (seed, counter, id). In logs: z_i - log E_i, lowest id on ties.
+  // The uniform is at most 1 - 2^-24, so -log E_i <= kMaxNoise: a token with
+  // z_i + kMaxNoise below the best score so far cannot win and needs no draw. Starting from the
+  // most probable token (z == 0) skips almost the whole vocabulary; the result is the same.
+  constexpr double kMaxNoise = 16.7;  // -log(-log(1 - 2^-24)) = 16.64
+  auto score_of = [&](int32_t i) {
+    const double exponential = -std::log(static_cast<double>(PhiloxUniform(seed, counter, i)));
+    return static_cast<double>(z[i]) - std::log(exponential);
+  };
   int32_t best = -1;
   double best_score = -std::numeric_limits<double>::infinity();
   for (int32_t i = 0; i < vocab; ++i) {
-    if (!(z[i] > kNegInf)) continue;
-    const double exponential = -std::log(static_cast<double>(PhiloxUniform(seed, counter, i)));
-    const double score = static_cast<double>(z[i]) - std::log(exponential);
-    if (best < 0 || score > best_score) {
+    if (z[i] == 0.0f) {
+      best = i;
+      best_score = score_of(i);
+      break;
+    }
+  }
+  for (int32_t i = 0; i < vocab; ++i) {
+    if (!(z[i] > kNegInf) || i == best) continue;
+    if (best >= 0 && static_cast<double>(z[i]) + kMaxNoise < best_score) continue;
+    const double score = score_of(i);
+    if (best < 0 || score > best_score || (score == best_score && i < best)) {
       best = i;
       best_score = score;
     }
@@ -213,12 +227,8 @@ std::array<uint32_t, 4> Philox4x32_10(std::array<uint32_t, 4> counter,
 }
 
 float PhiloxUniform(uint64_t seed, uint64_t counter, uint64_t index) {
-  const uint32_t x = Philox4x32_10({Lo32(index), Hi32(index), Lo32(counter), Hi32(counter)},
-                                   {Lo32(seed), Hi32(seed)})[0];
-  // (x + 1) * 2^-32 needs at most 33 significant bits, so it is exact in double; the one
-  // rounding to float maps [2^-32, 1] into itself (both ends are floats), so no clamp is needed
-  // and 0 can never come out (the race takes its log).
-  return static_cast<float>((static_cast<double>(x) + 1.0) * 0x1p-32);
+  return UnitIntervalFromBits(Philox4x32_10(
+      {Lo32(index), Hi32(index), Lo32(counter), Hi32(counter)}, {Lo32(seed), Hi32(seed)})[0]);
 }
 
 void LogSoftmax(absl::Span<const float> logits, absl::Span<float> out) {
@@ -248,8 +258,11 @@ Sampler::Sampler(SamplingParams params, int64_t vocab_size, absl::Span<const int
   scratch_.reserve(vocab);
 }
 
-SampledToken Sampler::Sample(absl::Span<const float> logits) {
-  assert(static_cast<int64_t>(logits.size()) == vocab_size_);
+SampledToken Sampler::Sample(absl::Span<const float> row) {
+  // A row may be padded past the vocabulary (device backends round it up); the padding is not a
+  // token. Callers guarantee at least vocab_size values (Backend::Sample checks).
+  assert(static_cast<int64_t>(row.size()) >= vocab_size_);
+  const absl::Span<const float> logits = row.first(static_cast<size_t>(vocab_size_));
   const int32_t vocab = static_cast<int32_t>(logits.size());
 
   // Steps 1 and 2: bias, then penalties, as vLLM applies them (two separate subtractions).

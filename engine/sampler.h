@@ -69,13 +69,15 @@ class Sampler {
   // generated tokens.
   Sampler(SamplingParams params, int64_t vocab_size, absl::Span<const int32_t> prompt);
 
-  // Chooses the next token from `logits` (vocab_size values; -inf bans a token) and records it
-  // as generated. A token whose processed logit is -inf is never chosen, unless every processed
-  // logit is -inf: then the argmax of the raw logits is returned (token 0 if those are all -inf
-  // too), so a request whose bias bans everything still makes progress.
-  SampledToken Sample(absl::Span<const float> logits);
+  // Chooses the next token from the first vocab_size values of `row` (-inf bans a token; values
+  // past vocab_size are padding, ignored) and records it as generated. A token whose processed
+  // logit is -inf is never chosen, unless every processed logit is -inf: then the argmax of the raw
+  // logits is returned (token 0 if those are all -inf too), so a request whose bias bans everything
+  // still makes progress.
+  SampledToken Sample(absl::Span<const float> row);
 
   const SamplingParams& params() const { return params_; }
+  int64_t vocab_size() const { return vocab_size_; }
   uint64_t seed() const { return seed_; }
   // Tokens sampled so far (the counter of the random draw).
   int64_t num_sampled() const { return num_sampled_; }
@@ -91,13 +93,18 @@ class Sampler {
   std::vector<int32_t> order_;             // token ids, for top-k/top-p and top logprobs
 };
 
-// Philox4x32-10 (Salmon et al. 2011, as in cuRAND): the uniform in (0, 1] for
+// Philox4x32-10 (Salmon et al. 2011, as in cuRAND): a uniform in the open interval (0, 1) for
 // (seed, counter, index). The same function runs on the device in the CUDA sampler.
-// Key = {seed lo, seed hi}, counter = {index lo, index hi, counter lo, counter hi}; with x the
-// first output word, the result is (x + 1) * 2^-32 rounded once to the nearest float, which
-// lies in [2^-32, 1]. On the device, __ull2float_rn(uint64_t{x} + 1) * 0x1p-32f gives the same
-// bits (scaling by a power of two is exact).
+// Key = {seed lo, seed hi}, counter = {index lo, index hi, counter lo, counter hi}; the first
+// output word x becomes UnitIntervalFromBits(x).
 float PhiloxUniform(uint64_t seed, uint64_t counter, uint64_t index);
+
+// (2·(x >> 9) + 1) · 2^-24: the odd multiples of 2^-24, from 2^-24 to 1 - 2^-24, each exactly a
+// float (so the device computes the same bits in float). Never 0 or 1: the exponential race
+// takes -log(u), and u = 1 would give an infinite score to whichever token drew it.
+inline float UnitIntervalFromBits(uint32_t x) {
+  return static_cast<float>(2 * (x >> 9) + 1) * 0x1p-24f;
+}
 
 // The Philox4x32-10 block function (10 rounds, Random123's constants and key schedule): 4 output
 // words for a 4-word counter and a 2-word key. Exposed for the known-answer tests and so that

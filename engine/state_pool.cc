@@ -100,6 +100,7 @@ absl::Status StatePool::WriteHost(SlotId slot, absl::Span<const std::byte> in) {
 LayerStateView StatePool::Layer(int64_t layer) const {
   float* base = static_cast<float*>(memory_.data());
   LayerStateView view;
+  view.num_slots = num_slots_;
   view.state = base + layer * state_floats_per_layer_;
   view.state_stride_slot = slot_floats_;
   if (conv_floats_per_layer_ > 0) {

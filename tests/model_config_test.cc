@@ -353,9 +353,23 @@ TEST(ModelConfigRefusalTest, TokenIdsOutOfRange) {
               absl::StatusCode::kInvalidArgument, {"config.json", "\"eos_token_id\""});
 }
 
-TEST(ModelConfigRefusalTest, NegativeNormEps) {
+TEST(ModelConfigRefusalTest, NonPositiveNormEps) {
   ExpectError(ErrorWith("norm_eps", -1e-6), absl::StatusCode::kInvalidArgument,
               {"config.json", "\"norm_eps\""});
+  ExpectError(ErrorWith("norm_eps", 0.0), absl::StatusCode::kInvalidArgument,
+              {"config.json", "\"norm_eps\"", "positive"});
+}
+
+TEST(ModelConfigRefusalTest, StateTooLargeForOneSequence) {
+  // Every size is within int32, but L·H·dv·dk·4 bytes would be 2^69.
+  Json json = BaseConfig();
+  json["hidden_size"] = 1 << 30;
+  json["num_heads"] = 1;
+  json["expand_ratio"] = 1 << 30;
+  json["num_hidden_layers"] = 1 << 5;
+  json["intermediate_size"] = 256;
+  ExpectError(ParseJson(json).status(), absl::StatusCode::kInvalidArgument,
+              {"config.json", "\"num_hidden_layers\"", "state"});
 }
 
 TEST(ModelConfigRefusalTest, InvalidJson) {

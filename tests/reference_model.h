@@ -1,5 +1,7 @@
 // Test oracle: random HGRN2 checkpoints of any shape, and an independent float64 token-by-token
-// implementation of ../shared/HGRN2.md written without any of the engine's code paths.
+// implementation of ../shared/HGRN2.md. It shares only the loaders with the engine (ModelConfig
+// for the derived sizes, WeightFile for reading and BF16/F16 conversion), which have their own
+// tests and are checked against fla by the golden fixtures; the math is written separately.
 #pragma once
 
 #include <cstdint>

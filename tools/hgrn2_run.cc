@@ -1,8 +1,10 @@
 // hgrn2-run: offline generation and scoring with the engine in-process (no server).
 //
-//   hgrn2-run --model DIR --prompt-ids 1,2,3 [--max-new-tokens N] [--temperature T] ...
-//   [--print-ids] hgrn2-run --model DIR --prompt-ids 1,2,3 --score
+// Generate:  hgrn2-run --model DIR --prompt-ids 1,2,3 [--max-new-tokens N] [--print-ids] ...
+// Score:     hgrn2-run --model DIR --prompt-ids 1,2,3 --score
 //
+// Output: the generated ids, comma-separated on one line (with or without --print-ids: the
+// models have no tokenizer yet; --print-ids keeps that one line when text output exists).
 // Exit codes: 0 success; 2 bad arguments or a model that cannot be loaded (one line on stderr);
 // 1 a failure while running.
 #include <chrono>
@@ -37,8 +39,7 @@ struct RunOptions {
   std::string device = "cpu";
   int32_t max_new_tokens = 32;
   SamplingParams sampling;
-  uint64_t seed = 0;
-  bool has_seed = false;
+  std::string seed;  // parsed as uint64 when given
   std::vector<std::string> logit_bias;
   std::string stop_ids;
   bool ignore_eos = false;
@@ -71,12 +72,14 @@ absl::StatusOr<std::vector<std::pair<int32_t, float>>> ParseLogitBias(
     const std::vector<std::string>& entries) {
   std::vector<std::pair<int32_t, float>> bias;
   for (const std::string& entry : entries) {
-    std::pair<absl::string_view, absl::string_view> parts = absl::StrSplit(entry, '=');
+    const std::vector<absl::string_view> parts = absl::StrSplit(entry, '=');
     int32_t id;
     float value;
-    const absl::string_view text = absl::StripAsciiWhitespace(parts.second);
+    const absl::string_view text =
+        parts.size() == 2 ? absl::StripAsciiWhitespace(parts[1]) : absl::string_view();
     const bool is_ban = text == "-inf";
-    if (!absl::SimpleAtoi(parts.first, &id) || (!is_ban && !absl::SimpleAtof(text, &value))) {
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &id) ||
+        (!is_ban && !absl::SimpleAtof(text, &value))) {
       return absl::InvalidArgumentError(
           absl::StrCat("--logit-bias: \"", entry, "\" is not ID=VALUE (VALUE may be -inf)"));
     }
@@ -114,7 +117,14 @@ int Run(const RunOptions& options) {
   }
 
   SamplingParams sampling = options.sampling;
-  if (options.has_seed) sampling.seed = options.seed;
+  if (!options.seed.empty()) {
+    uint64_t seed;
+    if (!absl::SimpleAtoi(options.seed, &seed)) {
+      return Fail(kExitUsage,
+                  absl::StrCat("--seed: \"", options.seed, "\" is not an integer in [0, 2^64)"));
+    }
+    sampling.seed = seed;
+  }
   sampling.num_top_logprobs = options.logprobs;
   absl::StatusOr<std::vector<std::pair<int32_t, float>>> bias = ParseLogitBias(options.logit_bias);
   if (!bias.ok()) return Fail(kExitUsage, bias.status().message());
@@ -190,14 +200,6 @@ int Run(const RunOptions& options) {
 }  // namespace hgrn2
 
 int main(int argc, char** argv) {
-  // CLI11 would otherwise read "-1" as 2^64 - 1.
-  const CLI::Validator kUnsignedInteger(
-      [](std::string& text) {
-        return !text.empty() && text.find_first_not_of("0123456789") == std::string::npos
-                   ? std::string()
-                   : std::string("must be a non-negative integer");
-      },
-      "UINT");
   hgrn2::RunOptions options;
   CLI::App app{"hgrn2-run: generate or score with an HGRN2 model, in-process"};
   app.add_option("--model", options.model_dir, "model folder (config.json + safetensors)")
@@ -218,8 +220,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--frequency-penalty", options.sampling.frequency_penalty, "in [-2, 2]")
       ->capture_default_str();
-  CLI::Option* seed = app.add_option("--seed", options.seed, "random seed (same seed, same output)")
-                          ->check(kUnsignedInteger);
+  app.add_option("--seed", options.seed, "random seed in [0, 2^64): same seed, same output");
   app.add_option("--logit-bias", options.logit_bias, "ID=VALUE added to a logit (-inf bans)");
   app.add_option("--stop-ids", options.stop_ids, "token ids that end generation, comma-separated");
   app.add_flag("--ignore-eos", options.ignore_eos, "do not stop at the model's EOS token");
@@ -240,6 +241,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "hgrn2-run: %s (see --help)\n", e.what());
     return hgrn2::kExitUsage;
   }
-  options.has_seed = seed->count() > 0;
   return hgrn2::Run(options);
 }

@@ -112,13 +112,15 @@ void ChunkHead(const std::vector<TokenGates>& gates, int64_t first, int64_t n, i
     }
   }
   std::vector<double> o(static_cast<size_t>(dv));
+  std::vector<double> decayed_q(static_cast<size_t>(dk));  // q_t · exp(B_t)
   for (int64_t t = 0; t < n; ++t) {
     const float* q = gates[first + t].q.data() + h * dk;
     const double* b_t = cum.data() + t * dk;
+    for (int64_t j = 0; j < dk; ++j) decayed_q[j] = q[j] * std::exp(b_t[j]);
     for (int64_t i = 0; i < dv; ++i) {
       const float* s0 = state + i * dk;
       double sum = 0.0;
-      for (int64_t j = 0; j < dk; ++j) sum += static_cast<double>(s0[j]) * q[j] * std::exp(b_t[j]);
+      for (int64_t j = 0; j < dk; ++j) sum += static_cast<double>(s0[j]) * decayed_q[j];
       o[i] = sum;
     }
     for (int64_t s = 0; s <= t; ++s) {
@@ -142,10 +144,12 @@ void ChunkHead(const std::vector<TokenGates>& gates, int64_t first, int64_t n, i
       decayed_k[s * dk + j] = k[j] * std::exp(b_n[j] - cum[s * dk + j]);
     }
   }
+  std::vector<double> decay_n(static_cast<size_t>(dk));  // exp(B_n)
+  for (int64_t j = 0; j < dk; ++j) decay_n[j] = std::exp(b_n[j]);
   for (int64_t i = 0; i < dv; ++i) {
     float* row = state + i * dk;
     for (int64_t j = 0; j < dk; ++j) {
-      double sum = static_cast<double>(row[j]) * std::exp(b_n[j]);
+      double sum = static_cast<double>(row[j]) * decay_n[j];
       for (int64_t s = 0; s < n; ++s) {
         sum += static_cast<double>(gates[first + s].v[h * dv + i]) * decayed_k[s * dk + j];
       }
