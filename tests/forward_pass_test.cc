@@ -2,17 +2,21 @@
 // prefill, batch invariance, an independent float64 oracle on random models, and bad input.
 #include "engine/forward_pass.h"
 
+#include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "engine/generation.h"
 #include "engine/model.h"
 #include "engine/state_pool.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/reference_model.h"
 #include "tests/test_support.h"
 
@@ -193,6 +197,35 @@ TEST(ForwardPass, BatchedSequencesAreBitIdenticalToSequencesAlone) {
   }
 }
 
+TEST(ForwardPass, SlotsOutsideTheBatchAreBitIdenticalAfterPrefillAndDecode) {
+  Engine engine(AwkwardModel());
+  // The bystander sits between the batch's slots, where an off-by-one slot index would land.
+  const SlotId a = *engine.pool->Allocate();
+  const SlotId bystander = *engine.pool->Allocate();
+  const SlotId b = *engine.pool->Allocate();
+  ASSERT_LT(a, bystander);
+  ASSERT_LT(bystander, b);
+  engine.SetRandomState(a, 31);
+  engine.SetRandomState(bystander, 32);
+  engine.SetRandomState(b, 33);
+  const std::vector<float> bystander_before = engine.State(bystander);
+  const std::vector<float> a_before = engine.State(a), b_before = engine.State(b);
+  const std::vector<int32_t> long_prompt = RandomIds(70, 97, 34),
+                             short_prompt = RandomIds(5, 97, 35);
+  const std::vector<SequenceTokens> batch = {{b, long_prompt}, {a, short_prompt}};
+  for (ForwardPass* pass : {engine.chunked.get(), engine.recurrent.get()}) {
+    ASSERT_TRUE(pass->Prefill(batch, LogitsFor::kLastToken).ok());
+    EXPECT_EQ(engine.State(bystander), bystander_before);
+  }
+  const std::vector<SlotId> slots = {a, b};
+  const std::vector<int32_t> next = {7, 90};
+  ASSERT_TRUE(engine.chunked->Decode(slots, next).ok());
+  EXPECT_EQ(engine.State(bystander), bystander_before);
+  // The batch's own slots did advance.
+  EXPECT_NE(engine.State(a), a_before);
+  EXPECT_NE(engine.State(b), b_before);
+}
+
 struct OracleCase {
   std::string name;
   RandomModelSpec spec;
@@ -350,6 +383,101 @@ TEST(Generation, SeededSamplingIsReproducibleAndGreedyMatchesArgmax) {
   }
 }
 
+std::vector<int32_t> Ids(const GenerationResult& result) {
+  std::vector<int32_t> ids;
+  for (const SampledToken& token : result.tokens) ids.push_back(token.id);
+  return ids;
+}
+
+// Greedy ids of `prompt`, max_new_tokens of them, EOS ignored.
+std::vector<int32_t> GreedyIds(ForwardPass& pass, absl::Span<const int32_t> prompt,
+                               int32_t max_new_tokens) {
+  SamplingParams sampling;
+  sampling.temperature = 0.0f;
+  StoppingParams stopping;
+  stopping.max_new_tokens = max_new_tokens;
+  stopping.ignore_eos = true;
+  absl::StatusOr<GenerationResult> result = GenerateSequence(pass, prompt, sampling, stopping);
+  EXPECT_TRUE(result.ok()) << result.status();
+  if (!result.ok()) return {};
+  EXPECT_EQ(result->finish_reason, FinishReason::kLength);
+  return Ids(*result);
+}
+
+// A position k in [2, size - 2) whose id is absent from ids[0..k), or -1: generation that stops
+// on ids[k] must then stop at k, nowhere earlier, and visibly before the length limit.
+int StopPosition(const std::vector<int32_t>& ids) {
+  for (int k = static_cast<int>(ids.size()) - 3; k >= 2; --k) {
+    if (std::find(ids.begin(), ids.begin() + k, ids[k]) == ids.begin() + k) return k;
+  }
+  return -1;
+}
+
+TEST(Generation, StopsOnAStopIdAndIncludesIt) {
+  Engine engine(AwkwardModel());
+  const std::vector<int32_t> prompt = RandomIds(9, 97, 14);
+  const std::vector<int32_t> greedy = GreedyIds(*engine.chunked, prompt, 12);
+  ASSERT_EQ(greedy.size(), 12u);
+  const int k = StopPosition(greedy);
+  ASSERT_GE(k, 2) << "greedy ids repeat too much to test stopping: " << absl::StrJoin(greedy, ",");
+
+  SamplingParams sampling;
+  sampling.temperature = 0.0f;
+  StoppingParams stopping;
+  stopping.max_new_tokens = 12;
+  stopping.ignore_eos = true;
+  stopping.stop_token_ids = {greedy[k]};
+  absl::StatusOr<GenerationResult> result =
+      GenerateSequence(*engine.chunked, prompt, sampling, stopping);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(Ids(*result), std::vector<int32_t>(greedy.begin(), greedy.begin() + k + 1));
+  EXPECT_EQ(result->finish_reason, FinishReason::kStop);
+  EXPECT_EQ(engine.pool->num_free(), engine.pool->num_slots());
+}
+
+TEST(Generation, StopsOnTheModelsEosUnlessIgnored) {
+  const std::filesystem::path dir = AwkwardModel();
+  const std::vector<int32_t> prompt = RandomIds(9, 97, 15);
+  std::vector<int32_t> greedy;
+  {
+    Engine engine(dir);
+    ASSERT_NE(engine.model, nullptr);
+    greedy = GreedyIds(*engine.chunked, prompt, 12);
+  }
+  ASSERT_EQ(greedy.size(), 12u);
+  const int k = StopPosition(greedy);
+  ASSERT_GE(k, 2) << "greedy ids repeat too much to test stopping: " << absl::StrJoin(greedy, ",");
+
+  // The same weights under a config.json whose EOS is the k-th greedy token.
+  const std::filesystem::path eos_dir = testing::MakeTempDir() / "model";
+  std::filesystem::create_directories(eos_dir);
+  std::filesystem::copy_file(dir / "model.safetensors", eos_dir / "model.safetensors");
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(dir / "config.json"));
+  ASSERT_TRUE(config.contains("eos_token_id"));
+  config["eos_token_id"] = greedy[k];
+  std::ofstream(eos_dir / "config.json") << config.dump(2);
+  Engine engine(eos_dir);
+  ASSERT_NE(engine.model, nullptr);
+  ASSERT_EQ(engine.model->config().eos_token_ids, std::vector<int32_t>{greedy[k]});
+
+  SamplingParams sampling;
+  sampling.temperature = 0.0f;
+  StoppingParams stopping;
+  stopping.max_new_tokens = 12;
+  absl::StatusOr<GenerationResult> result =
+      GenerateSequence(*engine.chunked, prompt, sampling, stopping);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(Ids(*result), std::vector<int32_t>(greedy.begin(), greedy.begin() + k + 1));
+  EXPECT_EQ(result->finish_reason, FinishReason::kEos);
+
+  stopping.ignore_eos = true;
+  result = GenerateSequence(*engine.chunked, prompt, sampling, stopping);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(Ids(*result), greedy);
+  EXPECT_EQ(result->finish_reason, FinishReason::kLength);
+  EXPECT_EQ(engine.pool->num_free(), engine.pool->num_slots());
+}
+
 TEST(Model, RejectsMissingWrongShapeAndUnexpectedTensors) {
   const std::filesystem::path dir = AwkwardModel();
   absl::StatusOr<WeightFile> file = WeightFile::Open(dir);
@@ -425,8 +553,8 @@ TEST(ForwardPass, DefaultPrefillFormIsTheBackendsPreference) {
   EXPECT_EQ(pass->options().prefill_chunk_size, backend->preferred_prefill_chunk_size());
   ForwardPass::Options bad;
   bad.prefill_chunk_size = -2;
-  EXPECT_EQ(ForwardPass::Create(*model, *pool, bad).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  testing::ExpectError(ForwardPass::Create(*model, *pool, bad).status(),
+                       absl::StatusCode::kInvalidArgument, {"forward pass", "prefill_chunk_size"});
 }
 
 }  // namespace

@@ -78,6 +78,65 @@ c=$("$run" --model "$data/tiny-a" --prompt-ids 5,6,7 --max-new-tokens 16 --seed 
 n=$(printf '%s\n' "$a" | awk -F, '{print NF}')
 [[ $n -eq 16 ]]; check "--max-new-tokens 16 with --ignore-eos gives 16 ids (got $n)" $?
 
+# Stopping and --logprobs on tiny-a's golden greedy continuation (24 ids, EOS banned).
+tiny=$data/tiny-a
+tiny_prompt=$(golden_py "$tiny" ids short_ids 0)
+tiny_golden=$(golden_py "$tiny" ids greedy_ids 0)
+IFS=, read -ra golden <<<"$tiny_golden"
+# The first k >= 8 whose id does not occur earlier: stopping on it must stop at k, not before.
+k=8
+while ((k < ${#golden[@]} - 1)) && [[ ,$(IFS=,; echo "${golden[*]:0:k}"), == *,${golden[k]},* ]]; do
+  k=$((k + 1))
+done
+want=$(IFS=,; echo "${golden[*]:0:k+1}")
+got=$("$run" --model "$tiny" --prompt-ids "$tiny_prompt" --max-new-tokens 24 --temperature 0 \
+        --logit-bias 2=-inf --stop-ids "${golden[k]}" 2>/dev/null)
+[[ $k -lt 23 && "$got" == "$want" ]]
+check "--stop-ids ${golden[k]} stops after golden id $k, which is included ($got)" $?
+
+# --logprobs 2: the ids line, then 'i id logprob id:logprob id:logprob' per generated token; for
+# greedy (EOS allowed and ignored, so the raw argmax is chosen) the first alternative is the token.
+out=$("$run" --model "$tiny" --prompt-ids "$tiny_prompt" --max-new-tokens 8 --temperature 0 \
+        --ignore-eos --logprobs 2 2>/dev/null)
+ids_line=$(printf '%s\n' "$out" | head -n1)
+IFS=, read -ra got_ids <<<"$ids_line"
+lines=$(printf '%s\n' "$out" | tail -n +2)
+n=$(printf '%s\n' "$lines" | grep -c .)
+[[ ${#got_ids[@]} -eq 8 && $n -eq 8 ]]
+check "--logprobs 2 prints one line per generated id (${#got_ids[@]} ids, $n lines)" $?
+lp='-?[0-9]+\.[0-9]{6}'
+line_re="^([0-9]+) ([0-9]+) ($lp) ([0-9]+):($lp) ([0-9]+):($lp)$"
+bad=""
+i=0
+while IFS= read -r line; do
+  if ! [[ $line =~ $line_re ]] || [[ ${BASH_REMATCH[1]} != "$i" || ${BASH_REMATCH[2]} != "${got_ids[i]}" ||
+        ${BASH_REMATCH[4]} != "${got_ids[i]}" || ${BASH_REMATCH[5]} != "${BASH_REMATCH[3]}" ]] ||
+     ! awk -v a="${BASH_REMATCH[5]}" -v b="${BASH_REMATCH[7]}" 'BEGIN { exit !(a + 0 >= b + 0) }'; then
+    bad="$bad [$line]"
+  fi
+  i=$((i + 1))
+done <<<"$lines"
+[[ $n -gt 0 && -z "$bad" ]]
+check "--logprobs 2 lines: index, chosen id and logprob, the chosen id first of 2 alternatives$bad" $?
+
+# Without --ignore-eos, the model's EOS (id 2) ends generation and is printed last.
+got=$("$run" --model "$tiny" --prompt-ids "$tiny_prompt" --max-new-tokens 24 --temperature 0 \
+        2>/dev/null)
+IFS=, read -ra got_ids <<<"$got"
+last=$((${#got_ids[@]} - 1))
+before_last=$(IFS=,; echo "${got_ids[*]:0:last}")
+# The golden ids never contain EOS, so a prefix of them followed by 2 ended at the first EOS.
+[[ -n "$got" && ("$got" == "$tiny_golden" ||
+   ("${got_ids[last]}" == 2 && "$tiny_golden," == "${before_last:+$before_last,}"*)) ]]
+check "greedy with EOS allowed is the golden ids, or a prefix of them and EOS ($got)" $?
+got=$("$run" --model "$tiny" --prompt-ids "$tiny_prompt" --max-new-tokens 24 --temperature 0 \
+        --logit-bias 2=100 2>/dev/null)
+[[ "$got" == "2" ]]; check "EOS made the greedy token ends generation after it ($got)" $?
+got=$("$run" --model "$tiny" --prompt-ids "$tiny_prompt" --max-new-tokens 24 --temperature 0 \
+        --logit-bias 2=100 --ignore-eos 2>/dev/null)
+n=$(printf '%s\n' "$got" | awk -F, '{print NF}')
+[[ $n -eq 24 ]]; check "... and with --ignore-eos runs to --max-new-tokens (got $n ids)" $?
+
 # Bad arguments and bad models: exit code 2 and one line on stderr.
 expect_usage_error() {  # expect_usage_error NAME ARGS...
   local name=$1; shift
@@ -99,6 +158,9 @@ expect_usage_error "score needs two ids" --model "$data/tiny-a" --prompt-ids 1 -
 expect_usage_error "negative seed" --model "$data/tiny-a" --prompt-ids 1 --seed -1
 expect_usage_error "zero new tokens" --model "$data/tiny-a" --prompt-ids 1 --max-new-tokens 0
 expect_usage_error "malformed logit bias" --model "$data/tiny-a" --prompt-ids 1 --logit-bias 5
+expect_usage_error "logit bias with two =" --model "$data/tiny-a" --prompt-ids 1 --logit-bias 5=1=2
+expect_usage_error "seed above 2^64 - 1" --model "$data/tiny-a" --prompt-ids 1 \
+  --seed 99999999999999999999999
 expect_usage_error "broken config.json" --model "$scratch/broken" --prompt-ids 1
 expect_usage_error "unknown device" --model "$data/tiny-a" --prompt-ids 1 --device tpu
 

@@ -4,6 +4,7 @@
 #include <random>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/gather_rows.h"
 #include "kernels/gemm.h"
@@ -163,47 +164,57 @@ TEST(SwiGluGatherLogSoftmax, MatchFormulas) {
   EXPECT_NEAR(logprobs[1], -2000.0, 1e-3);  // stable at extreme logits
 }
 
-// A pool of 6 slots for a layer with H 3, dk 5, dv 5, K 3; random states everywhere.
+// A pool of 6 slots for a layer with H 3, K 3 and the given dk and dv; random states everywhere.
 struct LayerFixture {
-  static constexpr int kSlots = 6, kHeads = 3, kDk = 5, kDv = 5, kConv = 3;
-  static constexpr int kQf = kHeads * kDk, kChannels = 2 * kQf + kHeads * kDv;
-  static constexpr int kStateStride = kHeads * kDv * kDk, kConvStride = kChannels * kConv;
-  std::vector<float> states = Random(kSlots * kStateStride, 20, 0.5f);
-  std::vector<float> conv_states = Random(kSlots * kConvStride, 21, 0.5f);
-  std::vector<float> conv_weight = Random(kChannels * kConv, 22, 0.6f);
+  static constexpr int kSlots = 6, kHeads = 3, kConv = 3;
+  const int dk, dv;  // declared first: the sizes below are derived from them
+  const int qf = kHeads * dk, channels = 2 * qf + kHeads * dv, out_width = kHeads * dv;
+  const int state_stride = kHeads * dv * dk, conv_stride = channels * kConv;
+  std::vector<float> states = Random(kSlots * state_stride, 20, 0.5f);
+  std::vector<float> conv_states = Random(kSlots * conv_stride, 21, 0.5f);
+  std::vector<float> conv_weight = Random(channels * kConv, 22, 0.6f);
   std::vector<float> lower_bound;
 
-  LayerFixture() {
+  explicit LayerFixture(int key_dim = 5, int value_dim = 5) : dk(key_dim), dv(value_dim) {
     std::mt19937_64 rng(23);
     std::uniform_real_distribution<float> unit(0.0f, 0.9f);
-    for (int c = 0; c < kQf; ++c) lower_bound.push_back(unit(rng));
+    for (int c = 0; c < qf; ++c) lower_bound.push_back(unit(rng));
   }
   Hgrn2LayerParams<float> Params(const float* qfi, const int32_t* slots, float* out) {
     Hgrn2LayerParams<float> p;
     p.num_heads = kHeads;
-    p.key_dim = kDk;
-    p.value_dim = kDv;
+    p.key_dim = dk;
+    p.value_dim = dv;
     p.conv_size = kConv;
     p.qfi = qfi;
-    p.qfi_stride_token = kChannels;
+    p.qfi_stride_token = channels;
     p.conv_weight = conv_weight.data();
     p.lower_bound = lower_bound.data();
     p.slots = slots;
     p.state = states.data();
-    p.state_stride_slot = kStateStride;
+    p.state_stride_slot = state_stride;
     p.conv_state = conv_states.data();
-    p.conv_state_stride_slot = kConvStride;
+    p.conv_state_stride_slot = conv_stride;
     p.out = out;
-    p.out_stride_token = kHeads * kDv;
+    p.out_stride_token = out_width;
     return p;
   }
 };
 
-TEST(Hgrn2Reference, StepTouchesOnlyItsSlotsAndEqualsOneTokenPrefill) {
-  LayerFixture step_layer, prefill_layer;
+// dk == dv, and dk != dv both ways, so that a dk/dv mix-up in strides or loops shows.
+struct HeadDims {
+  int dk, dv;
+};
+
+class Hgrn2ReferenceAtHeadDims : public ::testing::TestWithParam<HeadDims> {};
+
+TEST_P(Hgrn2ReferenceAtHeadDims, StepTouchesOnlyItsSlotsAndEqualsOneTokenPrefill) {
+  const auto [dk, dv] = GetParam();
+  LayerFixture step_layer(dk, dv), prefill_layer(dk, dv);
+  const int out_width = step_layer.out_width;
   const std::vector<int32_t> slots = {4, 1, 3};  // slots 0, 2 and 5 are not in the batch
-  const std::vector<float> qfi = Random(3 * LayerFixture::kChannels, 24, 2.0f);
-  std::vector<float> step_out(3 * 15), prefill_out(3 * 15);
+  const std::vector<float> qfi = Random(3 * step_layer.channels, 24, 2.0f);
+  std::vector<float> step_out(3 * out_width), prefill_out(3 * out_width);
   Hgrn2StepReference(
       {.batch = 3, .layer = step_layer.Params(qfi.data(), slots.data(), step_out.data())});
   const std::vector<int32_t> offsets = {0, 1, 2, 3};
@@ -215,32 +226,37 @@ TEST(Hgrn2Reference, StepTouchesOnlyItsSlotsAndEqualsOneTokenPrefill) {
   EXPECT_LT(RelativeL2Error(step_out, prefill_out), 1e-6);
   EXPECT_LT(RelativeL2Error(step_layer.states, prefill_layer.states), 1e-6);
   EXPECT_EQ(step_layer.conv_states, prefill_layer.conv_states);
-  const LayerFixture untouched;
+  const LayerFixture untouched(dk, dv);
+  EXPECT_NE(step_layer.states, untouched.states);  // the batch's slots did move
   for (int slot : {0, 2, 5}) {
-    for (int i = 0; i < LayerFixture::kStateStride; ++i) {
-      const int index = slot * LayerFixture::kStateStride + i;
+    for (int i = 0; i < untouched.state_stride; ++i) {
+      const int index = slot * untouched.state_stride + i;
       ASSERT_EQ(step_layer.states[index], untouched.states[index]) << "slot " << slot;
       ASSERT_EQ(prefill_layer.states[index], untouched.states[index]) << "slot " << slot;
     }
-    for (int i = 0; i < LayerFixture::kConvStride; ++i) {
-      const int index = slot * LayerFixture::kConvStride + i;
+    for (int i = 0; i < untouched.conv_stride; ++i) {
+      const int index = slot * untouched.conv_stride + i;
       ASSERT_EQ(step_layer.conv_states[index], untouched.conv_states[index]) << "slot " << slot;
+      ASSERT_EQ(prefill_layer.conv_states[index], untouched.conv_states[index]) << "slot " << slot;
     }
   }
 }
 
-TEST(Hgrn2Reference, ChunkedPrefillOfRaggedBatchEqualsStepsAtAwkwardLengths) {
+TEST_P(Hgrn2ReferenceAtHeadDims, ChunkedPrefillOfRaggedBatchEqualsStepsAtAwkwardLengths) {
+  const auto [dk, dv] = GetParam();
   // Sequence lengths 1, 15, 63, 64, 65, 130 in one launch, into shuffled slots.
   const std::vector<int> lengths = {1, 15, 63, 64, 65, 130};
   const std::vector<int32_t> slots = {5, 0, 3, 1, 4, 2};
   std::vector<int32_t> offsets = {0};
   for (int length : lengths) offsets.push_back(offsets.back() + length);
   const int total = offsets.back();
-  const std::vector<float> qfi = Random(total * LayerFixture::kChannels, 25, 2.0f);
+  const LayerFixture sizes(dk, dv);
+  const int channels = sizes.channels, out_width = sizes.out_width;
+  const std::vector<float> qfi = Random(total * channels, 25, 2.0f);
   for (int chunk : {64, 16, 7}) {
     SCOPED_TRACE(chunk);
-    LayerFixture chunked, stepped;
-    std::vector<float> chunked_out(total * 15), stepped_out(total * 15);
+    LayerFixture chunked(dk, dv), stepped(dk, dv);
+    std::vector<float> chunked_out(total * out_width), stepped_out(total * out_width);
     Hgrn2PrefillReference({.num_seqs = 6,
                            .seq_offsets = offsets.data(),
                            .chunk_size = chunk,
@@ -248,8 +264,8 @@ TEST(Hgrn2Reference, ChunkedPrefillOfRaggedBatchEqualsStepsAtAwkwardLengths) {
     for (int b = 0; b < 6; ++b) {
       for (int t = offsets[b]; t < offsets[b + 1]; ++t) {
         Hgrn2StepReference({.batch = 1,
-                            .layer = stepped.Params(qfi.data() + t * LayerFixture::kChannels,
-                                                    &slots[b], stepped_out.data() + t * 15)});
+                            .layer = stepped.Params(qfi.data() + t * channels, &slots[b],
+                                                    stepped_out.data() + t * out_width)});
       }
     }
     EXPECT_LT(RelativeL2Error(chunked_out, stepped_out), 1e-5);
@@ -258,24 +274,31 @@ TEST(Hgrn2Reference, ChunkedPrefillOfRaggedBatchEqualsStepsAtAwkwardLengths) {
   }
 }
 
+INSTANTIATE_TEST_SUITE_P(HeadDims, Hgrn2ReferenceAtHeadDims,
+                         ::testing::Values(HeadDims{5, 5}, HeadDims{5, 3}, HeadDims{3, 7}),
+                         [](const ::testing::TestParamInfo<HeadDims>& param_info) {
+                           return absl::StrCat("dk", param_info.param.dk, "_dv",
+                                               param_info.param.dv);
+                         });
+
 TEST(Hgrn2Reference, StrongDecayDoesNotOverflowTheChunkedForm) {
   // Forget-gate inputs near -40: log g ~ -40 per token, B reaches -2600 within a chunk.
   LayerFixture chunked, stepped;
-  chunked.lower_bound.assign(LayerFixture::kQf, 0.0f);
-  stepped.lower_bound.assign(LayerFixture::kQf, 0.0f);
+  const int qf = chunked.qf, channels = chunked.channels;
+  chunked.lower_bound.assign(qf, 0.0f);
+  stepped.lower_bound.assign(qf, 0.0f);
   const int tokens = 64;
-  std::vector<float> qfi = Random(tokens * LayerFixture::kChannels, 26, 1.0f);
+  std::vector<float> qfi = Random(tokens * channels, 26, 1.0f);
   for (int t = 0; t < tokens; ++t) {
-    for (int c = LayerFixture::kQf; c < 2 * LayerFixture::kQf; ++c) {
-      qfi[t * LayerFixture::kChannels + c] = -40.0f + (t % 3);
-    }
+    for (int c = qf; c < 2 * qf; ++c) qfi[t * channels + c] = -40.0f + (t % 3);
   }
   chunked.conv_weight.assign(chunked.conv_weight.size(), 0.0f);
-  for (int c = 0; c < LayerFixture::kChannels; ++c) chunked.conv_weight[c * 3 + 2] = 1.0f;
+  for (int c = 0; c < channels; ++c) chunked.conv_weight[c * 3 + 2] = 1.0f;
   stepped.conv_weight = chunked.conv_weight;
   const int32_t slot = 2;
   const std::vector<int32_t> offsets = {0, tokens};
-  std::vector<float> chunked_out(tokens * 15), stepped_out(tokens * 15);
+  std::vector<float> chunked_out(tokens * chunked.out_width),
+      stepped_out(tokens * chunked.out_width);
   Hgrn2PrefillReference({.num_seqs = 1,
                          .seq_offsets = offsets.data(),
                          .chunk_size = 64,

@@ -4,12 +4,15 @@
 #include <numeric>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_support.h"
 
 namespace hgrn2 {
 namespace {
 
+using ::hgrn2::testing::ExpectError;
 using ::testing::HasSubstr;
 
 ModelConfig SmallConfig() {
@@ -69,16 +72,26 @@ TEST(StatePool, MisuseIsAnErrorNamingTheSlot) {
   EXPECT_THAT(std::string(pool->Free(7).message()), HasSubstr("slot 7 outside [0, 2)"));
   const SlotId slot = *pool->Allocate();
   ASSERT_TRUE(pool->Free(slot).ok());
-  EXPECT_EQ(pool->Free(slot).code(), absl::StatusCode::kInvalidArgument);  // double free
-  EXPECT_EQ(pool->Reset(slot).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(pool->Copy(slot, 1).code(), absl::StatusCode::kInvalidArgument);
-  const SlotId live = *pool->Allocate();
+  const std::string freed = absl::StrCat("slot ", slot, " is not allocated");
+  ExpectError(pool->Free(slot), absl::StatusCode::kInvalidArgument,  // double free
+              {"state pool free", freed});
+  ExpectError(pool->Reset(slot), absl::StatusCode::kInvalidArgument, {"state pool reset", freed});
+  ExpectError(pool->Copy(slot, 1), absl::StatusCode::kInvalidArgument,
+              {"state pool copy source", freed});
+  const SlotId live = *pool->Allocate();  // slot 1 stays free
+  ASSERT_NE(live, 1);
+  ExpectError(pool->Copy(live, 1), absl::StatusCode::kInvalidArgument,
+              {"state pool copy destination", "slot 1 is not allocated"});
   std::vector<std::byte> small(8);
-  EXPECT_THAT(std::string(pool->ReadHost(live, absl::MakeSpan(small)).message()),
-              HasSubstr("a slot has"));
-  EXPECT_EQ(pool->WriteHost(live, small).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(StatePool::Create(*backend, SmallConfig(), 0).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  const std::string slot_has = absl::StrCat("a slot has ", pool->slot_bytes());
+  ExpectError(pool->ReadHost(live, absl::MakeSpan(small)), absl::StatusCode::kInvalidArgument,
+              {"state pool read", "buffer of 8 bytes", slot_has});
+  ExpectError(pool->WriteHost(live, small), absl::StatusCode::kInvalidArgument,
+              {"state pool write", "8 bytes given", slot_has});
+  ExpectError(StatePool::Create(*backend, SmallConfig(), 0).status(),
+              absl::StatusCode::kInvalidArgument, {"num_slots must be positive, got 0"});
+  ExpectError(StatePool::Create(*backend, SmallConfig(), -3).status(),
+              absl::StatusCode::kInvalidArgument, {"num_slots must be positive, got -3"});
 }
 
 TEST(StatePool, CopyResetAndHostRoundTripTouchOnlyTheirSlots) {
