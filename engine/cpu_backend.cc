@@ -98,7 +98,8 @@ class CpuBackend final : public Backend {
  public:
   absl::string_view name() const override { return "cpu"; }
   DType compute_dtype() const override { return DType::kF32; }
-  // Measured with bench/cpu_hgrn2_run.sh: token by token prefills 1.6-3.5x faster here.
+  // Measured with bench/cpu_hgrn2_run.sh: token by token prefills 1.4-1.5x faster here
+  // (bench/RESULTS.md).
   int32_t preferred_prefill_chunk_size() const override { return 0; }
 
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override {
