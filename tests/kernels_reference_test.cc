@@ -21,11 +21,7 @@ namespace {
 using ::hgrn2::testing::RelativeL2Error;
 
 std::vector<float> Random(size_t count, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, scale);
-  std::vector<float> values(count);
-  for (float& value : values) value = normal(rng);
-  return values;
+  return testing::RandomNormal(count, seed, scale);
 }
 
 TEST(GemmReference, MatchesDoubleLoopsAtOddSizes) {

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
+#include <random>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -62,6 +63,14 @@ void ExpectError(const absl::Status& status, absl::StatusCode code,
     EXPECT_NE(message.find(needle), std::string::npos)
         << "message \"" << message << "\" does not contain \"" << needle << "\"";
   }
+}
+
+std::vector<float> RandomNormal(size_t count, uint64_t seed, float stddev) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, stddev);
+  std::vector<float> values(count);
+  for (float& value : values) value = normal(rng);
+  return values;
 }
 
 double RelativeL2Error(absl::Span<const float> a, absl::Span<const float> b) {

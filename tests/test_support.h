@@ -5,6 +5,7 @@
 #include <initializer_list>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
@@ -23,6 +24,9 @@ void WriteFile(const std::filesystem::path& path, std::string_view contents);
 // Checks the status code and that the message contains every one of `needles`.
 void ExpectError(const absl::Status& status, absl::StatusCode code,
                  std::initializer_list<std::string_view> needles);
+
+// `count` draws of N(0, stddev²) from a generator seeded with `seed`.
+std::vector<float> RandomNormal(size_t count, uint64_t seed, float stddev = 1.0f);
 
 // ||a - b||_2 / ||b||_2 in double precision (b is the reference).
 double RelativeL2Error(absl::Span<const float> a, absl::Span<const float> b);
