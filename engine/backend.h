@@ -38,7 +38,6 @@ struct DeviceTensor {
   T* As() const {
     return static_cast<T*>(data);
   }
-  size_t bytes() const { return static_cast<size_t>(rows * row_stride) * DTypeSize(dtype); }
 };
 
 // Device memory owned by one allocation of a Backend; freed when destroyed. Move-only. Belongs to

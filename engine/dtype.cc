@@ -79,6 +79,25 @@ uint16_t FloatToF16(float value) {
   return sign | static_cast<uint16_t>((rebased + rounding) >> 13);
 }
 
+absl::Status ConvertFromFloat(const float* src, size_t count, DType dtype, void* dst) {
+  auto* out = static_cast<std::byte*>(dst);
+  switch (dtype) {
+    case DType::kF32:
+      if (count > 0) std::memcpy(out, src, count * sizeof(float));
+      return absl::OkStatus();
+    case DType::kBF16:
+    case DType::kF16:
+      for (size_t i = 0; i < count; ++i) {
+        const uint16_t bits = dtype == DType::kBF16 ? FloatToBf16(src[i]) : FloatToF16(src[i]);
+        std::memcpy(out + 2 * i, &bits, sizeof(bits));
+      }
+      return absl::OkStatus();
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot encode float as ", DTypeName(dtype), ": not F32, F16 or BF16"));
+  }
+}
+
 absl::Status ConvertToFloat(DType dtype, const void* src, size_t count, float* dst) {
   switch (dtype) {
     case DType::kF32:

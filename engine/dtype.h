@@ -45,6 +45,10 @@ float F16ToFloat(uint16_t bits);
 // float to IEEE binary16, round to nearest even (overflow to infinity).
 uint16_t FloatToF16(float value);
 
+// Encodes `count` floats as `dtype` (F32, F16 or BF16; 16-bit formats round to nearest even) into
+// `dst` (count · DTypeSize(dtype) bytes, no alignment needed). InvalidArgument for other dtypes.
+absl::Status ConvertFromFloat(const float* src, size_t count, DType dtype, void* dst);
+
 // Converts `count` elements of a floating-point `dtype` (F32, F16, BF16, F64) at `src` to float.
 // InvalidArgument for a non-float dtype.
 absl::Status ConvertToFloat(DType dtype, const void* src, size_t count, float* dst);

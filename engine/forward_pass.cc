@@ -6,10 +6,6 @@
 
 namespace hgrn2 {
 
-absl::StatusOr<DeviceBuffer> ForwardPass::Workspace(int64_t rows, int64_t cols, DType dtype) {
-  return backend_.Allocate(static_cast<size_t>(rows * cols) * DTypeSize(dtype));
-}
-
 absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const Model& model,
                                                                  StatePool& pool,
                                                                  const Options& options) {
@@ -29,7 +25,9 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const Model& mo
   const int64_t rows = options.max_tokens;
   const int64_t d = c.hidden_size;
   auto make = [&](DeviceTensor& tensor, int64_t tensor_rows, int64_t cols) -> absl::Status {
-    HGRN2_ASSIGN_OR_RETURN(DeviceBuffer buffer, pass->Workspace(tensor_rows, cols, dtype));
+    HGRN2_ASSIGN_OR_RETURN(
+        DeviceBuffer buffer,
+        model.backend().Allocate(static_cast<size_t>(tensor_rows * cols * DTypeSize(dtype))));
     tensor = buffer.Matrix(dtype, tensor_rows, cols);
     pass->buffers_.push_back(std::move(buffer));
     return absl::OkStatus();
@@ -63,6 +61,19 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const Model& mo
   pass->last_rows_ = static_cast<int32_t*>(last_rows);
   pass->targets_ = static_cast<int32_t*>(targets);
   pass->target_logprobs_ = static_cast<float*>(target_logprobs);
+
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& w = model.layer(l);
+    Hgrn2LayerOp op;
+    op.num_heads = static_cast<int32_t>(c.num_heads);
+    op.key_dim = static_cast<int32_t>(c.key_dim);
+    op.value_dim = static_cast<int32_t>(c.value_dim);
+    op.conv_size = static_cast<int32_t>(c.conv_window());
+    op.conv_weight = w.conv;
+    op.lower_bound = w.lower_bound;
+    op.states = pool.Layer(l);
+    pass->layer_ops_.push_back(op);
+  }
   return pass;
 }
 
@@ -167,15 +178,7 @@ absl::StatusOr<DeviceTensor> ForwardPass::Run(int64_t num_tokens, int32_t num_se
   HGRN2_RETURN_IF_ERROR(backend_.RmsNorm(residual, model_.layer(0).attn_norm, eps, normed));
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = model_.layer(l);
-    Hgrn2LayerOp op;
-    op.num_heads = static_cast<int32_t>(c.num_heads);
-    op.key_dim = static_cast<int32_t>(c.key_dim);
-    op.value_dim = static_cast<int32_t>(c.value_dim);
-    op.conv_size = static_cast<int32_t>(c.conv_window());
-    op.conv_weight = w.conv;
-    op.lower_bound = w.lower_bound;
-    op.states = pool_.Layer(l);
-
+    const Hgrn2LayerOp& op = layer_ops_[static_cast<size_t>(l)];
     HGRN2_RETURN_IF_ERROR(backend_.Gemm(normed, w.qfi_proj, qfi));
     if (decode_step) {
       HGRN2_RETURN_IF_ERROR(backend_.Hgrn2Step(op, slots_, qfi, mixed));
@@ -211,6 +214,10 @@ absl::StatusOr<std::vector<float>> ForwardPass::LogitsToHost(const DeviceTensor&
     return absl::UnimplementedError("logits to host: only F32 logits are copied as they are");
   }
   std::vector<float> out(static_cast<size_t>(logits.rows * logits.cols));
+  if (logits.row_stride == logits.cols) {  // the pass's own logits: one copy
+    HGRN2_RETURN_IF_ERROR(backend_.CopyToHost(out.data(), logits.data, out.size() * sizeof(float)));
+    return out;
+  }
   for (int64_t r = 0; r < logits.rows; ++r) {
     const auto* row = static_cast<const std::byte*>(logits.data) + r * logits.row_stride * 4;
     HGRN2_RETURN_IF_ERROR(

@@ -72,13 +72,15 @@ class ForwardPass {
   // The layers and the head over the tokens staged in ids_ (and slots_/offsets_).
   absl::StatusOr<DeviceTensor> Run(int64_t num_tokens, int32_t num_seqs, bool decode_step,
                                    LogitsFor which);
-  absl::StatusOr<DeviceBuffer> Workspace(int64_t rows, int64_t cols, DType dtype);
 
   const Model& model_;
   StatePool& pool_;
   Backend& backend_;
   Options options_;
   std::vector<DeviceBuffer> buffers_;
+  // Each layer's recurrence op: sizes, conv taps, lower bound and where its states live. Fixed
+  // for the life of the pass (the model and the pool do not move).
+  std::vector<Hgrn2LayerOp> layer_ops_;
   // Activations [max_tokens, ...] in the compute dtype.
   DeviceTensor residual_, normed_, qfi_, mixed_, projected_, gate_up_, activated_, logits_;
   // Index arrays on the device, and their host staging copies.

@@ -17,8 +17,8 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<float>> PrefillSequence(ForwardPass& pass, SlotId slot,
-                                                   absl::Span<const int32_t> tokens) {
+absl::StatusOr<DeviceTensor> PrefillSequence(ForwardPass& pass, SlotId slot,
+                                             absl::Span<const int32_t> tokens) {
   if (tokens.empty()) return absl::InvalidArgumentError("prefill: empty prompt");
   const int64_t piece = pass.options().max_tokens;
   DeviceTensor logits;
@@ -27,7 +27,7 @@ absl::StatusOr<std::vector<float>> PrefillSequence(ForwardPass& pass, SlotId slo
     const SequenceTokens seq{slot, tokens.subspan(begin, count)};
     HGRN2_ASSIGN_OR_RETURN(logits, pass.Prefill({&seq, 1}, LogitsFor::kLastToken));
   }
-  return pass.LogitsToHost(logits);
+  return logits;
 }
 
 absl::StatusOr<GenerationResult> GenerateSequence(ForwardPass& pass,
@@ -44,10 +44,14 @@ absl::StatusOr<GenerationResult> GenerateSequence(ForwardPass& pass,
   GenerationResult result;
   result.prompt_tokens = static_cast<int64_t>(prompt.size());
   Sampler sampler(sampling, config.vocab_size, prompt);
+  Sampler* const samplers[] = {&sampler};
+  Backend& backend = pass.model().backend();
   auto start = std::chrono::steady_clock::now();
-  HGRN2_ASSIGN_OR_RETURN(std::vector<float> logits, PrefillSequence(pass, slot, prompt));
+  HGRN2_ASSIGN_OR_RETURN(DeviceTensor logits, PrefillSequence(pass, slot, prompt));
   while (true) {
-    SampledToken token = sampler.Sample(logits);
+    // The backend samples where the logits are; only the token comes back.
+    SampledToken token;
+    HGRN2_RETURN_IF_ERROR(backend.Sample(logits, samplers, {&token, 1}));
     result.tokens.push_back(token);
     if (result.tokens.size() == 1) {
       result.prefill_seconds = SecondsSince(start);
@@ -56,8 +60,7 @@ absl::StatusOr<GenerationResult> GenerateSequence(ForwardPass& pass,
     result.finish_reason = CheckFinish(stopping, config.eos_token_ids, token.id,
                                        static_cast<int32_t>(result.tokens.size()));
     if (result.finish_reason != FinishReason::kNone) break;
-    HGRN2_ASSIGN_OR_RETURN(DeviceTensor next, pass.Decode({&slot, 1}, {&token.id, 1}));
-    HGRN2_ASSIGN_OR_RETURN(logits, pass.LogitsToHost(next));
+    HGRN2_ASSIGN_OR_RETURN(logits, pass.Decode({&slot, 1}, {&token.id, 1}));
   }
   if (result.tokens.size() > 1) result.decode_seconds = SecondsSince(start);
   return result;

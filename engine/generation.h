@@ -14,9 +14,9 @@
 namespace hgrn2 {
 
 // Advances the state in `slot` through `tokens`, in pieces of at most the pass's max_tokens,
-// and returns the logits after the last token (host, V values).
-absl::StatusOr<std::vector<float>> PrefillSequence(ForwardPass& pass, SlotId slot,
-                                                   absl::Span<const int32_t> tokens);
+// and returns the logits after the last token (device, one row; valid until the next call).
+absl::StatusOr<DeviceTensor> PrefillSequence(ForwardPass& pass, SlotId slot,
+                                             absl::Span<const int32_t> tokens);
 
 struct GenerationResult {
   std::vector<SampledToken> tokens;

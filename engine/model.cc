@@ -2,7 +2,6 @@
 #include "engine/model.h"
 
 #include <cmath>
-#include <cstring>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -47,28 +46,12 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::filesystem::path& 
 }
 
 absl::StatusOr<DeviceTensor> Model::Upload(const std::vector<float>& values, int64_t rows,
-                                           int64_t cols) {
-  const DType dtype = backend_.compute_dtype();
+                                           int64_t cols, DType dtype) {
   const size_t count = static_cast<size_t>(rows * cols);
-  std::vector<std::byte> converted(count * DTypeSize(dtype));
-  switch (dtype) {
-    case DType::kF32:
-      std::memcpy(converted.data(), values.data(), count * sizeof(float));
-      break;
-    case DType::kBF16:
-    case DType::kF16:
-      for (size_t i = 0; i < count; ++i) {
-        const uint16_t bits =
-            dtype == DType::kBF16 ? FloatToBf16(values[i]) : FloatToF16(values[i]);
-        std::memcpy(converted.data() + 2 * i, &bits, sizeof(bits));
-      }
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("model: unsupported compute dtype ", std::string(DTypeName(dtype))));
-  }
-  HGRN2_ASSIGN_OR_RETURN(DeviceBuffer buffer, backend_.Allocate(converted.size()));
-  HGRN2_RETURN_IF_ERROR(backend_.CopyToDevice(buffer.data(), converted.data(), converted.size()));
+  std::vector<std::byte> encoded(count * DTypeSize(dtype));
+  HGRN2_RETURN_IF_ERROR(ConvertFromFloat(values.data(), count, dtype, encoded.data()));
+  HGRN2_ASSIGN_OR_RETURN(DeviceBuffer buffer, backend_.Allocate(encoded.size()));
+  HGRN2_RETURN_IF_ERROR(backend_.CopyToDevice(buffer.data(), encoded.data(), encoded.size()));
   DeviceTensor tensor = buffer.Matrix(dtype, rows, cols);
   buffers_.push_back(std::move(buffer));
   return tensor;
@@ -91,17 +74,13 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config,
   HGRN2_ASSIGN_OR_RETURN(std::vector<float> embeddings, read("model.embeddings.weight", {v, d}));
   HGRN2_ASSIGN_OR_RETURN(model->embeddings_, model->Upload(embeddings, v, d));
 
-  std::vector<float> lower_bounds;
   if (config.use_lower_bound) {
     HGRN2_ASSIGN_OR_RETURN(std::vector<float> raw,
                            read("model.lower_bounds", {config.num_layers, d}));
-    lower_bounds = TransformLowerBounds(raw, config.num_layers, d);
     // Float32 whatever the compute dtype: the gates are computed in float32.
-    HGRN2_ASSIGN_OR_RETURN(DeviceBuffer buffer, backend.Allocate(lower_bounds.size() * 4));
-    HGRN2_RETURN_IF_ERROR(
-        backend.CopyToDevice(buffer.data(), lower_bounds.data(), lower_bounds.size() * 4));
-    model->lower_bounds_ = buffer.Matrix(DType::kF32, config.num_layers, d);
-    model->buffers_.push_back(std::move(buffer));
+    HGRN2_ASSIGN_OR_RETURN(model->lower_bounds_,
+                           model->Upload(TransformLowerBounds(raw, config.num_layers, d),
+                                         config.num_layers, d, DType::kF32));
   }
 
   for (int64_t l = 0; l < config.num_layers; ++l) {

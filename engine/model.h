@@ -46,8 +46,14 @@ class Model {
 
  private:
   Model(const ModelConfig& config, Backend& backend) : config_(config), backend_(backend) {}
-  // Converts host float32 values to the compute dtype, uploads them and keeps the buffer.
-  absl::StatusOr<DeviceTensor> Upload(const std::vector<float>& values, int64_t rows, int64_t cols);
+  // Encodes host float32 values as `dtype`, uploads them and keeps the buffer.
+  absl::StatusOr<DeviceTensor> Upload(const std::vector<float>& values, int64_t rows, int64_t cols,
+                                      DType dtype);
+  // Weights go up in the backend's compute dtype.
+  absl::StatusOr<DeviceTensor> Upload(const std::vector<float>& values, int64_t rows,
+                                      int64_t cols) {
+    return Upload(values, rows, cols, backend_.compute_dtype());
+  }
 
   ModelConfig config_;
   Backend& backend_;

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "engine/file_io.h"
+#include "engine/json_excerpt.h"
 #include "engine/status_macros.h"
 
 namespace hgrn2 {
@@ -28,9 +29,9 @@ constexpr double kMaxStateBytes = 0x1p40;  // 1 TiB per sequence: far beyond any
 constexpr int64_t kDefaultExpandRatio = 128;
 constexpr double kDefaultHiddenRatio = 4;
 
+// A JSON value for an error message: its type, then the value shortened.
 std::string Describe(const Json& value) {
-  std::string text = value.dump(-1, ' ', false, Json::error_handler_t::replace);
-  if (text.size() > 40) text = absl::StrCat(text.substr(0, 37), "...");
+  const std::string text = JsonExcerpt(value, 40);
   switch (value.type()) {
     case Json::value_t::string:
       return absl::StrCat("string ", text);

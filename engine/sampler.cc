@@ -130,26 +130,20 @@ int32_t DrawToken(const SamplingParams& params, uint64_t seed, uint64_t counter,
   // token's noise depends only on (seed, counter, id). In logs: z_i - log E_i, lowest id on ties.
   // The uniform is at most 1 - 2^-24, so -log E_i <= kMaxNoise: a token with
   // z_i + kMaxNoise below the best score so far cannot win and needs no draw. Starting from the
-  // most probable token (z == 0) skips almost the whole vocabulary; the result is the same.
+  // most probable token (`top`, z == 0, kept by every filter) skips almost the whole vocabulary;
+  // the result is the same.
   constexpr double kMaxNoise = 16.7;  // -log(-log(1 - 2^-24)) = 16.64
   auto score_of = [&](int32_t i) {
     const double exponential = -std::log(static_cast<double>(PhiloxUniform(seed, counter, i)));
     return static_cast<double>(z[i]) - std::log(exponential);
   };
-  int32_t best = -1;
-  double best_score = -std::numeric_limits<double>::infinity();
+  int32_t best = top;
+  double best_score = score_of(top);
   for (int32_t i = 0; i < vocab; ++i) {
-    if (z[i] == 0.0f) {
-      best = i;
-      best_score = score_of(i);
-      break;
-    }
-  }
-  for (int32_t i = 0; i < vocab; ++i) {
-    if (!(z[i] > kNegInf) || i == best) continue;
-    if (best >= 0 && static_cast<double>(z[i]) + kMaxNoise < best_score) continue;
+    if (i == top || !(z[i] > kNegInf)) continue;
+    if (static_cast<double>(z[i]) + kMaxNoise < best_score) continue;
     const double score = score_of(i);
-    if (best < 0 || score > best_score || (score == best_score && i < best)) {
+    if (score > best_score || (score == best_score && i < best)) {
       best = i;
       best_score = score;
     }

@@ -24,8 +24,7 @@ StatePool::StatePool(Backend& backend, const ModelConfig& config, int32_t num_sl
       num_layers_(config.num_layers),
       state_floats_per_layer_(config.state_floats_per_layer()),
       conv_floats_per_layer_(config.conv_floats_per_layer()),
-      slot_floats_(config.num_layers *
-                   (config.state_floats_per_layer() + config.conv_floats_per_layer())),
+      slot_floats_(config.state_bytes() / static_cast<int64_t>(sizeof(float))),
       num_slots_(num_slots),
       memory_(std::move(memory)),
       allocated_(static_cast<size_t>(num_slots), false) {

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/file_io.h"
+#include "engine/json_excerpt.h"
 #include "engine/status_macros.h"
 
 namespace hgrn2 {
@@ -36,12 +37,7 @@ std::string ShapeString(absl::Span<const int64_t> shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-// A JSON value shortened for an error message.
-std::string Excerpt(const Json& value) {
-  std::string text = value.dump(-1, ' ', false, Json::error_handler_t::replace);
-  if (text.size() > 60) text = absl::StrCat(text.substr(0, 57), "...");
-  return text;
-}
+std::string Excerpt(const Json& value) { return JsonExcerpt(value, 60); }
 
 // A tensor's entry in a header, before it is bound to the bytes of a mapped file.
 struct HeaderEntry {
@@ -258,29 +254,27 @@ struct WeightFile::MappedFile {
     auto mapped = std::make_unique<MappedFile>();
     mapped->path = path.string();
     const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open ", mapped->path));
+    if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat(mapped->path, ": cannot open"));
     struct stat info;
     if (fstat(fd, &info) != 0) {
       const int error_number = errno;
       close(fd);
-      return absl::ErrnoToStatus(error_number, absl::StrCat("cannot stat ", mapped->path));
+      return absl::ErrnoToStatus(error_number, absl::StrCat(mapped->path, ": cannot stat"));
     }
     if (!S_ISREG(info.st_mode)) {
       close(fd);
       return absl::InvalidArgumentError(absl::StrCat(mapped->path, ": not a regular file"));
     }
     mapped->size = static_cast<size_t>(info.st_size);
-    if (mapped->size < 8) {
+    if (mapped->size == 0) {  // nothing to map; ParseSafetensors reports the short file
       close(fd);
-      return absl::InvalidArgumentError(
-          absl::StrCat(mapped->path, ": file is ", mapped->size,
-                       " bytes, shorter than the 8-byte safetensors header length"));
+      return mapped;
     }
     void* address = mmap(nullptr, mapped->size, PROT_READ, MAP_PRIVATE, fd, 0);
     const int error_number = errno;
     close(fd);  // the mapping keeps its own reference to the file
     if (address == MAP_FAILED) {
-      return absl::ErrnoToStatus(error_number, absl::StrCat("cannot mmap ", mapped->path));
+      return absl::ErrnoToStatus(error_number, absl::StrCat(mapped->path, ": cannot mmap"));
     }
     mapped->address = address;
     return mapped;

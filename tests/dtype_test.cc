@@ -274,3 +274,33 @@ TEST(ConvertToFloatTest, RefusesNonFloatTypesNamingThem) {
 
 }  // namespace
 }  // namespace hgrn2
+
+namespace hgrn2 {
+namespace {
+
+TEST(ConvertFromFloatTest, InvertsConvertToFloatForEveryFloatFormat) {
+  const std::vector<float> values = {0.0f, -1.5f, 3.140625f, 65504.0f, 1e-7f};
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    std::vector<std::byte> encoded(values.size() * DTypeSize(dtype));
+    ASSERT_TRUE(ConvertFromFloat(values.data(), values.size(), dtype, encoded.data()).ok());
+    std::vector<float> decoded(values.size());
+    ASSERT_TRUE(ConvertToFloat(dtype, encoded.data(), values.size(), decoded.data()).ok());
+    for (size_t i = 0; i < values.size(); ++i) {
+      const float rounded = dtype == DType::kF32    ? values[i]
+                            : dtype == DType::kBF16 ? Bf16ToFloat(FloatToBf16(values[i]))
+                                                    : F16ToFloat(FloatToF16(values[i]));
+      EXPECT_EQ(decoded[i], rounded) << DTypeName(dtype) << " " << values[i];
+    }
+  }
+}
+
+TEST(ConvertFromFloatTest, RefusesNonFloatFormats) {
+  const float value = 1.0f;
+  int32_t out = 0;
+  const absl::Status status = ConvertFromFloat(&value, 1, DType::kI32, &out);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(status.message()).find("I32"), std::string::npos) << status;
+}
+
+}  // namespace
+}  // namespace hgrn2

@@ -24,19 +24,24 @@ std::vector<float> Random(size_t count, uint64_t seed, float scale = 1.0f) {
   return testing::RandomNormal(count, seed, scale);
 }
 
+// C [m, n] = A [m, k] · B [n, k]ᵀ with dense rows.
+void Gemm(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
+  GemmReference({.m = m,
+                 .n = n,
+                 .k = k,
+                 .a = a,
+                 .a_stride_row = k,
+                 .b = b,
+                 .b_stride_row = k,
+                 .c = c,
+                 .c_stride_row = n});
+}
+
 TEST(GemmReference, MatchesDoubleLoopsAtOddSizes) {
   for (auto [m, n, k] : {std::tuple{1, 1, 1}, {3, 5, 7}, {17, 13, 31}, {2, 130, 67}, {9, 4, 8}}) {
     const std::vector<float> a = Random(m * k, 1), b = Random(n * k, 2);
     std::vector<float> c(m * n, NAN);
-    GemmReference({.m = m,
-                   .n = n,
-                   .k = k,
-                   .a = a.data(),
-                   .a_stride_row = k,
-                   .b = b.data(),
-                   .b_stride_row = k,
-                   .c = c.data(),
-                   .c_stride_row = n});
+    Gemm(m, n, k, a.data(), b.data(), c.data());
     std::vector<float> expected(m * n);
     for (int i = 0; i < m; ++i) {
       for (int j = 0; j < n; ++j) {
@@ -53,26 +58,10 @@ TEST(GemmReference, EachRowIsBitIdenticalWhateverTheBatch) {
   const int m = 11, n = 37, k = 45;
   const std::vector<float> a = Random(m * k, 3), b = Random(n * k, 4);
   std::vector<float> batched(m * n);
-  GemmReference({.m = m,
-                 .n = n,
-                 .k = k,
-                 .a = a.data(),
-                 .a_stride_row = k,
-                 .b = b.data(),
-                 .b_stride_row = k,
-                 .c = batched.data(),
-                 .c_stride_row = n});
+  Gemm(m, n, k, a.data(), b.data(), batched.data());
   for (int i = 0; i < m; ++i) {
     std::vector<float> alone(n);
-    GemmReference({.m = 1,
-                   .n = n,
-                   .k = k,
-                   .a = a.data() + i * k,
-                   .a_stride_row = k,
-                   .b = b.data(),
-                   .b_stride_row = k,
-                   .c = alone.data(),
-                   .c_stride_row = n});
+    Gemm(1, n, k, a.data() + i * k, b.data(), alone.data());
     EXPECT_EQ(alone, std::vector<float>(batched.begin() + i * n, batched.begin() + (i + 1) * n));
   }
 }

@@ -18,14 +18,8 @@ namespace {
 
 std::vector<std::byte> Encode(const std::vector<float>& values, DType dtype) {
   std::vector<std::byte> bytes(values.size() * DTypeSize(dtype));
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (dtype == DType::kF32) {
-      std::memcpy(bytes.data() + 4 * i, &values[i], 4);
-    } else {
-      const uint16_t bits = dtype == DType::kBF16 ? FloatToBf16(values[i]) : FloatToF16(values[i]);
-      std::memcpy(bytes.data() + 2 * i, &bits, 2);
-    }
-  }
+  const absl::Status status = ConvertFromFloat(values.data(), values.size(), dtype, bytes.data());
+  EXPECT_TRUE(status.ok()) << status;
   return bytes;
 }
 
