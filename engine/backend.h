@@ -65,6 +65,29 @@ class DeviceBuffer {
   size_t size_ = 0;
 };
 
+// Host memory from a Backend that copies to and from its device at full speed (page-locked on
+// CUDA; plain memory on the CPU backend): swapped-out and parked states. Move-only; freed when
+// destroyed, through the thread that owns its Backend.
+class HostBuffer {
+ public:
+  HostBuffer() = default;
+  HostBuffer(Backend* backend, void* data, size_t size)
+      : backend_(backend), data_(data), size_(size) {}
+  HostBuffer(HostBuffer&& other) noexcept { *this = std::move(other); }
+  HostBuffer& operator=(HostBuffer&& other) noexcept;
+  HostBuffer(const HostBuffer&) = delete;
+  HostBuffer& operator=(const HostBuffer&) = delete;
+  ~HostBuffer();
+
+  void* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  Backend* backend_ = nullptr;
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 // Where one layer's recurrent states and conv windows live in a StatePool (see
 // kernels/hgrn2_layer.h for the layout inside a slot).
 struct LayerStateView {
@@ -114,6 +137,8 @@ class Backend {
   virtual absl::Status CopyOnDevice(void* device_dst, const void* device_src, size_t bytes) = 0;
   virtual absl::Status Fill(void* device_dst, uint8_t byte, size_t bytes) = 0;
   virtual absl::Status Synchronize() = 0;
+  // Host memory for fast transfers with CopyToDevice/CopyToHost (see HostBuffer); not zeroed.
+  virtual absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) = 0;
 
   // out[r] = table[indices[r]] (embedding lookup; picking rows of a batch). Indices must lie in
   // [0, table.rows): the caller checks them (they are device memory here).
@@ -150,7 +175,9 @@ class Backend {
 
  protected:
   friend class DeviceBuffer;
+  friend class HostBuffer;
   virtual void Release(void* data, size_t bytes) = 0;
+  virtual void ReleaseHost(void* data, size_t bytes) = 0;
 };
 
 // The float32 reference backend on the host (engine/cpu_backend.cc).

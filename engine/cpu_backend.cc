@@ -113,6 +113,14 @@ class CpuBackend final : public Backend {
     std::memset(data, 0, rounded);
     return DeviceBuffer(this, data, bytes);
   }
+  absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) override {
+    if (bytes == 0) return HostBuffer();
+    void* data = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (data == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " host bytes"));
+    }
+    return HostBuffer(this, data, bytes);
+  }
   absl::Status CopyToDevice(void* dst, const void* src, size_t bytes) override {
     if (bytes > 0) std::memcpy(dst, src, bytes);
     return absl::OkStatus();
@@ -283,6 +291,7 @@ class CpuBackend final : public Backend {
 
  protected:
   void Release(void* data, size_t /*bytes*/) override { std::free(data); }
+  void ReleaseHost(void* data, size_t /*bytes*/) override { std::free(data); }
 };
 
 }  // namespace
