@@ -1,5 +1,7 @@
-// DeviceBuffer and HostBuffer: ownership of one backend allocation.
+// DeviceBuffer and HostBuffer ownership, and choosing a backend by name.
 #include "engine/backend.h"
+
+#include "absl/strings/str_cat.h"
 
 namespace hgrn2 {
 
@@ -29,6 +31,25 @@ HostBuffer& HostBuffer::operator=(HostBuffer&& other) noexcept {
 
 HostBuffer::~HostBuffer() {
   if (backend_ != nullptr && data_ != nullptr) backend_->ReleaseHost(data_, size_);
+}
+
+#ifndef HGRN2_HAVE_CUDA
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const CudaBackendOptions& /*options*/) {
+  return absl::UnavailableError("this build has no CUDA backend (built without a CUDA compiler)");
+}
+#endif
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(absl::string_view device,
+                                                     const CudaBackendOptions& cuda_options) {
+  if (device == "cpu") return MakeCpuBackend();
+  if (device == "cuda") return MakeCudaBackend(cuda_options);
+  if (device == "auto") {
+    absl::StatusOr<std::unique_ptr<Backend>> cuda = MakeCudaBackend(cuda_options);
+    if (cuda.ok() || !absl::IsUnavailable(cuda.status())) return cuda;
+    return MakeCpuBackend();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown device \"", device, "\": expected cpu, cuda or auto"));
 }
 
 }  // namespace hgrn2

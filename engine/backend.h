@@ -6,6 +6,7 @@
 #include <memory>
 #include <utility>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -173,6 +174,15 @@ class Backend {
   virtual absl::Status Sample(const DeviceTensor& logits, absl::Span<Sampler* const> samplers,
                               absl::Span<SampledToken> out) = 0;
 
+  // Runs `enqueue`, which enqueues ops on this backend. A backend that can record work (CUDA
+  // graphs) records what `enqueue` enqueues on the first call with `key` and replays the
+  // recording on later calls with the same key without calling `enqueue` again: the caller
+  // guarantees the same ops on the same pointers and sizes for the same key, and no host copy
+  // or synchronisation inside. Elsewhere it simply calls `enqueue`.
+  virtual absl::Status RunRecorded(uint64_t /*key*/, absl::FunctionRef<absl::Status()> enqueue) {
+    return enqueue();
+  }
+
  protected:
   friend class DeviceBuffer;
   friend class HostBuffer;
@@ -182,5 +192,22 @@ class Backend {
 
 // The float32 reference backend on the host (engine/cpu_backend.cc).
 std::unique_ptr<Backend> MakeCpuBackend();
+
+struct CudaBackendOptions {
+  int device = 0;
+  // Weights and activations: BF16 (the fast path), F16, or F32 (for accuracy checks).
+  DType compute_dtype = DType::kBF16;
+  // Record decode steps as CUDA graphs (Backend::RunRecorded); off only to compare.
+  bool use_graphs = true;
+};
+
+// The CUDA backend (engine/cuda_backend.cc). Unavailable when there is no CUDA device, or when
+// this build has no CUDA backend; InvalidArgument for bad options.
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const CudaBackendOptions& options);
+
+// "cpu", "cuda", or "auto" (CUDA when a device is present, else the CPU). InvalidArgument names
+// an unknown device.
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(absl::string_view device,
+                                                     const CudaBackendOptions& cuda_options = {});
 
 }  // namespace hgrn2

@@ -39,7 +39,12 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const Model& mo
   HGRN2_RETURN_IF_ERROR(make(pass->projected_, rows, d));
   HGRN2_RETURN_IF_ERROR(make(pass->gate_up_, rows, 2 * c.intermediate_size));
   HGRN2_RETURN_IF_ERROR(make(pass->activated_, rows, c.intermediate_size));
-  HGRN2_RETURN_IF_ERROR(make(pass->logits_, rows, c.vocab_size));
+  // Logits stay float32 on every backend: sampling and log-probabilities read them.
+  HGRN2_ASSIGN_OR_RETURN(
+      DeviceBuffer logits,
+      model.backend().Allocate(static_cast<size_t>(rows * c.vocab_size) * sizeof(float)));
+  pass->logits_ = logits.Matrix(DType::kF32, rows, c.vocab_size);
+  pass->buffers_.push_back(std::move(logits));
 
   // Index arrays: int32 ids, slots and offsets, and float log-probabilities.
   auto make_index = [&](int64_t count) -> absl::StatusOr<void*> {
@@ -166,38 +171,48 @@ absl::StatusOr<DeviceTensor> ForwardPass::Run(int64_t num_tokens, int32_t num_se
         backend_.CopyToDevice(offsets_, host_offsets_.data(), (num_seqs + 1) * 4));
   }
 
-  DeviceTensor residual = residual_.Rows(0, num_tokens);
-  DeviceTensor normed = normed_.Rows(0, num_tokens);
-  DeviceTensor qfi = qfi_.Rows(0, num_tokens);
-  DeviceTensor mixed = mixed_.Rows(0, num_tokens);
-  DeviceTensor projected = projected_.Rows(0, num_tokens);
-  DeviceTensor gate_up = gate_up_.Rows(0, num_tokens);
-  DeviceTensor activated = activated_.Rows(0, num_tokens);
+  // Everything from the embedding to the logits reads only device memory, so a decode step can be
+  // recorded once per batch size and replayed (Backend::RunRecorded).
+  auto layers = [&]() -> absl::Status {
+    DeviceTensor residual = residual_.Rows(0, num_tokens);
+    DeviceTensor normed = normed_.Rows(0, num_tokens);
+    DeviceTensor qfi = qfi_.Rows(0, num_tokens);
+    DeviceTensor mixed = mixed_.Rows(0, num_tokens);
+    DeviceTensor projected = projected_.Rows(0, num_tokens);
+    DeviceTensor gate_up = gate_up_.Rows(0, num_tokens);
+    DeviceTensor activated = activated_.Rows(0, num_tokens);
 
-  HGRN2_RETURN_IF_ERROR(backend_.GatherRows(model_.embeddings(), ids_, residual));
-  HGRN2_RETURN_IF_ERROR(backend_.RmsNorm(residual, model_.layer(0).attn_norm, eps, normed));
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    const LayerWeights& w = model_.layer(l);
-    const Hgrn2LayerOp& op = layer_ops_[static_cast<size_t>(l)];
-    HGRN2_RETURN_IF_ERROR(backend_.Gemm(normed, w.qfi_proj, qfi));
-    if (decode_step) {
-      HGRN2_RETURN_IF_ERROR(backend_.Hgrn2Step(op, slots_, qfi, mixed));
-    } else {
-      HGRN2_RETURN_IF_ERROR(backend_.Hgrn2Prefill(op, num_seqs, slots_, offsets_,
-                                                  options_.prefill_chunk_size, qfi, mixed));
+    HGRN2_RETURN_IF_ERROR(backend_.GatherRows(model_.embeddings(), ids_, residual));
+    HGRN2_RETURN_IF_ERROR(backend_.RmsNorm(residual, model_.layer(0).attn_norm, eps, normed));
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      const LayerWeights& w = model_.layer(l);
+      const Hgrn2LayerOp& op = layer_ops_[static_cast<size_t>(l)];
+      HGRN2_RETURN_IF_ERROR(backend_.Gemm(normed, w.qfi_proj, qfi));
+      if (decode_step) {
+        HGRN2_RETURN_IF_ERROR(backend_.Hgrn2Step(op, slots_, qfi, mixed));
+      } else {
+        HGRN2_RETURN_IF_ERROR(backend_.Hgrn2Prefill(op, num_seqs, slots_, offsets_,
+                                                    options_.prefill_chunk_size, qfi, mixed));
+      }
+      // g_norm over the whole of D (not per head), then the output projection.
+      HGRN2_RETURN_IF_ERROR(backend_.RmsNorm(mixed, w.g_norm, eps, normed));
+      HGRN2_RETURN_IF_ERROR(backend_.Gemm(normed, w.o_proj, projected));
+      HGRN2_RETURN_IF_ERROR(backend_.AddRmsNorm(residual, projected, w.mlp_norm, eps, normed));
+      HGRN2_RETURN_IF_ERROR(backend_.Gemm(normed, w.gate_up_proj, gate_up));
+      HGRN2_RETURN_IF_ERROR(backend_.SwiGlu(gate_up, activated));
+      HGRN2_RETURN_IF_ERROR(backend_.Gemm(activated, w.down_proj, projected));
+      const DeviceTensor& next_norm =
+          l + 1 < c.num_layers ? model_.layer(l + 1).attn_norm : model_.final_norm();
+      HGRN2_RETURN_IF_ERROR(backend_.AddRmsNorm(residual, projected, next_norm, eps, normed));
     }
-    // g_norm over the whole of D (not per head), then the output projection.
-    HGRN2_RETURN_IF_ERROR(backend_.RmsNorm(mixed, w.g_norm, eps, normed));
-    HGRN2_RETURN_IF_ERROR(backend_.Gemm(normed, w.o_proj, projected));
-    HGRN2_RETURN_IF_ERROR(backend_.AddRmsNorm(residual, projected, w.mlp_norm, eps, normed));
-    HGRN2_RETURN_IF_ERROR(backend_.Gemm(normed, w.gate_up_proj, gate_up));
-    HGRN2_RETURN_IF_ERROR(backend_.SwiGlu(gate_up, activated));
-    HGRN2_RETURN_IF_ERROR(backend_.Gemm(activated, w.down_proj, projected));
-    const DeviceTensor& next_norm =
-        l + 1 < c.num_layers ? model_.layer(l + 1).attn_norm : model_.final_norm();
-    HGRN2_RETURN_IF_ERROR(backend_.AddRmsNorm(residual, projected, next_norm, eps, normed));
+    return absl::OkStatus();
+  };
+  if (decode_step) {
+    HGRN2_RETURN_IF_ERROR(backend_.RunRecorded(static_cast<uint64_t>(num_seqs), layers));
+  } else {
+    HGRN2_RETURN_IF_ERROR(layers());
   }
-
+  DeviceTensor normed = normed_.Rows(0, num_tokens);
   DeviceTensor head_input = normed;
   if (which == LogitsFor::kLastToken && !decode_step) {
     HGRN2_RETURN_IF_ERROR(backend_.CopyToDevice(last_rows_, host_last_rows_.data(), num_seqs * 4));

@@ -1,7 +1,9 @@
 // Model: loading, validating, fusing and uploading HGRN2 weights.
 #include "engine/model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -59,17 +61,65 @@ absl::StatusOr<DeviceTensor> Model::Upload(const std::vector<float>& values, int
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config,
                                                      const WeightFile& weights, Backend& backend) {
+  std::set<std::string, std::less<>> used;
+  HGRN2_ASSIGN_OR_RETURN(
+      std::unique_ptr<Model> model,
+      Build(config, backend,
+            [&](const std::string& name,
+                std::initializer_list<int64_t> shape) -> absl::StatusOr<std::vector<float>> {
+              used.insert(name);
+              return weights.ReadFloat(name, shape);
+            }));
+  if (config.tie_word_embeddings) used.insert("lm_head.weight");
+  for (const std::string& name : weights.Names()) {
+    if (!used.contains(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "weights: unexpected tensor \"", name,
+          "\" that config.json does not account for (check use_short_conv, use_lower_bound, "
+          "tie_word_embeddings and num_hidden_layers)"));
+    }
+  }
+  return model;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::CreateRandom(const ModelConfig& config,
+                                                           Backend& backend, uint64_t seed) {
+  return Build(config, backend,
+               [&](const std::string& name,
+                   std::initializer_list<int64_t> shape) -> absl::StatusOr<std::vector<float>> {
+                 int64_t count = 1;
+                 for (int64_t extent : shape) count *= extent;
+                 std::vector<float> values(static_cast<size_t>(count));
+                 if (name.ends_with("norm.weight")) {
+                   std::fill(values.begin(), values.end(), 1.0f);
+                   return values;
+                 }
+                 // Uniform in ±1/sqrt(fan in) keeps activations O(1) through the layers.
+                 const int64_t fan_in = shape.size() >= 2 ? *(shape.begin() + 1) : 1;
+                 const float scale =
+                     name.find("proj") != std::string::npos || name == "lm_head.weight"
+                         ? 1.7f / std::sqrt(static_cast<float>(fan_in))
+                         : 1.0f;
+                 uint64_t state = seed ^ std::hash<std::string>{}(name);
+                 for (float& value : values) {
+                   // splitmix64: fast, and good enough for weights nobody trains.
+                   uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+                   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+                   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+                   z ^= z >> 31;
+                   value = scale * (static_cast<float>(z >> 40) * 0x1p-23f - 1.0f);
+                 }
+                 return values;
+               });
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Build(const ModelConfig& config, Backend& backend,
+                                                    const TensorSource& read) {
   std::unique_ptr<Model> model(new Model(config, backend));
   const int64_t v = config.vocab_size;
   const int64_t d = config.hidden_size;
   const int64_t inter = config.intermediate_size;
   const int64_t k = config.conv_window();
-  std::set<std::string, std::less<>> used;
-  auto read = [&](const std::string& name,
-                  std::initializer_list<int64_t> shape) -> absl::StatusOr<std::vector<float>> {
-    used.insert(name);
-    return weights.ReadFloat(name, shape);
-  };
 
   HGRN2_ASSIGN_OR_RETURN(std::vector<float> embeddings, read("model.embeddings.weight", {v, d}));
   HGRN2_ASSIGN_OR_RETURN(model->embeddings_, model->Upload(embeddings, v, d));
@@ -130,20 +180,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config,
   HGRN2_ASSIGN_OR_RETURN(model->final_norm_, model->Upload(final_norm, 1, d));
   if (config.tie_word_embeddings) {
     // Some exports keep a copy of the tied matrix; the embeddings are what the model uses.
-    used.insert("lm_head.weight");
     model->lm_head_ = model->embeddings_;
   } else {
     HGRN2_ASSIGN_OR_RETURN(std::vector<float> lm_head, read("lm_head.weight", {v, d}));
     HGRN2_ASSIGN_OR_RETURN(model->lm_head_, model->Upload(lm_head, v, d));
-  }
-
-  for (const std::string& name : weights.Names()) {
-    if (!used.contains(name)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "weights: unexpected tensor \"", name,
-          "\" that config.json does not account for (check use_short_conv, use_lower_bound, "
-          "tie_word_embeddings and num_hidden_layers)"));
-    }
   }
   return model;
 }

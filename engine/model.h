@@ -2,6 +2,8 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,6 +39,11 @@ class Model {
   static absl::StatusOr<std::unique_ptr<Model>> Create(const ModelConfig& config,
                                                        const WeightFile& weights, Backend& backend);
 
+  // Random weights of the given shape drawn from `seed` (benchmarks; no checkpoint needed). Norm
+  // weights are 1; projections uniform in ±1.7/sqrt(fan in).
+  static absl::StatusOr<std::unique_ptr<Model>> CreateRandom(const ModelConfig& config,
+                                                             Backend& backend, uint64_t seed);
+
   const ModelConfig& config() const { return config_; }
   Backend& backend() const { return backend_; }
   const DeviceTensor& embeddings() const { return embeddings_; }  // [V, D]
@@ -46,6 +53,12 @@ class Model {
 
  private:
   Model(const ModelConfig& config, Backend& backend) : config_(config), backend_(backend) {}
+  // Host float32 values of a named tensor of the given shape.
+  using TensorSource = std::function<absl::StatusOr<std::vector<float>>(
+      const std::string& name, std::initializer_list<int64_t> shape)>;
+  // Fuses, converts and uploads every tensor that `config` calls for, read through `read`.
+  static absl::StatusOr<std::unique_ptr<Model>> Build(const ModelConfig& config, Backend& backend,
+                                                      const TensorSource& read);
   // Encodes host float32 values as `dtype`, uploads them and keeps the buffer.
   absl::StatusOr<DeviceTensor> Upload(const std::vector<float>& values, int64_t rows, int64_t cols,
                                       DType dtype);

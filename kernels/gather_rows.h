@@ -3,6 +3,10 @@
 
 #include <cstdint>
 
+#ifdef HGRN2_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 namespace hgrn2::kernels {
 
 template <typename T>
@@ -18,5 +22,11 @@ struct GatherRowsParams {
 };
 
 void GatherRowsReference(const GatherRowsParams<float>& params);
+
+#ifdef HGRN2_HAVE_CUDA
+// T = float, __nv_bfloat16 or __half; pointers are device memory.
+template <typename T>
+cudaError_t LaunchGatherRows(const GatherRowsParams<T>& params, cudaStream_t stream);
+#endif
 
 }  // namespace hgrn2::kernels

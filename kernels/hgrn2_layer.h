@@ -3,6 +3,13 @@
 
 #include <cstdint>
 
+// Sizes derived in params structs are computed on the host and in kernels alike.
+#ifdef __CUDACC__
+#define HGRN2_HOST_DEVICE __host__ __device__
+#else
+#define HGRN2_HOST_DEVICE
+#endif
+
 namespace hgrn2::kernels {
 
 // One HGRN2 layer's token mixer after the q/f/i projections (../shared/HGRN2.md):
@@ -41,9 +48,9 @@ struct Hgrn2LayerParams {
   T* __restrict__ out = nullptr;
   int64_t out_stride_token = 0;
 
-  int64_t qf_width() const { return static_cast<int64_t>(num_heads) * key_dim; }
-  int64_t v_width() const { return static_cast<int64_t>(num_heads) * value_dim; }
-  int64_t channels() const { return 2 * qf_width() + v_width(); }
+  HGRN2_HOST_DEVICE int64_t qf_width() const { return static_cast<int64_t>(num_heads) * key_dim; }
+  HGRN2_HOST_DEVICE int64_t v_width() const { return static_cast<int64_t>(num_heads) * value_dim; }
+  HGRN2_HOST_DEVICE int64_t channels() const { return 2 * qf_width() + v_width(); }
 };
 
 }  // namespace hgrn2::kernels

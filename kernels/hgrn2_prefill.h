@@ -4,6 +4,10 @@
 
 #include <cstdint>
 
+#ifdef HGRN2_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 #include "kernels/hgrn2_layer.h"
 
 namespace hgrn2::kernels {
@@ -23,5 +27,13 @@ struct Hgrn2PrefillParams {
 };
 
 void Hgrn2PrefillReference(const Hgrn2PrefillParams<float>& params);
+
+#ifdef HGRN2_HAVE_CUDA
+// The CUDA form runs the recurrence token by token with each block's rows of the state in
+// registers for the whole prompt (chunk_size is not used there), then updates the conv windows.
+// T = float, __nv_bfloat16 or __half; pointers are device memory.
+template <typename T>
+cudaError_t LaunchHgrn2Prefill(const Hgrn2PrefillParams<T>& params, cudaStream_t stream);
+#endif
 
 }  // namespace hgrn2::kernels

@@ -3,6 +3,10 @@
 
 #include <cstdint>
 
+#ifdef HGRN2_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 #include "kernels/hgrn2_layer.h"
 
 namespace hgrn2::kernels {
@@ -15,5 +19,11 @@ struct Hgrn2StepParams {
 };
 
 void Hgrn2StepReference(const Hgrn2StepParams<float>& params);
+
+#ifdef HGRN2_HAVE_CUDA
+// T = float, __nv_bfloat16 or __half; pointers are device memory.
+template <typename T>
+cudaError_t LaunchHgrn2Step(const Hgrn2StepParams<T>& params, cudaStream_t stream);
+#endif
 
 }  // namespace hgrn2::kernels

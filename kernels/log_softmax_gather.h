@@ -4,6 +4,10 @@
 
 #include <cstdint>
 
+#ifdef HGRN2_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 namespace hgrn2::kernels {
 
 template <typename T>
@@ -17,5 +21,11 @@ struct LogSoftmaxGatherParams {
 };
 
 void LogSoftmaxGatherReference(const LogSoftmaxGatherParams<float>& params);
+
+#ifdef HGRN2_HAVE_CUDA
+// T = float, __nv_bfloat16 or __half (the logits).
+template <typename T>
+cudaError_t LaunchLogSoftmaxGather(const LogSoftmaxGatherParams<T>& params, cudaStream_t stream);
+#endif
 
 }  // namespace hgrn2::kernels

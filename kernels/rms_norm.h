@@ -3,6 +3,10 @@
 
 #include <cstdint>
 
+#ifdef HGRN2_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 namespace hgrn2::kernels {
 
 // Without `residual`: out = x · rsqrt(mean(x²) + eps) · weight.
@@ -23,5 +27,11 @@ struct RmsNormParams {
 };
 
 void RmsNormReference(const RmsNormParams<float>& params);
+
+#ifdef HGRN2_HAVE_CUDA
+// T = float, __nv_bfloat16 or __half; pointers are device memory.
+template <typename T>
+cudaError_t LaunchRmsNorm(const RmsNormParams<T>& params, cudaStream_t stream);
+#endif
 
 }  // namespace hgrn2::kernels

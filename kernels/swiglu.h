@@ -3,6 +3,10 @@
 
 #include <cstdint>
 
+#ifdef HGRN2_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 namespace hgrn2::kernels {
 
 template <typename T>
@@ -16,5 +20,11 @@ struct SwiGluParams {
 };
 
 void SwiGluReference(const SwiGluParams<float>& params);
+
+#ifdef HGRN2_HAVE_CUDA
+// T = float, __nv_bfloat16 or __half; pointers are device memory.
+template <typename T>
+cudaError_t LaunchSwiGlu(const SwiGluParams<T>& params, cudaStream_t stream);
+#endif
 
 }  // namespace hgrn2::kernels

@@ -31,7 +31,13 @@ void RemoveTempDirs() {
 
 }  // namespace
 
-std::filesystem::path TestDataDir() { return HGRN2_TEST_DATA_DIR; }
+std::filesystem::path TestDataDir() {
+  // The GPU machine runs test binaries built elsewhere: it points them at its own checkout.
+  if (const char* dir = std::getenv("HGRN2_TEST_DATA_DIR"); dir != nullptr && *dir != '\0') {
+    return dir;
+  }
+  return HGRN2_TEST_DATA_DIR;
+}
 
 std::filesystem::path MakeTempDir() {
   static std::atomic<int> counter{0};

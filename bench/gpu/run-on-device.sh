@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# On the GPU test machine: the GPU tests, then hgrn2-bench, from the bundle that scripts/gpu-bundle
+# made here (carry .gpu-bundle/run). Logs and JSON go to $OUT; a summary is printed last.
+#   bash bench/gpu/run-on-device.sh [tests|bench|all] [extra hgrn2-bench flags]
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+RUN=$ROOT/.gpu-bundle/run
+OUT=${OUT:-$ROOT/.gpu-bundle/out}
+mkdir -p "$OUT"
+what=${1:-all}
+shift || true
+export LD_LIBRARY_PATH=$RUN/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export HGRN2_TEST_DATA_DIR=$ROOT/tests/data
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | tee "$OUT/gpu.txt"
+summary=()
+if [[ $what == tests || $what == all ]]; then
+  for t in cuda_backend_test cuda_golden_test; do
+    "$RUN/bin/$t" --gtest_brief=1 >"$OUT/$t.log" 2>&1
+    rc=$?
+    summary+=("$t: exit $rc, $(grep -c '^\[  FAILED  \]' "$OUT/$t.log") failed lines")
+    grep -E '^\[  FAILED  \]|Failure|error|Expected|Which is|rel_l2' "$OUT/$t.log" | head -40
+  done
+  grep -h '\[golden\]' "$OUT/cuda_golden_test.log" | sort | tail -200 >"$OUT/golden-errors.txt" || true
+fi
+if [[ $what == bench || $what == all ]]; then
+  "$RUN/bin/hgrn2-bench" --preset 1.3b --json "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.txt"
+  summary+=("hgrn2-bench: exit ${PIPESTATUS[0]}")
+fi
+printf '%s\n' "${summary[@]}"

@@ -1,0 +1,481 @@
+// The CUDA backend: device memory and one stream, cuBLAS GEMMs, the fused kernels of kernels/cuda,
+// and decode steps recorded once per batch size as CUDA graphs.
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "engine/backend.h"
+#include "engine/sampler.h"
+#include "engine/status_macros.h"
+#include "kernels/gather_rows.h"
+#include "kernels/hgrn2_prefill.h"
+#include "kernels/hgrn2_step.h"
+#include "kernels/log_softmax_gather.h"
+#include "kernels/rms_norm.h"
+#include "kernels/swiglu.h"
+
+namespace hgrn2 {
+namespace {
+
+absl::Status CudaStatus(cudaError_t error, absl::string_view what) {
+  if (error == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, ": CUDA error ", cudaGetErrorName(error), ": ",
+                                          cudaGetErrorString(error)));
+}
+
+absl::Status CublasStatus(cublasStatus_t status, absl::string_view what) {
+  if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, ": cuBLAS error ", cublasGetStatusName(status),
+                                          ": ", cublasGetStatusString(status)));
+}
+
+absl::StatusOr<cudaDataType_t> CublasType(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return CUDA_R_32F;
+    case DType::kBF16:
+      return CUDA_R_16BF;
+    case DType::kF16:
+      return CUDA_R_16F;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("the CUDA backend has no GEMM for ", std::string(DTypeName(dtype))));
+  }
+}
+
+absl::Status CheckTensor(const DeviceTensor& t, DType dtype, absl::string_view what) {
+  if (t.data == nullptr && t.rows * t.cols > 0) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": null data"));
+  }
+  if (t.dtype != dtype) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": expected ",
+                                                   std::string(DTypeName(dtype)), ", got ",
+                                                   std::string(DTypeName(t.dtype))));
+  }
+  if (t.row_stride < t.cols) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": row stride below the row width"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckShape(const DeviceTensor& t, DType dtype, int64_t rows, int64_t cols,
+                        absl::string_view what) {
+  HGRN2_RETURN_IF_ERROR(CheckTensor(t, dtype, what));
+  if (t.rows != rows || t.cols != cols) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": expected [", rows, ", ", cols,
+                                                   "], got [", t.rows, ", ", t.cols, "]"));
+  }
+  return absl::OkStatus();
+}
+
+// Runs `launch` with the element type of `dtype` (F32, BF16 or F16).
+template <typename Launch>
+absl::Status Dispatch(DType dtype, absl::string_view what, Launch&& launch) {
+  switch (dtype) {
+    case DType::kF32:
+      return CudaStatus(launch(float{}), what);
+    case DType::kBF16:
+      return CudaStatus(launch(__nv_bfloat16{}), what);
+    case DType::kF16:
+      return CudaStatus(launch(__half{}), what);
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": no CUDA kernel for ", std::string(DTypeName(dtype))));
+  }
+}
+
+template <typename T>
+kernels::Hgrn2LayerParams<T> LayerParams(const Hgrn2LayerOp& layer, const int32_t* slots,
+                                         const DeviceTensor& qfi, const DeviceTensor& out) {
+  kernels::Hgrn2LayerParams<T> p;
+  p.num_heads = layer.num_heads;
+  p.key_dim = layer.key_dim;
+  p.value_dim = layer.value_dim;
+  p.conv_size = layer.conv_size;
+  p.qfi = qfi.As<const T>();
+  p.qfi_stride_token = qfi.row_stride;
+  p.conv_weight = layer.conv_size > 0 ? layer.conv_weight.As<const T>() : nullptr;
+  p.lower_bound = layer.lower_bound;
+  p.slots = slots;
+  p.state = layer.states.state;
+  p.state_stride_slot = layer.states.state_stride_slot;
+  p.conv_state = layer.states.conv_state;
+  p.conv_state_stride_slot = layer.states.conv_state_stride_slot;
+  p.out = out.As<T>();
+  p.out_stride_token = out.row_stride;
+  return p;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  static absl::StatusOr<std::unique_ptr<Backend>> Create(const CudaBackendOptions& options) {
+    if (options.compute_dtype != DType::kBF16 && options.compute_dtype != DType::kF16 &&
+        options.compute_dtype != DType::kF32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cuda backend: compute dtype must be BF16, F16 or F32, got ",
+                       std::string(DTypeName(options.compute_dtype))));
+    }
+    int count = 0;
+    const cudaError_t error = cudaGetDeviceCount(&count);
+    if (error != cudaSuccess || count == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cuda backend: no CUDA device (",
+                       error == cudaSuccess ? "none found" : cudaGetErrorString(error), ")"));
+    }
+    if (options.device < 0 || options.device >= count) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cuda backend: device ", options.device, " outside [0, ", count, ")"));
+    }
+    std::unique_ptr<CudaBackend> backend(new CudaBackend(options));
+    HGRN2_RETURN_IF_ERROR(backend->Init());
+    return std::unique_ptr<Backend>(std::move(backend));
+  }
+
+  ~CudaBackend() override {
+    for (auto& [key, graph] : graphs_) cudaGraphExecDestroy(graph);
+    if (workspace_ != nullptr) cudaFree(workspace_);
+    if (cublas_ != nullptr) cublasDestroy(cublas_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  absl::string_view name() const override { return "cuda"; }
+  DType compute_dtype() const override { return options_.compute_dtype; }
+  // The CUDA prefill runs the recurrence token by token with states in registers (see
+  // kernels/hgrn2_prefill.h), so the chunk size is not used.
+  int32_t preferred_prefill_chunk_size() const override { return 0; }
+
+  absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override {
+    if (bytes == 0) return DeviceBuffer();
+    void* data = nullptr;
+    const cudaError_t error = cudaMalloc(&data, bytes);
+    if (error != cudaSuccess) {
+      cudaGetLastError();  // clear the sticky-free error state of a failed allocation
+      return absl::ResourceExhaustedError(absl::StrCat("cuda backend: cannot allocate ", bytes,
+                                                       " bytes: ", cudaGetErrorString(error)));
+    }
+    DeviceBuffer buffer(this, data, bytes);
+    HGRN2_RETURN_IF_ERROR(CudaStatus(cudaMemsetAsync(data, 0, bytes, stream_), "allocate"));
+    return buffer;
+  }
+
+  absl::Status CopyToDevice(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return absl::OkStatus();
+    HGRN2_RETURN_IF_ERROR(CudaStatus(
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "copy to device"));
+    // From pageable memory the call returns once `src` is staged; from page-locked memory it
+    // returns at once, so wait to keep the contract that `src` may be reused on return.
+    cudaPointerAttributes attributes{};
+    if (cudaPointerGetAttributes(&attributes, src) == cudaSuccess &&
+        attributes.type == cudaMemoryTypeHost) {
+      return Synchronize();
+    }
+    cudaGetLastError();
+    return absl::OkStatus();
+  }
+
+  absl::Status CopyToHost(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return absl::OkStatus();
+    HGRN2_RETURN_IF_ERROR(CudaStatus(
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "copy to host"));
+    return Synchronize();
+  }
+
+  absl::Status CopyOnDevice(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return absl::OkStatus();
+    return CudaStatus(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_),
+                      "copy on device");
+  }
+
+  absl::Status Fill(void* dst, uint8_t byte, size_t bytes) override {
+    if (bytes == 0) return absl::OkStatus();
+    return CudaStatus(cudaMemsetAsync(dst, byte, bytes, stream_), "fill");
+  }
+
+  absl::Status Synchronize() override {
+    return CudaStatus(cudaStreamSynchronize(stream_), "synchronize");
+  }
+
+  absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) override {
+    if (bytes == 0) return HostBuffer();
+    void* data = nullptr;
+    const cudaError_t error = cudaHostAlloc(&data, bytes, cudaHostAllocDefault);
+    if (error != cudaSuccess) {
+      cudaGetLastError();
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cuda backend: cannot allocate ", bytes,
+                       " page-locked bytes: ", cudaGetErrorString(error)));
+    }
+    return HostBuffer(this, data, bytes);
+  }
+
+  absl::Status GatherRows(const DeviceTensor& table, const int32_t* indices,
+                          DeviceTensor out) override {
+    HGRN2_RETURN_IF_ERROR(CheckTensor(table, table.dtype, "gather table"));
+    HGRN2_RETURN_IF_ERROR(CheckShape(out, table.dtype, out.rows, table.cols, "gather out"));
+    return Dispatch(table.dtype, "gather", [&](auto zero) {
+      using T = decltype(zero);
+      return kernels::LaunchGatherRows<T>({.rows = out.rows,
+                                           .cols = out.cols,
+                                           .table = table.As<const T>(),
+                                           .table_stride_row = table.row_stride,
+                                           .table_rows = table.rows,
+                                           .indices = indices,
+                                           .out = out.As<T>(),
+                                           .out_stride_row = out.row_stride},
+                                          stream_);
+    });
+  }
+
+  absl::Status RmsNorm(const DeviceTensor& x, const DeviceTensor& weight, float eps,
+                       DeviceTensor out) override {
+    const DType dtype = compute_dtype();
+    HGRN2_RETURN_IF_ERROR(CheckTensor(x, dtype, "rmsnorm x"));
+    HGRN2_RETURN_IF_ERROR(CheckShape(weight, dtype, 1, x.cols, "rmsnorm weight"));
+    HGRN2_RETURN_IF_ERROR(CheckShape(out, dtype, x.rows, x.cols, "rmsnorm out"));
+    return Dispatch(dtype, "rmsnorm", [&](auto zero) {
+      using T = decltype(zero);
+      return kernels::LaunchRmsNorm<T>({.rows = x.rows,
+                                        .cols = x.cols,
+                                        .x = x.As<const T>(),
+                                        .x_stride_row = x.row_stride,
+                                        .weight = weight.As<const T>(),
+                                        .out = out.As<T>(),
+                                        .out_stride_row = out.row_stride,
+                                        .eps = eps},
+                                       stream_);
+    });
+  }
+
+  absl::Status AddRmsNorm(DeviceTensor residual, const DeviceTensor& delta,
+                          const DeviceTensor& weight, float eps, DeviceTensor out) override {
+    const DType dtype = compute_dtype();
+    HGRN2_RETURN_IF_ERROR(CheckTensor(residual, dtype, "add-rmsnorm residual"));
+    HGRN2_RETURN_IF_ERROR(
+        CheckShape(delta, dtype, residual.rows, residual.cols, "add-rmsnorm delta"));
+    HGRN2_RETURN_IF_ERROR(CheckShape(weight, dtype, 1, residual.cols, "add-rmsnorm weight"));
+    HGRN2_RETURN_IF_ERROR(CheckShape(out, dtype, residual.rows, residual.cols, "add-rmsnorm out"));
+    return Dispatch(dtype, "add-rmsnorm", [&](auto zero) {
+      using T = decltype(zero);
+      return kernels::LaunchRmsNorm<T>({.rows = residual.rows,
+                                        .cols = residual.cols,
+                                        .x = delta.As<const T>(),
+                                        .x_stride_row = delta.row_stride,
+                                        .residual = residual.As<T>(),
+                                        .residual_stride_row = residual.row_stride,
+                                        .weight = weight.As<const T>(),
+                                        .out = out.As<T>(),
+                                        .out_stride_row = out.row_stride,
+                                        .eps = eps},
+                                       stream_);
+    });
+  }
+
+  // out = x · weightᵀ in row-major terms is, in cuBLAS's column-major terms, outᵀ = W xᵀ with W
+  // read transposed. The output may be F32 with narrower inputs (logits).
+  absl::Status Gemm(const DeviceTensor& x, const DeviceTensor& weight, DeviceTensor out) override {
+    HGRN2_RETURN_IF_ERROR(CheckTensor(x, x.dtype, "gemm x"));
+    HGRN2_RETURN_IF_ERROR(CheckShape(weight, x.dtype, weight.rows, x.cols, "gemm weight"));
+    if (out.dtype != x.dtype && out.dtype != DType::kF32) {
+      return absl::InvalidArgumentError("gemm out: must have the input dtype or F32");
+    }
+    HGRN2_RETURN_IF_ERROR(CheckShape(out, out.dtype, x.rows, weight.rows, "gemm out"));
+    if (x.rows == 0 || weight.rows == 0) return absl::OkStatus();
+    HGRN2_ASSIGN_OR_RETURN(const cudaDataType_t in_type, CublasType(x.dtype));
+    HGRN2_ASSIGN_OR_RETURN(const cudaDataType_t out_type, CublasType(out.dtype));
+    const float alpha = 1.0f;
+    const float beta = 0.0f;
+    // F32 weights compute in full float32 (no TF32): that mode exists for accuracy checks.
+    const cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+    return CublasStatus(
+        cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(weight.rows),
+                     static_cast<int>(x.rows), static_cast<int>(x.cols), &alpha, weight.data,
+                     in_type, static_cast<int>(weight.row_stride), x.data, in_type,
+                     static_cast<int>(x.row_stride), &beta, out.data, out_type,
+                     static_cast<int>(out.row_stride), compute, CUBLAS_GEMM_DEFAULT),
+        "gemm");
+  }
+
+  absl::Status SwiGlu(const DeviceTensor& gate_up, DeviceTensor out) override {
+    const DType dtype = compute_dtype();
+    HGRN2_RETURN_IF_ERROR(CheckTensor(gate_up, dtype, "swiglu gate_up"));
+    if (gate_up.cols % 2 != 0) return absl::InvalidArgumentError("swiglu: odd gate_up width");
+    HGRN2_RETURN_IF_ERROR(CheckShape(out, dtype, gate_up.rows, gate_up.cols / 2, "swiglu out"));
+    return Dispatch(dtype, "swiglu", [&](auto zero) {
+      using T = decltype(zero);
+      return kernels::LaunchSwiGlu<T>({.rows = out.rows,
+                                       .cols = out.cols,
+                                       .gate_up = gate_up.As<const T>(),
+                                       .gate_up_stride_row = gate_up.row_stride,
+                                       .out = out.As<T>(),
+                                       .out_stride_row = out.row_stride},
+                                      stream_);
+    });
+  }
+
+  absl::Status Hgrn2Step(const Hgrn2LayerOp& layer, const int32_t* slots, const DeviceTensor& qfi,
+                         DeviceTensor out) override {
+    HGRN2_RETURN_IF_ERROR(CheckLayer(layer, qfi, out));
+    return Dispatch(compute_dtype(), "hgrn2 step", [&](auto zero) {
+      using T = decltype(zero);
+      return kernels::LaunchHgrn2Step<T>({.batch = static_cast<int32_t>(qfi.rows),
+                                          .layer = LayerParams<T>(layer, slots, qfi, out)},
+                                         stream_);
+    });
+  }
+
+  absl::Status Hgrn2Prefill(const Hgrn2LayerOp& layer, int32_t num_seqs, const int32_t* slots,
+                            const int32_t* seq_offsets, int32_t chunk_size, const DeviceTensor& qfi,
+                            DeviceTensor out) override {
+    HGRN2_RETURN_IF_ERROR(CheckLayer(layer, qfi, out));
+    if (num_seqs < 0) return absl::InvalidArgumentError("hgrn2 prefill: negative batch");
+    return Dispatch(compute_dtype(), "hgrn2 prefill", [&](auto zero) {
+      using T = decltype(zero);
+      return kernels::LaunchHgrn2Prefill<T>({.num_seqs = num_seqs,
+                                             .seq_offsets = seq_offsets,
+                                             .chunk_size = chunk_size,
+                                             .layer = LayerParams<T>(layer, slots, qfi, out)},
+                                            stream_);
+    });
+  }
+
+  absl::Status LogSoftmaxGather(const DeviceTensor& logits, const int32_t* targets,
+                                float* out) override {
+    HGRN2_RETURN_IF_ERROR(CheckTensor(logits, logits.dtype, "log-softmax logits"));
+    return Dispatch(logits.dtype, "log-softmax", [&](auto zero) {
+      using T = decltype(zero);
+      return kernels::LaunchLogSoftmaxGather<T>({.rows = logits.rows,
+                                                 .cols = logits.cols,
+                                                 .logits = logits.As<const T>(),
+                                                 .logits_stride_row = logits.row_stride,
+                                                 .targets = targets,
+                                                 .out = out},
+                                                stream_);
+    });
+  }
+
+  absl::Status Sample(const DeviceTensor& logits, absl::Span<Sampler* const> samplers,
+                      absl::Span<SampledToken> out) override {
+    HGRN2_RETURN_IF_ERROR(CheckTensor(logits, DType::kF32, "sample logits"));
+    if (static_cast<int64_t>(samplers.size()) != logits.rows || out.size() != samplers.size()) {
+      return absl::InvalidArgumentError("sample: one sampler and one output per row expected");
+    }
+    for (int64_t r = 0; r < logits.rows; ++r) {
+      if (samplers[r]->vocab_size() > logits.cols) {
+        return absl::InvalidArgumentError(absl::StrCat("sample: row ", r, " has ", logits.cols,
+                                                       " logits for a vocabulary of ",
+                                                       samplers[r]->vocab_size()));
+      }
+    }
+    // The rows come to page-locked host memory and are sampled there.
+    const size_t row_bytes = static_cast<size_t>(logits.cols) * sizeof(float);
+    const size_t bytes = row_bytes * static_cast<size_t>(logits.rows);
+    if (sample_staging_.size() < bytes) {
+      HGRN2_ASSIGN_OR_RETURN(sample_staging_, AllocateHost(bytes));
+    }
+    auto* host = static_cast<float*>(sample_staging_.data());
+    HGRN2_RETURN_IF_ERROR(CudaStatus(
+        cudaMemcpy2DAsync(host, row_bytes, logits.data, logits.row_stride * sizeof(float),
+                          row_bytes, logits.rows, cudaMemcpyDeviceToHost, stream_),
+        "sample: copy logits"));
+    HGRN2_RETURN_IF_ERROR(Synchronize());
+    for (int64_t r = 0; r < logits.rows; ++r) {
+      out[r] = samplers[r]->Sample(absl::MakeConstSpan(host + r * logits.cols, logits.cols));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status RunRecorded(uint64_t key, absl::FunctionRef<absl::Status()> enqueue) override {
+    if (!options_.use_graphs) return enqueue();
+    if (auto it = graphs_.find(key); it != graphs_.end()) {
+      return CudaStatus(cudaGraphLaunch(it->second, stream_), "graph launch");
+    }
+    HGRN2_RETURN_IF_ERROR(CudaStatus(
+        cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "begin capture"));
+    const absl::Status enqueued = enqueue();
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+    if (!enqueued.ok()) {
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      return enqueued;
+    }
+    HGRN2_RETURN_IF_ERROR(CudaStatus(ended, "end capture"));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    HGRN2_RETURN_IF_ERROR(CudaStatus(instantiated, "graph instantiate"));
+    graphs_.emplace(key, exec);
+    return CudaStatus(cudaGraphLaunch(exec, stream_), "graph launch");
+  }
+
+ protected:
+  void Release(void* data, size_t /*bytes*/) override { cudaFree(data); }
+  void ReleaseHost(void* data, size_t /*bytes*/) override { cudaFreeHost(data); }
+
+ private:
+  explicit CudaBackend(const CudaBackendOptions& options) : options_(options) {}
+
+  absl::Status Init() {
+    HGRN2_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(options_.device), "set device"));
+    HGRN2_RETURN_IF_ERROR(
+        CudaStatus(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "create stream"));
+    HGRN2_RETURN_IF_ERROR(CublasStatus(cublasCreate(&cublas_), "cublas create"));
+    HGRN2_RETURN_IF_ERROR(CublasStatus(cublasSetStream(cublas_, stream_), "cublas stream"));
+    // A fixed workspace, so that GEMMs recorded into graphs never allocate.
+    constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+    HGRN2_RETURN_IF_ERROR(CudaStatus(cudaMalloc(&workspace_, kWorkspaceBytes), "cublas workspace"));
+    HGRN2_RETURN_IF_ERROR(
+        CublasStatus(cublasSetWorkspace(cublas_, workspace_, kWorkspaceBytes), "cublas workspace"));
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckLayer(const Hgrn2LayerOp& layer, const DeviceTensor& qfi,
+                          const DeviceTensor& out) const {
+    const DType dtype = compute_dtype();
+    const int64_t qf = static_cast<int64_t>(layer.num_heads) * layer.key_dim;
+    const int64_t vw = static_cast<int64_t>(layer.num_heads) * layer.value_dim;
+    if (layer.num_heads <= 0 || layer.key_dim <= 0 || layer.value_dim <= 0 || layer.conv_size < 0) {
+      return absl::InvalidArgumentError("hgrn2 layer: non-positive sizes");
+    }
+    if (layer.key_dim > 256) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("hgrn2 layer: key_dim ", layer.key_dim, " above the CUDA kernels' 256"));
+    }
+    if (layer.conv_size > 8) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("hgrn2 layer: conv_size ", layer.conv_size, " above the CUDA kernels' 8"));
+    }
+    HGRN2_RETURN_IF_ERROR(CheckShape(qfi, dtype, qfi.rows, 2 * qf + vw, "hgrn2 qfi"));
+    HGRN2_RETURN_IF_ERROR(CheckShape(out, dtype, qfi.rows, vw, "hgrn2 out"));
+    if (layer.conv_size > 0) {
+      HGRN2_RETURN_IF_ERROR(
+          CheckShape(layer.conv_weight, dtype, 2 * qf + vw, layer.conv_size, "hgrn2 conv weight"));
+      if (layer.states.conv_state == nullptr) {
+        return absl::InvalidArgumentError("hgrn2 layer: short conv without conv windows");
+      }
+    }
+    if (layer.states.state == nullptr) return absl::InvalidArgumentError("hgrn2 layer: no states");
+    return absl::OkStatus();
+  }
+
+  CudaBackendOptions options_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  void* workspace_ = nullptr;
+  absl::flat_hash_map<uint64_t, cudaGraphExec_t> graphs_;
+  HostBuffer sample_staging_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const CudaBackendOptions& options) {
+  return CudaBackend::Create(options);
+}
+
+}  // namespace hgrn2

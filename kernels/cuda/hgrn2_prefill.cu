@@ -1,0 +1,203 @@
+// CUDA launcher of HGRN2 prefill: the recurrence over whole prompts of a ragged batch, each
+// block keeping its rows of a head's state in registers from the first token to the last.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "kernels/cuda/device_math.cuh"
+#include "kernels/cuda/hgrn2_layer.cuh"
+#include "kernels/hgrn2_prefill.h"
+
+namespace hgrn2::kernels {
+namespace {
+
+using cuda::ToFloat;
+
+constexpr int kThreads = 128;    // 4 warps
+constexpr int kLanesPerRow = 8;  // a state row is spread over 8 lanes
+constexpr int kRowsPerWarp = 32 / kLanesPerRow;
+constexpr int kRows = kThreads / kLanesPerRow;  // 16 state rows per block
+constexpr int kTileTokens = 16;                 // gates staged in shared memory per tile
+
+// Block (row block, head, sequence). Per tile of tokens, all threads first stage the head's
+// activated q, g, k and the block's v inputs in shared memory; then each group of 8 lanes runs
+// its state row through the tile's tokens with no barrier between tokens (rows are independent).
+// kElems = state elements per lane (dk ≤ 8 · kElems); with kVec, dk % 4 == 0 and lane l holds
+// columns 4·(l + 8·i) + e, so the 8 lanes of a row read 128 contiguous bytes of shared memory.
+template <typename T, int kElems, bool kVec>
+__global__ void __launch_bounds__(kThreads) Hgrn2PrefillKernel(Hgrn2PrefillParams<T> params) {
+  extern __shared__ float shared[];
+  const Hgrn2LayerParams<T>& p = params.layer;
+  const int dk = p.key_dim;
+  const int dv = p.value_dim;
+  const int head = blockIdx.y;
+  const int b = blockIdx.z;
+  const int row_begin = blockIdx.x * kRows;
+  const int rows = min(kRows, dv - row_begin);
+  const int64_t begin = params.seq_offsets[b];
+  const int64_t end = params.seq_offsets[b + 1];
+  if (begin == end) return;
+
+  float* q_s = shared;                  // [kTileTokens, dk]
+  float* g_s = q_s + kTileTokens * dk;  // [kTileTokens, dk]
+  float* k_s = g_s + kTileTokens * dk;  // [kTileTokens, dk]
+  float* v_s = k_s + kTileTokens * dk;  // [kTileTokens, kRows]
+
+  const int64_t slot = p.slots[b];
+  const int kernel = p.conv_size;
+  const float* window = kernel > 0 ? p.conv_state + slot * p.conv_state_stride_slot : nullptr;
+  // Input of `channel` at position `pos` of the sequence (negative: from the old window).
+  auto input = [&](int64_t channel, int64_t pos) {
+    return pos >= 0 ? ToFloat(p.qfi[(begin + pos) * p.qfi_stride_token + channel])
+                    : window[channel * kernel + kernel + pos];
+  };
+  auto conved = [&](int64_t channel, int64_t pos) {
+    if (kernel == 0) return input(channel, pos);
+    return cuda::ConvOutput(p, channel, [&](int offset) { return input(channel, pos + offset); });
+  };
+
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  const int row = warp * kRowsPerWarp + lane / kLanesPerRow;  // within the block
+  const int part = lane % kLanesPerRow;
+  const bool row_valid = row < rows;
+  auto column = [&](int e) {
+    return kVec ? 4 * (part + kLanesPerRow * (e / 4)) + e % 4 : part + kLanesPerRow * e;
+  };
+
+  float* state_row = p.state + slot * p.state_stride_slot +
+                     (static_cast<int64_t>(head) * dv + row_begin + (row_valid ? row : 0)) * dk;
+  float s[kElems];
+#pragma unroll
+  for (int e = 0; e < kElems; ++e) {
+    const int j = column(e);
+    s[e] = row_valid && j < dk ? state_row[j] : 0.0f;
+  }
+  T* out = p.out + static_cast<int64_t>(head) * dv + row_begin + row;
+  const int64_t qf = p.qf_width();
+
+  for (int64_t tile = 0; tile < end - begin; tile += kTileTokens) {
+    const int count = static_cast<int>(min(static_cast<int64_t>(kTileTokens), end - begin - tile));
+    __syncthreads();  // the previous tile's gates are no longer read
+    for (int item = threadIdx.x; item < count * dk; item += kThreads) {
+      const int t = item / dk;
+      const int c = item - t * dk;
+      const int64_t qc = static_cast<int64_t>(head) * dk + c;
+      const cuda::ActivatedQf a =
+          cuda::ActivateQf(conved(qc, tile + t), conved(qf + qc, tile + t), p.lower_bound, qc);
+      q_s[t * dk + c] = a.q;
+      g_s[t * dk + c] = a.g;
+      k_s[t * dk + c] = a.k;
+    }
+    for (int item = threadIdx.x; item < count * rows; item += kThreads) {
+      const int t = item / rows;
+      const int r = item - t * rows;
+      const int64_t vc = 2 * qf + static_cast<int64_t>(head) * dv + row_begin + r;
+      v_s[t * kRows + r] = conved(vc, tile + t);
+    }
+    __syncthreads();
+
+    for (int t = 0; t < count; ++t) {
+      const float v = row_valid ? v_s[t * kRows + row] : 0.0f;
+      const float* q_t = q_s + t * dk;
+      const float* g_t = g_s + t * dk;
+      const float* k_t = k_s + t * dk;
+      float o = 0.0f;
+      if constexpr (kVec) {
+#pragma unroll
+        for (int i = 0; i < kElems / 4; ++i) {
+          const int j = 4 * (part + kLanesPerRow * i);
+          if (j < dk) {
+            const float4 q4 = *reinterpret_cast<const float4*>(q_t + j);
+            const float4 g4 = *reinterpret_cast<const float4*>(g_t + j);
+            const float4 k4 = *reinterpret_cast<const float4*>(k_t + j);
+            float* si = s + 4 * i;
+            si[0] = si[0] * g4.x + v * k4.x;
+            si[1] = si[1] * g4.y + v * k4.y;
+            si[2] = si[2] * g4.z + v * k4.z;
+            si[3] = si[3] * g4.w + v * k4.w;
+            o += si[0] * q4.x + si[1] * q4.y + si[2] * q4.z + si[3] * q4.w;
+          }
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < kElems; ++e) {
+          const int j = column(e);
+          if (j < dk) {
+            s[e] = s[e] * g_t[j] + v * k_t[j];
+            o += s[e] * q_t[j];
+          }
+        }
+      }
+#pragma unroll
+      for (int offset = kLanesPerRow / 2; offset > 0; offset >>= 1) {
+        o += __shfl_xor_sync(0xffffffffu, o, offset);
+      }
+      if (row_valid && part == 0) {
+        out[(begin + tile + t) * p.out_stride_token] = cuda::FromFloat<T>(o);
+      }
+    }
+  }
+
+  if (row_valid) {
+#pragma unroll
+    for (int e = 0; e < kElems; ++e) {
+      const int j = column(e);
+      if (j < dk) state_row[j] = s[e];
+    }
+  }
+}
+
+template <typename T, int kElems, bool kVec>
+cudaError_t LaunchWith(const Hgrn2PrefillParams<T>& params, cudaStream_t stream) {
+  const Hgrn2LayerParams<T>& p = params.layer;
+  const size_t shared_bytes =
+      (3 * static_cast<size_t>(kTileTokens) * p.key_dim + kTileTokens * kRows) * sizeof(float);
+  auto kernel = Hgrn2PrefillKernel<T, kElems, kVec>;
+  if (shared_bytes > 48 * 1024) {
+    const cudaError_t error = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes));
+    if (error != cudaSuccess) return error;
+  }
+  const dim3 grid((p.value_dim + kRows - 1) / kRows, p.num_heads, params.num_seqs);
+  kernel<<<grid, kThreads, shared_bytes, stream>>>(params);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t LaunchHgrn2Prefill(const Hgrn2PrefillParams<T>& params, cudaStream_t stream) {
+  if (params.num_seqs == 0) return cudaSuccess;
+  const Hgrn2LayerParams<T>& p = params.layer;
+  if (params.num_seqs > 65535 || p.num_heads > 65535 || p.conv_size > cuda::kMaxConvSize) {
+    return cudaErrorInvalidValue;
+  }
+  const int dk = p.key_dim;
+  const bool vec = dk % 4 == 0;
+  cudaError_t error;
+  if (dk <= 32) {
+    error = vec ? LaunchWith<T, 4, true>(params, stream) : LaunchWith<T, 4, false>(params, stream);
+  } else if (dk <= 64) {
+    error = vec ? LaunchWith<T, 8, true>(params, stream) : LaunchWith<T, 8, false>(params, stream);
+  } else if (dk <= 128) {
+    error =
+        vec ? LaunchWith<T, 16, true>(params, stream) : LaunchWith<T, 16, false>(params, stream);
+  } else if (dk <= 256) {
+    error =
+        vec ? LaunchWith<T, 32, true>(params, stream) : LaunchWith<T, 32, false>(params, stream);
+  } else {
+    return cudaErrorInvalidValue;  // dk > 256: no HGRN2 configuration uses it
+  }
+  if (error != cudaSuccess || p.conv_size == 0) return error;
+  const int64_t count = static_cast<int64_t>(params.num_seqs) * p.channels();
+  cuda::AdvanceConvWindowsKernel<T>
+      <<<cuda::GridFor(count, 256), 256, 0, stream>>>(p, params.num_seqs, params.seq_offsets);
+  return cudaGetLastError();
+}
+
+template cudaError_t LaunchHgrn2Prefill<float>(const Hgrn2PrefillParams<float>&, cudaStream_t);
+template cudaError_t LaunchHgrn2Prefill<__nv_bfloat16>(const Hgrn2PrefillParams<__nv_bfloat16>&,
+                                                       cudaStream_t);
+template cudaError_t LaunchHgrn2Prefill<__half>(const Hgrn2PrefillParams<__half>&, cudaStream_t);
+
+}  // namespace hgrn2::kernels

@@ -1,0 +1,108 @@
+// CUDA launcher of the HGRN2 decode step: each sequence's state is read once, updated and written
+// back in place in its slot, with the conv windows and gates applied on the way.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "kernels/cuda/device_math.cuh"
+#include "kernels/cuda/hgrn2_layer.cuh"
+#include "kernels/hgrn2_step.h"
+
+namespace hgrn2::kernels {
+namespace {
+
+using cuda::ToFloat;
+
+constexpr int kStepThreads = 256;
+constexpr int kStepRows = 32;  // state rows (value channels) per block
+
+// Block (row block, head, sequence). Shared: q, g, k of the head [dk each], v of the rows.
+// Every block of a head computes the head's q and f gates (cheap) from the old conv windows;
+// AdvanceConvWindowsKernel moves the windows on afterwards.
+template <typename T>
+__global__ void __launch_bounds__(kStepThreads) Hgrn2StepKernel(Hgrn2StepParams<T> params) {
+  extern __shared__ float shared[];
+  const Hgrn2LayerParams<T>& p = params.layer;
+  const int dk = p.key_dim;
+  const int dv = p.value_dim;
+  const int head = blockIdx.y;
+  const int64_t b = blockIdx.z;
+  const int row_begin = blockIdx.x * kStepRows;
+  const int rows = min(kStepRows, dv - row_begin);
+  float* q_s = shared;
+  float* g_s = q_s + dk;
+  float* k_s = g_s + dk;
+  float* v_s = k_s + dk;
+
+  const int64_t slot = p.slots[b];
+  const T* x = p.qfi + b * p.qfi_stride_token;
+  float* window = p.conv_size > 0 ? p.conv_state + slot * p.conv_state_stride_slot : nullptr;
+  const int kernel = p.conv_size;
+  // Conv of one channel for this token, from the window before it.
+  auto conv = [&](int64_t channel, float input) {
+    if (kernel == 0) return input;
+    const float* win = window + channel * kernel;
+    return cuda::ConvOutput(p, channel,
+                            [&](int offset) { return offset == 0 ? input : win[kernel + offset]; });
+  };
+
+  const int64_t qf = p.qf_width();
+  for (int c = threadIdx.x; c < dk; c += blockDim.x) {
+    const int64_t qc = static_cast<int64_t>(head) * dk + c;
+    const float q = conv(qc, ToFloat(x[qc]));
+    const float f = conv(qf + qc, ToFloat(x[qf + qc]));
+    const cuda::ActivatedQf a = cuda::ActivateQf(q, f, p.lower_bound, qc);
+    q_s[c] = a.q;
+    g_s[c] = a.g;
+    k_s[c] = a.k;
+  }
+  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+    const int64_t vc = 2 * qf + static_cast<int64_t>(head) * dv + row_begin + r;
+    v_s[r] = conv(vc, ToFloat(x[vc]));
+  }
+  __syncthreads();
+
+  // One warp per state row: S[i, :] = S[i, :] · g + v_i · k; o_i = S[i, :] · q.
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  float* state = p.state + slot * p.state_stride_slot + static_cast<int64_t>(head) * dv * dk;
+  T* out = p.out + b * p.out_stride_token + static_cast<int64_t>(head) * dv + row_begin;
+  for (int r = warp; r < rows; r += kStepThreads / 32) {
+    float* row = state + static_cast<int64_t>(row_begin + r) * dk;
+    const float v = v_s[r];
+    float o = 0.0f;
+    for (int j = lane; j < dk; j += 32) {
+      const float s = row[j] * g_s[j] + v * k_s[j];
+      row[j] = s;
+      o += s * q_s[j];
+    }
+    o = cuda::WarpSum(o);
+    if (lane == 0) out[r] = cuda::FromFloat<T>(o);
+  }
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t LaunchHgrn2Step(const Hgrn2StepParams<T>& params, cudaStream_t stream) {
+  if (params.batch == 0) return cudaSuccess;
+  const Hgrn2LayerParams<T>& p = params.layer;
+  if (params.batch > 65535 || p.num_heads > 65535) return cudaErrorInvalidValue;
+  const dim3 grid((p.value_dim + kStepRows - 1) / kStepRows, p.num_heads, params.batch);
+  const size_t shared_bytes = (3 * static_cast<size_t>(p.key_dim) + kStepRows) * sizeof(float);
+  if (shared_bytes > 48 * 1024) return cudaErrorInvalidValue;  // dk > 4000: no such model
+  if (p.conv_size > cuda::kMaxConvSize) return cudaErrorInvalidValue;
+  Hgrn2StepKernel<T><<<grid, kStepThreads, shared_bytes, stream>>>(params);
+  if (p.conv_size > 0) {
+    const int64_t count = static_cast<int64_t>(params.batch) * p.channels();
+    cuda::AdvanceConvWindowsKernel<T>
+        <<<cuda::GridFor(count, 256), 256, 0, stream>>>(p, params.batch, nullptr);
+  }
+  return cudaGetLastError();
+}
+
+template cudaError_t LaunchHgrn2Step<float>(const Hgrn2StepParams<float>&, cudaStream_t);
+template cudaError_t LaunchHgrn2Step<__nv_bfloat16>(const Hgrn2StepParams<__nv_bfloat16>&,
+                                                    cudaStream_t);
+template cudaError_t LaunchHgrn2Step<__half>(const Hgrn2StepParams<__half>&, cudaStream_t);
+
+}  // namespace hgrn2::kernels

@@ -1,0 +1,379 @@
+// hgrn2-bench: engine-level throughput with no server — decode steps at several batch sizes and
+// prompt prefill, against the card's measured copy bandwidth and GEMM rate.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/backend.h"
+#include "engine/forward_pass.h"
+#include "engine/model.h"
+#include "engine/model_config.h"
+#include "engine/sampler.h"
+#include "engine/state_pool.h"
+#include "engine/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace hgrn2 {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+struct Flags {
+  std::string preset = "1.3b";
+  std::string model_dir;
+  std::string device = "auto";
+  std::string dtype = "bf16";
+  std::vector<int> batches = {1, 16, 64, 256, 512, 1024};
+  std::vector<std::string> prefills = {"1x2048", "8x2048"};
+  int steps = 20;
+  bool no_graphs = false;
+  bool skip_hardware = false;
+  std::string json_path;
+};
+
+absl::StatusOr<ModelConfig> PresetConfig(const std::string& preset) {
+  ModelConfig c;  // the defaults are fla's HGRN2 1.3B shape
+  if (preset == "1.3b") return c;
+  if (preset == "370m") {
+    c.hidden_size = 1024;
+    c.num_layers = 24;
+    c.num_heads = 8;
+    c.value_dim = 128;
+    c.intermediate_size = 2816;
+    return c;
+  }
+  if (preset == "tiny") {  // for smoke runs on the CPU
+    c.vocab_size = 512;
+    c.hidden_size = 128;
+    c.num_layers = 2;
+    c.num_heads = 2;
+    c.key_dim = 64;
+    c.value_dim = 64;
+    c.intermediate_size = 352;
+    return c;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown --preset \"", preset, "\": expected 1.3b, 370m or tiny"));
+}
+
+// Bytes of weights a decode step reads, in the compute dtype (lower bounds in float32).
+int64_t WeightBytes(const ModelConfig& c, DType dtype) {
+  const int64_t d = c.hidden_size;
+  const int64_t per_layer =
+      3 * d * d + d * d + 3 * c.intermediate_size * d + 3 * d + 3 * d * c.conv_window();
+  const int64_t matrices = c.num_layers * per_layer + c.vocab_size * d + d;  // + lm_head, norm
+  // The embedding table is read one row per token, not whole.
+  return matrices * static_cast<int64_t>(DTypeSize(dtype)) +
+         (c.use_lower_bound ? c.num_layers * d * 4 : 0);
+}
+
+// Multiply-accumulate pairs per prompt token (the projections and the MLP), times two.
+double FlopsPerToken(const ModelConfig& c) {
+  const double d = static_cast<double>(c.hidden_size);
+  return 2.0 * c.num_layers * (4 * d * d + 3 * d * c.intermediate_size);
+}
+
+struct Hardware {
+  double copy_bytes_per_second = 0;  // read + write
+  double gemm_flops_per_second = 0;
+};
+
+absl::StatusOr<Hardware> MeasureHardware(Backend& backend, bool big) {
+  Hardware hw;
+  const size_t bytes = big ? size_t{1} << 30 : size_t{64} << 20;
+  HGRN2_ASSIGN_OR_RETURN(DeviceBuffer a, backend.Allocate(bytes));
+  HGRN2_ASSIGN_OR_RETURN(DeviceBuffer b, backend.Allocate(bytes));
+  HGRN2_RETURN_IF_ERROR(backend.Fill(a.data(), 0x3C, bytes));
+  for (int i = 0; i < 2; ++i)
+    HGRN2_RETURN_IF_ERROR(backend.CopyOnDevice(b.data(), a.data(), bytes));
+  HGRN2_RETURN_IF_ERROR(backend.Synchronize());
+  const int reps = 10;
+  Clock::time_point start = Clock::now();
+  for (int i = 0; i < reps; ++i)
+    HGRN2_RETURN_IF_ERROR(backend.CopyOnDevice(b.data(), a.data(), bytes));
+  HGRN2_RETURN_IF_ERROR(backend.Synchronize());
+  hw.copy_bytes_per_second = 2.0 * static_cast<double>(bytes) * reps / Seconds(start);
+
+  const int64_t n = big ? 8192 : 256;
+  const DType dtype = backend.compute_dtype();
+  const size_t matrix_bytes = static_cast<size_t>(n * n) * DTypeSize(dtype);
+  HGRN2_ASSIGN_OR_RETURN(DeviceBuffer x, backend.Allocate(matrix_bytes));
+  HGRN2_ASSIGN_OR_RETURN(DeviceBuffer w, backend.Allocate(matrix_bytes));
+  HGRN2_ASSIGN_OR_RETURN(DeviceBuffer y, backend.Allocate(matrix_bytes));
+  // Not zeros: 0x3C3C is 0.0115 in bf16 and 1.06 in f16, a small normal number in f32.
+  HGRN2_RETURN_IF_ERROR(backend.Fill(x.data(), 0x3C, matrix_bytes));
+  HGRN2_RETURN_IF_ERROR(backend.Fill(w.data(), 0x3C, matrix_bytes));
+  const DeviceTensor tx = x.Matrix(dtype, n, n), tw = w.Matrix(dtype, n, n),
+                     ty = y.Matrix(dtype, n, n);
+  for (int i = 0; i < 2; ++i) HGRN2_RETURN_IF_ERROR(backend.Gemm(tx, tw, ty));
+  HGRN2_RETURN_IF_ERROR(backend.Synchronize());
+  start = Clock::now();
+  for (int i = 0; i < reps; ++i) HGRN2_RETURN_IF_ERROR(backend.Gemm(tx, tw, ty));
+  HGRN2_RETURN_IF_ERROR(backend.Synchronize());
+  hw.gemm_flops_per_second = 2.0 * n * n * n * reps / Seconds(start);
+  return hw;
+}
+
+std::vector<int32_t> RandomTokens(int64_t count, int64_t vocab, uint64_t seed) {
+  std::vector<int32_t> ids(static_cast<size_t>(count));
+  for (auto& id : ids) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    id = static_cast<int32_t>((seed >> 33) % static_cast<uint64_t>(vocab));
+  }
+  return ids;
+}
+
+int Run(const Flags& flags) {
+  auto fail = [](const absl::Status& status) {
+    std::cerr << "hgrn2-bench: " << status << "\n";
+    return 1;
+  };
+  absl::StatusOr<DType> dtype =
+      flags.dtype == "bf16"  ? absl::StatusOr<DType>(DType::kBF16)
+      : flags.dtype == "f16" ? absl::StatusOr<DType>(DType::kF16)
+      : flags.dtype == "f32" ? absl::StatusOr<DType>(DType::kF32)
+                             : absl::InvalidArgumentError("--dtype must be bf16, f16 or f32");
+  if (!dtype.ok()) return fail(dtype.status());
+  absl::StatusOr<std::unique_ptr<Backend>> backend_or =
+      MakeBackend(flags.device, {.compute_dtype = *dtype, .use_graphs = !flags.no_graphs});
+  if (!backend_or.ok()) return fail(backend_or.status());
+  std::unique_ptr<Backend> backend = *std::move(backend_or);
+  const bool gpu = backend->name() == "cuda";
+
+  nlohmann::json report;
+  report["device"] = std::string(backend->name());
+  report["dtype"] = std::string(DTypeName(backend->compute_dtype()));
+  report["graphs"] = !flags.no_graphs;
+
+  Hardware hw;
+  if (!flags.skip_hardware) {
+    absl::StatusOr<Hardware> measured = MeasureHardware(*backend, gpu);
+    if (!measured.ok()) return fail(measured.status());
+    hw = *measured;
+    std::printf("copy bandwidth %.0f GB/s (read + write), %s GEMM %.1f TFLOP/s\n",
+                hw.copy_bytes_per_second / 1e9, std::string(DTypeName(*dtype)).c_str(),
+                hw.gemm_flops_per_second / 1e12);
+    report["copy_gb_per_s"] = hw.copy_bytes_per_second / 1e9;
+    report["gemm_tflop_per_s"] = hw.gemm_flops_per_second / 1e12;
+  }
+
+  std::unique_ptr<Model> model;
+  const Clock::time_point load_start = Clock::now();
+  if (!flags.model_dir.empty()) {
+    absl::StatusOr<std::unique_ptr<Model>> loaded = Model::Load(flags.model_dir, *backend);
+    if (!loaded.ok()) return fail(loaded.status());
+    model = *std::move(loaded);
+    report["model"] = flags.model_dir;
+  } else {
+    absl::StatusOr<ModelConfig> config = PresetConfig(flags.preset);
+    if (!config.ok()) return fail(config.status());
+    absl::StatusOr<std::unique_ptr<Model>> created = Model::CreateRandom(*config, *backend, 1234);
+    if (!created.ok()) return fail(created.status());
+    model = *std::move(created);
+    report["preset"] = flags.preset;
+  }
+  const ModelConfig& c = model->config();
+  const double weight_bytes = static_cast<double>(WeightBytes(c, backend->compute_dtype()));
+  const double state_bytes = static_cast<double>(c.state_bytes());
+  std::printf(
+      "model: V %lld D %lld L %lld H %lld dk %lld I %lld; weights %.2f GB, state %.1f MiB; "
+      "loaded in %.1f s\n",
+      static_cast<long long>(c.vocab_size), static_cast<long long>(c.hidden_size),
+      static_cast<long long>(c.num_layers), static_cast<long long>(c.num_heads),
+      static_cast<long long>(c.key_dim), static_cast<long long>(c.intermediate_size),
+      weight_bytes / 1e9, state_bytes / (1 << 20), Seconds(load_start));
+
+  std::vector<int> batches = flags.batches;
+  std::sort(batches.begin(), batches.end());
+  int64_t max_prefill_tokens = 0;
+  std::vector<std::pair<int, int>> prefills;
+  for (const std::string& spec : flags.prefills) {
+    int seqs = 0, length = 0;
+    if (std::sscanf(spec.c_str(), "%dx%d", &seqs, &length) != 2 || seqs <= 0 || length <= 0) {
+      return fail(absl::InvalidArgumentError(
+          absl::StrCat("--prefill entries look like 8x2048 (sequences x tokens), got ", spec)));
+    }
+    prefills.emplace_back(seqs, length);
+    max_prefill_tokens = std::max<int64_t>(max_prefill_tokens, int64_t{seqs} * length);
+  }
+
+  // Decode: one pool sized for the largest batch that fits (halving on out-of-memory).
+  nlohmann::json decode_rows = nlohmann::json::array();
+  std::printf("\n%-8s %10s %12s %12s %10s %14s\n", "decode B", "ms/step", "tokens/s", "+sampling",
+              "limit ms", "% of limit");
+  std::unique_ptr<StatePool> pool;
+  int max_batch = batches.empty() ? 1 : batches.back();
+  while (max_batch > 0) {
+    absl::StatusOr<std::unique_ptr<StatePool>> created = StatePool::Create(*backend, c, max_batch);
+    if (created.ok()) {
+      pool = *std::move(created);
+      break;
+    }
+    max_batch /= 2;
+  }
+  if (pool == nullptr) return fail(absl::ResourceExhaustedError("no room for a state pool"));
+  ForwardPass::Options options;
+  options.max_sequences = std::max(max_batch, 8);
+  options.max_tokens = std::max<int64_t>(max_prefill_tokens, std::max(max_batch, 512));
+  absl::StatusOr<std::unique_ptr<ForwardPass>> pass_or =
+      ForwardPass::Create(*model, *pool, options);
+  if (!pass_or.ok()) return fail(pass_or.status());
+  ForwardPass& pass = **pass_or;
+
+  for (int batch : batches) {
+    if (batch > max_batch) {
+      std::printf("%-8d (state pool for %d sequences does not fit)\n", batch, batch);
+      continue;
+    }
+    std::vector<SlotId> slots;
+    for (int b = 0; b < batch; ++b) slots.push_back(*pool->Allocate());
+    // A few prompt tokens each, so the states are not zero.
+    const std::vector<int32_t> prompt = RandomTokens(int64_t{batch} * 4, c.vocab_size, batch);
+    for (int first = 0; first < batch; first += options.max_sequences) {
+      std::vector<SequenceTokens> seqs;
+      for (int b = first; b < std::min(batch, first + options.max_sequences); ++b) {
+        seqs.push_back({slots[b], absl::MakeConstSpan(prompt).subspan(b * 4, 4)});
+      }
+      if (absl::StatusOr<DeviceTensor> r = pass.Prefill(seqs, LogitsFor::kLastToken); !r.ok()) {
+        return fail(r.status());
+      }
+    }
+    std::vector<int32_t> tokens = RandomTokens(batch, c.vocab_size, 7 + batch);
+    SamplingParams greedy;
+    greedy.temperature = 0.0f;
+    std::vector<Sampler> samplers;
+    samplers.reserve(batch);
+    for (int b = 0; b < batch; ++b)
+      samplers.emplace_back(greedy, c.vocab_size, absl::Span<const int32_t>());
+    std::vector<Sampler*> sampler_ptrs;
+    for (Sampler& s : samplers) sampler_ptrs.push_back(&s);
+    std::vector<SampledToken> sampled(batch);
+
+    auto step = [&](bool sample) -> absl::Status {
+      HGRN2_ASSIGN_OR_RETURN(DeviceTensor logits, pass.Decode(slots, tokens));
+      if (sample) {
+        HGRN2_RETURN_IF_ERROR(backend->Sample(logits, sampler_ptrs, absl::MakeSpan(sampled)));
+        for (int b = 0; b < batch; ++b) tokens[b] = sampled[b].id;
+      }
+      return absl::OkStatus();
+    };
+    double times[2] = {0, 0};
+    for (int sample = 0; sample < 2; ++sample) {
+      for (int i = 0; i < 3; ++i) {
+        if (absl::Status s = step(sample == 1); !s.ok()) return fail(s);
+      }
+      if (absl::Status s = backend->Synchronize(); !s.ok()) return fail(s);
+      const Clock::time_point start = Clock::now();
+      for (int i = 0; i < flags.steps; ++i) {
+        if (absl::Status s = step(sample == 1); !s.ok()) return fail(s);
+      }
+      if (absl::Status s = backend->Synchronize(); !s.ok()) return fail(s);
+      times[sample] = Seconds(start) / flags.steps;
+    }
+    for (SlotId slot : slots) (void)pool->Free(slot);
+    const double limit = hw.copy_bytes_per_second > 0
+                             ? (weight_bytes + 2.0 * batch * state_bytes) / hw.copy_bytes_per_second
+                             : 0.0;
+    std::printf("%-8d %10.3f %12.0f %12.0f %10.3f %13.1f%%\n", batch, times[0] * 1e3,
+                batch / times[0], batch / times[1], limit * 1e3,
+                limit > 0 ? 100.0 * limit / times[0] : 0.0);
+    decode_rows.push_back({{"batch", batch},
+                           {"ms_per_step", times[0] * 1e3},
+                           {"tokens_per_s", batch / times[0]},
+                           {"ms_per_step_with_sampling", times[1] * 1e3},
+                           {"tokens_per_s_with_sampling", batch / times[1]},
+                           {"limit_ms", limit * 1e3},
+                           {"fraction_of_limit", limit > 0 ? limit / times[0] : 0.0}});
+  }
+  report["decode"] = decode_rows;
+
+  nlohmann::json prefill_rows = nlohmann::json::array();
+  std::printf("\n%-10s %10s %12s %10s %14s\n", "prefill", "ms", "tokens/s", "limit ms",
+              "% of limit");
+  for (const auto& [seqs, length] : prefills) {
+    if (seqs > pool->num_slots()) {
+      std::printf("%dx%d (needs %d slots)\n", seqs, length, seqs);
+      continue;
+    }
+    std::vector<SlotId> slots;
+    for (int b = 0; b < seqs; ++b) slots.push_back(*pool->Allocate());
+    const std::vector<int32_t> prompt = RandomTokens(int64_t{seqs} * length, c.vocab_size, 99);
+    std::vector<SequenceTokens> batch;
+    for (int b = 0; b < seqs; ++b) {
+      batch.push_back({slots[b], absl::MakeConstSpan(prompt).subspan(int64_t{b} * length, length)});
+    }
+    auto run = [&]() -> absl::Status {
+      for (SlotId slot : slots) HGRN2_RETURN_IF_ERROR(pool->Reset(slot));
+      return pass.Prefill(batch, LogitsFor::kLastToken).status();
+    };
+    if (absl::Status s = run(); !s.ok()) return fail(s);
+    if (absl::Status s = backend->Synchronize(); !s.ok()) return fail(s);
+    const int reps = gpu ? 5 : 1;
+    const Clock::time_point start = Clock::now();
+    for (int i = 0; i < reps; ++i) {
+      if (absl::Status s = run(); !s.ok()) return fail(s);
+    }
+    if (absl::Status s = backend->Synchronize(); !s.ok()) return fail(s);
+    const double seconds = Seconds(start) / reps;
+    for (SlotId slot : slots) (void)pool->Free(slot);
+    const double tokens = static_cast<double>(seqs) * length;
+    const double limit =
+        hw.gemm_flops_per_second > 0 ? tokens * FlopsPerToken(c) / hw.gemm_flops_per_second : 0.0;
+    const std::string name = absl::StrCat(seqs, "x", length);
+    std::printf("%-10s %10.2f %12.0f %10.2f %13.1f%%\n", name.c_str(), seconds * 1e3,
+                tokens / seconds, limit * 1e3, limit > 0 ? 100.0 * limit / seconds : 0.0);
+    prefill_rows.push_back({{"shape", name},
+                            {"ms", seconds * 1e3},
+                            {"tokens_per_s", tokens / seconds},
+                            {"limit_ms", limit * 1e3},
+                            {"fraction_of_limit", limit > 0 ? limit / seconds : 0.0}});
+  }
+  report["prefill"] = prefill_rows;
+
+  if (!flags.json_path.empty()) {
+    std::ofstream out(flags.json_path);
+    out << report.dump(2) << "\n";
+    if (!out) return fail(absl::UnavailableError(absl::StrCat("cannot write ", flags.json_path)));
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace hgrn2
+
+int main(int argc, char** argv) {
+  hgrn2::Flags flags;
+  CLI::App app{"hgrn2-bench: engine throughput (decode and prefill) without a server"};
+  app.add_option("--preset", flags.preset, "Random weights of a known shape: 1.3b, 370m, tiny");
+  app.add_option("--model", flags.model_dir, "A checkpoint folder instead of a preset");
+  app.add_option("--device", flags.device, "cuda, cpu or auto")
+      ->check(CLI::IsMember({"cuda", "cpu", "auto"}));
+  app.add_option("--dtype", flags.dtype, "Weights and activations: bf16, f16 or f32");
+  app.add_option("--batches", flags.batches, "Decode batch sizes")->delimiter(',');
+  app.add_option("--prefill", flags.prefills, "Prefill shapes, SEQSxTOKENS")->delimiter(',');
+  app.add_option("--steps", flags.steps, "Timed decode steps per batch size")
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--no-graphs", flags.no_graphs, "Do not record decode steps as CUDA graphs");
+  app.add_flag("--skip-hardware", flags.skip_hardware, "Skip the bandwidth and GEMM measurements");
+  app.add_option("--json", flags.json_path, "Also write the results as JSON to this file");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  return hgrn2::Run(flags);
+}
