@@ -205,16 +205,18 @@ absl::StatusOr<DeviceTensor> ForwardPass::Run(int64_t num_tokens, int32_t num_se
           l + 1 < c.num_layers ? model_.layer(l + 1).attn_norm : model_.final_norm();
       HGRN2_RETURN_IF_ERROR(backend_.AddRmsNorm(residual, projected, next_norm, eps, normed));
     }
+    // A decode step wants every row's logits: the head belongs to the recording too.
+    if (decode_step) return backend_.Gemm(normed, model_.lm_head(), logits_.Rows(0, num_tokens));
     return absl::OkStatus();
   };
   if (decode_step) {
     HGRN2_RETURN_IF_ERROR(backend_.RunRecorded(static_cast<uint64_t>(num_seqs), layers));
-  } else {
-    HGRN2_RETURN_IF_ERROR(layers());
+    return logits_.Rows(0, num_tokens);
   }
+  HGRN2_RETURN_IF_ERROR(layers());
   DeviceTensor normed = normed_.Rows(0, num_tokens);
   DeviceTensor head_input = normed;
-  if (which == LogitsFor::kLastToken && !decode_step) {
+  if (which == LogitsFor::kLastToken) {
     HGRN2_RETURN_IF_ERROR(backend_.CopyToDevice(last_rows_, host_last_rows_.data(), num_seqs * 4));
     head_input = mixed_.Rows(0, num_seqs);
     HGRN2_RETURN_IF_ERROR(backend_.GatherRows(normed, last_rows_, head_input));

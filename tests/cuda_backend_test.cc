@@ -277,6 +277,8 @@ const LayerShape kShapes[] = {
     {2, 128, 128, 0, true},  // the 1.3B model's head
     {1, 64, 100, 3, false},  // dv not a multiple of the row block
     {2, 130, 40, 2, true},   // dk above 128
+    {3, 64, 36, 0, true},    // prefill's fast path, dv not a multiple of its 8 rows
+    {1, 12, 20, 0, false},   // prefill's fast path with a small dk
 };
 
 TEST_P(Hgrn2OpTest, DecodeStepMatchesReference) {

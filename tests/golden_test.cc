@@ -8,6 +8,7 @@
 #include <functional>
 #include <iostream>
 #include <limits>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,9 @@ const Mode kModes[] = {
     {"chunk17", false, DType::kF32, 17, 1e-4, 1e-3, 1e-4},
 };
 #endif
+
+// Test names and failure messages show the mode by name.
+void PrintTo(const Mode& mode, std::ostream* os) { *os << mode.name; }
 
 // Below this top-1/top-2 log-probability margin (nats), a bf16 path may pick either token.
 constexpr double kBf16GreedyMargin = 0.1;
@@ -242,8 +246,9 @@ TEST_P(GoldenTest, StatesAfterShortPromptsMatchFla) {
       for (int part = 0; part < 3; ++part) {
         const double conv_error = RelativeL2Error(
             ours_conv[part], golden_->Floats(absl::StrCat("short_conv_", names[part], "_", l)));
-        // Conv windows hold the projections: exact in float32, one rounding in bf16.
-        EXPECT_LT(conv_error, mode_.dtype == DType::kF32 ? 1e-5 : 1e-2)
+        // Conv windows hold the projections: as exact as the arithmetic in float32; in bf16 they
+        // carry the residual stream's error, like the logits.
+        EXPECT_LT(conv_error, mode_.dtype == DType::kF32 ? 1e-5 : mode_.logits_tolerance)
             << "conv window " << names[part] << " layer " << l;
       }
     }

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <numeric>
@@ -42,6 +43,7 @@ struct Flags {
   int steps = 20;
   bool no_graphs = false;
   bool skip_hardware = false;
+  bool breakdown = false;
   std::string json_path;
 };
 
@@ -126,6 +128,80 @@ absl::StatusOr<Hardware> MeasureHardware(Backend& backend, bool big) {
   HGRN2_RETURN_IF_ERROR(backend.Synchronize());
   hw.gemm_flops_per_second = 2.0 * n * n * n * reps / Seconds(start);
   return hw;
+}
+
+// Times each op of one decode step alone (50 back-to-back calls each), for a batch of `batch`
+// sequences in slots 0..batch-1 of `pool`, and prints microseconds per call and per step.
+absl::Status DecodeBreakdown(Backend& backend, const Model& model, StatePool& pool, int batch) {
+  const ModelConfig& c = model.config();
+  const DType dtype = backend.compute_dtype();
+  const int64_t d = c.hidden_size;
+  const int64_t inter = c.intermediate_size;
+  std::vector<DeviceBuffer> buffers;
+  auto make = [&](int64_t cols, DType type) -> absl::StatusOr<DeviceTensor> {
+    HGRN2_ASSIGN_OR_RETURN(DeviceBuffer buffer,
+                           backend.Allocate(static_cast<size_t>(batch * cols) * DTypeSize(type)));
+    HGRN2_RETURN_IF_ERROR(backend.Fill(buffer.data(), 0x3C, buffer.size()));
+    DeviceTensor t = buffer.Matrix(type, batch, cols);
+    buffers.push_back(std::move(buffer));
+    return t;
+  };
+  HGRN2_ASSIGN_OR_RETURN(DeviceTensor x, make(d, dtype));
+  HGRN2_ASSIGN_OR_RETURN(DeviceTensor residual, make(d, dtype));
+  HGRN2_ASSIGN_OR_RETURN(DeviceTensor qfi, make(3 * d, dtype));
+  HGRN2_ASSIGN_OR_RETURN(DeviceTensor mixed, make(d, dtype));
+  HGRN2_ASSIGN_OR_RETURN(DeviceTensor gate_up, make(2 * inter, dtype));
+  HGRN2_ASSIGN_OR_RETURN(DeviceTensor activated, make(inter, dtype));
+  HGRN2_ASSIGN_OR_RETURN(DeviceTensor logits, make(c.vocab_size, DType::kF32));
+  std::vector<int32_t> slot_ids(static_cast<size_t>(batch));
+  std::iota(slot_ids.begin(), slot_ids.end(), 0);
+  HGRN2_ASSIGN_OR_RETURN(DeviceBuffer slots, backend.Allocate(slot_ids.size() * 4));
+  HGRN2_RETURN_IF_ERROR(backend.CopyToDevice(slots.data(), slot_ids.data(), slot_ids.size() * 4));
+  const int64_t layer = std::min<int64_t>(1, c.num_layers - 1);
+  const LayerWeights& w = model.layer(layer);
+  Hgrn2LayerOp op;
+  op.num_heads = static_cast<int32_t>(c.num_heads);
+  op.key_dim = static_cast<int32_t>(c.key_dim);
+  op.value_dim = static_cast<int32_t>(c.value_dim);
+  op.conv_size = static_cast<int32_t>(c.conv_window());
+  op.conv_weight = w.conv;
+  op.lower_bound = w.lower_bound;
+  op.states = pool.Layer(layer);
+  const auto* slot_ptr = static_cast<const int32_t*>(slots.data());
+  struct Op {
+    const char* name;
+    int per_step;
+    std::function<absl::Status()> run;
+  };
+  const int layers = static_cast<int>(c.num_layers);
+  const std::vector<Op> ops = {
+      {"gemm qfi", layers, [&] { return backend.Gemm(x, w.qfi_proj, qfi); }},
+      {"hgrn2 step", layers, [&] { return backend.Hgrn2Step(op, slot_ptr, qfi, mixed); }},
+      {"rmsnorm", layers, [&] { return backend.RmsNorm(mixed, w.g_norm, 1e-6f, x); }},
+      {"gemm o", layers, [&] { return backend.Gemm(x, w.o_proj, mixed); }},
+      {"add-rmsnorm", 2 * layers,
+       [&] { return backend.AddRmsNorm(residual, mixed, w.mlp_norm, 1e-6f, x); }},
+      {"gemm gate_up", layers, [&] { return backend.Gemm(x, w.gate_up_proj, gate_up); }},
+      {"swiglu", layers, [&] { return backend.SwiGlu(gate_up, activated); }},
+      {"gemm down", layers, [&] { return backend.Gemm(activated, w.down_proj, mixed); }},
+      {"gemm lm_head", 1, [&] { return backend.Gemm(x, model.lm_head(), logits); }},
+  };
+  std::printf("\nbreakdown B=%d %-14s %10s %8s %12s\n", batch, "op", "us/call", "calls", "us/step");
+  double total = 0;
+  for (const Op& o : ops) {
+    for (int i = 0; i < 3; ++i) HGRN2_RETURN_IF_ERROR(o.run());
+    HGRN2_RETURN_IF_ERROR(backend.Synchronize());
+    const int reps = 50;
+    const Clock::time_point start = Clock::now();
+    for (int i = 0; i < reps; ++i) HGRN2_RETURN_IF_ERROR(o.run());
+    HGRN2_RETURN_IF_ERROR(backend.Synchronize());
+    const double us = Seconds(start) / reps * 1e6;
+    total += us * o.per_step;
+    std::printf("breakdown B=%d %-14s %10.1f %8d %12.1f\n", batch, o.name, us, o.per_step,
+                us * o.per_step);
+  }
+  std::printf("breakdown B=%d %-14s %10s %8s %12.1f\n", batch, "sum", "", "", total);
+  return absl::OkStatus();
 }
 
 std::vector<int32_t> RandomTokens(int64_t count, int64_t vocab, uint64_t seed) {
@@ -300,6 +376,12 @@ int Run(const Flags& flags) {
                            {"fraction_of_limit", limit > 0 ? limit / times[0] : 0.0}});
   }
   report["decode"] = decode_rows;
+  if (flags.breakdown) {
+    for (int batch : {1, 256}) {
+      if (batch > pool->num_slots()) continue;
+      if (absl::Status s = DecodeBreakdown(*backend, *model, *pool, batch); !s.ok()) return fail(s);
+    }
+  }
 
   nlohmann::json prefill_rows = nlohmann::json::array();
   std::printf("\n%-10s %10s %12s %10s %14s\n", "prefill", "ms", "tokens/s", "limit ms",
@@ -369,6 +451,8 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_flag("--no-graphs", flags.no_graphs, "Do not record decode steps as CUDA graphs");
   app.add_flag("--skip-hardware", flags.skip_hardware, "Skip the bandwidth and GEMM measurements");
+  app.add_flag("--breakdown", flags.breakdown,
+               "Also time each op of a decode step alone at B = 1 and 256");
   app.add_option("--json", flags.json_path, "Also write the results as JSON to this file");
   try {
     app.parse(argc, argv);

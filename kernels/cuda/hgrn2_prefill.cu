@@ -147,6 +147,134 @@ __global__ void __launch_bounds__(kThreads) Hgrn2PrefillKernel(Hgrn2PrefillParam
   }
 }
 
+// The fast path, for models without a short conv and with dk <= 128, dk % 4 == 0 (fla's
+// published configurations): thread c stages q/f channel c and thread r the v channel of row r
+// for a whole tile, loading the next tile's inputs while the recurrence runs on this one; a state
+// row is spread over 16 lanes (8 elements each), 8 rows per block, so that even one sequence
+// fills the card with blocks.
+constexpr int kFastThreads = 128;
+constexpr int kFastLanesPerRow = 16;
+constexpr int kFastRows = kFastThreads / kFastLanesPerRow;  // 8
+constexpr int kFastTile = 16;
+constexpr int kFastMaxKeyDim = 128;
+
+template <typename T>
+__global__ void __launch_bounds__(kFastThreads)
+    Hgrn2PrefillFastKernel(Hgrn2PrefillParams<T> params) {
+  __shared__ __align__(16) float q_s[kFastTile][kFastMaxKeyDim];
+  __shared__ __align__(16) float g_s[kFastTile][kFastMaxKeyDim];
+  __shared__ __align__(16) float k_s[kFastTile][kFastMaxKeyDim];
+  __shared__ float v_s[kFastTile][kFastRows];
+  const Hgrn2LayerParams<T>& p = params.layer;
+  const int dk = p.key_dim;
+  const int dv = p.value_dim;
+  const int head = blockIdx.y;
+  const int b = blockIdx.z;
+  const int row_begin = blockIdx.x * kFastRows;
+  const int rows = min(kFastRows, dv - row_begin);
+  const int64_t begin = params.seq_offsets[b];
+  const int64_t length = params.seq_offsets[b + 1] - begin;
+  if (length == 0) return;
+  const int64_t slot = p.slots[b];
+  const int64_t qf = p.qf_width();
+
+  // Staging roles.
+  const bool stages_qf = threadIdx.x < dk;
+  const bool stages_v = threadIdx.x < rows;
+  const int64_t qc = static_cast<int64_t>(head) * dk + threadIdx.x;
+  const int64_t vc = 2 * qf + static_cast<int64_t>(head) * dv + row_begin + threadIdx.x;
+  const float lb = stages_qf && p.lower_bound != nullptr ? p.lower_bound[qc] : 0.0f;
+  float raw_q[kFastTile], raw_f[kFastTile], raw_v[kFastTile];
+  auto load_tile = [&](int64_t tile) {
+#pragma unroll
+    for (int t = 0; t < kFastTile; ++t) {
+      const bool in = tile + t < length;
+      const T* x = p.qfi + (begin + tile + t) * p.qfi_stride_token;
+      raw_q[t] = in && stages_qf ? ToFloat(x[qc]) : 0.0f;
+      raw_f[t] = in && stages_qf ? ToFloat(x[qf + qc]) : 0.0f;
+      raw_v[t] = in && stages_v ? ToFloat(x[vc]) : 0.0f;
+    }
+  };
+
+  // Recurrence roles: lane `part` of row `row` holds columns 4·(part + 16·i) + e.
+  const int lane = threadIdx.x % 32;
+  const int row = (threadIdx.x / 32) * (32 / kFastLanesPerRow) + lane / kFastLanesPerRow;
+  const int part = lane % kFastLanesPerRow;
+  const bool row_valid = row < rows;
+  float* state_row = p.state + slot * p.state_stride_slot +
+                     (static_cast<int64_t>(head) * dv + row_begin + (row_valid ? row : 0)) * dk;
+  constexpr int kChunks = kFastMaxKeyDim / (4 * kFastLanesPerRow);  // float4 chunks per lane
+  float s[4 * kChunks];
+#pragma unroll
+  for (int i = 0; i < kChunks; ++i) {
+    const int j = 4 * (part + kFastLanesPerRow * i);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[4 * i + e] = row_valid && j < dk ? state_row[j + e] : 0.0f;
+  }
+  T* out = p.out + static_cast<int64_t>(head) * dv + row_begin + row;
+
+  load_tile(0);
+  for (int64_t tile = 0; tile < length; tile += kFastTile) {
+    const int count = static_cast<int>(min(static_cast<int64_t>(kFastTile), length - tile));
+    __syncthreads();  // the previous tile's gates are no longer read
+#pragma unroll
+    for (int t = 0; t < kFastTile; ++t) {
+      if (stages_qf) {
+        const float q = raw_q[t];
+        const float f = raw_f[t];
+        q_s[t][threadIdx.x] = q * cuda::Sigmoid(q);
+        g_s[t][threadIdx.x] = lb + (1.0f - lb) * cuda::Sigmoid(f);
+        k_s[t][threadIdx.x] = (1.0f - lb) * cuda::Sigmoid(-f);
+      }
+      if (stages_v) v_s[t][threadIdx.x] = raw_v[t];
+    }
+    __syncthreads();
+    if (tile + kFastTile < length) load_tile(tile + kFastTile);  // in flight during the tile
+
+    for (int t = 0; t < count; ++t) {
+      const float v = row_valid ? v_s[t][row] : 0.0f;
+      float o[kChunks];
+#pragma unroll
+      for (int i = 0; i < kChunks; ++i) {
+        o[i] = 0.0f;
+        const int j = 4 * (part + kFastLanesPerRow * i);
+        if (j < dk) {
+          const float4 q4 = *reinterpret_cast<const float4*>(&q_s[t][j]);
+          const float4 g4 = *reinterpret_cast<const float4*>(&g_s[t][j]);
+          const float4 k4 = *reinterpret_cast<const float4*>(&k_s[t][j]);
+          float* si = s + 4 * i;
+          si[0] = si[0] * g4.x + v * k4.x;
+          si[1] = si[1] * g4.y + v * k4.y;
+          si[2] = si[2] * g4.z + v * k4.z;
+          si[3] = si[3] * g4.w + v * k4.w;
+          o[i] = (si[0] * q4.x + si[1] * q4.y) + (si[2] * q4.z + si[3] * q4.w);
+        }
+      }
+      float total = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kChunks; ++i) total += o[i];
+#pragma unroll
+      for (int offset = kFastLanesPerRow / 2; offset > 0; offset >>= 1) {
+        total += __shfl_xor_sync(0xffffffffu, total, offset);
+      }
+      if (row_valid && part == 0) {
+        out[(begin + tile + t) * p.out_stride_token] = cuda::FromFloat<T>(total);
+      }
+    }
+  }
+
+  if (row_valid) {
+#pragma unroll
+    for (int i = 0; i < kChunks; ++i) {
+      const int j = 4 * (part + kFastLanesPerRow * i);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if (j < dk) state_row[j + e] = s[4 * i + e];
+      }
+    }
+  }
+}
+
 template <typename T, int kElems, bool kVec>
 cudaError_t LaunchWith(const Hgrn2PrefillParams<T>& params, cudaStream_t stream) {
   const Hgrn2LayerParams<T>& p = params.layer;
@@ -174,6 +302,11 @@ cudaError_t LaunchHgrn2Prefill(const Hgrn2PrefillParams<T>& params, cudaStream_t
   }
   const int dk = p.key_dim;
   const bool vec = dk % 4 == 0;
+  if (p.conv_size == 0 && vec && dk <= kFastMaxKeyDim) {
+    const dim3 grid((p.value_dim + kFastRows - 1) / kFastRows, p.num_heads, params.num_seqs);
+    Hgrn2PrefillFastKernel<T><<<grid, kFastThreads, 0, stream>>>(params);
+    return cudaGetLastError();
+  }
   cudaError_t error;
   if (dk <= 32) {
     error = vec ? LaunchWith<T, 4, true>(params, stream) : LaunchWith<T, 4, false>(params, stream);
