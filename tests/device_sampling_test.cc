@@ -2,8 +2,10 @@
 // their packing and unpacking, the shared Philox, and the fixed-point sums of the CUDA sampler.
 #include "engine/device_sampling.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -289,6 +291,128 @@ TEST(FixedSumTest, SumsAreExactAndRoundOnce) {
   }
   EXPECT_TRUE(kernels::Less(FixedSum{5, 0}, FixedSum{0, 1}));
   EXPECT_FALSE(kernels::Less(FixedSum{0, 1}, FixedSum{0, 1}));
+}
+
+// The top_p selection of the CUDA sampler, step for step on the host (radix passes over ordered
+// keys with exact fixed-point masses, then the ties at the boundary by id), against the sort of
+// DrawToken: the kept sets must be the same. This checks the method; the GPU test checks the
+// kernel.
+uint32_t OrderedKey(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+float FloatFromKey(uint32_t key) {
+  const uint32_t bits = (key & 0x80000000u) ? (key & 0x7fffffffu) : ~key;
+  float x;
+  std::memcpy(&x, &bits, sizeof(x));
+  return x;
+}
+
+std::vector<bool> KeptByRadixSelection(const std::vector<float>& z, float top_p) {
+  uint32_t prefix = 0;
+  uint32_t mask = 0;
+  FixedSum above{};
+  double target = 0.0;
+  int32_t count_equal = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    std::vector<int32_t> counts(256, 0);
+    std::vector<FixedSum> mass(256, FixedSum{});
+    for (float v : z) {
+      if (!(v > -kInf)) continue;
+      const uint32_t key = OrderedKey(v);
+      if ((key & mask) != prefix) continue;
+      const int b = static_cast<int>((key >> shift) & 0xffu);
+      ++counts[b];
+      mass[b] = kernels::Add(mass[b], kernels::ToFixedSum(std::exp(static_cast<double>(v))));
+    }
+    if (shift == 24) {
+      FixedSum total{};
+      for (const FixedSum& m : mass) total = kernels::Add(total, m);
+      target = static_cast<double>(top_p) * kernels::ToDouble(total);
+    }
+    int chosen = -1;
+    for (int b = 255; b >= 0; --b) {
+      if (counts[b] == 0) continue;
+      if (kernels::ToDouble(kernels::Add(above, mass[b])) >= target) {
+        chosen = b;
+        break;
+      }
+      above = kernels::Add(above, mass[b]);
+    }
+    EXPECT_GE(chosen, 0);
+    prefix |= static_cast<uint32_t>(chosen) << shift;
+    mask |= 0xffu << shift;
+    count_equal = counts[chosen];
+  }
+  const float boundary = FloatFromKey(prefix);
+  const FixedSum each = kernels::ToFixedSum(std::exp(static_cast<double>(boundary)));
+  int32_t lo = 1;
+  int32_t hi = count_equal;
+  while (lo < hi) {
+    const int32_t mid = lo + (hi - lo) / 2;
+    if (kernels::ToDouble(kernels::Add(above, kernels::Multiply(each, mid))) >= target) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  std::vector<bool> kept(z.size());
+  int32_t ties = 0;
+  for (size_t i = 0; i < z.size(); ++i) {
+    kept[i] = z[i] > boundary || (z[i] == boundary && ++ties <= lo);
+  }
+  return kept;
+}
+
+std::vector<bool> KeptBySort(const std::vector<float>& z, float top_p) {
+  std::vector<int32_t> order;
+  for (size_t i = 0; i < z.size(); ++i) {
+    if (z[i] > -kInf) order.push_back(static_cast<int32_t>(i));
+  }
+  std::sort(order.begin(), order.end(),
+            [&z](int32_t a, int32_t b) { return z[a] != z[b] ? z[a] > z[b] : a < b; });
+  double total = 0.0;
+  for (int32_t id : order) total += std::exp(static_cast<double>(z[id]));
+  const double target = static_cast<double>(top_p) * total;
+  double cumulative = 0.0;
+  std::vector<bool> kept(z.size(), false);
+  for (int32_t id : order) {
+    kept[id] = true;
+    cumulative += std::exp(static_cast<double>(z[id]));
+    if (cumulative >= target) break;
+  }
+  return kept;
+}
+
+TEST(TopPMethodTest, RadixSelectionKeepsWhatTheSortKeeps) {
+  std::mt19937_64 rng(17);
+  int compared = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    const size_t vocab = trial % 4 == 0 ? 5 : (trial % 4 == 1 ? 1000 : 32000);
+    std::vector<float> z = RandomNormal(vocab, rng(), 3.0f);
+    if (trial % 5 == 1) {
+      for (float& x : z) x = std::round(x * 2.0f) / 2.0f;  // ties, the boundary among them
+    }
+    if (trial % 5 == 2) {
+      for (size_t i = 0; i < vocab; i += 3) z[i] = -kInf;
+    }
+    if (trial % 5 == 3) std::fill(z.begin(), z.end(), 0.25f);
+    // As DrawToken leaves them: the max at exactly 0, the rest scaled by a temperature.
+    const float temperature = trial % 3 == 0 ? 0.7f : 1.3f;
+    const float max = *std::max_element(z.begin(), z.end());
+    for (float& x : z) {
+      const float scaled = x == max ? 0.0f : (x - max) / temperature;
+      x = std::isnan(scaled) ? -kInf : (scaled == 0.0f ? 0.0f : scaled);
+    }
+    for (float top_p : {0.05f, 0.5f, 0.9f, 0.99f, 0.999999f}) {
+      ASSERT_EQ(KeptByRadixSelection(z, top_p), KeptBySort(z, top_p))
+          << "trial " << trial << " vocab " << vocab << " top_p " << top_p;
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, 2000);
 }
 
 }  // namespace

@@ -190,13 +190,20 @@ __device__ void RadixSelect(const float* z, int32_t n, int32_t rank, float top_p
       sh.mass_hi[b] = 0;
     }
     __syncthreads();
-    for (int32_t i = threadIdx.x; i < n; i += kThreads) {
-      const float v = z[i];
-      if (kMass && !(v > kNegInf)) continue;
+    // The loop bound is the same for the whole block, so every lane reaches __match_any_sync.
+    for (int32_t base = 0; base < n; base += kThreads) {
+      const int32_t i = base + static_cast<int32_t>(threadIdx.x);
+      const float v = i < n ? z[i] : kNegInf;
       const uint32_t key = OrderedKey(v);
-      if ((key & mask) != prefix) continue;
-      const int b = static_cast<int>((key >> shift) & 0xffu);
-      atomicAdd(&sh.counts[b], 1);
+      const bool counted = i < n && (!kMass || v > kNegInf) && (key & mask) == prefix;
+      const int b = counted ? static_cast<int>((key >> shift) & 0xffu) : -1;
+      // Lanes of a warp that fall into one bucket add their count once: most elements share a
+      // few buckets in the first passes, and same-address atomics serialize.
+      const unsigned peers = __match_any_sync(kFullMask, b);
+      if (!counted) continue;
+      if (static_cast<int>(threadIdx.x % 32) == __ffs(peers) - 1) {
+        atomicAdd(&sh.counts[b], __popc(peers));
+      }
       if constexpr (kMass) {
         const FixedSum m = ToFixedSum(exp(static_cast<double>(v)));
         // Two 64-bit halves; the carry out of the low half goes to the high half exactly once.
@@ -492,8 +499,8 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p, bool st
   }
 }
 
-// Whether a row of `vocab` floats fits in a block's shared memory beside the static part.
-cudaError_t RowFitsInSharedMemory(int64_t vocab, bool* fits) {
+// The most dynamic shared memory a block of SampleKernel can have on the current device.
+cudaError_t MaxDynamicSharedBytes(int* bytes) {
   int device = 0;
   cudaError_t error = cudaGetDevice(&device);
   if (error != cudaSuccess) return error;
@@ -503,9 +510,16 @@ cudaError_t RowFitsInSharedMemory(int64_t vocab, bool* fits) {
   cudaFuncAttributes attributes{};
   error = cudaFuncGetAttributes(&attributes, SampleKernel);
   if (error != cudaSuccess) return error;
-  *fits = static_cast<int64_t>(attributes.sharedSizeBytes) +
-              vocab * static_cast<int64_t>(sizeof(float)) <=
-          optin;
+  *bytes = optin - static_cast<int>(attributes.sharedSizeBytes);
+  return cudaSuccess;
+}
+
+// Whether a row of `vocab` floats fits in a block's shared memory beside the static part.
+cudaError_t RowFitsInSharedMemory(int64_t vocab, bool* fits) {
+  int max_dynamic = 0;
+  const cudaError_t error = MaxDynamicSharedBytes(&max_dynamic);
+  if (error != cudaSuccess) return error;
+  *fits = vocab * static_cast<int64_t>(sizeof(float)) <= max_dynamic;
   return cudaSuccess;
 }
 
@@ -539,10 +553,16 @@ cudaError_t LaunchSample(const SampleParams& p, cudaStream_t stream) {
   if (error != cudaSuccess) return error;
   if (!staged && p.workspace == nullptr) return cudaErrorInvalidValue;
   const size_t dynamic_bytes = staged ? static_cast<size_t>(p.vocab) * sizeof(float) : 0;
-  // Above 48 KB a block's dynamic shared memory must be asked for.
-  error = cudaFuncSetAttribute(SampleKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(dynamic_bytes));
-  if (error != cudaSuccess) return error;
+  if (staged) {
+    // Above 48 KB a block's dynamic shared memory must be asked for. Always the most there is,
+    // so the setting does not depend on the vocabulary of the last launch.
+    int max_dynamic = 0;
+    error = MaxDynamicSharedBytes(&max_dynamic);
+    if (error != cudaSuccess) return error;
+    error = cudaFuncSetAttribute(SampleKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 max_dynamic);
+    if (error != cudaSuccess) return error;
+  }
   SampleKernel<<<static_cast<unsigned>(p.batch), kThreads, dynamic_bytes, stream>>>(p, staged);
   return cudaGetLastError();
 }

@@ -226,7 +226,7 @@ void RunCase(const Case& c, int* failures) {
   std::vector<std::unique_ptr<Sampler>> device;
   std::vector<Sampler*> device_ptrs;
   for (int64_t r = 0; r < c.batch; ++r) {
-    const SamplingParams params = Mix(static_cast<int>(r + c.vocab), c.vocab, 1000 + r);
+    const SamplingParams params = Mix(static_cast<int>(r * 5 + c.batch), c.vocab, 1000 + r);
     ASSERT_TRUE(params.Validate(c.vocab).ok()) << params.Validate(c.vocab);
     std::vector<int32_t> prompt;
     for (int i = 0; i < 12; ++i) prompt.push_back(static_cast<int32_t>(rng() % c.vocab));
