@@ -6,7 +6,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <vector>
 
@@ -115,6 +117,60 @@ TEST(LogitAdjustmentsTest, AppliedAsTheDeviceDoesTheyReproduceGreedySampling) {
       }
       ASSERT_EQ(got, want) << "trial " << trial << " step " << step;
       packed.RecordSampled(got);
+    }
+  }
+}
+
+// Steps 1 and 2 written out densely, as Sampler::Sample does them, against the entries applied
+// as the device does: the same bits for every token, step after step.
+TEST(LogitAdjustmentsTest, AppliedAsTheDeviceDoesTheyGiveTheDenseProcessedLogitsBitForBit) {
+  constexpr int32_t kVocab = 40;
+  std::mt19937_64 rng(11);
+  for (int trial = 0; trial < 30; ++trial) {
+    SamplingParams params;
+    params.repetition_penalty = trial % 3 == 0 ? 1.0f : 0.9f + 0.1f * static_cast<float>(trial % 5);
+    params.presence_penalty = trial % 2 == 0 ? 0.0f : -0.3f;
+    params.frequency_penalty = trial % 4 == 0 ? 0.0f : 0.45f;
+    for (int j = 0; j < 6; ++j) {
+      params.logit_bias.emplace_back(static_cast<int32_t>(rng() % kVocab),
+                                     j == 2 ? -kInf : static_cast<float>(rng() % 100) / 7.0f);
+    }
+    std::vector<int32_t> prompt;
+    for (int j = 0; j < 8; ++j) prompt.push_back(static_cast<int32_t>(rng() % kVocab));
+    Sampler sampler(params, kVocab, prompt);
+    std::vector<uint8_t> seen(kVocab, 0);
+    for (int32_t id : prompt) seen[id] = 1;
+    std::vector<int32_t> counts(kVocab, 0);
+    for (int step = 0; step < 15; ++step) {
+      const std::vector<float> row = RandomNormal(kVocab, rng(), 2.0f);
+      std::vector<float> want = row;
+      for (const auto& [id, bias] : params.logit_bias) want[id] += bias;
+      if (params.repetition_penalty != 1.0f) {
+        for (int32_t i = 0; i < kVocab; ++i) {
+          if (seen[i]) {
+            want[i] = want[i] > 0.0f ? want[i] / params.repetition_penalty
+                                     : want[i] * params.repetition_penalty;
+          }
+        }
+      }
+      if (params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f) {
+        for (int32_t i = 0; i < kVocab; ++i) {
+          if (counts[i] == 0) continue;
+          want[i] -= params.frequency_penalty * static_cast<float>(counts[i]);
+          want[i] -= params.presence_penalty;
+        }
+      }
+      std::vector<float> got = row;
+      ApplyAdjustments(params, AdjustmentsOf(sampler), got);
+      for (int32_t i = 0; i < kVocab; ++i) {
+        ASSERT_EQ(std::memcmp(&want[i], &got[i], sizeof(float)), 0)
+            << "trial " << trial << " step " << step << " token " << i << ": " << want[i] << " vs "
+            << got[i];
+      }
+      const int32_t next = static_cast<int32_t>(rng() % kVocab);
+      sampler.RecordSampled(next);
+      seen[next] = 1;
+      ++counts[next];
     }
   }
 }
@@ -413,6 +469,83 @@ TEST(TopPMethodTest, RadixSelectionKeepsWhatTheSortKeeps) {
     }
   }
   EXPECT_EQ(compared, 2000);
+}
+
+// The count-only radix selection of the CUDA sampler (top_k's threshold, the top alternatives):
+// the key of the rank-th largest, and the count of larger keys and of equal ones.
+struct CountSelection {
+  float value;
+  int32_t above;
+  int32_t equal;
+};
+
+CountSelection SelectByCount(const std::vector<float>& keys, int32_t rank) {
+  uint32_t prefix = 0;
+  uint32_t mask = 0;
+  int32_t above = 0;
+  int32_t equal = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    std::vector<int32_t> counts(256, 0);
+    for (float v : keys) {
+      const uint32_t key = OrderedKey(v);
+      if ((key & mask) == prefix) ++counts[(key >> shift) & 0xffu];
+    }
+    int chosen = -1;
+    for (int b = 255; b >= 0; --b) {
+      if (counts[b] == 0) continue;
+      if (above + counts[b] >= rank) {
+        chosen = b;
+        break;
+      }
+      above += counts[b];
+    }
+    EXPECT_GE(chosen, 0);
+    prefix |= static_cast<uint32_t>(chosen) << shift;
+    mask |= 0xffu << shift;
+    equal = counts[chosen];
+  }
+  return {FloatFromKey(prefix), above, equal};
+}
+
+TEST(CountSelectionMethodTest, KthLargestAndTopAlternativesMatchTheSorts) {
+  std::mt19937_64 rng(23);
+  for (int trial = 0; trial < 300; ++trial) {
+    const size_t vocab = trial % 3 == 0 ? 7 : (trial % 3 == 1 ? 1000 : 32000);
+    std::vector<float> keys = RandomNormal(vocab, rng(), 3.0f);
+    if (trial % 4 == 1) {
+      // Rounding gives -0 too; the kernel's keys have no -0 (CanonicalZero), as here.
+      for (float& x : keys) x = std::round(x) + 0.0f;
+    }
+    if (trial % 4 == 2) {
+      for (size_t i = 0; i < vocab; i += 2) keys[i] = -kInf;
+    }
+    if (trial % 4 == 3) std::fill(keys.begin(), keys.end(), -1.5f);
+    for (int32_t rank : {1, 2, 5, 20, 50}) {
+      if (rank > static_cast<int32_t>(vocab)) continue;
+      const CountSelection got = SelectByCount(keys, rank);
+      std::vector<float> sorted = keys;
+      std::nth_element(sorted.begin(), sorted.begin() + (rank - 1), sorted.end(),
+                       std::greater<float>());
+      ASSERT_EQ(got.value, sorted[rank - 1]) << "trial " << trial << " rank " << rank;
+      // The top `rank` by (key desc, id asc): larger keys, then the lowest ids of the equal ones.
+      std::vector<int32_t> order(vocab);
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(
+          order.begin(), order.begin() + rank, order.end(),
+          [&](int32_t a, int32_t b) { return keys[a] != keys[b] ? keys[a] > keys[b] : a < b; });
+      std::vector<int32_t> want(order.begin(), order.begin() + rank);
+      std::sort(want.begin(), want.end());
+      std::vector<int32_t> chosen;
+      int32_t ties = 0;
+      for (size_t i = 0; i < vocab; ++i) {
+        if (keys[i] > got.value || (keys[i] == got.value && ++ties <= rank - got.above)) {
+          chosen.push_back(static_cast<int32_t>(i));
+        }
+      }
+      ASSERT_EQ(chosen, want) << "trial " << trial << " rank " << rank;
+      ASSERT_LE(rank - got.above, got.equal);
+    }
+  }
 }
 
 }  // namespace
