@@ -44,6 +44,11 @@ struct SampleAdjustment {
   uint32_t flags = 0;
 };
 
+// The host packs these and the device reads them: the sizes pin the layout (and the staging
+// bytes per row and per entry).
+static_assert(sizeof(SampleRowParams) == 48);
+static_assert(sizeof(SampleAdjustment) == 16);
+
 struct SampleParams {
   int64_t batch = 0;  // rows
   int64_t vocab = 0;  // in [1, kSampleMaxVocab]
