@@ -8,6 +8,7 @@
 // last bits are only double sums and double exp/log: the log-sum-exp of the log-probabilities is
 // a tree sum (the host sums in id order), the top_p masses are exact 128-bit sums rounded once
 // (the host sums in sorted order), and CUDA's exp/log may differ from glibc's by one ulp.
+// Build without --use_fast_math (-ftz=true would flush denormal differences to zero).
 #include <cuda_runtime.h>
 
 #include <cstdint>
