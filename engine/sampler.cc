@@ -18,15 +18,6 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// Random123's philox4x32 multipliers and Weyl key increments.
-constexpr uint32_t kPhiloxM0 = 0xD2511F53;
-constexpr uint32_t kPhiloxM1 = 0xCD9E8D57;
-constexpr uint32_t kPhiloxW0 = 0x9E3779B9;
-constexpr uint32_t kPhiloxW1 = 0xBB67AE85;
-
-uint32_t Lo32(uint64_t x) { return static_cast<uint32_t>(x); }
-uint32_t Hi32(uint64_t x) { return static_cast<uint32_t>(x >> 32); }
-
 absl::Status OutOfRange(absl::string_view field, absl::string_view requirement, float value) {
   return absl::InvalidArgumentError(absl::StrCat(field, " must be ", requirement, ", got ", value));
 }
@@ -207,22 +198,9 @@ absl::Status StoppingParams::Validate(int64_t vocab_size) const {
 
 std::array<uint32_t, 4> Philox4x32_10(std::array<uint32_t, 4> counter,
                                       std::array<uint32_t, 2> key) {
-  for (int round = 0; round < 10; ++round) {
-    if (round > 0) {
-      key[0] += kPhiloxW0;
-      key[1] += kPhiloxW1;
-    }
-    const uint64_t product0 = uint64_t{kPhiloxM0} * counter[0];
-    const uint64_t product1 = uint64_t{kPhiloxM1} * counter[2];
-    counter = {Hi32(product1) ^ counter[1] ^ key[0], Lo32(product1),
-               Hi32(product0) ^ counter[3] ^ key[1], Lo32(product0)};
-  }
-  return counter;
-}
-
-float PhiloxUniform(uint64_t seed, uint64_t counter, uint64_t index) {
-  return UnitIntervalFromBits(Philox4x32_10(
-      {Lo32(index), Hi32(index), Lo32(counter), Hi32(counter)}, {Lo32(seed), Hi32(seed)})[0]);
+  const kernels::PhiloxWords out = kernels::Philox4x32_10(
+      kernels::PhiloxWords{{counter[0], counter[1], counter[2], counter[3]}}, key[0], key[1]);
+  return {out.w[0], out.w[1], out.w[2], out.w[3]};
 }
 
 void LogSoftmax(absl::Span<const float> logits, absl::Span<float> out) {
@@ -249,6 +227,16 @@ Sampler::Sampler(SamplingParams params, int64_t vocab_size, absl::Span<const int
   if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) {
     generated_counts_.assign(vocab, 0);
   }
+  if (!seen_in_context_.empty()) {
+    for (int32_t id = 0; id < vocab_size_; ++id) {
+      if (seen_in_context_[id]) penalized_ids_.push_back(id);
+    }
+  }
+  for (const auto& [id, bias] : params_.logit_bias) {
+    if (id >= 0 && id < vocab_size_) sorted_bias_.emplace_back(id, bias);
+  }
+  std::stable_sort(sorted_bias_.begin(), sorted_bias_.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
   scratch_.reserve(vocab);
 }
 
@@ -316,10 +304,37 @@ SampledToken Sampler::Sample(absl::Span<const float> row) {
     }
   }
 
+  RecordSampled(id);
+  return result;
+}
+
+void Sampler::RecordSampled(int32_t id) {
+  assert(id >= 0 && id < vocab_size_);
   ++num_sampled_;
+  const bool was_penalized = (!seen_in_context_.empty() && seen_in_context_[id]) ||
+                             (!generated_counts_.empty() && generated_counts_[id] > 0);
   if (!generated_counts_.empty()) ++generated_counts_[id];
   if (!seen_in_context_.empty()) seen_in_context_[id] = 1;
-  return result;
+  if (!was_penalized && (!seen_in_context_.empty() || !generated_counts_.empty())) {
+    penalized_ids_.insert(std::lower_bound(penalized_ids_.begin(), penalized_ids_.end(), id), id);
+  }
+}
+
+void Sampler::AppendLogitAdjustments(std::vector<LogitAdjustment>& out) const {
+  // A merge of two ascending lists; for one id its biases come first, as in Sample().
+  size_t b = 0;
+  for (size_t p = 0; p <= penalized_ids_.size(); ++p) {
+    const int32_t next = p < penalized_ids_.size() ? penalized_ids_[p] : vocab_size_;
+    for (; b < sorted_bias_.size() && sorted_bias_[b].first <= next; ++b) {
+      out.push_back(
+          {.id = sorted_bias_[b].first, .bias = sorted_bias_[b].second, .add_bias = true});
+    }
+    if (p == penalized_ids_.size()) break;
+    LogitAdjustment penalty{.id = next};
+    penalty.repetition = !seen_in_context_.empty() && seen_in_context_[next];
+    penalty.count = generated_counts_.empty() ? 0 : generated_counts_[next];
+    out.push_back(penalty);
+  }
 }
 
 FinishReason CheckFinish(const StoppingParams& params, absl::Span<const int32_t> eos_token_ids,

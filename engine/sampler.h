@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "kernels/philox.h"
 
 namespace hgrn2 {
 
@@ -60,6 +61,21 @@ struct SampledToken {
   std::vector<TokenLogprob> top;
 };
 
+// One change that Sample() makes to one token's logit before choosing (steps 1 and 2 of
+// SamplingParams), for a sampler that runs elsewhere (the CUDA sampler, kernels/sample.h). An entry
+// adds `bias` if `add_bias`, then divides a positive logit by repetition_penalty (multiplies a
+// negative one) if `repetition`, then, if `count` > 0, subtracts frequency_penalty · count and
+// presence_penalty — each in float, as Sample() does.
+struct LogitAdjustment {
+  int32_t id = 0;
+  float bias = 0.0f;
+  bool add_bias = false;
+  bool repetition = false;
+  int32_t count = 0;  // times generated; 0 unless presence or frequency penalty is on
+
+  friend bool operator==(const LogitAdjustment&, const LogitAdjustment&) = default;
+};
+
 // Sampling state of one sequence: parameters, the draw counter and token counts for penalties.
 // Thread-compatible: one sequence is sampled by one thread at a time.
 class Sampler {
@@ -76,6 +92,15 @@ class Sampler {
   // still makes progress.
   SampledToken Sample(absl::Span<const float> row);
 
+  // For sampling elsewhere: appends what Sample() would do to the logits before choosing, as
+  // entries sorted by id, those of one id adjacent and to be applied in order (its logit_bias
+  // entries in the order given, then one entry with its penalties). Costs O(entries), not
+  // O(vocab_size): the ids touched by penalties are kept in a sorted list.
+  void AppendLogitAdjustments(std::vector<LogitAdjustment>& out) const;
+  // Records `id` (in [0, vocab_size)) as the token chosen by this step, exactly as Sample() does
+  // after choosing: advances the draw counter and the penalty counts.
+  void RecordSampled(int32_t id);
+
   const SamplingParams& params() const { return params_; }
   int64_t vocab_size() const { return vocab_size_; }
   uint64_t seed() const { return seed_; }
@@ -89,22 +114,25 @@ class Sampler {
   int64_t num_sampled_ = 0;
   std::vector<int32_t> generated_counts_;  // per token id; empty unless a penalty needs it
   std::vector<uint8_t> seen_in_context_;   // prompt or generated; only with repetition_penalty
-  std::vector<float> scratch_;             // working copy of the logits
-  std::vector<int32_t> order_;             // token ids, for top-k/top-p and top logprobs
+  // Ascending ids with seen_in_context_ set or a generated count, each once.
+  std::vector<int32_t> penalized_ids_;
+  // logit_bias with ids in range, stably sorted by id (the order Sample() applies them per id).
+  std::vector<std::pair<int32_t, float>> sorted_bias_;
+  std::vector<float> scratch_;  // working copy of the logits
+  std::vector<int32_t> order_;  // token ids, for top-k/top-p and top logprobs
 };
 
 // Philox4x32-10 (Salmon et al. 2011, as in cuRAND): a uniform in the open interval (0, 1) for
-// (seed, counter, index). The same function runs on the device in the CUDA sampler.
-// Key = {seed lo, seed hi}, counter = {index lo, index hi, counter lo, counter hi}; the first
-// output word x becomes UnitIntervalFromBits(x).
-float PhiloxUniform(uint64_t seed, uint64_t counter, uint64_t index);
+// (seed, counter, index). The same function (kernels/philox.h) runs on the device in the CUDA
+// sampler. Key = {seed lo, seed hi}, counter = {index lo, index hi, counter lo, counter hi}; the
+// first output word x becomes UnitIntervalFromBits(x).
+inline float PhiloxUniform(uint64_t seed, uint64_t counter, uint64_t index) {
+  return kernels::PhiloxUniform(seed, counter, index);
+}
 
 // (2·(x >> 9) + 1) · 2^-24: the odd multiples of 2^-24, from 2^-24 to 1 - 2^-24, each exactly a
-// float (so the device computes the same bits in float). Never 0 or 1: the exponential race
-// takes -log(u), and u = 1 would give an infinite score to whichever token drew it.
-inline float UnitIntervalFromBits(uint32_t x) {
-  return static_cast<float>(2 * (x >> 9) + 1) * 0x1p-24f;
-}
+// float. Never 0 or 1 (see kernels/philox.h).
+inline float UnitIntervalFromBits(uint32_t x) { return kernels::UnitIntervalFromBits(x); }
 
 // The Philox4x32-10 block function (10 rounds, Random123's constants and key schedule): 4 output
 // words for a 4-word counter and a 2-word key. Exposed for the known-answer tests and so that
