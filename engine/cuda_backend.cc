@@ -5,6 +5,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -12,6 +14,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "engine/backend.h"
+#include "engine/device_sampling.h"
 #include "engine/sampler.h"
 #include "engine/status_macros.h"
 #include "kernels/gather_rows.h"
@@ -19,10 +22,14 @@
 #include "kernels/hgrn2_step.h"
 #include "kernels/log_softmax_gather.h"
 #include "kernels/rms_norm.h"
+#include "kernels/sample.h"
 #include "kernels/swiglu.h"
 
 namespace hgrn2 {
 namespace {
+
+// Sub-buffers start on 256-byte boundaries.
+constexpr size_t Align(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 absl::Status CudaStatus(cudaError_t error, absl::string_view what) {
   if (error == cudaSuccess) return absl::OkStatus();
@@ -373,13 +380,98 @@ class CudaBackend final : public Backend {
                                                        samplers[r]->vocab_size()));
       }
     }
-    // The rows come to page-locked host memory and are sampled there.
+    for (Sampler* sampler : samplers) {
+      if (sampler->params().num_top_logprobs > DeviceSampleBatch::kMaxTopLogprobs) {
+        return SampleOnHost(logits, samplers, out);
+      }
+    }
+    if (logits.rows == 0) return absl::OkStatus();
+    HGRN2_RETURN_IF_ERROR(sample_batch_.Pack(samplers, samplers[0]->vocab_size()));
+    const int64_t batch = logits.rows;
+    const int32_t top = sample_batch_.top_capacity();
+    const auto rows = sample_batch_.rows();
+    const auto offsets = sample_batch_.adjustment_offsets();
+    const auto adjustments = sample_batch_.adjustments();
+    // One page-locked staging area and one device area, each [inputs | outputs], grown as needed.
+    const size_t rows_bytes = rows.size() * sizeof(rows[0]);
+    const size_t offsets_bytes = offsets.size() * sizeof(int32_t);
+    const size_t adjust_bytes = adjustments.size() * sizeof(adjustments[0]);
+    const size_t in_bytes = Align(rows_bytes) + Align(offsets_bytes) + Align(adjust_bytes);
+    const size_t ids_bytes = Align(batch * 4), logprobs_bytes = Align(batch * 4);
+    const size_t top_bytes = Align(static_cast<size_t>(batch) * std::max(top, 1) * 4);
+    const size_t out_bytes = ids_bytes + logprobs_bytes + 2 * top_bytes;
+    size_t workspace_bytes = 0;
+    HGRN2_RETURN_IF_ERROR(CudaStatus(
+        kernels::SampleWorkspaceBytes(batch, samplers[0]->vocab_size(), &workspace_bytes),
+        "sample workspace"));
+    const size_t total = in_bytes + out_bytes + Align(workspace_bytes);
+    if (sample_staging_.size() < in_bytes + out_bytes) {
+      HGRN2_ASSIGN_OR_RETURN(sample_staging_, AllocateHost(2 * (in_bytes + out_bytes)));
+    }
+    if (sample_device_.size() < total) {
+      HGRN2_ASSIGN_OR_RETURN(sample_device_, Allocate(2 * total));
+    }
+    auto* host = static_cast<std::byte*>(sample_staging_.data());
+    auto* device = static_cast<std::byte*>(sample_device_.data());
+    std::memcpy(host, rows.data(), rows_bytes);
+    std::memcpy(host + Align(rows_bytes), offsets.data(), offsets_bytes);
+    if (adjust_bytes > 0) {
+      std::memcpy(host + Align(rows_bytes) + Align(offsets_bytes), adjustments.data(),
+                  adjust_bytes);
+    }
+    HGRN2_RETURN_IF_ERROR(CudaStatus(
+        cudaMemcpyAsync(device, host, in_bytes, cudaMemcpyHostToDevice, stream_), "sample inputs"));
+    std::byte* outputs = device + in_bytes;
+    kernels::SampleParams params;
+    params.batch = batch;
+    params.vocab = samplers[0]->vocab_size();
+    params.logits = logits.As<const float>();
+    params.logits_stride_batch = logits.row_stride;
+    params.rows = reinterpret_cast<const kernels::SampleRowParams*>(device);
+    params.adjustment_offsets = reinterpret_cast<const int32_t*>(device + Align(rows_bytes));
+    params.adjustments = adjust_bytes > 0 ? reinterpret_cast<const kernels::SampleAdjustment*>(
+                                                device + Align(rows_bytes) + Align(offsets_bytes))
+                                          : nullptr;
+    params.workspace =
+        workspace_bytes > 0 ? reinterpret_cast<float*>(outputs + out_bytes) : nullptr;
+    params.out_ids = reinterpret_cast<int32_t*>(outputs);
+    params.out_logprobs = reinterpret_cast<float*>(outputs + ids_bytes);
+    params.top_capacity = top;
+    params.out_top_ids = reinterpret_cast<int32_t*>(outputs + ids_bytes + logprobs_bytes);
+    params.out_top_logprobs =
+        reinterpret_cast<float*>(outputs + ids_bytes + logprobs_bytes + top_bytes);
+    params.out_top_stride_batch = std::max(top, 1);
+    HGRN2_RETURN_IF_ERROR(CudaStatus(kernels::LaunchSample(params, stream_), "sample"));
+    std::byte* host_out = host + in_bytes;
+    // Only what was asked for comes back: ids and logprobs, and the top lists when wanted.
+    const size_t back = top > 0 ? out_bytes : ids_bytes + logprobs_bytes;
+    HGRN2_RETURN_IF_ERROR(
+        CudaStatus(cudaMemcpyAsync(host_out, outputs, back, cudaMemcpyDeviceToHost, stream_),
+                   "sample outputs"));
+    HGRN2_RETURN_IF_ERROR(Synchronize());
+    const auto* ids = reinterpret_cast<const int32_t*>(host_out);
+    const auto* logprobs = reinterpret_cast<const float*>(host_out + ids_bytes);
+    const auto* top_ids = reinterpret_cast<const int32_t*>(host_out + ids_bytes + logprobs_bytes);
+    const auto* top_logprobs =
+        reinterpret_cast<const float*>(host_out + ids_bytes + logprobs_bytes + top_bytes);
+    const size_t top_count = static_cast<size_t>(batch) * std::max(top, 1);
+    return sample_batch_.Unpack(
+        samplers, absl::MakeConstSpan(ids, batch), absl::MakeConstSpan(logprobs, batch),
+        top > 0 ? absl::MakeConstSpan(top_ids, top_count) : absl::Span<const int32_t>(),
+        top > 0 ? absl::MakeConstSpan(top_logprobs, top_count) : absl::Span<const float>(),
+        std::max(top, 1), out);
+  }
+
+  // Rows copied to page-locked host memory and sampled there: for requests that want more
+  // top alternatives than the device sampler reports.
+  absl::Status SampleOnHost(const DeviceTensor& logits, absl::Span<Sampler* const> samplers,
+                            absl::Span<SampledToken> out) {
     const size_t row_bytes = static_cast<size_t>(logits.cols) * sizeof(float);
     const size_t bytes = row_bytes * static_cast<size_t>(logits.rows);
-    if (sample_staging_.size() < bytes) {
-      HGRN2_ASSIGN_OR_RETURN(sample_staging_, AllocateHost(bytes));
+    if (host_rows_.size() < bytes) {
+      HGRN2_ASSIGN_OR_RETURN(host_rows_, AllocateHost(bytes));
     }
-    auto* host = static_cast<float*>(sample_staging_.data());
+    auto* host = static_cast<float*>(host_rows_.data());
     HGRN2_RETURN_IF_ERROR(CudaStatus(
         cudaMemcpy2DAsync(host, row_bytes, logits.data, logits.row_stride * sizeof(float),
                           row_bytes, logits.rows, cudaMemcpyDeviceToHost, stream_),
@@ -469,7 +561,10 @@ class CudaBackend final : public Backend {
   cublasHandle_t cublas_ = nullptr;
   void* workspace_ = nullptr;
   absl::flat_hash_map<uint64_t, cudaGraphExec_t> graphs_;
+  DeviceSampleBatch sample_batch_;
   HostBuffer sample_staging_;
+  DeviceBuffer sample_device_;
+  HostBuffer host_rows_;
 };
 
 }  // namespace

@@ -130,9 +130,12 @@ absl::StatusOr<Hardware> MeasureHardware(Backend& backend, bool big) {
   return hw;
 }
 
-// Times each op of one decode step alone (50 back-to-back calls each), for a batch of `batch`
-// sequences in slots 0..batch-1 of `pool`, and prints microseconds per call and per step.
-absl::Status DecodeBreakdown(Backend& backend, const Model& model, StatePool& pool, int batch) {
+// Times each op of one forward pass alone (back-to-back calls), for `seqs` sequences in slots
+// 0..seqs-1 of `pool` advancing by `tokens` each (1: the decode step; more: prefill), and prints
+// microseconds per call and per pass.
+absl::Status OpBreakdown(Backend& backend, const Model& model, StatePool& pool, int seqs,
+                         int tokens) {
+  const int batch = seqs * tokens;  // rows of the activations
   const ModelConfig& c = model.config();
   const DType dtype = backend.compute_dtype();
   const int64_t d = c.hidden_size;
@@ -153,7 +156,7 @@ absl::Status DecodeBreakdown(Backend& backend, const Model& model, StatePool& po
   HGRN2_ASSIGN_OR_RETURN(DeviceTensor gate_up, make(2 * inter, dtype));
   HGRN2_ASSIGN_OR_RETURN(DeviceTensor activated, make(inter, dtype));
   HGRN2_ASSIGN_OR_RETURN(DeviceTensor logits, make(c.vocab_size, DType::kF32));
-  std::vector<int32_t> slot_ids(static_cast<size_t>(batch));
+  std::vector<int32_t> slot_ids(static_cast<size_t>(seqs));
   std::iota(slot_ids.begin(), slot_ids.end(), 0);
   HGRN2_ASSIGN_OR_RETURN(DeviceBuffer slots, backend.Allocate(slot_ids.size() * 4));
   HGRN2_RETURN_IF_ERROR(backend.CopyToDevice(slots.data(), slot_ids.data(), slot_ids.size() * 4));
@@ -168,6 +171,12 @@ absl::Status DecodeBreakdown(Backend& backend, const Model& model, StatePool& po
   op.lower_bound = w.lower_bound;
   op.states = pool.Layer(layer);
   const auto* slot_ptr = static_cast<const int32_t*>(slots.data());
+  std::vector<int32_t> offsets(static_cast<size_t>(seqs) + 1);
+  for (int b = 0; b <= seqs; ++b) offsets[b] = b * tokens;
+  HGRN2_ASSIGN_OR_RETURN(DeviceBuffer offsets_buffer, backend.Allocate(offsets.size() * 4));
+  HGRN2_RETURN_IF_ERROR(
+      backend.CopyToDevice(offsets_buffer.data(), offsets.data(), offsets.size() * 4));
+  const auto* offsets_ptr = static_cast<const int32_t*>(offsets_buffer.data());
   struct Op {
     const char* name;
     int per_step;
@@ -176,7 +185,11 @@ absl::Status DecodeBreakdown(Backend& backend, const Model& model, StatePool& po
   const int layers = static_cast<int>(c.num_layers);
   const std::vector<Op> ops = {
       {"gemm qfi", layers, [&] { return backend.Gemm(x, w.qfi_proj, qfi); }},
-      {"hgrn2 step", layers, [&] { return backend.Hgrn2Step(op, slot_ptr, qfi, mixed); }},
+      {tokens == 1 ? "hgrn2 step" : "hgrn2 prefill", layers,
+       [&] {
+         return tokens == 1 ? backend.Hgrn2Step(op, slot_ptr, qfi, mixed)
+                            : backend.Hgrn2Prefill(op, seqs, slot_ptr, offsets_ptr, 0, qfi, mixed);
+       }},
       {"rmsnorm", layers, [&] { return backend.RmsNorm(mixed, w.g_norm, 1e-6f, x); }},
       {"gemm o", layers, [&] { return backend.Gemm(x, w.o_proj, mixed); }},
       {"add-rmsnorm", 2 * layers,
@@ -184,23 +197,26 @@ absl::Status DecodeBreakdown(Backend& backend, const Model& model, StatePool& po
       {"gemm gate_up", layers, [&] { return backend.Gemm(x, w.gate_up_proj, gate_up); }},
       {"swiglu", layers, [&] { return backend.SwiGlu(gate_up, activated); }},
       {"gemm down", layers, [&] { return backend.Gemm(activated, w.down_proj, mixed); }},
-      {"gemm lm_head", 1, [&] { return backend.Gemm(x, model.lm_head(), logits); }},
+      {"gemm lm_head", 1,
+       [&] { return backend.Gemm(x.Rows(0, seqs), model.lm_head(), logits.Rows(0, seqs)); }},
   };
-  std::printf("\nbreakdown B=%d %-14s %10s %8s %12s\n", batch, "op", "us/call", "calls", "us/step");
+  const std::string name = absl::StrCat(seqs, "x", tokens);
+  std::printf("\nbreakdown %s %-14s %10s %8s %12s\n", name.c_str(), "op", "us/call", "calls",
+              "us/pass");
   double total = 0;
   for (const Op& o : ops) {
     for (int i = 0; i < 3; ++i) HGRN2_RETURN_IF_ERROR(o.run());
     HGRN2_RETURN_IF_ERROR(backend.Synchronize());
-    const int reps = 50;
+    const int reps = tokens == 1 ? 50 : 5;
     const Clock::time_point start = Clock::now();
     for (int i = 0; i < reps; ++i) HGRN2_RETURN_IF_ERROR(o.run());
     HGRN2_RETURN_IF_ERROR(backend.Synchronize());
     const double us = Seconds(start) / reps * 1e6;
     total += us * o.per_step;
-    std::printf("breakdown B=%d %-14s %10.1f %8d %12.1f\n", batch, o.name, us, o.per_step,
+    std::printf("breakdown %s %-14s %10.1f %8d %12.1f\n", name.c_str(), o.name, us, o.per_step,
                 us * o.per_step);
   }
-  std::printf("breakdown B=%d %-14s %10s %8s %12.1f\n", batch, "sum", "", "", total);
+  std::printf("breakdown %s %-14s %10s %8s %12.1f\n", name.c_str(), "sum", "", "", total);
   return absl::OkStatus();
 }
 
@@ -377,9 +393,11 @@ int Run(const Flags& flags) {
   }
   report["decode"] = decode_rows;
   if (flags.breakdown) {
-    for (int batch : {1, 256}) {
-      if (batch > pool->num_slots()) continue;
-      if (absl::Status s = DecodeBreakdown(*backend, *model, *pool, batch); !s.ok()) return fail(s);
+    for (const auto& [seqs, tokens] : {std::pair{1, 1}, {256, 1}, {1, 2048}, {8, 2048}}) {
+      if (seqs > pool->num_slots() || seqs * tokens > options.max_tokens) continue;
+      if (absl::Status s = OpBreakdown(*backend, *model, *pool, seqs, tokens); !s.ok()) {
+        return fail(s);
+      }
     }
   }
 
@@ -452,7 +470,7 @@ int main(int argc, char** argv) {
   app.add_flag("--no-graphs", flags.no_graphs, "Do not record decode steps as CUDA graphs");
   app.add_flag("--skip-hardware", flags.skip_hardware, "Skip the bandwidth and GEMM measurements");
   app.add_flag("--breakdown", flags.breakdown,
-               "Also time each op of a decode step alone at B = 1 and 256");
+               "Also time each op alone: decode at B = 1 and 256, prefill of 1x2048 and 8x2048");
   app.add_option("--json", flags.json_path, "Also write the results as JSON to this file");
   try {
     app.parse(argc, argv);
