@@ -53,13 +53,12 @@ __global__ void RmsNormKernel(RmsNormParams<T> p) {
   }
 }
 
+// Block (column block, row): no division per element.
 template <typename T>
 __global__ void SwiGluKernel(SwiGluParams<T> p) {
-  const int64_t total = p.rows * p.cols;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t r = i / p.cols;
-    const int64_t c = i - r * p.cols;
+  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= p.cols) return;
+  for (int64_t r = blockIdx.y; r < p.rows; r += gridDim.y) {
     const T* gate = p.gate_up + r * p.gate_up_stride_row;
     const float g = ToFloat(gate[c]);
     p.out[r * p.out_stride_row + c] =
@@ -112,8 +111,9 @@ cudaError_t LaunchRmsNorm(const RmsNormParams<T>& params, cudaStream_t stream) {
 template <typename T>
 cudaError_t LaunchSwiGlu(const SwiGluParams<T>& params, cudaStream_t stream) {
   if (params.rows == 0) return cudaSuccess;
-  SwiGluKernel<T>
-      <<<cuda::GridFor(params.rows * params.cols, kRowThreads), kRowThreads, 0, stream>>>(params);
+  const dim3 grid(static_cast<unsigned>((params.cols + kRowThreads - 1) / kRowThreads),
+                  cuda::GridFor(params.rows, 1));
+  SwiGluKernel<T><<<grid, kRowThreads, 0, stream>>>(params);
   return cudaGetLastError();
 }
 

@@ -231,35 +231,46 @@ __global__ void __launch_bounds__(kFastThreads)
     __syncthreads();
     if (tile + kFastTile < length) load_tile(tile + kFastTile);  // in flight during the tile
 
-    for (int t = 0; t < count; ++t) {
-      const float v = row_valid ? v_s[t][row] : 0.0f;
-      float o[kChunks];
+    // The tile's tokens in order; each token's partial dot products stay in registers, so the
+    // only chain from token to token is the state update itself.
+    float partial[kFastTile];
 #pragma unroll
-      for (int i = 0; i < kChunks; ++i) {
-        o[i] = 0.0f;
-        const int j = 4 * (part + kFastLanesPerRow * i);
-        if (j < dk) {
-          const float4 q4 = *reinterpret_cast<const float4*>(&q_s[t][j]);
-          const float4 g4 = *reinterpret_cast<const float4*>(&g_s[t][j]);
-          const float4 k4 = *reinterpret_cast<const float4*>(&k_s[t][j]);
-          float* si = s + 4 * i;
-          si[0] = si[0] * g4.x + v * k4.x;
-          si[1] = si[1] * g4.y + v * k4.y;
-          si[2] = si[2] * g4.z + v * k4.z;
-          si[3] = si[3] * g4.w + v * k4.w;
-          o[i] = (si[0] * q4.x + si[1] * q4.y) + (si[2] * q4.z + si[3] * q4.w);
+    for (int t = 0; t < kFastTile; ++t) {
+      partial[t] = 0.0f;
+      if (t < count) {
+        const float v = row_valid ? v_s[t][row] : 0.0f;
+#pragma unroll
+        for (int i = 0; i < kChunks; ++i) {
+          const int j = 4 * (part + kFastLanesPerRow * i);
+          if (j < dk) {
+            const float4 q4 = *reinterpret_cast<const float4*>(&q_s[t][j]);
+            const float4 g4 = *reinterpret_cast<const float4*>(&g_s[t][j]);
+            const float4 k4 = *reinterpret_cast<const float4*>(&k_s[t][j]);
+            float* si = s + 4 * i;
+            si[0] = si[0] * g4.x + v * k4.x;
+            si[1] = si[1] * g4.y + v * k4.y;
+            si[2] = si[2] * g4.z + v * k4.z;
+            si[3] = si[3] * g4.w + v * k4.w;
+            partial[t] += (si[0] * q4.x + si[1] * q4.y) + (si[2] * q4.z + si[3] * q4.w);
+          }
         }
       }
-      float total = 0.0f;
+    }
+    // Sum the 16 lanes' partials of all 16 tokens at once: each butterfly step halves the values
+    // a lane holds, and lane `part` ends with the whole sum for token `part` (15 shuffles in all).
+    static_assert(kFastTile == kFastLanesPerRow, "the butterfly gives one token to each lane");
 #pragma unroll
-      for (int i = 0; i < kChunks; ++i) total += o[i];
+    for (int step = kFastTile / 2; step >= 1; step /= 2) {
+      const bool upper = (part & step) != 0;
 #pragma unroll
-      for (int offset = kFastLanesPerRow / 2; offset > 0; offset >>= 1) {
-        total += __shfl_xor_sync(0xffffffffu, total, offset);
+      for (int i = 0; i < step; ++i) {
+        const float send = upper ? partial[i] : partial[i + step];
+        const float keep = upper ? partial[i + step] : partial[i];
+        partial[i] = keep + __shfl_xor_sync(0xffffffffu, send, step);
       }
-      if (row_valid && part == 0) {
-        out[(begin + tile + t) * p.out_stride_token] = cuda::FromFloat<T>(total);
-      }
+    }
+    if (row_valid && part < count) {
+      out[(begin + tile + part) * p.out_stride_token] = cuda::FromFloat<T>(partial[0]);
     }
   }
 

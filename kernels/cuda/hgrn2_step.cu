@@ -18,7 +18,7 @@ constexpr int kStepRows = 32;  // state rows (value channels) per block
 // Block (row block, head, sequence). Shared: q, g, k of the head [dk each], v of the rows.
 // Every block of a head computes the head's q and f gates (cheap) from the old conv windows;
 // AdvanceConvWindowsKernel moves the windows on afterwards.
-template <typename T>
+template <typename T, bool kVec4>
 __global__ void __launch_bounds__(kStepThreads) Hgrn2StepKernel(Hgrn2StepParams<T> params) {
   extern __shared__ float shared[];
   const Hgrn2LayerParams<T>& p = params.layer;
@@ -64,19 +64,60 @@ __global__ void __launch_bounds__(kStepThreads) Hgrn2StepKernel(Hgrn2StepParams<
   // One warp per state row: S[i, :] = S[i, :] · g + v_i · k; o_i = S[i, :] · q.
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
+  constexpr int kWarps = kStepThreads / 32;
   float* state = p.state + slot * p.state_stride_slot + static_cast<int64_t>(head) * dv * dk;
   T* out = p.out + b * p.out_stride_token + static_cast<int64_t>(head) * dv + row_begin;
-  for (int r = warp; r < rows; r += kStepThreads / 32) {
-    float* row = state + static_cast<int64_t>(row_begin + r) * dk;
-    const float v = v_s[r];
-    float o = 0.0f;
-    for (int j = lane; j < dk; j += 32) {
-      const float s = row[j] * g_s[j] + v * k_s[j];
-      row[j] = s;
-      o += s * q_s[j];
+  if constexpr (kVec4) {
+    // dk <= 128, dk % 4 == 0: lane l holds columns [4l, 4l + 4) of a row, 16-byte accesses, and
+    // each warp has both of its rows' loads in flight before it computes.
+    const int j = 4 * lane;
+    const bool active = j < dk;
+    float4 q4{}, g4{}, k4{};
+    if (active) {
+      q4 = *reinterpret_cast<const float4*>(q_s + j);
+      g4 = *reinterpret_cast<const float4*>(g_s + j);
+      k4 = *reinterpret_cast<const float4*>(k_s + j);
     }
-    o = cuda::WarpSum(o);
-    if (lane == 0) out[r] = cuda::FromFloat<T>(o);
+    for (int r0 = warp; r0 < rows; r0 += 2 * kWarps) {
+      const int r1 = r0 + kWarps;
+      float4* row0 =
+          reinterpret_cast<float4*>(state + static_cast<int64_t>(row_begin + r0) * dk + j);
+      float4* row1 =
+          reinterpret_cast<float4*>(state + static_cast<int64_t>(row_begin + r1) * dk + j);
+      float4 s0{}, s1{};
+      if (active) s0 = *row0;
+      if (active && r1 < rows) s1 = *row1;
+      auto update = [&](float4& s, float v) {
+        s.x = s.x * g4.x + v * k4.x;
+        s.y = s.y * g4.y + v * k4.y;
+        s.z = s.z * g4.z + v * k4.z;
+        s.w = s.w * g4.w + v * k4.w;
+        return (s.x * q4.x + s.y * q4.y) + (s.z * q4.z + s.w * q4.w);
+      };
+      float o0 = update(s0, v_s[r0]);
+      float o1 = r1 < rows ? update(s1, v_s[r1]) : 0.0f;
+      if (active) *row0 = s0;
+      if (active && r1 < rows) *row1 = s1;
+      o0 = cuda::WarpSum(o0);
+      o1 = cuda::WarpSum(o1);
+      if (lane == 0) {
+        out[r0] = cuda::FromFloat<T>(o0);
+        if (r1 < rows) out[r1] = cuda::FromFloat<T>(o1);
+      }
+    }
+  } else {
+    for (int r = warp; r < rows; r += kWarps) {
+      float* row = state + static_cast<int64_t>(row_begin + r) * dk;
+      const float v = v_s[r];
+      float o = 0.0f;
+      for (int jj = lane; jj < dk; jj += 32) {
+        const float s = row[jj] * g_s[jj] + v * k_s[jj];
+        row[jj] = s;
+        o += s * q_s[jj];
+      }
+      o = cuda::WarpSum(o);
+      if (lane == 0) out[r] = cuda::FromFloat<T>(o);
+    }
   }
 }
 
@@ -91,7 +132,11 @@ cudaError_t LaunchHgrn2Step(const Hgrn2StepParams<T>& params, cudaStream_t strea
   const size_t shared_bytes = (3 * static_cast<size_t>(p.key_dim) + kStepRows) * sizeof(float);
   if (shared_bytes > 48 * 1024) return cudaErrorInvalidValue;  // dk > 4000: no such model
   if (p.conv_size > cuda::kMaxConvSize) return cudaErrorInvalidValue;
-  Hgrn2StepKernel<T><<<grid, kStepThreads, shared_bytes, stream>>>(params);
+  if (p.key_dim % 4 == 0 && p.key_dim <= 128) {
+    Hgrn2StepKernel<T, true><<<grid, kStepThreads, shared_bytes, stream>>>(params);
+  } else {
+    Hgrn2StepKernel<T, false><<<grid, kStepThreads, shared_bytes, stream>>>(params);
+  }
   if (p.conv_size > 0) {
     const int64_t count = static_cast<int64_t>(params.batch) * p.channels();
     cuda::AdvanceConvWindowsKernel<T>
