@@ -148,15 +148,29 @@ __global__ void __launch_bounds__(kThreads) Hgrn2PrefillKernel(Hgrn2PrefillParam
 }
 
 // The fast path, for models without a short conv and with dk <= 128, dk % 4 == 0 (fla's
-// published configurations): thread c stages q/f channel c and thread r the v channel of row r
-// for a whole tile, loading the next tile's inputs while the recurrence runs on this one; a state
-// row is spread over 16 lanes (8 elements each), 8 rows per block, so that even one sequence
-// fills the card with blocks.
+// published configurations). Lane l of a warp holds columns [4l, 4l + 4) of four state rows, so
+// the gates it reads from shared memory for a token serve four rows. The tile's inputs are
+// loaded (unconditionally, so that all loads are in flight at once) while the recurrence runs on
+// the previous tile, and each tile's dot products are summed across the warp by one butterfly.
 constexpr int kFastThreads = 128;
-constexpr int kFastLanesPerRow = 16;
-constexpr int kFastRows = kFastThreads / kFastLanesPerRow;  // 8
-constexpr int kFastTile = 16;
+constexpr int kFastRowsPerWarp = 4;
+constexpr int kFastRows = kFastThreads / 32 * kFastRowsPerWarp;  // 16
+constexpr int kFastTile = 8;
 constexpr int kFastMaxKeyDim = 128;
+static_assert(kFastTile * kFastRowsPerWarp == 32, "the butterfly gives one (token, row) per lane");
+
+// One step of the transposing butterfly sum over a warp: lanes that differ in bit kStep exchange
+// halves of values [0, 2·kStep), each keeping the half its bit selects, summed.
+template <int kStep>
+__device__ __forceinline__ void ButterflyStep(float (&values)[32], int lane) {
+  const bool upper = (lane & kStep) != 0;
+#pragma unroll
+  for (int i = 0; i < kStep; ++i) {
+    const float send = upper ? values[i] : values[i + kStep];
+    const float keep = upper ? values[i + kStep] : values[i];
+    values[i] = keep + __shfl_xor_sync(0xffffffffu, send, kStep);
+  }
+}
 
 template <typename T>
 __global__ void __launch_bounds__(kFastThreads)
@@ -164,7 +178,7 @@ __global__ void __launch_bounds__(kFastThreads)
   __shared__ __align__(16) float q_s[kFastTile][kFastMaxKeyDim];
   __shared__ __align__(16) float g_s[kFastTile][kFastMaxKeyDim];
   __shared__ __align__(16) float k_s[kFastTile][kFastMaxKeyDim];
-  __shared__ float v_s[kFastTile][kFastRows];
+  __shared__ __align__(16) float v_s[kFastTile][kFastRows];
   const Hgrn2LayerParams<T>& p = params.layer;
   const int dk = p.key_dim;
   const int dv = p.value_dim;
@@ -178,40 +192,47 @@ __global__ void __launch_bounds__(kFastThreads)
   const int64_t slot = p.slots[b];
   const int64_t qf = p.qf_width();
 
-  // Staging roles.
+  // Staging roles: thread c stages q/f channel c; thread r < rows the v channel of row r.
   const bool stages_qf = threadIdx.x < dk;
   const bool stages_v = threadIdx.x < rows;
-  const int64_t qc = static_cast<int64_t>(head) * dk + threadIdx.x;
-  const int64_t vc = 2 * qf + static_cast<int64_t>(head) * dv + row_begin + threadIdx.x;
+  const int64_t qc = static_cast<int64_t>(head) * dk + (stages_qf ? threadIdx.x : 0);
+  const int64_t vc =
+      2 * qf + static_cast<int64_t>(head) * dv + row_begin + (stages_v ? threadIdx.x : 0);
   const float lb = stages_qf && p.lower_bound != nullptr ? p.lower_bound[qc] : 0.0f;
-  float raw_q[kFastTile], raw_f[kFastTile], raw_v[kFastTile];
+  T raw_q[kFastTile], raw_f[kFastTile], raw_v[kFastTile];
   auto load_tile = [&](int64_t tile) {
 #pragma unroll
     for (int t = 0; t < kFastTile; ++t) {
-      const bool in = tile + t < length;
-      const T* x = p.qfi + (begin + tile + t) * p.qfi_stride_token;
-      raw_q[t] = in && stages_qf ? ToFloat(x[qc]) : 0.0f;
-      raw_f[t] = in && stages_qf ? ToFloat(x[qf + qc]) : 0.0f;
-      raw_v[t] = in && stages_v ? ToFloat(x[vc]) : 0.0f;
+      const int64_t pos = min(tile + t, length - 1);  // past the end: a valid token, unused
+      const T* x = p.qfi + (begin + pos) * p.qfi_stride_token;
+      raw_q[t] = x[qc];
+      raw_f[t] = x[qf + qc];
+      raw_v[t] = x[vc];
     }
   };
 
-  // Recurrence roles: lane `part` of row `row` holds columns 4·(part + 16·i) + e.
+  // Recurrence roles.
   const int lane = threadIdx.x % 32;
-  const int row = (threadIdx.x / 32) * (32 / kFastLanesPerRow) + lane / kFastLanesPerRow;
-  const int part = lane % kFastLanesPerRow;
-  const bool row_valid = row < rows;
-  float* state_row = p.state + slot * p.state_stride_slot +
-                     (static_cast<int64_t>(head) * dv + row_begin + (row_valid ? row : 0)) * dk;
-  constexpr int kChunks = kFastMaxKeyDim / (4 * kFastLanesPerRow);  // float4 chunks per lane
-  float s[4 * kChunks];
+  const int warp = threadIdx.x / 32;
+  const int j = 4 * lane;
+  const bool active = j < dk;
+  float s[kFastRowsPerWarp][4];
+  float* state =
+      p.state + slot * p.state_stride_slot + (static_cast<int64_t>(head) * dv + row_begin) * dk;
 #pragma unroll
-  for (int i = 0; i < kChunks; ++i) {
-    const int j = 4 * (part + kFastLanesPerRow * i);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) s[4 * i + e] = row_valid && j < dk ? state_row[j + e] : 0.0f;
+  for (int r = 0; r < kFastRowsPerWarp; ++r) {
+    const int row = warp * kFastRowsPerWarp + r;
+    float4 value{};
+    if (active && row < rows) value = *reinterpret_cast<const float4*>(state + row * dk + j);
+    s[r][0] = value.x;
+    s[r][1] = value.y;
+    s[r][2] = value.z;
+    s[r][3] = value.w;
   }
-  T* out = p.out + static_cast<int64_t>(head) * dv + row_begin + row;
+  // After the butterfly lane l holds (token l / 4, row l % 4 of this warp).
+  const int out_token = lane / kFastRowsPerWarp;
+  const int out_row = warp * kFastRowsPerWarp + lane % kFastRowsPerWarp;
+  T* out = p.out + static_cast<int64_t>(head) * dv + row_begin + out_row;
 
   load_tile(0);
   for (int64_t tile = 0; tile < length; tile += kFastTile) {
@@ -220,68 +241,58 @@ __global__ void __launch_bounds__(kFastThreads)
 #pragma unroll
     for (int t = 0; t < kFastTile; ++t) {
       if (stages_qf) {
-        const float q = raw_q[t];
-        const float f = raw_f[t];
+        const float q = ToFloat(raw_q[t]);
+        const float f = ToFloat(raw_f[t]);
         q_s[t][threadIdx.x] = q * cuda::Sigmoid(q);
         g_s[t][threadIdx.x] = lb + (1.0f - lb) * cuda::Sigmoid(f);
         k_s[t][threadIdx.x] = (1.0f - lb) * cuda::Sigmoid(-f);
       }
-      if (stages_v) v_s[t][threadIdx.x] = raw_v[t];
+      if (stages_v) v_s[t][threadIdx.x] = ToFloat(raw_v[t]);
     }
     __syncthreads();
     if (tile + kFastTile < length) load_tile(tile + kFastTile);  // in flight during the tile
 
-    // The tile's tokens in order; each token's partial dot products stay in registers, so the
-    // only chain from token to token is the state update itself.
-    float partial[kFastTile];
+    float partial[kFastTile * kFastRowsPerWarp];
 #pragma unroll
     for (int t = 0; t < kFastTile; ++t) {
-      partial[t] = 0.0f;
-      if (t < count) {
-        const float v = row_valid ? v_s[t][row] : 0.0f;
+      float4 q4{}, g4{}, k4{};
+      if (active) {
+        q4 = *reinterpret_cast<const float4*>(&q_s[t][j]);
+        g4 = *reinterpret_cast<const float4*>(&g_s[t][j]);
+        k4 = *reinterpret_cast<const float4*>(&k_s[t][j]);
+      }
+      const float4 v4 = *reinterpret_cast<const float4*>(&v_s[t][warp * kFastRowsPerWarp]);
+      const float v[kFastRowsPerWarp] = {v4.x, v4.y, v4.z, v4.w};
 #pragma unroll
-        for (int i = 0; i < kChunks; ++i) {
-          const int j = 4 * (part + kFastLanesPerRow * i);
-          if (j < dk) {
-            const float4 q4 = *reinterpret_cast<const float4*>(&q_s[t][j]);
-            const float4 g4 = *reinterpret_cast<const float4*>(&g_s[t][j]);
-            const float4 k4 = *reinterpret_cast<const float4*>(&k_s[t][j]);
-            float* si = s + 4 * i;
-            si[0] = si[0] * g4.x + v * k4.x;
-            si[1] = si[1] * g4.y + v * k4.y;
-            si[2] = si[2] * g4.z + v * k4.z;
-            si[3] = si[3] * g4.w + v * k4.w;
-            partial[t] += (si[0] * q4.x + si[1] * q4.y) + (si[2] * q4.z + si[3] * q4.w);
-          }
+      for (int r = 0; r < kFastRowsPerWarp; ++r) {
+        // Tokens past the end of the sequence leave the state alone (count is block-uniform).
+        if (t < count) {
+          s[r][0] = s[r][0] * g4.x + v[r] * k4.x;
+          s[r][1] = s[r][1] * g4.y + v[r] * k4.y;
+          s[r][2] = s[r][2] * g4.z + v[r] * k4.z;
+          s[r][3] = s[r][3] * g4.w + v[r] * k4.w;
         }
+        partial[t * kFastRowsPerWarp + r] =
+            (s[r][0] * q4.x + s[r][1] * q4.y) + (s[r][2] * q4.z + s[r][3] * q4.w);
       }
     }
-    // Sum the 16 lanes' partials of all 16 tokens at once: each butterfly step halves the values
-    // a lane holds, and lane `part` ends with the whole sum for token `part` (15 shuffles in all).
-    static_assert(kFastTile == kFastLanesPerRow, "the butterfly gives one token to each lane");
-#pragma unroll
-    for (int step = kFastTile / 2; step >= 1; step /= 2) {
-      const bool upper = (part & step) != 0;
-#pragma unroll
-      for (int i = 0; i < step; ++i) {
-        const float send = upper ? partial[i] : partial[i + step];
-        const float keep = upper ? partial[i + step] : partial[i];
-        partial[i] = keep + __shfl_xor_sync(0xffffffffu, send, step);
-      }
-    }
-    if (row_valid && part < count) {
-      out[(begin + tile + part) * p.out_stride_token] = cuda::FromFloat<T>(partial[0]);
+    // Each step halves the values a lane holds; lane l ends with the whole sum of value l.
+    ButterflyStep<16>(partial, lane);
+    ButterflyStep<8>(partial, lane);
+    ButterflyStep<4>(partial, lane);
+    ButterflyStep<2>(partial, lane);
+    ButterflyStep<1>(partial, lane);
+    if (out_row < rows && out_token < count) {
+      out[(begin + tile + out_token) * p.out_stride_token] = cuda::FromFloat<T>(partial[0]);
     }
   }
 
-  if (row_valid) {
 #pragma unroll
-    for (int i = 0; i < kChunks; ++i) {
-      const int j = 4 * (part + kFastLanesPerRow * i);
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        if (j < dk) state_row[j + e] = s[4 * i + e];
-      }
+  for (int r = 0; r < kFastRowsPerWarp; ++r) {
+    const int row = warp * kFastRowsPerWarp + r;
+    if (active && row < rows) {
+      *reinterpret_cast<float4*>(state + row * dk + j) =
+          make_float4(s[r][0], s[r][1], s[r][2], s[r][3]);
     }
   }
 }
