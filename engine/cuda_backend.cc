@@ -1,6 +1,5 @@
 // The CUDA backend: device memory and one stream, cuBLAS GEMMs, the fused kernels of kernels/cuda,
 // and decode steps recorded once per batch size as CUDA graphs.
-#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
@@ -14,6 +13,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "engine/backend.h"
+#include "engine/cuda_gemm.h"
 #include "engine/device_sampling.h"
 #include "engine/sampler.h"
 #include "engine/status_macros.h"
@@ -35,12 +35,6 @@ absl::Status CudaStatus(cudaError_t error, absl::string_view what) {
   if (error == cudaSuccess) return absl::OkStatus();
   return absl::InternalError(absl::StrCat(what, ": CUDA error ", cudaGetErrorName(error), ": ",
                                           cudaGetErrorString(error)));
-}
-
-absl::Status CublasStatus(cublasStatus_t status, absl::string_view what) {
-  if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(what, ": cuBLAS error ", cublasGetStatusName(status),
-                                          ": ", cublasGetStatusString(status)));
 }
 
 absl::StatusOr<cudaDataType_t> CublasType(DType dtype) {
@@ -148,7 +142,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     for (auto& [key, graph] : graphs_) cudaGraphExecDestroy(graph);
     if (workspace_ != nullptr) cudaFree(workspace_);
-    if (cublas_ != nullptr) cublasDestroy(cublas_);
+    gemm_.reset();
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
@@ -296,17 +290,16 @@ class CudaBackend final : public Backend {
     if (x.rows == 0 || weight.rows == 0) return absl::OkStatus();
     HGRN2_ASSIGN_OR_RETURN(const cudaDataType_t in_type, CublasType(x.dtype));
     HGRN2_ASSIGN_OR_RETURN(const cudaDataType_t out_type, CublasType(out.dtype));
-    const float alpha = 1.0f;
-    const float beta = 0.0f;
-    // F32 weights compute in full float32 (no TF32): that mode exists for accuracy checks.
-    const cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
-    return CublasStatus(
-        cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(weight.rows),
-                     static_cast<int>(x.rows), static_cast<int>(x.cols), &alpha, weight.data,
-                     in_type, static_cast<int>(weight.row_stride), x.data, in_type,
-                     static_cast<int>(x.row_stride), &beta, out.data, out_type,
-                     static_cast<int>(out.row_stride), compute, CUBLAS_GEMM_DEFAULT),
-        "gemm");
+    // Compute in float32 (no TF32 for F32 weights: that mode exists for accuracy checks).
+    return gemm_->Run({.m = x.rows,
+                       .n = weight.rows,
+                       .k = x.cols,
+                       .in_type = in_type,
+                       .out_type = out_type,
+                       .x_stride = x.row_stride,
+                       .w_stride = weight.row_stride,
+                       .out_stride = out.row_stride},
+                      weight.data, x.data, out.data);
   }
 
   absl::Status SwiGlu(const DeviceTensor& gate_up, DeviceTensor out) override {
@@ -485,6 +478,13 @@ class CudaBackend final : public Backend {
 
   absl::Status RunRecorded(uint64_t key, absl::FunctionRef<absl::Status()> enqueue) override {
     if (!options_.use_graphs) return enqueue();
+    // GEMM shapes first met while recording ran cuBLASLt's first choice: time them now, and
+    // record again whatever used them.
+    HGRN2_ASSIGN_OR_RETURN(const bool retuned, gemm_->Tune());
+    if (retuned) {
+      for (auto& [recorded_key, graph] : graphs_) cudaGraphExecDestroy(graph);
+      graphs_.clear();
+    }
     if (auto it = graphs_.find(key); it != graphs_.end()) {
       return CudaStatus(cudaGraphLaunch(it->second, stream_), "graph launch");
     }
@@ -517,13 +517,10 @@ class CudaBackend final : public Backend {
     HGRN2_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(options_.device), "set device"));
     HGRN2_RETURN_IF_ERROR(
         CudaStatus(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "create stream"));
-    HGRN2_RETURN_IF_ERROR(CublasStatus(cublasCreate(&cublas_), "cublas create"));
-    HGRN2_RETURN_IF_ERROR(CublasStatus(cublasSetStream(cublas_, stream_), "cublas stream"));
-    // A fixed workspace, so that GEMMs recorded into graphs never allocate.
+    // A fixed cuBLASLt workspace, so that GEMMs recorded into graphs never allocate.
     constexpr size_t kWorkspaceBytes = size_t{32} << 20;
     HGRN2_RETURN_IF_ERROR(CudaStatus(cudaMalloc(&workspace_, kWorkspaceBytes), "cublas workspace"));
-    HGRN2_RETURN_IF_ERROR(
-        CublasStatus(cublasSetWorkspace(cublas_, workspace_, kWorkspaceBytes), "cublas workspace"));
+    HGRN2_ASSIGN_OR_RETURN(gemm_, TunedGemm::Create(stream_, workspace_, kWorkspaceBytes));
     return absl::OkStatus();
   }
 
@@ -558,7 +555,7 @@ class CudaBackend final : public Backend {
 
   CudaBackendOptions options_;
   cudaStream_t stream_ = nullptr;
-  cublasHandle_t cublas_ = nullptr;
+  std::unique_ptr<TunedGemm> gemm_;
   void* workspace_ = nullptr;
   absl::flat_hash_map<uint64_t, cudaGraphExec_t> graphs_;
   DeviceSampleBatch sample_batch_;

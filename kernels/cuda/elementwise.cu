@@ -3,6 +3,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
+
 #include "kernels/cuda/device_math.cuh"
 #include "kernels/gather_rows.h"
 #include "kernels/log_softmax_gather.h"
@@ -90,6 +92,88 @@ __global__ void LogSoftmaxGatherKernel(LogSoftmaxGatherParams<T> p) {
   }
 }
 
+// 16-byte vectors of T: 8 bf16/f16 values or 4 floats.
+template <typename T>
+struct alignas(16) Vec16 {
+  static constexpr int kSize = 16 / sizeof(T);
+  T values[kSize];
+};
+
+// Whether rows of `cols` elements at `pointer` with `stride` can be read as Vec16.
+template <typename T>
+bool Vectorizable(const void* pointer, int64_t stride, int64_t cols) {
+  constexpr int kSize = Vec16<T>::kSize;
+  return reinterpret_cast<uintptr_t>(pointer) % 16 == 0 && stride % kSize == 0 && cols % kSize == 0;
+}
+
+template <typename T>
+__global__ void RmsNormVecKernel(RmsNormParams<T> p) {
+  using V = Vec16<T>;
+  constexpr int kSize = V::kSize;
+  __shared__ float scratch[32];
+  for (int64_t r = blockIdx.x; r < p.rows; r += gridDim.x) {
+    const V* x = reinterpret_cast<const V*>(p.x + r * p.x_stride_row);
+    V* residual = p.residual != nullptr
+                      ? reinterpret_cast<V*>(p.residual + r * p.residual_stride_row)
+                      : nullptr;
+    const int64_t vectors = p.cols / kSize;
+    float sum_squares = 0.0f;
+    for (int64_t c = threadIdx.x; c < vectors; c += blockDim.x) {
+      V value = x[c];
+      if (residual != nullptr) {
+        V sum = residual[c];
+#pragma unroll
+        for (int e = 0; e < kSize; ++e) {
+          sum.values[e] = FromFloat<T>(ToFloat(sum.values[e]) + ToFloat(value.values[e]));
+        }
+        residual[c] = sum;
+        value = sum;
+      }
+#pragma unroll
+      for (int e = 0; e < kSize; ++e) {
+        const float v = ToFloat(value.values[e]);
+        sum_squares += v * v;
+      }
+    }
+    sum_squares = cuda::BlockSum(sum_squares, scratch);
+    const float scale = rsqrtf(sum_squares / static_cast<float>(p.cols) + p.eps);
+    const V* source = residual != nullptr ? residual : x;
+    const V* weight = reinterpret_cast<const V*>(p.weight);
+    V* out = reinterpret_cast<V*>(p.out + r * p.out_stride_row);
+    for (int64_t c = threadIdx.x; c < vectors; c += blockDim.x) {
+      const V value = source[c];
+      const V w = weight[c];
+      V result;
+#pragma unroll
+      for (int e = 0; e < kSize; ++e) {
+        result.values[e] = FromFloat<T>(ToFloat(value.values[e]) * scale * ToFloat(w.values[e]));
+      }
+      out[c] = result;
+    }
+  }
+}
+
+// Block (vector block, row).
+template <typename T>
+__global__ void SwiGluVecKernel(SwiGluParams<T> p) {
+  using V = Vec16<T>;
+  constexpr int kSize = V::kSize;
+  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= p.cols / kSize) return;
+  for (int64_t r = blockIdx.y; r < p.rows; r += gridDim.y) {
+    const V* gate = reinterpret_cast<const V*>(p.gate_up + r * p.gate_up_stride_row);
+    const V g = gate[c];
+    const V u = gate[p.cols / kSize + c];
+    V result;
+#pragma unroll
+    for (int e = 0; e < kSize; ++e) {
+      const float x = ToFloat(g.values[e]);
+      result.values[e] = FromFloat<T>(x / (1.0f + expf(-x)) * ToFloat(u.values[e]));
+    }
+    reinterpret_cast<V*>(p.out + r * p.out_stride_row)[c] = result;
+  }
+}
+
 constexpr int kRowThreads = 256;
 
 }  // namespace
@@ -104,13 +188,31 @@ cudaError_t LaunchGatherRows(const GatherRowsParams<T>& params, cudaStream_t str
 template <typename T>
 cudaError_t LaunchRmsNorm(const RmsNormParams<T>& params, cudaStream_t stream) {
   if (params.rows == 0) return cudaSuccess;
-  RmsNormKernel<T><<<cuda::GridFor(params.rows, 1), kRowThreads, 0, stream>>>(params);
+  const bool vectorizable =
+      Vectorizable<T>(params.x, params.x_stride_row, params.cols) &&
+      Vectorizable<T>(params.out, params.out_stride_row, params.cols) &&
+      Vectorizable<T>(params.weight, 0, params.cols) &&
+      (params.residual == nullptr ||
+       Vectorizable<T>(params.residual, params.residual_stride_row, params.cols));
+  if (vectorizable) {
+    RmsNormVecKernel<T><<<cuda::GridFor(params.rows, 1), kRowThreads, 0, stream>>>(params);
+  } else {
+    RmsNormKernel<T><<<cuda::GridFor(params.rows, 1), kRowThreads, 0, stream>>>(params);
+  }
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t LaunchSwiGlu(const SwiGluParams<T>& params, cudaStream_t stream) {
   if (params.rows == 0) return cudaSuccess;
+  if (Vectorizable<T>(params.gate_up, params.gate_up_stride_row, 2 * params.cols) &&
+      Vectorizable<T>(params.out, params.out_stride_row, params.cols)) {
+    const int64_t vectors = params.cols / Vec16<T>::kSize;
+    const dim3 grid(static_cast<unsigned>((vectors + kRowThreads - 1) / kRowThreads),
+                    cuda::GridFor(params.rows, 1));
+    SwiGluVecKernel<T><<<grid, kRowThreads, 0, stream>>>(params);
+    return cudaGetLastError();
+  }
   const dim3 grid(static_cast<unsigned>((params.cols + kRowThreads - 1) / kRowThreads),
                   cuda::GridFor(params.rows, 1));
   SwiGluKernel<T><<<grid, kRowThreads, 0, stream>>>(params);
