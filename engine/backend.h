@@ -159,15 +159,6 @@ class Backend {
   // One token for each of qfi.rows sequences in `slots` (device int32 [rows]).
   virtual absl::Status Hgrn2Step(const Hgrn2LayerOp& layer, const int32_t* slots,
                                  const DeviceTensor& qfi, DeviceTensor out) = 0;
-  // Hgrn2Step, then normed = rmsnorm(out) · norm_weight over each row (the g_norm that follows
-  // the token mixer). Backends may fuse the two; this default runs them one after the other.
-  virtual absl::Status Hgrn2StepNorm(const Hgrn2LayerOp& layer, const int32_t* slots,
-                                     const DeviceTensor& qfi, DeviceTensor out,
-                                     const DeviceTensor& norm_weight, float eps,
-                                     DeviceTensor normed) {
-    if (absl::Status status = Hgrn2Step(layer, slots, qfi, out); !status.ok()) return status;
-    return RmsNorm(out, norm_weight, eps, normed);
-  }
   // Whole token runs: sequence b owns rows [seq_offsets[b], seq_offsets[b+1]) of qfi and out
   // and slot slots[b] (device int32 arrays). chunk_size 0 = token by token.
   virtual absl::Status Hgrn2Prefill(const Hgrn2LayerOp& layer, int32_t num_seqs,

@@ -330,33 +330,6 @@ class CudaBackend final : public Backend {
     });
   }
 
-  absl::Status Hgrn2StepNorm(const Hgrn2LayerOp& layer, const int32_t* slots,
-                             const DeviceTensor& qfi, DeviceTensor out,
-                             const DeviceTensor& norm_weight, float eps,
-                             DeviceTensor normed) override {
-    HGRN2_RETURN_IF_ERROR(CheckLayer(layer, qfi, out));
-    const DType dtype = compute_dtype();
-    HGRN2_RETURN_IF_ERROR(CheckShape(norm_weight, dtype, 1, out.cols, "g_norm weight"));
-    HGRN2_RETURN_IF_ERROR(CheckShape(normed, dtype, out.rows, out.cols, "g_norm out"));
-    const int64_t partials =
-        qfi.rows * kernels::Hgrn2StepBlocksPerToken(layer.num_heads, layer.value_dim);
-    if (partials > kNormPartials || qfi.rows > kNormRows) {
-      return Backend::Hgrn2StepNorm(layer, slots, qfi, out, norm_weight, eps, normed);
-    }
-    return Dispatch(dtype, "hgrn2 step + g_norm", [&](auto zero) {
-      using T = decltype(zero);
-      kernels::Hgrn2StepParams<T> params{.batch = static_cast<int32_t>(qfi.rows),
-                                         .layer = LayerParams<T>(layer, slots, qfi, out)};
-      params.norm_weight = norm_weight.As<const T>();
-      params.norm_eps = eps;
-      params.normed = normed.As<T>();
-      params.normed_stride_token = normed.row_stride;
-      params.norm_partials = norm_partials_;
-      params.norm_counters = norm_counters_;
-      return kernels::LaunchHgrn2Step<T>(params, stream_);
-    });
-  }
-
   absl::Status Hgrn2Prefill(const Hgrn2LayerOp& layer, int32_t num_seqs, const int32_t* slots,
                             const int32_t* seq_offsets, int32_t chunk_size, const DeviceTensor& qfi,
                             DeviceTensor out) override {
@@ -548,12 +521,6 @@ class CudaBackend final : public Backend {
     constexpr size_t kWorkspaceBytes = size_t{32} << 20;
     HGRN2_RETURN_IF_ERROR(CudaStatus(cudaMalloc(&workspace_, kWorkspaceBytes), "cublas workspace"));
     HGRN2_ASSIGN_OR_RETURN(gemm_, TunedGemm::Create(stream_, workspace_, kWorkspaceBytes));
-    // Scratch of the fused g_norm, allocated once so that recorded steps never allocate; the
-    // counters start at zero and the kernel leaves them so.
-    HGRN2_ASSIGN_OR_RETURN(norm_scratch_,
-                           Allocate(kNormPartials * sizeof(float) + kNormRows * sizeof(unsigned)));
-    norm_partials_ = static_cast<float*>(norm_scratch_.data());
-    norm_counters_ = reinterpret_cast<unsigned*>(norm_partials_ + kNormPartials);
     return absl::OkStatus();
   }
 
@@ -589,13 +556,6 @@ class CudaBackend final : public Backend {
   CudaBackendOptions options_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<TunedGemm> gemm_;
-  // The fused g_norm's scratch: partial sums per (row, block) and a counter per row. Batches
-  // beyond it take the unfused path.
-  static constexpr int64_t kNormRows = 4096;
-  static constexpr int64_t kNormPartials = kNormRows * 64;
-  DeviceBuffer norm_scratch_;
-  float* norm_partials_ = nullptr;
-  unsigned* norm_counters_ = nullptr;
   void* workspace_ = nullptr;
   absl::flat_hash_map<uint64_t, cudaGraphExec_t> graphs_;
   DeviceSampleBatch sample_batch_;

@@ -188,15 +188,14 @@ absl::StatusOr<DeviceTensor> ForwardPass::Run(int64_t num_tokens, int32_t num_se
       const LayerWeights& w = model_.layer(l);
       const Hgrn2LayerOp& op = layer_ops_[static_cast<size_t>(l)];
       HGRN2_RETURN_IF_ERROR(backend_.Gemm(normed, w.qfi_proj, qfi));
-      // The token mixer, then g_norm over the whole of D (not per head).
       if (decode_step) {
-        HGRN2_RETURN_IF_ERROR(
-            backend_.Hgrn2StepNorm(op, slots_, qfi, mixed, w.g_norm, eps, normed));
+        HGRN2_RETURN_IF_ERROR(backend_.Hgrn2Step(op, slots_, qfi, mixed));
       } else {
         HGRN2_RETURN_IF_ERROR(backend_.Hgrn2Prefill(op, num_seqs, slots_, offsets_,
                                                     options_.prefill_chunk_size, qfi, mixed));
-        HGRN2_RETURN_IF_ERROR(backend_.RmsNorm(mixed, w.g_norm, eps, normed));
       }
+      // g_norm over the whole of D (not per head), then the output projection.
+      HGRN2_RETURN_IF_ERROR(backend_.RmsNorm(mixed, w.g_norm, eps, normed));
       HGRN2_RETURN_IF_ERROR(backend_.Gemm(normed, w.o_proj, projected));
       HGRN2_RETURN_IF_ERROR(backend_.AddRmsNorm(residual, projected, w.mlp_norm, eps, normed));
       HGRN2_RETURN_IF_ERROR(backend_.Gemm(normed, w.gate_up_proj, gate_up));

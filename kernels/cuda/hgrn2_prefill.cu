@@ -83,8 +83,7 @@ __global__ void __launch_bounds__(kThreads) Hgrn2PrefillKernel(Hgrn2PrefillParam
       const int c = item - t * dk;
       const int64_t qc = static_cast<int64_t>(head) * dk + c;
       const cuda::ActivatedQf a =
-          cuda::ActivateQf(conved(qc, tile + t), conved(qf + qc, tile + t),
-                           p.lower_bound != nullptr ? p.lower_bound[qc] : 0.0f);
+          cuda::ActivateQf(conved(qc, tile + t), conved(qf + qc, tile + t), p.lower_bound, qc);
       q_s[t * dk + c] = a.q;
       g_s[t * dk + c] = a.g;
       k_s[t * dk + c] = a.k;
@@ -153,10 +152,12 @@ __global__ void __launch_bounds__(kThreads) Hgrn2PrefillKernel(Hgrn2PrefillParam
 // the gates it reads from shared memory for a token serve four rows. The tile's inputs are
 // loaded (unconditionally, so that all loads are in flight at once) while the recurrence runs on
 // the previous tile, and each tile's dot products are summed across the warp by one butterfly.
-// kRowsPerWarp = 4 normally; 2 when there are too few blocks to fill the card (one sequence):
-// twice the blocks, each lane's gates serving two rows.
 constexpr int kFastThreads = 128;
+constexpr int kFastRowsPerWarp = 4;
+constexpr int kFastRows = kFastThreads / 32 * kFastRowsPerWarp;  // 16
+constexpr int kFastTile = 8;
 constexpr int kFastMaxKeyDim = 128;
+static_assert(kFastTile * kFastRowsPerWarp == 32, "the butterfly gives one (token, row) per lane");
 
 // One step of the transposing butterfly sum over a warp: lanes that differ in bit kStep exchange
 // halves of values [0, 2·kStep), each keeping the half its bit selects, summed.
@@ -171,11 +172,9 @@ __device__ __forceinline__ void ButterflyStep(float (&values)[32], int lane) {
   }
 }
 
-template <typename T, int kFastRowsPerWarp>
+template <typename T>
 __global__ void __launch_bounds__(kFastThreads)
     Hgrn2PrefillFastKernel(Hgrn2PrefillParams<T> params) {
-  constexpr int kFastRows = kFastThreads / 32 * kFastRowsPerWarp;
-  constexpr int kFastTile = 32 / kFastRowsPerWarp;  // the butterfly gives one (token, row) per lane
   __shared__ __align__(16) float q_s[kFastTile][kFastMaxKeyDim];
   __shared__ __align__(16) float g_s[kFastTile][kFastMaxKeyDim];
   __shared__ __align__(16) float k_s[kFastTile][kFastMaxKeyDim];
@@ -242,10 +241,11 @@ __global__ void __launch_bounds__(kFastThreads)
 #pragma unroll
     for (int t = 0; t < kFastTile; ++t) {
       if (stages_qf) {
-        const cuda::ActivatedQf a = cuda::ActivateQf(ToFloat(raw_q[t]), ToFloat(raw_f[t]), lb);
-        q_s[t][threadIdx.x] = a.q;
-        g_s[t][threadIdx.x] = a.g;
-        k_s[t][threadIdx.x] = a.k;
+        const float q = ToFloat(raw_q[t]);
+        const float f = ToFloat(raw_f[t]);
+        q_s[t][threadIdx.x] = q * cuda::Sigmoid(q);
+        g_s[t][threadIdx.x] = lb + (1.0f - lb) * cuda::Sigmoid(f);
+        k_s[t][threadIdx.x] = (1.0f - lb) * cuda::Sigmoid(-f);
       }
       if (stages_v) v_s[t][threadIdx.x] = ToFloat(raw_v[t]);
     }
@@ -261,9 +261,8 @@ __global__ void __launch_bounds__(kFastThreads)
         g4 = *reinterpret_cast<const float4*>(&g_s[t][j]);
         k4 = *reinterpret_cast<const float4*>(&k_s[t][j]);
       }
-      float v[kFastRowsPerWarp];
-#pragma unroll
-      for (int r = 0; r < kFastRowsPerWarp; ++r) v[r] = v_s[t][warp * kFastRowsPerWarp + r];
+      const float4 v4 = *reinterpret_cast<const float4*>(&v_s[t][warp * kFastRowsPerWarp]);
+      const float v[kFastRowsPerWarp] = {v4.x, v4.y, v4.z, v4.w};
 #pragma unroll
       for (int r = 0; r < kFastRowsPerWarp; ++r) {
         // Tokens past the end of the sequence leave the state alone (count is block-uniform).
@@ -326,21 +325,8 @@ cudaError_t LaunchHgrn2Prefill(const Hgrn2PrefillParams<T>& params, cudaStream_t
   const int dk = p.key_dim;
   const bool vec = dk % 4 == 0;
   if (p.conv_size == 0 && vec && dk <= kFastMaxKeyDim) {
-    static const int num_sms = [] {
-      int device = 0, count = 0;
-      cudaGetDevice(&device);
-      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device);
-      return count > 0 ? count : 132;
-    }();
-    const int64_t blocks =
-        static_cast<int64_t>(params.num_seqs) * p.num_heads * ((p.value_dim + 15) / 16);
-    if (blocks < 2 * num_sms) {
-      const dim3 grid((p.value_dim + 7) / 8, p.num_heads, params.num_seqs);
-      Hgrn2PrefillFastKernel<T, 2><<<grid, kFastThreads, 0, stream>>>(params);
-    } else {
-      const dim3 grid((p.value_dim + 15) / 16, p.num_heads, params.num_seqs);
-      Hgrn2PrefillFastKernel<T, 4><<<grid, kFastThreads, 0, stream>>>(params);
-    }
+    const dim3 grid((p.value_dim + kFastRows - 1) / kFastRows, p.num_heads, params.num_seqs);
+    Hgrn2PrefillFastKernel<T><<<grid, kFastThreads, 0, stream>>>(params);
     return cudaGetLastError();
   }
   cudaError_t error;

@@ -50,8 +50,7 @@ __global__ void __launch_bounds__(kStepThreads) Hgrn2StepKernel(Hgrn2StepParams<
     const int64_t qc = static_cast<int64_t>(head) * dk + c;
     const float q = conv(qc, ToFloat(x[qc]));
     const float f = conv(qf + qc, ToFloat(x[qf + qc]));
-    const cuda::ActivatedQf a =
-        cuda::ActivateQf(q, f, p.lower_bound != nullptr ? p.lower_bound[qc] : 0.0f);
+    const cuda::ActivatedQf a = cuda::ActivateQf(q, f, p.lower_bound, qc);
     q_s[c] = a.q;
     g_s[c] = a.g;
     k_s[c] = a.k;
@@ -120,58 +119,9 @@ __global__ void __launch_bounds__(kStepThreads) Hgrn2StepKernel(Hgrn2StepParams<
       if (lane == 0) out[r] = cuda::FromFloat<T>(o);
     }
   }
-  if (params.norm_weight == nullptr) return;
-
-  // The fused g_norm. Each block's sum of squares of the outputs as stored (rounded to T, as a
-  // separate RMSNorm would read them) goes to its own partial; the last block of the row adds the
-  // partials in a fixed order (so the result does not depend on which block finished last) and
-  // normalises the whole row.
-  __shared__ float warp_sums[kStepThreads / 32];
-  __shared__ bool last_block;
-  __shared__ float row_scale;
-  float squares = 0.0f;
-  if (lane == 0) {
-    for (int r = warp; r < rows; r += kWarps) {
-      const float o = ToFloat(out[r]);
-      squares += o * o;
-    }
-    warp_sums[warp] = squares;
-  }
-  __syncthreads();
-  const int64_t blocks_per_token = static_cast<int64_t>(gridDim.x) * gridDim.y;
-  if (threadIdx.x == 0) {
-    float block_sum = 0.0f;
-    for (int w = 0; w < kWarps; ++w) block_sum += warp_sums[w];
-    params.norm_partials[b * blocks_per_token + blockIdx.y * gridDim.x + blockIdx.x] = block_sum;
-    __threadfence();  // outputs and partial visible before the count says so
-    last_block = atomicAdd(params.norm_counters + b, 1u) == blocks_per_token - 1;
-  }
-  __syncthreads();
-  if (!last_block) return;
-  __threadfence();
-  const int64_t width = static_cast<int64_t>(p.num_heads) * dv;
-  if (threadIdx.x == 0) {
-    float total = 0.0f;
-    for (int64_t i = 0; i < blocks_per_token; ++i) {
-      total += __ldcg(params.norm_partials + b * blocks_per_token + i);
-    }
-    row_scale = rsqrtf(total / static_cast<float>(width) + params.norm_eps);
-    params.norm_counters[b] = 0;  // ready for the next launch
-  }
-  __syncthreads();
-  const T* row_out = p.out + b * p.out_stride_token;
-  T* normed = params.normed + b * params.normed_stride_token;
-  for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
-    normed[c] = cuda::FromFloat<T>(ToFloat(__ldcg(row_out + c)) * row_scale *
-                                   ToFloat(params.norm_weight[c]));
-  }
 }
 
 }  // namespace
-
-int64_t Hgrn2StepBlocksPerToken(int32_t num_heads, int32_t value_dim) {
-  return static_cast<int64_t>(num_heads) * ((value_dim + kStepRows - 1) / kStepRows);
-}
 
 template <typename T>
 cudaError_t LaunchHgrn2Step(const Hgrn2StepParams<T>& params, cudaStream_t stream) {
