@@ -279,6 +279,7 @@ const LayerShape kShapes[] = {
     {2, 130, 40, 2, true},   // dk above 128
     {3, 64, 36, 0, true},    // prefill's fast path, dv not a multiple of its 8 rows
     {1, 12, 20, 0, false},   // prefill's fast path with a small dk
+    {16, 64, 128, 0, true},  // many heads
 };
 
 TEST_P(Hgrn2OpTest, DecodeStepMatchesReference) {

@@ -25,10 +25,15 @@ struct ActivatedQf {
   float k;  // 1 - g, computed as (1 - lb) · sigmoid(-f) so it stays exact where g is near 1
 };
 
-__device__ __forceinline__ ActivatedQf ActivateQf(float q, float f, const float* lower_bound,
-                                                  int64_t channel) {
-  const float lb = lower_bound != nullptr ? lower_bound[channel] : 0.0f;
-  return {q * Sigmoid(q), lb + (1.0f - lb) * Sigmoid(f), (1.0f - lb) * Sigmoid(-f)};
+// With e = exp(-f): sigmoid(f) = 1 / (1 + e) and sigmoid(-f) = e · sigmoid(f), one exponential
+// and one division for both gates, and k keeps its precision where g is close to 1.
+__device__ __forceinline__ ActivatedQf ActivateQf(float q, float f, float lower_bound) {
+  const float e = __expf(-f);
+  const float sigmoid_f = __fdividef(1.0f, 1.0f + e);
+  const float rest = 1.0f - lower_bound;
+  // e = inf (f very negative): sigmoid(f) = 0 and sigmoid(-f) = 1.
+  const float sigmoid_minus_f = isinf(e) ? 1.0f : e * sigmoid_f;
+  return {q * Sigmoid(q), lower_bound + rest * sigmoid_f, rest * sigmoid_minus_f};
 }
 
 // Advances the conv windows of every channel past the tokens of each sequence: the new window is

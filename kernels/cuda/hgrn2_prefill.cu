@@ -83,7 +83,8 @@ __global__ void __launch_bounds__(kThreads) Hgrn2PrefillKernel(Hgrn2PrefillParam
       const int c = item - t * dk;
       const int64_t qc = static_cast<int64_t>(head) * dk + c;
       const cuda::ActivatedQf a =
-          cuda::ActivateQf(conved(qc, tile + t), conved(qf + qc, tile + t), p.lower_bound, qc);
+          cuda::ActivateQf(conved(qc, tile + t), conved(qf + qc, tile + t),
+                           p.lower_bound != nullptr ? p.lower_bound[qc] : 0.0f);
       q_s[t * dk + c] = a.q;
       g_s[t * dk + c] = a.g;
       k_s[t * dk + c] = a.k;
@@ -243,9 +244,10 @@ __global__ void __launch_bounds__(kFastThreads)
       if (stages_qf) {
         const float q = ToFloat(raw_q[t]);
         const float f = ToFloat(raw_f[t]);
-        q_s[t][threadIdx.x] = q * cuda::Sigmoid(q);
-        g_s[t][threadIdx.x] = lb + (1.0f - lb) * cuda::Sigmoid(f);
-        k_s[t][threadIdx.x] = (1.0f - lb) * cuda::Sigmoid(-f);
+        const cuda::ActivatedQf a = cuda::ActivateQf(q, f, lb);
+        q_s[t][threadIdx.x] = a.q;
+        g_s[t][threadIdx.x] = a.g;
+        k_s[t][threadIdx.x] = a.k;
       }
       if (stages_v) v_s[t][threadIdx.x] = ToFloat(raw_v[t]);
     }

@@ -50,7 +50,8 @@ __global__ void __launch_bounds__(kStepThreads) Hgrn2StepKernel(Hgrn2StepParams<
     const int64_t qc = static_cast<int64_t>(head) * dk + c;
     const float q = conv(qc, ToFloat(x[qc]));
     const float f = conv(qf + qc, ToFloat(x[qf + qc]));
-    const cuda::ActivatedQf a = cuda::ActivateQf(q, f, p.lower_bound, qc);
+    const cuda::ActivatedQf a =
+        cuda::ActivateQf(q, f, p.lower_bound != nullptr ? p.lower_bound[qc] : 0.0f);
     q_s[c] = a.q;
     g_s[c] = a.g;
     k_s[c] = a.k;
