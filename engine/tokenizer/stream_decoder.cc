@@ -18,6 +18,11 @@ StreamDecoder::StreamDecoder(const Tokenizer& tokenizer, bool skip_special,
   if (text.ok()) {
     shown_ = *std::move(text);
     shown_ids_ = window_.size();
+    for (auto it = window_.rbegin(); it != window_.rend(); ++it) {
+      if (skip_special_ && tokenizer_.IsSpecial(*it)) continue;
+      joining_ = tokenizer_.MayJoinNext(*it);
+      break;
+    }
   } else {
     context_ok_ = false;  // reported by the first Push
     window_.clear();
@@ -38,7 +43,9 @@ absl::StatusOr<std::string> StreamDecoder::Push(int32_t id) {
                                                    tokenizer_.vocab_size(), " ids)"));
   }
   window_.push_back(id);
-  if (tokenizer_.MayJoinNext(id)) return std::string();
+  // A skipped special token is not in the decoded text, so it does not end a byte-fallback run.
+  if (!(skip_special_ && tokenizer_.IsSpecial(id))) joining_ = tokenizer_.MayJoinNext(id);
+  if (joining_) return std::string();
   HGRN2_ASSIGN_OR_RETURN(std::string text, DecodeWindow());
   if (text.size() <= shown_.size() || absl::EndsWith(text, unicode::kReplacementChar)) {
     return std::string();

@@ -17,8 +17,9 @@ namespace hgrn2 {
 // One per sequence, used by one thread at a time. The deltas of Push and Finish concatenate to
 // exactly Decode(context + ids) with Decode(context) removed from its front: the text a full
 // decode gives, never a broken character, because:
-//  - text ending in a byte-fallback piece, or in U+FFFD (an unfinished byte-level character), is
-//    held until the next id shows whether it completes;
+//  - text ending in a byte-fallback piece (skipped special tokens after it do not count), or in
+//    U+FFFD (an unfinished byte-level character), is held until a later id shows whether it
+//    completes;
 //  - each step decodes only a window that starts at an anchor token (Tokenizer::IsStreamAnchor),
 //    twice (without and with the newest ids) and emits the difference, so a decoder's
 //    leading-space rules (Metaspace, Strip) apply to the window's first token in both decodes
@@ -48,6 +49,7 @@ class StreamDecoder {
   std::string shown_;            // decode of the window's ids whose text is already out
   size_t shown_ids_ = 0;         // how many of window_ those are
   bool context_ok_ = true;       // false when `context` held an invalid id
+  bool joining_ = false;         // the last decoded token may join the next into a character
 };
 
 // Holds back text that could begin a stop string. One per sequence, one thread at a time.
