@@ -4,6 +4,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "engine/file_io.h"
 #include "engine/status_macros.h"
 
@@ -27,8 +28,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::filesystem
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
       file.extension() == ".model" ? FromSentencePiece(bytes) : FromJson(bytes);
   if (!tokenizer.ok()) {
-    return absl::Status(tokenizer.status().code(),
-                        absl::StrCat(file.string(), ": ", tokenizer.status().message()));
+    // The message names the file kind ("tokenizer.json: ..."); name the file's path instead.
+    absl::string_view message = tokenizer.status().message();
+    absl::ConsumePrefix(&message, absl::StrCat(file.filename().string(), ": "));
+    return absl::Status(tokenizer.status().code(), absl::StrCat(file.string(), ": ", message));
   }
   return tokenizer;
 }
