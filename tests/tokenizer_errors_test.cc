@@ -121,9 +121,8 @@ TEST(TokenizerJsonErrorsTest, UnknownComponentTypesAreNamedWithTheirPlace) {
   ExpectError(ErrorOf(json), absl::StatusCode::kInvalidArgument,
               {"post_processor", "unsupported post_processor type \"BertProcessing\""});
   json = BaseJson();
-  json["pre_tokenizer"] = {{"type", "Split"},
-                           {"pattern", {{"Regex", "(unclosed"}}},
-                           {"behavior", "Isolated"}};
+  json["pre_tokenizer"] = {
+      {"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}};
   ExpectError(ErrorOf(json), absl::StatusCode::kInvalidArgument,
               {"pre_tokenizer", "invalid regex \"(unclosed\""});
   json["pre_tokenizer"]["pattern"] = {{"Regex", "a"}};
@@ -159,8 +158,7 @@ TEST(TokenizerErrorsTest, TextMustBeUtf8AndIdsInTheVocabulary) {
         Tokenizer::Load(TestDataDir() / "tokenizers" / name);
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
     ExpectError((*tokenizer)->Encode("abc\xC3(", false).status(),
-                absl::StatusCode::kInvalidArgument,
-                {"not valid UTF-8", "byte 0xC3 at offset 3"});
+                absl::StatusCode::kInvalidArgument, {"not valid UTF-8", "byte 0xC3 at offset 3"});
     ExpectError((*tokenizer)->Encode("\xED\xA0\x80", false).status(),  // a surrogate
                 absl::StatusCode::kInvalidArgument, {"not valid UTF-8", "offset 0"});
     ExpectError((*tokenizer)->Decode(std::vector<int32_t>{5, 1000}, false).status(),

@@ -36,9 +36,9 @@ std::unique_ptr<Tokenizer> LoadFile(const std::string& file) {
   absl::StatusOr<std::string> bytes = ReadFileToString(path);
   EXPECT_TRUE(bytes.ok()) << bytes.status();
   if (!bytes.ok()) return nullptr;
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
-      path.extension() == ".model" ? Tokenizer::FromSentencePiece(*bytes)
-                                   : Tokenizer::FromJson(*bytes);
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = path.extension() == ".model"
+                                                             ? Tokenizer::FromSentencePiece(*bytes)
+                                                             : Tokenizer::FromJson(*bytes);
   EXPECT_TRUE(tokenizer.ok()) << file << ": " << tokenizer.status();
   return tokenizer.ok() ? *std::move(tokenizer) : nullptr;
 }

@@ -1,14 +1,13 @@
 // Tests of streaming detokenization: StreamDecoder on random ids (byte-fallback pieces split
 // mid-character, special tokens) for every fixture tokenizer, leading spaces with a context, and
 // StopStringMatcher with stop strings that straddle tokens.
-#include "engine/tokenizer/stream_decoder.h"
-
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_join.h"
+#include "engine/tokenizer/stream_decoder.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/unicode.h"
 #include "gtest/gtest.h"
@@ -80,8 +79,8 @@ TEST_P(StreamDecoderRandomTest, DeltasConcatenateToTheFullDecode) {
       streamed += delta;
     }
     EXPECT_EQ(streamed, full->substr(before->size()))
-        << GetParam() << " skip_special=" << skip_special << " context " << context_size
-        << " ids " << absl::StrJoin(ids, " ");
+        << GetParam() << " skip_special=" << skip_special << " context " << context_size << " ids "
+        << absl::StrJoin(ids, " ");
     ++checked;
   }
   EXPECT_GT(checked, 200);
@@ -128,7 +127,8 @@ TEST(StreamDecoderTest, ByteFallbackCharacterAppearsWhole) {
 TEST(StreamDecoderTest, ByteLevelEmojiNeverBroken) {
   std::unique_ptr<Tokenizer> tokenizer = Load("bytelevel");
   ASSERT_NE(tokenizer, nullptr);
-  const std::string text = "family \xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9 and \xF0\x9F\x91\x8D";
+  const std::string text =
+      "family \xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9 and \xF0\x9F\x91\x8D";
   absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(text, false);
   ASSERT_TRUE(ids.ok()) << ids.status();
   StreamDecoder stream(*tokenizer, true);

@@ -127,7 +127,8 @@ int Run(const RunOptions& options) {
     tokenizer = *std::move(loaded);
     // BOS (or whatever the tokenizer's post-processor adds), as the model was trained.
     prompt = tokenizer->Encode(*options.prompt, /*add_special=*/true);
-    if (!prompt.ok()) return Fail(kExitUsage, absl::StrCat("--prompt: ", prompt.status().message()));
+    if (!prompt.ok())
+      return Fail(kExitUsage, absl::StrCat("--prompt: ", prompt.status().message()));
     if (prompt->empty()) return Fail(kExitUsage, "--prompt: the text encodes to no tokens");
   }
   const char* prompt_flag = options.prompt ? "--prompt" : "--prompt-ids";
@@ -140,7 +141,8 @@ int Run(const RunOptions& options) {
   }
   if (options.score && prompt->size() < 2) {
     return Fail(kExitUsage, absl::StrCat("--score: needs at least 2 prompt ids (the first is only "
-                                         "context); ", prompt_flag, " gave ", prompt->size()));
+                                         "context); ",
+                                         prompt_flag, " gave ", prompt->size()));
   }
 
   SamplingParams sampling = options.sampling;

@@ -37,8 +37,7 @@ struct TokenizeOptions {
 };
 
 int Fail(absl::string_view message) {
-  std::fprintf(stderr, "hgrn2-tokenize: %.*s\n", static_cast<int>(message.size()),
-               message.data());
+  std::fprintf(stderr, "hgrn2-tokenize: %.*s\n", static_cast<int>(message.size()), message.data());
   return kExitUsage;
 }
 
@@ -73,8 +72,8 @@ int Run(const TokenizeOptions& options) {
   }
 
   std::vector<int32_t> ids;
-  for (absl::string_view word : absl::StrSplit(input, absl::ByAnyChar(" \t\r\n\v\f"),
-                                               absl::SkipEmpty())) {
+  for (absl::string_view word :
+       absl::StrSplit(input, absl::ByAnyChar(" \t\r\n\v\f"), absl::SkipEmpty())) {
     int32_t id;
     if (!absl::SimpleAtoi(word, &id)) {
       return Fail(absl::StrCat("--decode: \"", word, "\" is not an integer token id"));

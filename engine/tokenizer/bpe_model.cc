@@ -64,8 +64,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(
   if (options.unk_token) {
     auto it = model->vocab_.find(*options.unk_token);
     if (it == model->vocab_.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model.unk_token \"", *options.unk_token, "\" is not in the vocabulary"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("model.unk_token \"", *options.unk_token, "\" is not in the vocabulary"));
     }
     model->unk_id_ = it->second;
   }

@@ -65,8 +65,7 @@ absl::StatusOr<int64_t> IntField(const Json& node, const char* name, int64_t fal
   return field->get<int64_t>();
 }
 
-absl::StatusOr<const Json*> ArrayField(const Json& node, const char* name,
-                                       absl::string_view path) {
+absl::StatusOr<const Json*> ArrayField(const Json& node, const char* name, absl::string_view path) {
   const Json* field = Field(node, name);
   if (field == nullptr || !field->is_array()) {
     return Invalid(path, absl::StrCat("\"", name, "\" must be a list"));
@@ -76,7 +75,7 @@ absl::StatusOr<const Json*> ArrayField(const Json& node, const char* name,
 
 // A pattern as tokenizer.json writes it: {"String": "..."} or {"Regex": "..."}.
 struct Pattern {
-  std::string literal;              // when not a regex
+  std::string literal;               // when not a regex
   std::unique_ptr<OnigRegex> regex;  // when a regex
 
   void FindAll(absl::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const {
@@ -103,7 +102,8 @@ absl::StatusOr<Pattern> ParsePattern(const Json& node, absl::string_view path) {
     return result;
   }
   if (const Json* regex = Field(*pattern, "Regex"); regex && regex->is_string()) {
-    absl::StatusOr<std::unique_ptr<OnigRegex>> compiled = OnigRegex::Compile(regex->get<std::string>());
+    absl::StatusOr<std::unique_ptr<OnigRegex>> compiled =
+        OnigRegex::Compile(regex->get<std::string>());
     if (!compiled.ok()) return Invalid(path, compiled.status().message());
     result.regex = *std::move(compiled);
     return result;
@@ -218,8 +218,8 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& node,
     HGRN2_ASSIGN_OR_RETURN(const Json* list, ArrayField(node, "normalizers", path));
     std::vector<std::unique_ptr<Normalizer>> parts;
     for (size_t i = 0; i < list->size(); ++i) {
-      HGRN2_ASSIGN_OR_RETURN(auto part,
-                             ParseNormalizer((*list)[i], absl::StrCat(path, ".normalizers[", i, "]")));
+      HGRN2_ASSIGN_OR_RETURN(
+          auto part, ParseNormalizer((*list)[i], absl::StrCat(path, ".normalizers[", i, "]")));
       parts.push_back(std::move(part));
     }
     return std::make_unique<SequenceNormalizer>(std::move(parts));
@@ -307,8 +307,8 @@ std::vector<Span> ApplyBehavior(const std::vector<Span>& spans, SplitBehavior be
 void AppendSplits(const Piece& piece, const std::vector<Span>& spans, std::vector<Piece>* out) {
   for (const Span& span : spans) {
     if (span.end <= span.begin) continue;  // HF drops empty splits
-    out->push_back({piece.text.substr(span.begin, span.end - span.begin),
-                    piece.at_start && span.begin == 0});
+    out->push_back(
+        {piece.text.substr(span.begin, span.end - span.begin), piece.at_start && span.begin == 0});
   }
 }
 
@@ -381,8 +381,8 @@ class MetaspacePreTokenizer : public PreTokenizer {
     std::vector<Piece> out;
     for (Piece& piece : *pieces) {
       piece.text = absl::StrReplaceAll(piece.text, {{" ", replacement_}});
-      const bool prepend = scheme_ == PrependScheme::kAlways ||
-                           (scheme_ == PrependScheme::kFirst && piece.at_start);
+      const bool prepend =
+          scheme_ == PrependScheme::kAlways || (scheme_ == PrependScheme::kFirst && piece.at_start);
       if (prepend && !piece.text.empty() && !absl::StartsWith(piece.text, replacement_)) {
         piece.text.insert(0, replacement_);
       }
@@ -392,10 +392,10 @@ class MetaspacePreTokenizer : public PreTokenizer {
       }
       const auto matches =
           CharMatches(piece.text, [&](absl::string_view c) { return c == replacement_; });
-      AppendSplits(piece,
-                   ApplyBehavior(ToSpans(piece.text.size(), matches, false),
-                                 SplitBehavior::kMergedWithNext),
-                   &out);
+      AppendSplits(
+          piece,
+          ApplyBehavior(ToSpans(piece.text.size(), matches, false), SplitBehavior::kMergedWithNext),
+          &out);
     }
     *pieces = std::move(out);
   }
@@ -437,11 +437,11 @@ class DigitsPreTokenizer : public PreTokenizer {
       const auto matches = CharMatches(piece.text, [](absl::string_view c) {
         return unicode::IsNumeric(unicode::CodePointAt(c, 0));
       });
-      AppendSplits(piece,
-                   ApplyBehavior(ToSpans(piece.text.size(), matches, false),
-                                 individual_ ? SplitBehavior::kIsolated
-                                             : SplitBehavior::kContiguous),
-                   &out);
+      AppendSplits(
+          piece,
+          ApplyBehavior(ToSpans(piece.text.size(), matches, false),
+                        individual_ ? SplitBehavior::kIsolated : SplitBehavior::kContiguous),
+          &out);
     }
     *pieces = std::move(out);
   }
@@ -790,7 +790,8 @@ absl::Status ParsePostProcessor(const Json& node, const std::string& path, Templ
     }
     for (const Json& id : *ids) {
       if (!id.is_number_integer()) {
-        return Invalid(item_path, absl::StrCat("special token \"", name, "\" has a non-integer id"));
+        return Invalid(item_path,
+                       absl::StrCat("special token \"", name, "\" has a non-integer id"));
       }
       (seen_sequence ? result->suffix : result->prefix).push_back(id.get<int32_t>());
     }
@@ -1000,7 +1001,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> ParseModel(const Json& node) {
     if (!unk->is_string()) return Invalid(path, "\"unk_token\" must be a string");
     options.unk_token = unk->get<std::string>();
   }
-  if (const Json* prefix = Field(node, "continuing_subword_prefix"); prefix && prefix->is_string()) {
+  if (const Json* prefix = Field(node, "continuing_subword_prefix");
+      prefix && prefix->is_string()) {
     options.continuing_subword_prefix = prefix->get<std::string>();
   }
   if (const Json* suffix = Field(node, "end_of_word_suffix"); suffix && suffix->is_string()) {
@@ -1066,14 +1068,14 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> HfTokenizer::Create(const Json& root)
     HGRN2_RETURN_IF_ERROR(ParsePostProcessor(*node, "post_processor", &tokenizer->template_));
     for (int32_t id : tokenizer->template_.prefix) {
       if (id < 0 || id >= tokenizer->vocab_size_) {
-        return Invalid("post_processor", absl::StrCat("special token id ", id,
-                                                      " is outside the vocabulary"));
+        return Invalid("post_processor",
+                       absl::StrCat("special token id ", id, " is outside the vocabulary"));
       }
     }
     for (int32_t id : tokenizer->template_.suffix) {
       if (id < 0 || id >= tokenizer->vocab_size_) {
-        return Invalid("post_processor", absl::StrCat("special token id ", id,
-                                                      " is outside the vocabulary"));
+        return Invalid("post_processor",
+                       absl::StrCat("special token id ", id, " is outside the vocabulary"));
       }
     }
   }
@@ -1126,9 +1128,9 @@ absl::StatusOr<std::string> HfTokenizer::Decode(absl::Span<const int32_t> ids,
     const int32_t id = ids[i];
     const std::string* token = TokenOf(id);
     if (token == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("token id ", id, " at position ", i, " is not in the vocabulary (",
-                       vocab_size_, " ids)"));
+      return absl::InvalidArgumentError(absl::StrCat("token id ", id, " at position ", i,
+                                                     " is not in the vocabulary (", vocab_size_,
+                                                     " ids)"));
     }
     if (skip_special && is_special_[id]) continue;
     tokens.push_back(*token);

@@ -28,8 +28,8 @@ absl::StatusOr<std::unique_ptr<OnigRegex>> OnigRegex::Compile(absl::string_view 
   if (code != ONIG_NORMAL) {
     OnigUChar message[ONIG_MAX_ERROR_MESSAGE_LEN];
     onig_error_code_to_str(message, code, &error_info);
-    return absl::InvalidArgumentError(absl::StrCat("invalid regex \"", pattern,
-                                                   "\": ", reinterpret_cast<char*>(message)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid regex \"", pattern, "\": ", reinterpret_cast<char*>(message)));
   }
   return std::unique_ptr<OnigRegex>(new OnigRegex(regex));
 }

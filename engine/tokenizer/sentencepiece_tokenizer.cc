@@ -19,7 +19,8 @@ class SentencePieceTokenizer : public Tokenizer {
     if (model_proto.empty()) {
       return absl::InvalidArgumentError("tokenizer.model: the file is empty");
     }
-    const std::string error = bridge_.Load(std::string_view(model_proto.data(), model_proto.size()));
+    const std::string error =
+        bridge_.Load(std::string_view(model_proto.data(), model_proto.size()));
     if (!error.empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat("tokenizer.model: not a SentencePiece model: ", error));
@@ -49,9 +50,9 @@ class SentencePieceTokenizer : public Tokenizer {
     std::vector<int> pieces(ids.begin(), ids.end());
     for (size_t i = 0; i < pieces.size(); ++i) {
       if (pieces[i] < 0 || pieces[i] >= bridge_.piece_count()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("token id ", pieces[i], " at position ", i,
-                         " is not in the vocabulary (", bridge_.piece_count(), " ids)"));
+        return absl::InvalidArgumentError(absl::StrCat("token id ", pieces[i], " at position ", i,
+                                                       " is not in the vocabulary (",
+                                                       bridge_.piece_count(), " ids)"));
       }
     }
     std::string text;

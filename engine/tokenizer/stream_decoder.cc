@@ -35,7 +35,8 @@ absl::StatusOr<std::string> StreamDecoder::DecodeWindow() const {
 
 absl::StatusOr<std::string> StreamDecoder::Push(int32_t id) {
   if (!context_ok_) {
-    return absl::InvalidArgumentError("StreamDecoder: the context holds an id outside the vocabulary");
+    return absl::InvalidArgumentError(
+        "StreamDecoder: the context holds an id outside the vocabulary");
   }
   if (id < 0 || id >= tokenizer_.vocab_size()) {
     return absl::InvalidArgumentError(absl::StrCat("StreamDecoder: token id ", id,
@@ -52,9 +53,8 @@ absl::StatusOr<std::string> StreamDecoder::Push(int32_t id) {
   }
   if (!absl::StartsWith(text, shown_)) {
     // Cannot happen for the decoders implemented; refuse rather than show wrong text.
-    return absl::InternalError(
-        absl::StrCat("StreamDecoder: the decode of ", window_.size(),
-                     " ids no longer starts with the text already shown"));
+    return absl::InternalError(absl::StrCat("StreamDecoder: the decode of ", window_.size(),
+                                            " ids no longer starts with the text already shown"));
   }
   std::string delta = text.substr(shown_.size());
   shown_ = std::move(text);
@@ -76,13 +76,13 @@ absl::Status StreamDecoder::Reanchor() {
 
 absl::StatusOr<std::string> StreamDecoder::Finish() {
   if (!context_ok_) {
-    return absl::InvalidArgumentError("StreamDecoder: the context holds an id outside the vocabulary");
+    return absl::InvalidArgumentError(
+        "StreamDecoder: the context holds an id outside the vocabulary");
   }
   HGRN2_ASSIGN_OR_RETURN(std::string text, DecodeWindow());
   if (!absl::StartsWith(text, shown_)) {
-    return absl::InternalError(
-        absl::StrCat("StreamDecoder: the decode of ", window_.size(),
-                     " ids no longer starts with the text already shown"));
+    return absl::InternalError(absl::StrCat("StreamDecoder: the decode of ", window_.size(),
+                                            " ids no longer starts with the text already shown"));
   }
   std::string delta = text.substr(shown_.size());
   shown_ = std::move(text);

@@ -18,8 +18,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::filesystem
     file = path / "tokenizer.json";
     if (!std::filesystem::exists(file, error)) file = path / "tokenizer.model";
     if (!std::filesystem::exists(file, error)) {
-      return absl::NotFoundError(absl::StrCat(path.string(),
-                                              " has no tokenizer.json or tokenizer.model"));
+      return absl::NotFoundError(
+          absl::StrCat(path.string(), " has no tokenizer.json or tokenizer.model"));
     }
   } else if (!std::filesystem::exists(path, error)) {
     return absl::NotFoundError(absl::StrCat(path.string(), " does not exist"));

@@ -99,8 +99,8 @@ bool IsAlphanumeric(int32_t code_point) {
 
 bool IsWhitespace(int32_t c) {
   return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 absl::StatusOr<std::string> Nfc(absl::string_view text) {
@@ -108,10 +108,10 @@ absl::StatusOr<std::string> Nfc(absl::string_view text) {
   for (char c : text) ascii = ascii && static_cast<uint8_t>(c) < 0x80;
   if (ascii) return std::string(text);  // ASCII is already in NFC
   utf8proc_uint8_t* out = nullptr;
-  const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
-                                          static_cast<utf8proc_ssize_t>(text.size()), &out,
-                                          static_cast<utf8proc_option_t>(UTF8PROC_STABLE |
-                                                                         UTF8PROC_COMPOSE));
+  const utf8proc_ssize_t n =
+      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
+                   static_cast<utf8proc_ssize_t>(text.size()), &out,
+                   static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
   if (n < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("NFC normalization failed: ", utf8proc_errmsg(n)));
