@@ -73,6 +73,22 @@ absl::StatusOr<const Json*> ArrayField(const Json& node, const char* name, absl:
   return field;
 }
 
+// The components listed in `field` of a Sequence, each parsed by `parse(node, path)`.
+template <typename Component, typename Parse>
+absl::StatusOr<std::vector<std::unique_ptr<Component>>> ParseList(const Json& node,
+                                                                  const char* field,
+                                                                  const std::string& path,
+                                                                  Parse parse) {
+  HGRN2_ASSIGN_OR_RETURN(const Json* list, ArrayField(node, field, path));
+  std::vector<std::unique_ptr<Component>> parts;
+  for (size_t i = 0; i < list->size(); ++i) {
+    HGRN2_ASSIGN_OR_RETURN(std::unique_ptr<Component> part,
+                           parse((*list)[i], absl::StrCat(path, ".", field, "[", i, "]")));
+    parts.push_back(std::move(part));
+  }
+  return parts;
+}
+
 // A pattern as tokenizer.json writes it: {"String": "..."} or {"Regex": "..."}.
 struct Pattern {
   std::string literal;               // when not a regex
@@ -215,13 +231,8 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& node,
   }
   if (type == "NFC") return std::make_unique<NfcNormalizer>();
   if (type == "Sequence") {
-    HGRN2_ASSIGN_OR_RETURN(const Json* list, ArrayField(node, "normalizers", path));
-    std::vector<std::unique_ptr<Normalizer>> parts;
-    for (size_t i = 0; i < list->size(); ++i) {
-      HGRN2_ASSIGN_OR_RETURN(
-          auto part, ParseNormalizer((*list)[i], absl::StrCat(path, ".normalizers[", i, "]")));
-      parts.push_back(std::move(part));
-    }
+    HGRN2_ASSIGN_OR_RETURN(auto parts,
+                           ParseList<Normalizer>(node, "normalizers", path, ParseNormalizer));
     return std::make_unique<SequenceNormalizer>(std::move(parts));
   }
   return Invalid(path, absl::StrCat("unsupported normalizer type \"", type,
@@ -525,13 +536,8 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& node
     return std::make_unique<DigitsPreTokenizer>(individual);
   }
   if (type == "Sequence") {
-    HGRN2_ASSIGN_OR_RETURN(const Json* list, ArrayField(node, "pretokenizers", path));
-    std::vector<std::unique_ptr<PreTokenizer>> parts;
-    for (size_t i = 0; i < list->size(); ++i) {
-      HGRN2_ASSIGN_OR_RETURN(
-          auto part, ParsePreTokenizer((*list)[i], absl::StrCat(path, ".pretokenizers[", i, "]")));
-      parts.push_back(std::move(part));
-    }
+    HGRN2_ASSIGN_OR_RETURN(auto parts,
+                           ParseList<PreTokenizer>(node, "pretokenizers", path, ParsePreTokenizer));
     return std::make_unique<SequencePreTokenizer>(std::move(parts));
   }
   return Invalid(path, absl::StrCat("unsupported pre_tokenizer type \"", type,
@@ -728,13 +734,11 @@ absl::StatusOr<std::unique_ptr<Decoder>> ParseDecoder(const Json& node, const st
     return std::make_unique<MetaspaceDecoder>(std::move(replacement), scheme);
   }
   if (type == "Sequence") {
-    HGRN2_ASSIGN_OR_RETURN(const Json* list, ArrayField(node, "decoders", path));
-    std::vector<std::unique_ptr<Decoder>> parts;
-    for (size_t i = 0; i < list->size(); ++i) {
-      HGRN2_ASSIGN_OR_RETURN(
-          auto part, ParseDecoder((*list)[i], absl::StrCat(path, ".decoders[", i, "]"), traits));
-      parts.push_back(std::move(part));
-    }
+    HGRN2_ASSIGN_OR_RETURN(
+        auto parts, ParseList<Decoder>(node, "decoders", path,
+                                       [traits](const Json& part, const std::string& part_path) {
+                                         return ParseDecoder(part, part_path, traits);
+                                       }));
     return std::make_unique<SequenceDecoder>(std::move(parts));
   }
   return Invalid(path, absl::StrCat("unsupported decoder type \"", type,

@@ -29,15 +29,17 @@ StreamDecoder::StreamDecoder(const Tokenizer& tokenizer, bool skip_special,
   }
 }
 
+absl::Status StreamDecoder::ContextError() {
+  return absl::InvalidArgumentError(
+      "StreamDecoder: the context holds an id outside the vocabulary");
+}
+
 absl::StatusOr<std::string> StreamDecoder::DecodeWindow() const {
   return tokenizer_.Decode(window_, skip_special_);
 }
 
 absl::StatusOr<std::string> StreamDecoder::Push(int32_t id) {
-  if (!context_ok_) {
-    return absl::InvalidArgumentError(
-        "StreamDecoder: the context holds an id outside the vocabulary");
-  }
+  if (!context_ok_) return ContextError();
   if (id < 0 || id >= tokenizer_.vocab_size()) {
     return absl::InvalidArgumentError(absl::StrCat("StreamDecoder: token id ", id,
                                                    " is not in the vocabulary (",
@@ -51,6 +53,10 @@ absl::StatusOr<std::string> StreamDecoder::Push(int32_t id) {
   if (text.size() <= shown_.size() || absl::EndsWith(text, unicode::kReplacementChar)) {
     return std::string();
   }
+  return TakeNewText(std::move(text));
+}
+
+absl::StatusOr<std::string> StreamDecoder::TakeNewText(std::string text) {
   if (!absl::StartsWith(text, shown_)) {
     // Cannot happen for the decoders implemented; refuse rather than show wrong text.
     return absl::InternalError(absl::StrCat("StreamDecoder: the decode of ", window_.size(),
@@ -75,20 +81,9 @@ absl::Status StreamDecoder::Reanchor() {
 }
 
 absl::StatusOr<std::string> StreamDecoder::Finish() {
-  if (!context_ok_) {
-    return absl::InvalidArgumentError(
-        "StreamDecoder: the context holds an id outside the vocabulary");
-  }
+  if (!context_ok_) return ContextError();
   HGRN2_ASSIGN_OR_RETURN(std::string text, DecodeWindow());
-  if (!absl::StartsWith(text, shown_)) {
-    return absl::InternalError(absl::StrCat("StreamDecoder: the decode of ", window_.size(),
-                                            " ids no longer starts with the text already shown"));
-  }
-  std::string delta = text.substr(shown_.size());
-  shown_ = std::move(text);
-  shown_ids_ = window_.size();
-  HGRN2_RETURN_IF_ERROR(Reanchor());
-  return delta;
+  return TakeNewText(std::move(text));
 }
 
 StopStringMatcher::StopStringMatcher(std::vector<std::string> stop_strings)

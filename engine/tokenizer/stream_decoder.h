@@ -40,7 +40,10 @@ class StreamDecoder {
   absl::StatusOr<std::string> Finish();
 
  private:
+  static absl::Status ContextError();
   absl::StatusOr<std::string> DecodeWindow() const;
+  // `text` decodes the whole window: returns what is new in it, and moves the window on.
+  absl::StatusOr<std::string> TakeNewText(std::string text);
   absl::Status Reanchor();
 
   const Tokenizer& tokenizer_;
