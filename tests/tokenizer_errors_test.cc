@@ -138,6 +138,21 @@ TEST(TokenizerJsonErrorsTest, UnknownComponentTypesAreNamedWithTheirPlace) {
               {"\"prepend_scheme\" must be always, never or first"});
 }
 
+TEST(TokenizerJsonErrorsTest, DeeplyNestedSequencesAreRefused) {
+  for (const char* kind : {"normalizer", "pre_tokenizer", "decoder", "post_processor"}) {
+    const std::string field = std::string(kind) == "normalizer"      ? "normalizers"
+                              : std::string(kind) == "pre_tokenizer" ? "pretokenizers"
+                              : std::string(kind) == "decoder"       ? "decoders"
+                                                                     : "processors";
+    Json nested = {{"type", "Sequence"}, {field, Json::array()}};
+    for (int i = 0; i < 40; ++i) nested = {{"type", "Sequence"}, {field, {nested}}};
+    Json json = BaseJson();
+    json[kind] = nested;
+    ExpectError(ErrorOf(json), absl::StatusCode::kInvalidArgument,
+                {kind, "Sequence nested more than 32 deep"});
+  }
+}
+
 TEST(TokenizerJsonErrorsTest, TemplateNamingAnUnknownSpecialToken) {
   Json json = BaseJson();
   json["post_processor"] = Json::parse(R"({"type": "TemplateProcessing",

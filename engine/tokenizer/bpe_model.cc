@@ -98,6 +98,10 @@ void BpeModel::Tokenize(absl::string_view word, std::vector<int32_t>* ids) const
       return;
     }
   }
+  if (word.size() > kCacheMaxWordBytes) {
+    MergeWord(word, ids);
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(cache_mutex_);
     if (auto it = cache_.find(word); it != cache_.end()) {

@@ -63,8 +63,11 @@ class BpeModel {
   std::optional<int32_t> unk_id_;
   std::array<int32_t, 256> byte_ids_;  // id of "<0xXX>", or -1
 
-  // Pre-tokens repeat (words of a language), so their ids are kept; bounded like HF's cache.
+  // Pre-tokens repeat (words of a language), so their ids are kept; bounded like HF's cache,
+  // which also leaves out long words (a whole prompt is one pre-token for Llama's Metaspace
+  // with split = false, and caching prompts would grow without limit).
   static constexpr size_t kCacheCapacity = 1 << 16;
+  static constexpr size_t kCacheMaxWordBytes = 256;
   mutable std::mutex cache_mutex_;
   mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_;
 };

@@ -73,12 +73,23 @@ absl::StatusOr<const Json*> ArrayField(const Json& node, const char* name, absl:
   return field;
 }
 
+// Sequences may nest; parsing recurses, so a bound keeps hostile files from exhausting the
+// stack. Each level adds one "[i]" to the path.
+absl::Status CheckNesting(const std::string& path) {
+  constexpr int kMaxDepth = 32;
+  if (std::count(path.begin(), path.end(), '[') >= kMaxDepth) {
+    return Invalid(path, absl::StrCat("Sequence nested more than ", kMaxDepth, " deep"));
+  }
+  return absl::OkStatus();
+}
+
 // The components listed in `field` of a Sequence, each parsed by `parse(node, path)`.
 template <typename Component, typename Parse>
 absl::StatusOr<std::vector<std::unique_ptr<Component>>> ParseList(const Json& node,
                                                                   const char* field,
                                                                   const std::string& path,
                                                                   Parse parse) {
+  HGRN2_RETURN_IF_ERROR(CheckNesting(path));
   HGRN2_ASSIGN_OR_RETURN(const Json* list, ArrayField(node, field, path));
   std::vector<std::unique_ptr<Component>> parts;
   for (size_t i = 0; i < list->size(); ++i) {
@@ -757,6 +768,7 @@ absl::Status ParsePostProcessor(const Json& node, const std::string& path, Templ
   HGRN2_ASSIGN_OR_RETURN(std::string type, StringField(node, "type", path));
   if (type == "ByteLevel") return absl::OkStatus();  // changes offsets only
   if (type == "Sequence") {
+    HGRN2_RETURN_IF_ERROR(CheckNesting(path));
     HGRN2_ASSIGN_OR_RETURN(const Json* list, ArrayField(node, "processors", path));
     for (size_t i = 0; i < list->size(); ++i) {
       HGRN2_RETURN_IF_ERROR(
