@@ -1,5 +1,5 @@
 // The libsentencepiece side of SentencePieceBridge (no Abseil headers here; see the header).
-#include "engine/tokenizer/sentencepiece_processor.h"
+#include "engine/tokenizer/sentencepiece_bridge.h"
 
 #include <sentencepiece_processor.h>
 

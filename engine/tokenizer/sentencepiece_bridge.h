@@ -1,5 +1,5 @@
 // A narrow bridge to libsentencepiece. Its header declares its own absl::string_view, which
-// clashes with Abseil's, so only sentencepiece_processor.cc includes it and this header uses
+// clashes with Abseil's, so only sentencepiece_bridge.cc includes it and this header uses
 // standard types alone.
 #pragma once
 
