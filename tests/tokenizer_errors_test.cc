@@ -94,6 +94,14 @@ TEST(TokenizerJsonErrorsTest, BadVocabularyAndModelOptions) {
   ExpectError(ErrorOf(json), absl::StatusCode::kInvalidArgument,
               {"vocab entry \"d\" has a non-integer id"});
   json = BaseJson();
+  json["model"]["vocab"]["d"] = 4294967297;  // would be 1 as an int32
+  ExpectError(ErrorOf(json), absl::StatusCode::kInvalidArgument,
+              {"vocab entry \"d\" has id 4294967297 outside [0, 16777215]"});
+  json = BaseJson();
+  json["added_tokens"][0]["id"] = 2000000000;
+  ExpectError(ErrorOf(json), absl::StatusCode::kInvalidArgument,
+              {"added_tokens[0]", "\"id\" must be an integer in [0, 16777215]"});
+  json = BaseJson();
   json["model"]["dropout"] = 0.1;
   ExpectError(ErrorOf(json), absl::StatusCode::kInvalidArgument, {"dropout"});
   json = BaseJson();

@@ -26,6 +26,10 @@ namespace {
 
 using Json = nlohmann::json;
 
+// Tables are indexed by id, so ids are bounded: 16.7M is 60 times the largest vocabularies in
+// use (256k), and keeps a hostile file from asking for gigabytes.
+constexpr int64_t kMaxTokenId = (int64_t{1} << 24) - 1;
+
 absl::Status Invalid(absl::string_view path, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ", path, ": ", message));
 }
@@ -809,6 +813,10 @@ absl::Status ParsePostProcessor(const Json& node, const std::string& path, Templ
         return Invalid(item_path,
                        absl::StrCat("special token \"", name, "\" has a non-integer id"));
       }
+      if (id.get<int64_t>() < 0 || id.get<int64_t>() > kMaxTokenId) {
+        return Invalid(item_path, absl::StrCat("special token \"", name, "\" has id ", id.dump(),
+                                               " outside [0, ", kMaxTokenId, "]"));
+      }
       (seen_sequence ? result->suffix : result->prefix).push_back(id.get<int32_t>());
     }
   }
@@ -989,6 +997,10 @@ absl::StatusOr<std::unique_ptr<BpeModel>> ParseModel(const Json& node) {
     if (!it->is_number_integer()) {
       return Invalid(path, absl::StrCat("vocab entry \"", it.key(), "\" has a non-integer id"));
     }
+    if (it->get<int64_t>() < 0 || it->get<int64_t>() > kMaxTokenId) {
+      return Invalid(path, absl::StrCat("vocab entry \"", it.key(), "\" has id ", it->dump(),
+                                        " outside [0, ", kMaxTokenId, "]"));
+    }
     vocab[it.key()] = it->get<int32_t>();
   }
   std::vector<std::pair<std::string, std::string>> merges;
@@ -1048,7 +1060,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> HfTokenizer::Create(const Json& root)
       const Json& node = (*added)[i];
       auto token = std::make_unique<AddedToken>();
       HGRN2_ASSIGN_OR_RETURN(int64_t id, IntField(node, "id", -1, path));
-      if (id < 0 || id > INT32_MAX) return Invalid(path, "\"id\" must be a non-negative integer");
+      if (id < 0 || id > kMaxTokenId) {
+        return Invalid(path, absl::StrCat("\"id\" must be an integer in [0, ", kMaxTokenId, "]"));
+      }
       token->id = static_cast<int32_t>(id);
       HGRN2_ASSIGN_OR_RETURN(token->content, StringField(node, "content", path));
       if (token->content.empty()) return Invalid(path, "\"content\" is empty");
