@@ -2,9 +2,11 @@
 // tests/data/tokenizers/golden.json (made by make_tokenizers.py with Hugging Face's `tokenizers`
 // and `sentencepiece`) must give the same ids and the same decoded text on every text, and
 // streaming decode must concatenate to the full decode.
+#include <atomic>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -141,6 +143,30 @@ TEST_P(TokenizerGoldenTest, StreamingConcatenatesToTheFullDecode) {
           << entry()["name"] << " skip=" << skip << ": " << absl::StrJoin(ids, " ");
     }
   }
+}
+
+// A Tokenizer is shared by the server's threads: concurrent encodes (word cache, regexes) give
+// the reference ids.
+TEST_P(TokenizerGoldenTest, ConcurrentEncodesAgreeWithTheReference) {
+  std::unique_ptr<Tokenizer> tokenizer = LoadFile(entry()["file"]);
+  ASSERT_NE(tokenizer, nullptr);
+  const Json& texts = Golden()["texts"];
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 5; ++round) {
+        for (size_t k = 0; k < texts.size(); ++k) {
+          const size_t i = (k + static_cast<size_t>(t) * 7) % texts.size();
+          absl::StatusOr<std::vector<int32_t>> ids =
+              tokenizer->Encode(texts[i].get<std::string>(), false);
+          if (!ids.ok() || *ids != entry()["encode"][i].get<std::vector<int32_t>>()) ++mismatches;
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(mismatches.load(), 0) << entry()["name"];
 }
 
 std::string ParamName(const ::testing::TestParamInfo<size_t>& info) {
