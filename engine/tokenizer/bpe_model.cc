@@ -74,7 +74,32 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(
     model->byte_ids_[b] = it == model->vocab_.end() ? -1 : it->second;
   }
   model->options_ = std::move(options);
+  model->split_at_metaspace_ = model->CanSplitAtMetaspace();
   return model;
+}
+
+namespace {
+constexpr absl::string_view kMetaspace = "\xE2\x96\x81";  // U+2581, Metaspace's replacement
+}  // namespace
+
+bool BpeModel::CanSplitAtMetaspace() const {
+  // Prefixes and suffixes change the symbols at a split; an unknown "▁" could fuse with the
+  // unknown characters before it.
+  if (!options_.continuing_subword_prefix.empty() || !options_.end_of_word_suffix.empty() ||
+      !vocab_.contains(kMetaspace)) {
+    return false;
+  }
+  for (const auto& [token, id] : vocab_) {
+    // "▁" may only follow "▁": a token with "x▁" could be merged across a split.
+    bool only_metaspace = absl::StartsWith(token, kMetaspace);
+    for (size_t pos = 0; pos < token.size();) {
+      const bool is_metaspace = absl::string_view(token).substr(pos, 3) == kMetaspace;
+      if (is_metaspace && pos > 0 && !only_metaspace) return false;
+      only_metaspace = only_metaspace && is_metaspace;
+      pos += unicode::CharLength(token, pos);
+    }
+  }
+  return true;
 }
 
 const std::string* BpeModel::IdToToken(int32_t id) const {
@@ -98,6 +123,25 @@ void BpeModel::Tokenize(absl::string_view word, std::vector<int32_t>* ids) const
       return;
     }
   }
+  if (split_at_metaspace_ && word.size() > kSplitWordBytes) {
+    size_t start = 0;
+    bool previous_is_metaspace = true;  // no split before the first character
+    for (size_t pos = 0; pos < word.size();) {
+      const bool is_metaspace = word.substr(pos, 3) == kMetaspace;
+      if (is_metaspace && !previous_is_metaspace) {
+        TokenizeCached(word.substr(start, pos - start), ids);
+        start = pos;
+      }
+      previous_is_metaspace = is_metaspace;
+      pos += unicode::CharLength(word, pos);
+    }
+    TokenizeCached(word.substr(start), ids);
+    return;
+  }
+  TokenizeCached(word, ids);
+}
+
+void BpeModel::TokenizeCached(absl::string_view word, std::vector<int32_t>* ids) const {
   if (word.size() > kCacheMaxWordBytes) {
     MergeWord(word, ids);
     return;

@@ -50,7 +50,10 @@ class BpeModel {
     int32_t new_id;
   };
   BpeModel() = default;
+  void TokenizeCached(absl::string_view word, std::vector<int32_t>* ids) const;
   void MergeWord(absl::string_view word, std::vector<int32_t>* ids) const;
+  // Whether splitting words before each "▁" that follows another character changes no ids.
+  bool CanSplitAtMetaspace() const;
   static uint64_t PairKey(int32_t a, int32_t b) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
   }
@@ -62,6 +65,11 @@ class BpeModel {
   Options options_;
   std::optional<int32_t> unk_id_;
   std::array<int32_t, 256> byte_ids_;  // id of "<0xXX>", or -1
+  // Llama-style tokenizers give BPE a whole text as one word ("▁" for spaces). Where no token
+  // has "▁" after another character, merges never cross the start of a "▁" run, so long words
+  // are split there: the same ids, and the parts are short enough to cache.
+  bool split_at_metaspace_ = false;
+  static constexpr size_t kSplitWordBytes = 64;
 
   // Pre-tokens repeat (words of a language), so their ids are kept; bounded like HF's cache,
   // which also leaves out long words (a whole prompt is one pre-token for Llama's Metaspace
