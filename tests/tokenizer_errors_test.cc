@@ -243,5 +243,32 @@ TEST(BpeOptionsTest, MergeRanksInBothFormatsAndIgnoreMerges) {
   EXPECT_EQ(*ids, (std::vector<int32_t>{5}));
 }
 
+// Long Llama-style words are split before "▁" runs only when no token has "▁" after another
+// character; with such a token ("a▁"), merges cross the split points and the word stays whole.
+// Both expectations are what tokenizers 0.22.2 gives.
+TEST(BpeOptionsTest, LongMetaspaceWordsSplitOnlyWhereMergesCannotCross) {
+  Json json = BaseJson();
+  json["pre_tokenizer"] = {{"type", "Metaspace"},
+                           {"replacement", "\u2581"},
+                           {"prepend_scheme", "first"},
+                           {"split", false}};
+  json["model"]["vocab"] = {{"<unk>", 0}, {"\u2581", 1}, {"a", 2}, {"\u2581a", 3}};
+  json["model"]["merges"] = {"\u2581 a"};
+  std::string text = "a";
+  for (int i = 0; i < 40; ++i) text += " a";  // 81 bytes: a long word
+  absl::StatusOr<std::vector<int32_t>> ids = EncodeWith(json, text);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(*ids, std::vector<int32_t>(41, 3));  // "▁a" 41 times, split or not
+
+  json["model"]["vocab"]["a\u2581"] = 4;
+  json["model"]["merges"] = {"a \u2581", "\u2581 a"};  // "a▁" first: crosses every "▁"
+  ids = EncodeWith(json, text);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  std::vector<int32_t> expected = {1};  // ▁, then "a▁" 40 times, then a
+  expected.insert(expected.end(), 40, 4);
+  expected.push_back(2);
+  EXPECT_EQ(*ids, expected);
+}
+
 }  // namespace
 }  // namespace hgrn2
