@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # hgrn2-run end to end: output formats, agreement with the golden greedy ids, exit codes.
-# Needs HGRN2_RUN (the binary) and HGRN2_TEST_DATA_DIR (tests/data).
+# Needs HGRN2_RUN (the binary), HGRN2_TOKENIZE (hgrn2-tokenize, for --prompt) and
+# HGRN2_TEST_DATA_DIR (tests/data).
 set -uo pipefail
 run=${HGRN2_RUN:?}
 data=${HGRN2_TEST_DATA_DIR:?}
@@ -137,6 +138,30 @@ got=$("$run" --model "$tiny" --prompt-ids "$tiny_prompt" --max-new-tokens 24 --t
 n=$(printf '%s\n' "$got" | awk -F, '{print NF}')
 [[ $n -eq 24 ]]; check "... and with --ignore-eos runs to --max-new-tokens (got $n ids)" $?
 
+# --prompt TEXT: a model folder with a tokenizer whose vocabulary fits (u-k3-nolb, V = 1000, with
+# the Llama-style test tokenizer). The prompt is the tokenizer's encoding with BOS; the output is
+# the text of the generated ids (special tokens left out), on one line.
+tok=${HGRN2_TOKENIZE:?}
+texted=$scratch/with-tokenizer
+mkdir -p "$texted" && cp "$data/u-k3-nolb/config.json" "$data/u-k3-nolb/model.safetensors" \
+  "$data/tokenizers/llama-sp/tokenizer.json" "$data/tokenizers/llama-sp/tokenizer.model" "$texted/"
+text_prompt='The quick brown fox'
+want_prompt=$(printf '%s' "$text_prompt" | "$tok" --tokenizer "$texted" --add-special | tr ' ' ,)
+by_ids=$("$run" --model "$texted" --prompt-ids "$want_prompt" --max-new-tokens 12 --temperature 0 \
+           --ignore-eos 2>/dev/null)
+by_text=$("$run" --model "$texted" --prompt "$text_prompt" --max-new-tokens 12 --temperature 0 \
+            --ignore-eos --print-ids 2>/dev/null)
+[[ $want_prompt == 1,* && -n $by_ids && $by_ids == "$by_text" ]]
+check "--prompt generates as --prompt-ids with the tokenizer's ids, BOS first ($want_prompt)" $?
+text=$("$run" --model "$texted" --prompt "$text_prompt" --max-new-tokens 12 --temperature 0 \
+         --ignore-eos 2>/dev/null)
+decoded=$(printf '%s' "$by_ids" | tr , ' ' | "$tok" --tokenizer "$texted" --decode --skip-special)
+lines=$(printf '%s\n' "$text" | wc -l)
+# The prompt is the decoder's context, so the text may keep a leading space that a decode of the
+# new ids alone strips.
+[[ -n $text && $lines -eq 1 && ($text == "$decoded" || $text == " $decoded") ]]
+check "--prompt prints the generated text on one line ($text)" $?
+
 # Bad arguments and bad models: exit code 2 and one line on stderr.
 expect_usage_error() {  # expect_usage_error NAME ARGS...
   local name=$1; shift
@@ -163,6 +188,12 @@ expect_usage_error "seed above 2^64 - 1" --model "$data/tiny-a" --prompt-ids 1 \
   --seed 99999999999999999999999
 expect_usage_error "broken config.json" --model "$scratch/broken" --prompt-ids 1
 expect_usage_error "unknown device" --model "$data/tiny-a" --prompt-ids 1 --device tpu
+expect_usage_error "--prompt on a model without a tokenizer" --model "$data/tiny-a" --prompt hi
+expect_usage_error "--prompt with --prompt-ids" --model "$texted" --prompt hi --prompt-ids 1
+expect_usage_error "--prompt not UTF-8" --model "$texted" --prompt $'\xff'
+err=$("$run" --model "$data/tiny-a" --prompt hi 2>&1 >/dev/null)
+[[ $err == *"has no tokenizer.json or tokenizer.model"*"--prompt-ids"* ]]
+check "--prompt without a tokenizer says so ($err)" $?
 
 echo "$failures failed"
 exit $((failures > 0))

@@ -1,16 +1,19 @@
 // hgrn2-run: offline generation and scoring with the engine in-process (no server).
 //
 // Generate:  hgrn2-run --model DIR --prompt-ids 1,2,3 [--max-new-tokens N] [--print-ids] ...
+//            hgrn2-run --model DIR --prompt "text" [...]   (the model folder's tokenizer)
 // Score:     hgrn2-run --model DIR --prompt-ids 1,2,3 --score
 //
-// Output: the generated ids, comma-separated on one line (with or without --print-ids: the
-// models have no tokenizer yet; --print-ids keeps that one line when text output exists).
+// Output: with --prompt, the generated text (special tokens left out) and a newline; with
+// --prompt-ids or --print-ids, the generated ids, comma-separated on one line.
 // Exit codes: 0 success; 2 bad arguments or a model that cannot be loaded (one line on stderr);
 // 1 a failure while running.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +29,8 @@
 #include "engine/generation.h"
 #include "engine/model.h"
 #include "engine/state_pool.h"
+#include "engine/tokenizer/stream_decoder.h"
+#include "engine/tokenizer/tokenizer.h"
 
 namespace hgrn2 {
 namespace {
@@ -36,6 +41,7 @@ constexpr int kExitUsage = 2;
 struct RunOptions {
   std::string model_dir;
   std::string prompt_ids;
+  std::optional<std::string> prompt;  // text, encoded with the model folder's tokenizer
   std::string device = "cpu";
   int32_t max_new_tokens = 32;
   SamplingParams sampling;
@@ -93,11 +99,13 @@ int Run(const RunOptions& options) {
     return Fail(kExitUsage,
                 absl::StrCat("--device ", options.device, ": this build has only the cpu backend"));
   }
+  if (!options.prompt && options.prompt_ids.empty()) {
+    return Fail(kExitUsage, "either --prompt TEXT or --prompt-ids IDS is needed");
+  }
   absl::StatusOr<std::vector<int32_t>> prompt = ParseIds(options.prompt_ids, "--prompt-ids");
   if (!prompt.ok()) return Fail(kExitUsage, prompt.status().message());
-  if (prompt->empty()) return Fail(kExitUsage, "--prompt-ids: at least one token id is needed");
-  if (options.score && prompt->size() < 2) {
-    return Fail(kExitUsage, "--score: needs at least 2 prompt ids (the first is only context)");
+  if (!options.prompt && prompt->empty()) {
+    return Fail(kExitUsage, "--prompt-ids: at least one token id is needed");
   }
   if (options.prefill_mode != "auto" && options.prefill_mode != "chunked" &&
       options.prefill_mode != "recurrent") {
@@ -108,12 +116,33 @@ int Run(const RunOptions& options) {
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(options.model_dir, *backend);
   if (!model.ok()) return Fail(kExitUsage, model.status().ToString());
   const ModelConfig& config = (*model)->config();
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (options.prompt) {
+    absl::StatusOr<std::unique_ptr<Tokenizer>> loaded = Tokenizer::Load(options.model_dir);
+    if (absl::IsNotFound(loaded.status())) {
+      return Fail(kExitUsage, absl::StrCat("--prompt: ", loaded.status().message(),
+                                           "; this model takes --prompt-ids"));
+    }
+    if (!loaded.ok()) return Fail(kExitUsage, loaded.status().message());
+    tokenizer = *std::move(loaded);
+    // BOS (or whatever the tokenizer's post-processor adds), as the model was trained.
+    prompt = tokenizer->Encode(*options.prompt, /*add_special=*/true);
+    if (!prompt.ok())
+      return Fail(kExitUsage, absl::StrCat("--prompt: ", prompt.status().message()));
+    if (prompt->empty()) return Fail(kExitUsage, "--prompt: the text encodes to no tokens");
+  }
+  const char* prompt_flag = options.prompt ? "--prompt" : "--prompt-ids";
   for (size_t t = 0; t < prompt->size(); ++t) {
     if ((*prompt)[t] < 0 || (*prompt)[t] >= config.vocab_size) {
       return Fail(kExitUsage,
-                  absl::StrCat("--prompt-ids: id ", (*prompt)[t], " at position ", t,
+                  absl::StrCat(prompt_flag, ": id ", (*prompt)[t], " at position ", t,
                                " is outside the vocabulary [0, ", config.vocab_size, ")"));
     }
+  }
+  if (options.score && prompt->size() < 2) {
+    return Fail(kExitUsage, absl::StrCat("--score: needs at least 2 prompt ids (the first is only "
+                                         "context); ",
+                                         prompt_flag, " gave ", prompt->size()));
   }
 
   SamplingParams sampling = options.sampling;
@@ -171,8 +200,22 @@ int Run(const RunOptions& options) {
   if (!result.ok()) return Fail(kExitRuntimeError, result.status().ToString());
   std::vector<int32_t> ids;
   for (const SampledToken& token : result->tokens) ids.push_back(token.id);
-  // Without a tokenizer the generated ids are the output, with or without --print-ids.
-  std::printf("%s\n", absl::StrJoin(ids, ",").c_str());
+  if (tokenizer != nullptr && !options.print_ids) {
+    // The prompt is the decoder's context, so the first new token keeps its leading space.
+    StreamDecoder decoder(*tokenizer, /*skip_special=*/true, *prompt);
+    std::string text;
+    for (int32_t id : ids) {
+      absl::StatusOr<std::string> delta = decoder.Push(id);
+      if (!delta.ok()) return Fail(kExitRuntimeError, delta.status().ToString());
+      text += *delta;
+    }
+    absl::StatusOr<std::string> rest = decoder.Finish();
+    if (!rest.ok()) return Fail(kExitRuntimeError, rest.status().ToString());
+    absl::StrAppend(&text, *rest, "\n");
+    std::fwrite(text.data(), 1, text.size(), stdout);
+  } else {
+    std::printf("%s\n", absl::StrJoin(ids, ",").c_str());
+  }
   if (options.logprobs > 0) {
     for (size_t i = 0; i < result->tokens.size(); ++i) {
       const SampledToken& token = result->tokens[i];
@@ -204,8 +247,12 @@ int main(int argc, char** argv) {
   CLI::App app{"hgrn2-run: generate or score with an HGRN2 model, in-process"};
   app.add_option("--model", options.model_dir, "model folder (config.json + safetensors)")
       ->required();
-  app.add_option("--prompt-ids", options.prompt_ids, "prompt token ids, comma-separated")
-      ->required();
+  CLI::Option* prompt_ids =
+      app.add_option("--prompt-ids", options.prompt_ids, "prompt token ids, comma-separated");
+  app.add_option("--prompt", options.prompt,
+                 "prompt text, encoded with the model folder's tokenizer (BOS added); the output "
+                 "is then text")
+      ->excludes(prompt_ids);
   app.add_option("--max-new-tokens", options.max_new_tokens, "tokens to generate at most")
       ->capture_default_str();
   app.add_option("--temperature", options.sampling.temperature, "0 = greedy")
@@ -230,7 +277,8 @@ int main(int argc, char** argv) {
   app.add_option("--prefill-mode", options.prefill_mode,
                  "auto (the backend's faster form), chunked or recurrent")
       ->capture_default_str();
-  app.add_flag("--print-ids", options.print_ids, "print the generated ids comma-separated");
+  app.add_flag("--print-ids", options.print_ids,
+               "print the generated ids comma-separated (also the output with --prompt-ids)");
   app.add_flag("--score", options.score,
                "print 't id logprob' for each prompt position t >= 1 instead of generating");
   try {
