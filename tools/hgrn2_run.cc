@@ -95,9 +95,9 @@ absl::StatusOr<std::vector<std::pair<int32_t, float>>> ParseLogitBias(
 }
 
 int Run(const RunOptions& options) {
-  if (options.device != "cpu") {
+  if (options.device != "cpu" && options.device != "cuda" && options.device != "auto") {
     return Fail(kExitUsage,
-                absl::StrCat("--device ", options.device, ": this build has only the cpu backend"));
+                absl::StrCat("--device ", options.device, ": expected cpu, cuda or auto"));
   }
   if (!options.prompt && options.prompt_ids.empty()) {
     return Fail(kExitUsage, "either --prompt TEXT or --prompt-ids IDS is needed");
@@ -112,7 +112,9 @@ int Run(const RunOptions& options) {
     return Fail(kExitUsage, "--prefill-mode: expected auto, chunked or recurrent");
   }
 
-  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  absl::StatusOr<std::unique_ptr<Backend>> made = MakeBackend(options.device);
+  if (!made.ok()) return Fail(kExitUsage, made.status().message());
+  std::unique_ptr<Backend> backend = *std::move(made);
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(options.model_dir, *backend);
   if (!model.ok()) return Fail(kExitUsage, model.status().ToString());
   const ModelConfig& config = (*model)->config();
@@ -272,7 +274,7 @@ int main(int argc, char** argv) {
   app.add_option("--stop-ids", options.stop_ids, "token ids that end generation, comma-separated");
   app.add_flag("--ignore-eos", options.ignore_eos, "do not stop at the model's EOS token");
   app.add_option("--logprobs", options.logprobs, "print each token's logprob and N alternatives");
-  app.add_option("--device", options.device, "cpu (cuda in builds with the CUDA backend)")
+  app.add_option("--device", options.device, "cpu, cuda (bf16 weights) or auto (cuda when a GPU is present)")
       ->capture_default_str();
   app.add_option("--prefill-mode", options.prefill_mode,
                  "auto (the backend's faster form), chunked or recurrent")
