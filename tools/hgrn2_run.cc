@@ -274,7 +274,8 @@ int main(int argc, char** argv) {
   app.add_option("--stop-ids", options.stop_ids, "token ids that end generation, comma-separated");
   app.add_flag("--ignore-eos", options.ignore_eos, "do not stop at the model's EOS token");
   app.add_option("--logprobs", options.logprobs, "print each token's logprob and N alternatives");
-  app.add_option("--device", options.device, "cpu, cuda (bf16 weights) or auto (cuda when a GPU is present)")
+  app.add_option("--device", options.device,
+                 "cpu, cuda (bf16 weights) or auto (cuda when a GPU is present)")
       ->capture_default_str();
   app.add_option("--prefill-mode", options.prefill_mode,
                  "auto (the backend's faster form), chunked or recurrent")
