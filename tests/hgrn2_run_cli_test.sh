@@ -188,6 +188,7 @@ expect_usage_error "seed above 2^64 - 1" --model "$data/tiny-a" --prompt-ids 1 \
   --seed 99999999999999999999999
 expect_usage_error "broken config.json" --model "$scratch/broken" --prompt-ids 1
 expect_usage_error "unknown device" --model "$data/tiny-a" --prompt-ids 1 --device tpu
+expect_usage_error "unknown dtype" --model "$data/tiny-a" --prompt-ids 1 --dtype f8
 expect_usage_error "--prompt on a model without a tokenizer" --model "$data/tiny-a" --prompt hi
 expect_usage_error "--prompt with --prompt-ids" --model "$texted" --prompt hi --prompt-ids 1
 expect_usage_error "--prompt not UTF-8" --model "$texted" --prompt $'\xff'

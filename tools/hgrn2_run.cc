@@ -53,6 +53,7 @@ struct RunOptions {
   bool score = false;
   int32_t logprobs = 0;
   std::string prefill_mode = "auto";
+  std::string dtype = "bf16";
 };
 
 int Fail(int code, absl::string_view message) {
@@ -112,7 +113,17 @@ int Run(const RunOptions& options) {
     return Fail(kExitUsage, "--prefill-mode: expected auto, chunked or recurrent");
   }
 
-  absl::StatusOr<std::unique_ptr<Backend>> made = MakeBackend(options.device);
+  CudaBackendOptions cuda_options;
+  if (options.dtype == "bf16") {
+    cuda_options.compute_dtype = DType::kBF16;
+  } else if (options.dtype == "f16") {
+    cuda_options.compute_dtype = DType::kF16;
+  } else if (options.dtype == "f32") {
+    cuda_options.compute_dtype = DType::kF32;
+  } else {
+    return Fail(kExitUsage, absl::StrCat("--dtype ", options.dtype, ": expected bf16, f16 or f32"));
+  }
+  absl::StatusOr<std::unique_ptr<Backend>> made = MakeBackend(options.device, cuda_options);
   if (!made.ok()) return Fail(kExitUsage, made.status().message());
   std::unique_ptr<Backend> backend = *std::move(made);
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(options.model_dir, *backend);
@@ -276,6 +287,10 @@ int main(int argc, char** argv) {
   app.add_option("--logprobs", options.logprobs, "print each token's logprob and N alternatives");
   app.add_option("--device", options.device,
                  "cpu, cuda (bf16 weights) or auto (cuda when a GPU is present)")
+      ->capture_default_str();
+  app.add_option("--dtype", options.dtype,
+                 "weights and activations on the cuda backend: bf16, f16 or f32 (the cpu backend "
+                 "always computes in f32)")
       ->capture_default_str();
   app.add_option("--prefill-mode", options.prefill_mode,
                  "auto (the backend's faster form), chunked or recurrent")
