@@ -1,4 +1,5 @@
-// StatePool: slot allocation and whole-state copies over one backend allocation.
+// StatePool: slot allocation and whole-state copies over one backend allocation; SwapArea: the
+// host slots that swapped-out states wait in.
 #include "engine/state_pool.h"
 
 #include "absl/strings/str_cat.h"
@@ -47,15 +48,23 @@ absl::Status StatePool::CheckAllocated(SlotId slot, absl::string_view what) cons
   return absl::OkStatus();
 }
 
-absl::StatusOr<SlotId> StatePool::Allocate() {
+absl::StatusOr<SlotId> StatePool::Take() {
   if (free_.empty()) {
     return absl::ResourceExhaustedError(
         absl::StrCat("state pool: all ", num_slots_, " slots are in use"));
   }
   const SlotId slot = free_.back();
-  HGRN2_RETURN_IF_ERROR(backend_.Fill(SlotBase(slot), 0, slot_bytes()));
   free_.pop_back();
   allocated_[slot] = true;
+  return slot;
+}
+
+absl::StatusOr<SlotId> StatePool::Allocate() {
+  HGRN2_ASSIGN_OR_RETURN(const SlotId slot, Take());
+  if (absl::Status zeroed = backend_.Fill(SlotBase(slot), 0, slot_bytes()); !zeroed.ok()) {
+    Free(slot).IgnoreError();
+    return zeroed;
+  }
   return slot;
 }
 
@@ -96,6 +105,39 @@ absl::Status StatePool::WriteHost(SlotId slot, absl::Span<const std::byte> in) {
   return backend_.CopyToDevice(SlotBase(slot), in.data(), slot_bytes());
 }
 
+absl::StatusOr<SwapSlotId> StatePool::SwapOut(SlotId slot, SwapArea& area) {
+  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "swap out"));
+  if (area.slot_bytes() != slot_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat("swap out: the swap area holds ",
+                                                   area.slot_bytes(), "-byte slots, the pool ",
+                                                   slot_bytes()));
+  }
+  HGRN2_ASSIGN_OR_RETURN(const SwapSlotId swap_slot, area.Allocate());
+  absl::StatusOr<absl::Span<std::byte>> bytes = area.Bytes(swap_slot);
+  absl::Status copied = bytes.ok() ? ReadHost(slot, *bytes) : bytes.status();
+  if (!copied.ok()) {
+    area.Free(swap_slot).IgnoreError();
+    return copied;
+  }
+  HGRN2_RETURN_IF_ERROR(Free(slot));
+  return swap_slot;
+}
+
+absl::StatusOr<SlotId> StatePool::SwapIn(SwapSlotId swap_slot, SwapArea& area) {
+  HGRN2_ASSIGN_OR_RETURN(const absl::Span<std::byte> bytes, area.Bytes(swap_slot));
+  if (bytes.size() != slot_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat("swap in: the swap area holds ", bytes.size(),
+                                                   "-byte slots, the pool ", slot_bytes()));
+  }
+  HGRN2_ASSIGN_OR_RETURN(const SlotId slot, Take());
+  if (absl::Status copied = WriteHost(slot, bytes); !copied.ok()) {
+    Free(slot).IgnoreError();
+    return copied;
+  }
+  HGRN2_RETURN_IF_ERROR(area.Free(swap_slot));
+  return slot;
+}
+
 LayerStateView StatePool::Layer(int64_t layer) const {
   float* base = static_cast<float*>(memory_.data());
   LayerStateView view;
@@ -107,6 +149,67 @@ LayerStateView StatePool::Layer(int64_t layer) const {
     view.conv_state_stride_slot = slot_floats_;
   }
   return view;
+}
+
+absl::StatusOr<std::unique_ptr<SwapArea>> SwapArea::Create(Backend& backend, size_t slot_bytes,
+                                                           int32_t num_slots) {
+  if (slot_bytes == 0 || num_slots < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("swap area: slot_bytes (", slot_bytes,
+                                                   ") must be positive and num_slots (", num_slots,
+                                                   ") not negative"));
+  }
+  HostBuffer memory;
+  if (num_slots > 0) {
+    HGRN2_ASSIGN_OR_RETURN(memory,
+                           backend.AllocateHost(slot_bytes * static_cast<size_t>(num_slots)));
+  }
+  return std::unique_ptr<SwapArea>(new SwapArea(std::move(memory), slot_bytes, num_slots));
+}
+
+SwapArea::SwapArea(HostBuffer memory, size_t slot_bytes, int32_t num_slots)
+    : memory_(std::move(memory)),
+      slot_bytes_(slot_bytes),
+      num_slots_(num_slots),
+      allocated_(static_cast<size_t>(num_slots), false) {
+  free_.reserve(static_cast<size_t>(num_slots));
+  for (SwapSlotId slot = num_slots - 1; slot >= 0; --slot) free_.push_back(slot);
+}
+
+absl::Status SwapArea::CheckAllocated(SwapSlotId slot, absl::string_view what) const {
+  if (slot < 0 || slot >= num_slots_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": swap slot ", slot, " outside [0, ", num_slots_, ")"));
+  }
+  if (!allocated_[slot]) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": swap slot ", slot, " is not allocated"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SwapSlotId> SwapArea::Allocate() {
+  if (free_.empty()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("swap area: all ", num_slots_, " slots are in use"));
+  }
+  const SwapSlotId slot = free_.back();
+  free_.pop_back();
+  allocated_[slot] = true;
+  return slot;
+}
+
+absl::Status SwapArea::Free(SwapSlotId slot) {
+  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "swap area free"));
+  allocated_[slot] = false;
+  free_.push_back(slot);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<absl::Span<std::byte>> SwapArea::Bytes(SwapSlotId slot) {
+  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "swap area"));
+  return absl::MakeSpan(
+      static_cast<std::byte*>(memory_.data()) + static_cast<size_t>(slot) * slot_bytes_,
+      slot_bytes_);
 }
 
 }  // namespace hgrn2
