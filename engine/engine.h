@@ -191,6 +191,7 @@ struct EngineStats {
   int64_t parked = 0;   // finished, state kept on the device for its session
   int64_t free_slots = 0;
   int64_t num_slots = 0;
+  int64_t free_swap_slots = 0;
   int64_t steps = 0;              // iterations that ran the model
   int64_t prompt_tokens = 0;      // fed by prefill, generation and scoring
   int64_t generated_tokens = 0;   // sampled

@@ -39,6 +39,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Model& model,
       SwapArea::Create(model.backend(), scheduler->pool_->slot_bytes(), options.swap_slots));
   scheduler->stats_.num_slots = num_slots;
   scheduler->stats_.free_slots = num_slots;
+  scheduler->stats_.free_swap_slots = options.swap_slots;
   scheduler->thread_ = std::thread([s = scheduler.get()] { s->Run(); });
   return scheduler;
 }
@@ -478,6 +479,7 @@ void Scheduler::PublishStats(double step_seconds, int64_t step_tokens) {
   stats_.swapped = swapped;
   stats_.parked = static_cast<int64_t>(parked_.size());
   stats_.free_slots = pool_->num_free();
+  stats_.free_swap_slots = swap_->num_free();
   stats_.steps = steps_;
   stats_.prompt_tokens = prompt_tokens_;
   stats_.generated_tokens = generated_tokens_;

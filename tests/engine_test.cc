@@ -236,6 +236,7 @@ TEST(Engine, PreemptedSequencesResumeWithTheTokensOfAnUninterruptedRun) {
   EXPECT_EQ(stats.preemptions, 2);  // both low-priority sequences were swapped out and back
   EXPECT_EQ(stats.free_slots, 2);
   EXPECT_EQ(stats.swapped, 0);
+  EXPECT_EQ(stats.free_swap_slots, 2);
 }
 
 TEST(Engine, ASavedStateResumesWithTheTokensOfOneUninterruptedRun) {
@@ -572,6 +573,7 @@ TEST(Engine, TwoThousandRequestsWithCancellationsAndDeadlinesAllEndAndFreeTheirS
   EXPECT_EQ(stats.running, 0);
   EXPECT_EQ(stats.queued, 0);
   EXPECT_EQ(stats.swapped, 0);
+  EXPECT_EQ(stats.free_swap_slots, 4);
   std::cout << "ok " << ok << ", cancelled " << cancelled << ", past deadline " << expired
             << ", preemptions " << stats.preemptions << ", steps " << stats.steps
             << ", tokens per step " << stats.mean_tokens_per_step << "\n";
