@@ -18,6 +18,12 @@ bool RunsBefore(const Sequence& a, const Sequence& b) {
   return a.arrival < b.arrival;
 }
 
+// Requests are validated before they reach the scheduler, so a failure of the pass, the backend
+// or the pool here is the engine's fault, not the request's.
+absl::Status DeviceFailure(absl::string_view during, const absl::Status& status) {
+  return absl::InternalError(absl::StrCat("engine: ", during, " failed: ", status.ToString()));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Model& model,
@@ -200,7 +206,10 @@ void Scheduler::Admit() {
     std::unique_ptr<Sequence> sequence = std::move(waiting_.front());
     waiting_.erase(waiting_.begin());
     if (absl::Status started = Start(*sequence); !started.ok()) {
-      End(*sequence, std::move(started));
+      // NOT_FOUND (a parked state gone) is the request's; anything else is a device failure.
+      End(*sequence, started.code() == absl::StatusCode::kNotFound
+                         ? std::move(started)
+                         : DeviceFailure("starting a sequence", started));
       continue;
     }
     running_.push_back(std::move(sequence));
@@ -257,7 +266,7 @@ bool Scheduler::Preempt(int32_t priority) {
   Sequence& sequence = **victim;
   absl::StatusOr<SwapSlotId> swap_slot = pool_->SwapOut(sequence.slot, *swap_);
   if (!swap_slot.ok()) {
-    End(sequence, swap_slot.status());
+    End(sequence, DeviceFailure("swap out", swap_slot.status()));
     RemoveEnded();
     return true;  // its slot is free all the same
   }
@@ -325,7 +334,8 @@ void Scheduler::PrefillGeneration(const std::vector<std::pair<Sequence*, int64_t
   }
   absl::StatusOr<DeviceTensor> logits = pass_->Prefill(batch, LogitsFor::kLastToken);
   if (!logits.ok()) {
-    for (const auto& [sequence, count] : ordered) End(*sequence, logits.status());
+    const absl::Status failed = DeviceFailure("prefill", logits.status());
+    for (const auto& [sequence, count] : ordered) End(*sequence, failed);
     return;
   }
   for (const auto& [sequence, count] : ordered) sequence->fed += count;
@@ -349,7 +359,8 @@ void Scheduler::PrefillScoring(const std::vector<std::pair<Sequence*, int64_t>>&
     return pass_->TargetLogprobs(logits, targets);
   }();
   if (!logprobs.ok()) {
-    for (const auto& [sequence, count] : work) End(*sequence, logprobs.status());
+    const absl::Status failed = DeviceFailure("scoring", logprobs.status());
+    for (const auto& [sequence, count] : work) End(*sequence, failed);
     return;
   }
   size_t row = 0;
@@ -375,7 +386,8 @@ int64_t Scheduler::DecodeStep(const std::vector<Sequence*>& decoders) {
   if (batch.empty()) return 0;
   absl::StatusOr<DeviceTensor> logits = pass_->Decode(slots, tokens);
   if (!logits.ok()) {
-    for (Sequence* sequence : batch) End(*sequence, logits.status());
+    const absl::Status failed = DeviceFailure("decode", logits.status());
+    for (Sequence* sequence : batch) End(*sequence, failed);
     return 0;
   }
   SampleAndDeliver(*logits, batch);
@@ -390,7 +402,8 @@ void Scheduler::SampleAndDeliver(const DeviceTensor& logits,
   std::vector<SampledToken> sampled(sequences.size());
   if (absl::Status status = model_.backend().Sample(logits, samplers, absl::MakeSpan(sampled));
       !status.ok()) {
-    for (Sequence* sequence : sequences) End(*sequence, status);
+    const absl::Status failed = DeviceFailure("sampling", status);
+    for (Sequence* sequence : sequences) End(*sequence, failed);
     return;
   }
   for (size_t i = 0; i < sequences.size(); ++i) Deliver(*sequences[i], sampled[i]);
@@ -422,7 +435,11 @@ void Scheduler::End(Sequence& sequence, absl::Status status, FinishReason reason
       state->bytes.resize(pool_->slot_bytes());
       state->pending_token = sequence.last_token;
       status = pool_->ReadHost(sequence.slot, absl::MakeSpan(state->bytes));
-      if (status.ok()) final_state = std::move(state);
+      if (status.ok()) {
+        final_state = std::move(state);
+      } else {
+        status = DeviceFailure("reading the final state", status);
+      }
     }
     if (status.ok() && !sequence.park_as.empty()) {
       auto [it, inserted] = parked_.try_emplace(sequence.park_as);
