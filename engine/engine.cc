@@ -9,6 +9,19 @@
 #include "engine/status_macros.h"
 
 namespace hgrn2 {
+namespace {
+
+std::unique_ptr<Sequence> NewSequence(RequestId id, int32_t priority, absl::Time deadline,
+                                      std::vector<int32_t> input) {
+  auto sequence = std::make_unique<Sequence>();
+  sequence->id = id;
+  sequence->priority = priority;
+  sequence->deadline = deadline;
+  sequence->input = std::move(input);
+  return sequence;
+}
+
+}  // namespace
 
 StreamUpdate GenerationStream::TakeLocked() {
   StreamUpdate update;
@@ -156,14 +169,12 @@ absl::StatusOr<std::shared_ptr<GenerationStream>> Engine::Generate(GenerationReq
   }
   const RequestId id = next_id_.fetch_add(1);
   auto stream = std::make_shared<GenerationStream>(id, std::move(request.on_update));
-  auto sequence = std::make_unique<Sequence>();
-  sequence->id = id;
-  sequence->priority = request.priority;
-  sequence->deadline = request.deadline;
-  sequence->stream = stream;
   // The sampler is built here, off the device thread (it may read the system's entropy).
-  sequence->sampler.emplace(std::move(request.sampling), vocab, request.prompt);
-  sequence->input = std::move(request.prompt);
+  Sampler sampler(std::move(request.sampling), vocab, request.prompt);
+  std::unique_ptr<Sequence> sequence =
+      NewSequence(id, request.priority, request.deadline, std::move(request.prompt));
+  sequence->stream = stream;
+  sequence->sampler.emplace(std::move(sampler));
   sequence->stopping = std::move(request.stopping);
   sequence->initial_state = std::move(request.initial_state);
   sequence->resume_parked = std::move(request.resume_parked);
@@ -181,12 +192,9 @@ absl::StatusOr<std::shared_ptr<PendingScore>> Engine::Score(ScoreRequest request
   HGRN2_RETURN_IF_ERROR(ValidateTokens(request.tokens, "score: text"));
   const RequestId id = next_id_.fetch_add(1);
   auto pending = std::make_shared<PendingScore>(id, std::move(request.on_done));
-  auto sequence = std::make_unique<Sequence>();
-  sequence->id = id;
-  sequence->priority = request.priority;
-  sequence->deadline = request.deadline;
+  std::unique_ptr<Sequence> sequence =
+      NewSequence(id, request.priority, request.deadline, std::move(request.tokens));
   sequence->score = pending;
-  sequence->input = std::move(request.tokens);
   HGRN2_RETURN_IF_ERROR(scheduler_->Submit(std::move(sequence)));
   return pending;
 }

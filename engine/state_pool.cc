@@ -2,10 +2,48 @@
 // host slots that swapped-out states wait in.
 #include "engine/state_pool.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"
 
 namespace hgrn2 {
+
+SlotList::SlotList(int32_t num_slots, absl::string_view owner, absl::string_view noun)
+    : owner_(owner), noun_(noun), in_use_(static_cast<size_t>(std::max(num_slots, 0)), false) {
+  free_.reserve(in_use_.size());
+  for (int32_t slot = size() - 1; slot >= 0; --slot) free_.push_back(slot);
+}
+
+absl::StatusOr<int32_t> SlotList::Take() {
+  if (free_.empty()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(owner_, ": all ", size(), " slots are in use"));
+  }
+  const int32_t slot = free_.back();
+  free_.pop_back();
+  in_use_[slot] = true;
+  return slot;
+}
+
+absl::Status SlotList::Return(int32_t slot, absl::string_view what) {
+  HGRN2_RETURN_IF_ERROR(CheckInUse(slot, what));
+  in_use_[slot] = false;
+  free_.push_back(slot);
+  return absl::OkStatus();
+}
+
+absl::Status SlotList::CheckInUse(int32_t slot, absl::string_view what) const {
+  if (slot < 0 || slot >= size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", noun_, " ", slot, " outside [0, ", size(), ")"));
+  }
+  if (!in_use_[slot]) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", noun_, " ", slot, " is not allocated"));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<StatePool>> StatePool::Create(Backend& backend,
                                                              const ModelConfig& config,
@@ -26,38 +64,14 @@ StatePool::StatePool(Backend& backend, const ModelConfig& config, int32_t num_sl
       state_floats_per_layer_(config.state_floats_per_layer()),
       conv_floats_per_layer_(config.conv_floats_per_layer()),
       slot_floats_(config.state_bytes() / static_cast<int64_t>(sizeof(float))),
-      num_slots_(num_slots),
       memory_(std::move(memory)),
-      allocated_(static_cast<size_t>(num_slots), false) {
-  free_.reserve(static_cast<size_t>(num_slots));
-  for (SlotId slot = num_slots - 1; slot >= 0; --slot) free_.push_back(slot);
-}
+      slots_(num_slots, "state pool", "slot") {}
 
 float* StatePool::SlotBase(SlotId slot) const {
   return static_cast<float*>(memory_.data()) + static_cast<int64_t>(slot) * slot_floats_;
 }
 
-absl::Status StatePool::CheckAllocated(SlotId slot, absl::string_view what) const {
-  if (slot < 0 || slot >= num_slots_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": slot ", slot, " outside [0, ", num_slots_, ")"));
-  }
-  if (!allocated_[slot]) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": slot ", slot, " is not allocated"));
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<SlotId> StatePool::Take() {
-  if (free_.empty()) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("state pool: all ", num_slots_, " slots are in use"));
-  }
-  const SlotId slot = free_.back();
-  free_.pop_back();
-  allocated_[slot] = true;
-  return slot;
-}
+absl::StatusOr<SlotId> StatePool::Take() { return slots_.Take(); }
 
 absl::StatusOr<SlotId> StatePool::Allocate() {
   HGRN2_ASSIGN_OR_RETURN(const SlotId slot, Take());
@@ -68,27 +82,22 @@ absl::StatusOr<SlotId> StatePool::Allocate() {
   return slot;
 }
 
-absl::Status StatePool::Free(SlotId slot) {
-  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "state pool free"));
-  allocated_[slot] = false;
-  free_.push_back(slot);
-  return absl::OkStatus();
-}
+absl::Status StatePool::Free(SlotId slot) { return slots_.Return(slot, "state pool free"); }
 
 absl::Status StatePool::Reset(SlotId slot) {
-  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "state pool reset"));
+  HGRN2_RETURN_IF_ERROR(slots_.CheckInUse(slot, "state pool reset"));
   return backend_.Fill(SlotBase(slot), 0, slot_bytes());
 }
 
 absl::Status StatePool::Copy(SlotId src, SlotId dst) {
-  HGRN2_RETURN_IF_ERROR(CheckAllocated(src, "state pool copy source"));
-  HGRN2_RETURN_IF_ERROR(CheckAllocated(dst, "state pool copy destination"));
+  HGRN2_RETURN_IF_ERROR(slots_.CheckInUse(src, "state pool copy source"));
+  HGRN2_RETURN_IF_ERROR(slots_.CheckInUse(dst, "state pool copy destination"));
   if (src == dst) return absl::OkStatus();
   return backend_.CopyOnDevice(SlotBase(dst), SlotBase(src), slot_bytes());
 }
 
 absl::Status StatePool::ReadHost(SlotId slot, absl::Span<std::byte> out) const {
-  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "state pool read"));
+  HGRN2_RETURN_IF_ERROR(slots_.CheckInUse(slot, "state pool read"));
   if (out.size() != slot_bytes()) {
     return absl::InvalidArgumentError(absl::StrCat("state pool read: buffer of ", out.size(),
                                                    " bytes, a slot has ", slot_bytes()));
@@ -97,7 +106,7 @@ absl::Status StatePool::ReadHost(SlotId slot, absl::Span<std::byte> out) const {
 }
 
 absl::Status StatePool::WriteHost(SlotId slot, absl::Span<const std::byte> in) {
-  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "state pool write"));
+  HGRN2_RETURN_IF_ERROR(slots_.CheckInUse(slot, "state pool write"));
   if (in.size() != slot_bytes()) {
     return absl::InvalidArgumentError(
         absl::StrCat("state pool write: ", in.size(), " bytes given, a slot has ", slot_bytes()));
@@ -106,7 +115,7 @@ absl::Status StatePool::WriteHost(SlotId slot, absl::Span<const std::byte> in) {
 }
 
 absl::StatusOr<SwapSlotId> StatePool::SwapOut(SlotId slot, SwapArea& area) {
-  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "swap out"));
+  HGRN2_RETURN_IF_ERROR(slots_.CheckInUse(slot, "swap out"));
   if (area.slot_bytes() != slot_bytes()) {
     return absl::InvalidArgumentError(absl::StrCat("swap out: the swap area holds ",
                                                    area.slot_bytes(), "-byte slots, the pool ",
@@ -141,7 +150,7 @@ absl::StatusOr<SlotId> StatePool::SwapIn(SwapSlotId swap_slot, SwapArea& area) {
 LayerStateView StatePool::Layer(int64_t layer) const {
   float* base = static_cast<float*>(memory_.data());
   LayerStateView view;
-  view.num_slots = num_slots_;
+  view.num_slots = num_slots();
   view.state = base + layer * state_floats_per_layer_;
   view.state_stride_slot = slot_floats_;
   if (conv_floats_per_layer_ > 0) {
@@ -169,44 +178,14 @@ absl::StatusOr<std::unique_ptr<SwapArea>> SwapArea::Create(Backend& backend, siz
 SwapArea::SwapArea(HostBuffer memory, size_t slot_bytes, int32_t num_slots)
     : memory_(std::move(memory)),
       slot_bytes_(slot_bytes),
-      num_slots_(num_slots),
-      allocated_(static_cast<size_t>(num_slots), false) {
-  free_.reserve(static_cast<size_t>(num_slots));
-  for (SwapSlotId slot = num_slots - 1; slot >= 0; --slot) free_.push_back(slot);
-}
+      slots_(num_slots, "swap area", "swap slot") {}
 
-absl::Status SwapArea::CheckAllocated(SwapSlotId slot, absl::string_view what) const {
-  if (slot < 0 || slot >= num_slots_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": swap slot ", slot, " outside [0, ", num_slots_, ")"));
-  }
-  if (!allocated_[slot]) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": swap slot ", slot, " is not allocated"));
-  }
-  return absl::OkStatus();
-}
+absl::StatusOr<SwapSlotId> SwapArea::Allocate() { return slots_.Take(); }
 
-absl::StatusOr<SwapSlotId> SwapArea::Allocate() {
-  if (free_.empty()) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("swap area: all ", num_slots_, " slots are in use"));
-  }
-  const SwapSlotId slot = free_.back();
-  free_.pop_back();
-  allocated_[slot] = true;
-  return slot;
-}
-
-absl::Status SwapArea::Free(SwapSlotId slot) {
-  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "swap area free"));
-  allocated_[slot] = false;
-  free_.push_back(slot);
-  return absl::OkStatus();
-}
+absl::Status SwapArea::Free(SwapSlotId slot) { return slots_.Return(slot, "swap area free"); }
 
 absl::StatusOr<absl::Span<std::byte>> SwapArea::Bytes(SwapSlotId slot) {
-  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "swap area"));
+  HGRN2_RETURN_IF_ERROR(slots_.CheckInUse(slot, "swap area"));
   return absl::MakeSpan(
       static_cast<std::byte*>(memory_.data()) + static_cast<size_t>(slot) * slot_bytes_,
       slot_bytes_);

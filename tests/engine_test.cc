@@ -65,10 +65,10 @@ struct Fixture {
     if (created.ok()) engine = *std::move(created);
   }
 
-  GenerationResult Alone(absl::Span<const int32_t> prompt, const SamplingParams& sampling,
-                         const StoppingParams& stopping) {
+  // The request's prompt, sampling and stopping through GenerateSequence.
+  GenerationResult Alone(const GenerationRequest& request) {
     absl::StatusOr<GenerationResult> result =
-        GenerateSequence(*oracle_pass, prompt, sampling, stopping);
+        GenerateSequence(*oracle_pass, request.prompt, request.sampling, request.stopping);
     EXPECT_TRUE(result.ok()) << result.status();
     return result.ok() ? *result : GenerationResult{};
   }
@@ -114,6 +114,17 @@ EngineStats WaitUntilIdle(const Engine& engine) {
     stats = engine.Stats();
   }
   return stats;
+}
+
+// Greedy (a resumed request's random draws restart their counter, so exact resumption is
+// checked greedily), to a fixed length.
+GenerationRequest GreedyRequest(std::vector<int32_t> prompt, int32_t max_new_tokens) {
+  GenerationRequest request;
+  request.prompt = std::move(prompt);
+  request.sampling.temperature = 0.0f;
+  request.stopping.ignore_eos = true;
+  request.stopping.max_new_tokens = max_new_tokens;
+  return request;
 }
 
 // A different sampling setting per request: greedy, plain, filtered, penalised, biased.
@@ -175,8 +186,7 @@ TEST(Engine, SixtyFourConcurrentRequestsGiveExactlyTheTokensOfEachAlone) {
   }
   for (int i = 0; i < kRequests; ++i) {
     const Outcome outcome = WaitFor(*streams[i]);
-    const GenerationResult alone =
-        fixture.Alone(requests[i].prompt, requests[i].sampling, requests[i].stopping);
+    const GenerationResult alone = fixture.Alone(requests[i]);
     const std::string what = absl::StrCat("request ", i);
     ASSERT_TRUE(outcome.end.status.ok()) << what << ": " << outcome.end.status;
     ExpectSameTokens(outcome.tokens, alone.tokens, what);
@@ -228,8 +238,7 @@ TEST(Engine, PreemptedSequencesResumeWithTheTokensOfAnUninterruptedRun) {
                               WaitFor(*high1)};
   for (int i = 0; i < 4; ++i) {
     ASSERT_TRUE(outcomes[i].end.status.ok()) << outcomes[i].end.status;
-    const GenerationResult alone =
-        fixture.Alone(requests[i].prompt, requests[i].sampling, requests[i].stopping);
+    const GenerationResult alone = fixture.Alone(requests[i]);
     ExpectSameTokens(outcomes[i].tokens, alone.tokens, absl::StrCat("request ", i));
   }
   const EngineStats stats = WaitUntilIdle(*fixture.engine);
@@ -246,53 +255,38 @@ TEST(Engine, ASavedStateResumesWithTheTokensOfOneUninterruptedRun) {
   Fixture fixture("tiny-conv", options);
   ASSERT_NE(fixture.engine, nullptr);
   const int64_t vocab = fixture.model->config().vocab_size;
-  SamplingParams greedy;
-  greedy.temperature = 0.0f;  // a resumed request's draws restart their counter: greedy only
-  StoppingParams stopping;
-  stopping.ignore_eos = true;
-  const std::vector<int32_t> prompt = RandomIds(70, vocab, 9);
-
-  // Uninterrupted: 30 tokens.
-  stopping.max_new_tokens = 30;
-  const GenerationResult whole = fixture.Alone(prompt, greedy, stopping);
+  const GenerationRequest whole = GreedyRequest(RandomIds(70, vocab, 9), 30);
+  const GenerationResult uninterrupted = fixture.Alone(whole);
 
   // 12 tokens, the state handed back, then 18 more from it with no new prompt.
-  GenerationRequest first;
-  first.prompt = prompt;
-  first.sampling = greedy;
-  first.stopping = stopping;
-  first.stopping.max_new_tokens = 12;
+  GenerationRequest first = GreedyRequest(whole.prompt, 12);
   first.return_final_state = true;
   const Outcome head = WaitFor(*fixture.Submit(first));
   ASSERT_TRUE(head.end.status.ok()) << head.end.status;
   ASSERT_NE(head.end.final_state, nullptr);
   EXPECT_EQ(head.end.final_state->bytes.size(), fixture.engine->state_bytes());
   EXPECT_EQ(head.end.final_state->pending_token, head.tokens.back().id);
-  GenerationRequest second;
+  GenerationRequest second = GreedyRequest({}, 18);
   second.initial_state = head.end.final_state;
-  second.sampling = greedy;
-  second.stopping = stopping;
-  second.stopping.max_new_tokens = 18;
   const Outcome tail = WaitFor(*fixture.Submit(second));
   ASSERT_TRUE(tail.end.status.ok()) << tail.end.status;
   std::vector<SampledToken> joined = head.tokens;
   joined.insert(joined.end(), tail.tokens.begin(), tail.tokens.end());
-  ExpectSameTokens(joined, whole.tokens, "12 + 18 tokens");
+  ExpectSameTokens(joined, uninterrupted.tokens, "12 + 18 tokens");
   EXPECT_EQ(tail.end.prompt_tokens, 1);  // the pending token
 
   // A session turn: the saved state plus new text equals the whole conversation in one go.
   const std::vector<int32_t> turn = RandomIds(11, vocab, 10);
-  std::vector<int32_t> conversation = prompt;
+  std::vector<int32_t> conversation = whole.prompt;
   for (const SampledToken& token : head.tokens) conversation.push_back(token.id);
   conversation.insert(conversation.end(), turn.begin(), turn.end());
-  stopping.max_new_tokens = 9;
-  const GenerationResult in_one_go = fixture.Alone(conversation, greedy, stopping);
-  GenerationRequest resumed = second;
-  resumed.prompt = turn;
-  resumed.stopping = stopping;
+  const GenerationRequest in_one_go = GreedyRequest(conversation, 9);
+  const GenerationResult expected = fixture.Alone(in_one_go);
+  GenerationRequest resumed = GreedyRequest(turn, 9);
+  resumed.initial_state = head.end.final_state;
   const Outcome next_turn = WaitFor(*fixture.Submit(resumed));
   ASSERT_TRUE(next_turn.end.status.ok()) << next_turn.end.status;
-  ExpectSameTokens(next_turn.tokens, in_one_go.tokens, "next turn");
+  ExpectSameTokens(next_turn.tokens, expected.tokens, "next turn");
 }
 
 TEST(Engine, ParkedStatesResumeOnTheDeviceUntilTheirSlotIsNeeded) {
@@ -301,19 +295,10 @@ TEST(Engine, ParkedStatesResumeOnTheDeviceUntilTheirSlotIsNeeded) {
   Fixture fixture("tiny-conv", options);
   ASSERT_NE(fixture.engine, nullptr);
   const int64_t vocab = fixture.model->config().vocab_size;
-  SamplingParams greedy;
-  greedy.temperature = 0.0f;
-  StoppingParams stopping;
-  stopping.ignore_eos = true;
-  stopping.max_new_tokens = 20;
-  const std::vector<int32_t> prompt = RandomIds(33, vocab, 12);
-  const GenerationResult whole = fixture.Alone(prompt, greedy, stopping);
+  const GenerationRequest whole = GreedyRequest(RandomIds(33, vocab, 12), 20);
+  const GenerationResult uninterrupted = fixture.Alone(whole);
 
-  GenerationRequest first;
-  first.prompt = prompt;
-  first.sampling = greedy;
-  first.stopping = stopping;
-  first.stopping.max_new_tokens = 8;
+  GenerationRequest first = GreedyRequest(whole.prompt, 8);
   first.park_as = "session-a";
   first.return_final_state = true;
   const Outcome head = WaitFor(*fixture.Submit(first));
@@ -322,16 +307,13 @@ TEST(Engine, ParkedStatesResumeOnTheDeviceUntilTheirSlotIsNeeded) {
   EXPECT_EQ(stats.parked, 1);
   EXPECT_EQ(stats.free_slots, 1);
 
-  GenerationRequest second;
+  GenerationRequest second = GreedyRequest({}, 12);
   second.resume_parked = "session-a";
-  second.sampling = greedy;
-  second.stopping = stopping;
-  second.stopping.max_new_tokens = 12;
   const Outcome tail = WaitFor(*fixture.Submit(second));
   ASSERT_TRUE(tail.end.status.ok()) << tail.end.status;
   std::vector<SampledToken> joined = head.tokens;
   joined.insert(joined.end(), tail.tokens.begin(), tail.tokens.end());
-  ExpectSameTokens(joined, whole.tokens, "8 parked + 12 tokens");
+  ExpectSameTokens(joined, uninterrupted.tokens, "8 parked + 12 tokens");
   stats = WaitUntilIdle(*fixture.engine);
   EXPECT_EQ(stats.parked, 0);
   EXPECT_EQ(stats.free_slots, 2);
@@ -339,16 +321,10 @@ TEST(Engine, ParkedStatesResumeOnTheDeviceUntilTheirSlotIsNeeded) {
   // Parked again; then two sequences run at once and the second needs the parked slot.
   first.return_final_state = false;
   ASSERT_TRUE(WaitFor(*fixture.Submit(first)).end.status.ok());
-  GenerationRequest other;
-  other.prompt = {1, 2, 3};
-  other.sampling = greedy;
-  other.stopping = stopping;
-  other.stopping.max_new_tokens = 100000;
-  auto other0 = fixture.Submit(other);
+  auto other0 = fixture.Submit(GreedyRequest({1, 2, 3}, 100000));
   ASSERT_FALSE(other0->Next().tokens.empty());  // running in the free slot
   EXPECT_EQ(fixture.engine->Stats().parked, 1);
-  other.stopping.max_new_tokens = 3;
-  ASSERT_TRUE(WaitFor(*fixture.Submit(other)).end.status.ok());
+  ASSERT_TRUE(WaitFor(*fixture.Submit(GreedyRequest({1, 2, 3}, 3))).end.status.ok());
   other0->Cancel();
   EXPECT_EQ(WaitFor(*other0).end.status.code(), absl::StatusCode::kCancelled);
   stats = WaitUntilIdle(*fixture.engine);
