@@ -44,7 +44,10 @@ struct GenerationRequest {
   StoppingParams stopping;
   int32_t priority = 0;                          // higher first; first come, first served within
   absl::Time deadline = absl::InfiniteFuture();  // past it: DEADLINE_EXCEEDED
-  // Start from this state instead of a zeroed one.
+  // Start from this state instead of a zeroed one. The sampler sees only this request: its
+  // penalties count this prompt and output, and its seeded draws start from counter 0, so a
+  // resumed request gives the tokens of an uninterrupted run exactly when it samples greedily
+  // without penalties (the state itself resumes exactly).
   std::shared_ptr<const SequenceState> initial_state;
   // Start from the state parked on the device under this key (see park_as), which is faster than
   // initial_state (no copy). When nothing is parked under it any more (its slot was needed), the
@@ -57,7 +60,8 @@ struct GenerationRequest {
   std::string park_as;
   // Called on the scheduler thread each time new tokens or the end are ready to read. It must
   // return quickly and must not block (a gRPC reactor starts a write or remembers to); it may call
-  // the stream's Poll(). Not called again after the call that reports the end.
+  // the stream's Poll(), Generate, Score and Cancel, never Stop(). Not called again after the
+  // call that reports the end.
   std::function<void()> on_update;
 };
 
