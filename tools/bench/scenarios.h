@@ -1,5 +1,6 @@
-// The "mixed" serving benchmark: requests with mixed prompt and output lengths arrive at random
-// (a Poisson process) at a running Engine; measures throughput and per-request latencies.
+// Serving benchmarks of an Engine: "mixed" (requests with mixed prompt and output lengths arrive
+// at random, a Poisson process; throughput and per-request latencies) and "decode" (scheduled
+// decoding against a plain decode loop).
 #pragma once
 
 #include <cstdint>
@@ -7,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
+#include "engine/model.h"
 
 namespace hgrn2::bench {
 
@@ -53,5 +55,20 @@ absl::StatusOr<MixedResult> RunMixedScenario(Engine& engine, const MixedScenario
 
 // A few lines for a terminal or bench/RESULTS.md.
 std::string FormatMixedResult(const MixedScenario& scenario, const MixedResult& result);
+
+// Scheduled against pure decoding: `batch` one-token prompts decoded for `steps` tokens each
+// through an Engine, then the same batch through ForwardPass::Decode and Backend::Sample in a
+// plain loop on a pool of its own: what the scheduler costs per step. The engine is created
+// here and stopped before the plain loop runs, so only one thread drives the backend at a time.
+struct DecodeComparison {
+  int32_t batch = 0;
+  int32_t steps = 0;
+  double engine_tokens_per_second = 0.0;
+  double direct_tokens_per_second = 0.0;
+  double ratio = 0.0;  // engine / direct
+};
+absl::StatusOr<DecodeComparison> CompareDecode(const Model& model, EngineOptions options,
+                                               int32_t batch, int32_t steps);
+std::string FormatDecodeComparison(const DecodeComparison& comparison);
 
 }  // namespace hgrn2::bench

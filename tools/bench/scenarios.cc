@@ -1,5 +1,6 @@
-// The mixed serving scenario: Poisson arrivals, timestamps of every token, latency percentiles.
-#include "tools/bench/mixed_scenario.h"
+// The serving scenarios: Poisson arrivals with timestamps of every token and latency
+// percentiles; scheduled against plain decoding.
+#include "tools/bench/scenarios.h"
 
 #include <algorithm>
 #include <chrono>
@@ -12,6 +13,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/forward_pass.h"
+#include "engine/state_pool.h"
 #include "engine/status_macros.h"
 
 namespace hgrn2::bench {
@@ -190,6 +193,96 @@ std::string FormatMixedResult(const MixedScenario& scenario, const MixedResult& 
       absl::StrFormat("engine: %d steps, %.1f tokens/step, %.2f ms/step, %d preemptions\n",
                       result.engine.steps, result.engine.mean_tokens_per_step,
                       result.engine.mean_step_seconds * 1e3, result.engine.preemptions));
+}
+
+absl::StatusOr<DecodeComparison> CompareDecode(const Model& model, EngineOptions options,
+                                               int32_t batch, int32_t steps) {
+  if (batch <= 0 || steps <= 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode comparison: batch must be positive and steps above 1, got ", batch,
+                     " and ", steps));
+  }
+  DecodeComparison comparison;
+  comparison.batch = batch;
+  comparison.steps = steps;
+  SamplingParams sampling;
+  sampling.temperature = 1.0f;
+  const int64_t vocab = model.config().vocab_size;
+
+  {
+    options.max_running = std::max(options.max_running, batch);
+    options.prefill_token_budget = std::max<int64_t>(options.prefill_token_budget, batch);
+    options.max_queued = std::max(options.max_queued, batch);
+    HGRN2_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(model, options));
+    std::vector<std::shared_ptr<GenerationStream>> streams;
+    for (int32_t b = 0; b < batch; ++b) {
+      GenerationRequest request;
+      request.prompt = {static_cast<int32_t>(b % vocab)};
+      request.sampling = sampling;
+      request.sampling.seed = static_cast<uint64_t>(b);
+      request.stopping.max_new_tokens = steps + 1;  // the first comes from the prompt's prefill
+      request.stopping.ignore_eos = true;
+      HGRN2_ASSIGN_OR_RETURN(std::shared_ptr<GenerationStream> stream,
+                             engine->Generate(std::move(request)));
+      streams.push_back(std::move(stream));
+    }
+    // Timing starts once every sequence is decoding.
+    while (engine->Stats().generated_tokens < batch) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    const int64_t start_tokens = engine->Stats().generated_tokens;
+    const Clock::time_point start = Clock::now();
+    for (const auto& stream : streams) {
+      const StreamUpdate update = stream->Wait();
+      HGRN2_RETURN_IF_ERROR(update.end->status);
+    }
+    const double seconds = Seconds(Clock::now() - start);
+    comparison.engine_tokens_per_second =
+        static_cast<double>(engine->Stats().generated_tokens - start_tokens) / seconds;
+  }
+
+  HGRN2_ASSIGN_OR_RETURN(std::unique_ptr<StatePool> pool,
+                         StatePool::Create(model.backend(), model.config(), batch));
+  ForwardPass::Options pass_options;
+  pass_options.max_tokens = batch;
+  pass_options.max_sequences = batch;
+  pass_options.prefill_chunk_size = options.prefill_chunk_size;
+  HGRN2_ASSIGN_OR_RETURN(std::unique_ptr<ForwardPass> pass,
+                         ForwardPass::Create(model, *pool, pass_options));
+  std::vector<SlotId> slots;
+  std::vector<int32_t> tokens;
+  std::vector<std::unique_ptr<Sampler>> samplers;
+  std::vector<Sampler*> sampler_ptrs;
+  for (int32_t b = 0; b < batch; ++b) {
+    HGRN2_ASSIGN_OR_RETURN(SlotId slot, pool->Allocate());
+    slots.push_back(slot);
+    tokens.push_back(static_cast<int32_t>(b % vocab));
+    SamplingParams seeded = sampling;
+    seeded.seed = static_cast<uint64_t>(b);
+    samplers.push_back(std::make_unique<Sampler>(seeded, vocab, absl::Span<const int32_t>()));
+    sampler_ptrs.push_back(samplers.back().get());
+  }
+  std::vector<SampledToken> sampled(static_cast<size_t>(batch));
+  auto step = [&]() -> absl::Status {
+    HGRN2_ASSIGN_OR_RETURN(DeviceTensor logits, pass->Decode(slots, tokens));
+    HGRN2_RETURN_IF_ERROR(model.backend().Sample(logits, sampler_ptrs, absl::MakeSpan(sampled)));
+    for (int32_t b = 0; b < batch; ++b) tokens[b] = sampled[b].id;
+    return absl::OkStatus();
+  };
+  HGRN2_RETURN_IF_ERROR(step());  // warm-up, as the engine's prefill step is not timed
+  const Clock::time_point start = Clock::now();
+  for (int32_t s = 0; s < steps; ++s) HGRN2_RETURN_IF_ERROR(step());
+  comparison.direct_tokens_per_second =
+      static_cast<double>(batch) * steps / Seconds(Clock::now() - start);
+  comparison.ratio = comparison.engine_tokens_per_second / comparison.direct_tokens_per_second;
+  return comparison;
+}
+
+std::string FormatDecodeComparison(const DecodeComparison& comparison) {
+  return absl::StrFormat(
+      "decode, batch %d, %d steps: engine %.1f tok/s, plain loop %.1f tok/s (%.1f%%)\n",
+      comparison.batch, comparison.steps, comparison.engine_tokens_per_second,
+      comparison.direct_tokens_per_second, comparison.ratio * 100.0);
 }
 
 }  // namespace hgrn2::bench

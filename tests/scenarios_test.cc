@@ -1,6 +1,6 @@
-// The mixed serving scenario: percentiles by nearest rank, and a short run on a fixture model whose
-// counts must add up.
-#include "tools/bench/mixed_scenario.h"
+// The serving scenarios: percentiles by nearest rank, a short mixed run on a fixture model whose
+// counts must add up, and the decode comparison.
+#include "tools/bench/scenarios.h"
 
 #include <memory>
 
@@ -60,6 +60,20 @@ TEST(MixedScenario, AShortRunCompletesEveryRequestAndCountsEveryToken) {
   EXPECT_LE(result->time_to_first_token.p99, result->end_to_end.max);
   const std::string text = FormatMixedResult(scenario, *result);
   EXPECT_NE(text.find("completed 24, failed 0"), std::string::npos) << text;
+}
+
+TEST(DecodeComparison, MeasuresBothWaysOfDecodingTheSameBatch) {
+  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  auto model = *Model::Load(::hgrn2::testing::TestDataDir() / "tiny-a", *backend);
+  absl::StatusOr<DecodeComparison> comparison = CompareDecode(*model, EngineOptions{}, 8, 6);
+  ASSERT_TRUE(comparison.ok()) << comparison.status();
+  EXPECT_EQ(comparison->batch, 8);
+  EXPECT_GT(comparison->engine_tokens_per_second, 0.0);
+  EXPECT_GT(comparison->direct_tokens_per_second, 0.0);
+  EXPECT_DOUBLE_EQ(comparison->ratio,
+                   comparison->engine_tokens_per_second / comparison->direct_tokens_per_second);
+  ExpectError(CompareDecode(*model, EngineOptions{}, 0, 6).status(),
+              absl::StatusCode::kInvalidArgument, {"batch must be positive", "got 0 and 6"});
 }
 
 TEST(MixedScenario, BadScenariosAreRefusedNamingTheField) {
