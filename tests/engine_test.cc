@@ -448,7 +448,7 @@ TEST(Engine, TwoThousandRequestsWithCancellationsAndDeadlinesAllEndAndFreeTheirS
   options.max_running = 16;
   options.prefill_token_budget = 64;
   options.max_queued = 4096;
-  options.swap_slots = 4;
+  options.swap_slots = 8;
   Fixture fixture("tiny-a", options);
   ASSERT_NE(fixture.engine, nullptr);
   const int64_t vocab = fixture.model->config().vocab_size;
@@ -467,9 +467,23 @@ TEST(Engine, TwoThousandRequestsWithCancellationsAndDeadlinesAllEndAndFreeTheirS
       auto uniform = [&](int lo, int hi) {
         return std::uniform_int_distribution<int>(lo, hi)(rng);
       };
+      // Threads 1-3 queue low-priority work at once; thread 0 sends high-priority requests in
+      // bursts of 10 every 10 engine steps, more than the seats that free up in a step, so they
+      // preempt lower priorities however fast or slow this build runs.
+      const bool urgent = t == 0;
+      int64_t next_burst = 0;
       for (int i = 0; i < kPerThread; ++i) {
+        if (urgent && i % 10 == 0) {
+          // (Or until the engine has nothing left, when steps stop.)
+          for (EngineStats stats = fixture.engine->Stats();
+               stats.steps < next_burst && stats.queued + stats.running > 0;
+               stats = fixture.engine->Stats()) {
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+          }
+          next_burst = fixture.engine->Stats().steps + 10;
+        }
         Submitted entry;
-        const int priority = uniform(0, 2);
+        const int priority = urgent ? 2 : uniform(0, 1);
         const int kind = uniform(0, 99);
         const absl::Time deadline =
             kind < 20 ? absl::Now() + absl::Milliseconds(uniform(0, 30)) : absl::InfiniteFuture();
@@ -501,9 +515,6 @@ TEST(Engine, TwoThousandRequestsWithCancellationsAndDeadlinesAllEndAndFreeTheirS
           }
           victim.cancelled = true;
         }
-        // Arrivals spread over about a second, faster than the engine serves them, so the
-        // queue backs up and later high-priority requests preempt running ones.
-        if (i % 2 == 1) std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
     });
   }
@@ -544,12 +555,13 @@ TEST(Engine, TwoThousandRequestsWithCancellationsAndDeadlinesAllEndAndFreeTheirS
   EXPECT_GT(cancelled, 0);
   EXPECT_GT(expired, 0);
   const EngineStats stats = WaitUntilIdle(*fixture.engine);
+  EXPECT_GT(stats.preemptions, 0);
   EXPECT_EQ(stats.requests_finished, kThreads * kPerThread);
   EXPECT_EQ(stats.free_slots, stats.num_slots);
   EXPECT_EQ(stats.running, 0);
   EXPECT_EQ(stats.queued, 0);
   EXPECT_EQ(stats.swapped, 0);
-  EXPECT_EQ(stats.free_swap_slots, 4);
+  EXPECT_EQ(stats.free_swap_slots, 8);
   std::cout << "ok " << ok << ", cancelled " << cancelled << ", past deadline " << expired
             << ", preemptions " << stats.preemptions << ", steps " << stats.steps
             << ", tokens per step " << stats.mean_tokens_per_step << "\n";
