@@ -1,10 +1,49 @@
-// StatePool: slot allocation and whole-state copies over one backend allocation.
+// StatePool: slot allocation and whole-state copies over one backend allocation; SwapArea: the
+// host slots that swapped-out states wait in.
 #include "engine/state_pool.h"
+
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"
 
 namespace hgrn2 {
+
+SlotList::SlotList(int32_t num_slots, absl::string_view owner, absl::string_view noun)
+    : owner_(owner), noun_(noun), in_use_(static_cast<size_t>(std::max(num_slots, 0)), false) {
+  free_.reserve(in_use_.size());
+  for (int32_t slot = size() - 1; slot >= 0; --slot) free_.push_back(slot);
+}
+
+absl::StatusOr<int32_t> SlotList::Take() {
+  if (free_.empty()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(owner_, ": all ", size(), " slots are in use"));
+  }
+  const int32_t slot = free_.back();
+  free_.pop_back();
+  in_use_[slot] = true;
+  return slot;
+}
+
+absl::Status SlotList::Return(int32_t slot, absl::string_view what) {
+  HGRN2_RETURN_IF_ERROR(CheckInUse(slot, what));
+  in_use_[slot] = false;
+  free_.push_back(slot);
+  return absl::OkStatus();
+}
+
+absl::Status SlotList::CheckInUse(int32_t slot, absl::string_view what) const {
+  if (slot < 0 || slot >= size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", noun_, " ", slot, " outside [0, ", size(), ")"));
+  }
+  if (!in_use_[slot]) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", noun_, " ", slot, " is not allocated"));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<StatePool>> StatePool::Create(Backend& backend,
                                                              const ModelConfig& config,
@@ -25,61 +64,40 @@ StatePool::StatePool(Backend& backend, const ModelConfig& config, int32_t num_sl
       state_floats_per_layer_(config.state_floats_per_layer()),
       conv_floats_per_layer_(config.conv_floats_per_layer()),
       slot_floats_(config.state_bytes() / static_cast<int64_t>(sizeof(float))),
-      num_slots_(num_slots),
       memory_(std::move(memory)),
-      allocated_(static_cast<size_t>(num_slots), false) {
-  free_.reserve(static_cast<size_t>(num_slots));
-  for (SlotId slot = num_slots - 1; slot >= 0; --slot) free_.push_back(slot);
-}
+      slots_(num_slots, "state pool", "slot") {}
 
 float* StatePool::SlotBase(SlotId slot) const {
   return static_cast<float*>(memory_.data()) + static_cast<int64_t>(slot) * slot_floats_;
 }
 
-absl::Status StatePool::CheckAllocated(SlotId slot, absl::string_view what) const {
-  if (slot < 0 || slot >= num_slots_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": slot ", slot, " outside [0, ", num_slots_, ")"));
-  }
-  if (!allocated_[slot]) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": slot ", slot, " is not allocated"));
-  }
-  return absl::OkStatus();
-}
+absl::StatusOr<SlotId> StatePool::Take() { return slots_.Take(); }
 
 absl::StatusOr<SlotId> StatePool::Allocate() {
-  if (free_.empty()) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("state pool: all ", num_slots_, " slots are in use"));
+  HGRN2_ASSIGN_OR_RETURN(const SlotId slot, Take());
+  if (absl::Status zeroed = backend_.Fill(SlotBase(slot), 0, slot_bytes()); !zeroed.ok()) {
+    Free(slot).IgnoreError();
+    return zeroed;
   }
-  const SlotId slot = free_.back();
-  HGRN2_RETURN_IF_ERROR(backend_.Fill(SlotBase(slot), 0, slot_bytes()));
-  free_.pop_back();
-  allocated_[slot] = true;
   return slot;
 }
 
-absl::Status StatePool::Free(SlotId slot) {
-  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "state pool free"));
-  allocated_[slot] = false;
-  free_.push_back(slot);
-  return absl::OkStatus();
-}
+absl::Status StatePool::Free(SlotId slot) { return slots_.Return(slot, "state pool free"); }
 
 absl::Status StatePool::Reset(SlotId slot) {
-  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "state pool reset"));
+  HGRN2_RETURN_IF_ERROR(slots_.CheckInUse(slot, "state pool reset"));
   return backend_.Fill(SlotBase(slot), 0, slot_bytes());
 }
 
 absl::Status StatePool::Copy(SlotId src, SlotId dst) {
-  HGRN2_RETURN_IF_ERROR(CheckAllocated(src, "state pool copy source"));
-  HGRN2_RETURN_IF_ERROR(CheckAllocated(dst, "state pool copy destination"));
+  HGRN2_RETURN_IF_ERROR(slots_.CheckInUse(src, "state pool copy source"));
+  HGRN2_RETURN_IF_ERROR(slots_.CheckInUse(dst, "state pool copy destination"));
   if (src == dst) return absl::OkStatus();
   return backend_.CopyOnDevice(SlotBase(dst), SlotBase(src), slot_bytes());
 }
 
 absl::Status StatePool::ReadHost(SlotId slot, absl::Span<std::byte> out) const {
-  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "state pool read"));
+  HGRN2_RETURN_IF_ERROR(slots_.CheckInUse(slot, "state pool read"));
   if (out.size() != slot_bytes()) {
     return absl::InvalidArgumentError(absl::StrCat("state pool read: buffer of ", out.size(),
                                                    " bytes, a slot has ", slot_bytes()));
@@ -88,7 +106,7 @@ absl::Status StatePool::ReadHost(SlotId slot, absl::Span<std::byte> out) const {
 }
 
 absl::Status StatePool::WriteHost(SlotId slot, absl::Span<const std::byte> in) {
-  HGRN2_RETURN_IF_ERROR(CheckAllocated(slot, "state pool write"));
+  HGRN2_RETURN_IF_ERROR(slots_.CheckInUse(slot, "state pool write"));
   if (in.size() != slot_bytes()) {
     return absl::InvalidArgumentError(
         absl::StrCat("state pool write: ", in.size(), " bytes given, a slot has ", slot_bytes()));
@@ -96,10 +114,43 @@ absl::Status StatePool::WriteHost(SlotId slot, absl::Span<const std::byte> in) {
   return backend_.CopyToDevice(SlotBase(slot), in.data(), slot_bytes());
 }
 
+absl::StatusOr<SwapSlotId> StatePool::SwapOut(SlotId slot, SwapArea& area) {
+  HGRN2_RETURN_IF_ERROR(slots_.CheckInUse(slot, "swap out"));
+  if (area.slot_bytes() != slot_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat("swap out: the swap area holds ",
+                                                   area.slot_bytes(), "-byte slots, the pool ",
+                                                   slot_bytes()));
+  }
+  HGRN2_ASSIGN_OR_RETURN(const SwapSlotId swap_slot, area.Allocate());
+  absl::StatusOr<absl::Span<std::byte>> bytes = area.Bytes(swap_slot);
+  absl::Status copied = bytes.ok() ? ReadHost(slot, *bytes) : bytes.status();
+  if (!copied.ok()) {
+    area.Free(swap_slot).IgnoreError();
+    return copied;
+  }
+  HGRN2_RETURN_IF_ERROR(Free(slot));
+  return swap_slot;
+}
+
+absl::StatusOr<SlotId> StatePool::SwapIn(SwapSlotId swap_slot, SwapArea& area) {
+  HGRN2_ASSIGN_OR_RETURN(const absl::Span<std::byte> bytes, area.Bytes(swap_slot));
+  if (bytes.size() != slot_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat("swap in: the swap area holds ", bytes.size(),
+                                                   "-byte slots, the pool ", slot_bytes()));
+  }
+  HGRN2_ASSIGN_OR_RETURN(const SlotId slot, Take());
+  if (absl::Status copied = WriteHost(slot, bytes); !copied.ok()) {
+    Free(slot).IgnoreError();
+    return copied;
+  }
+  HGRN2_RETURN_IF_ERROR(area.Free(swap_slot));
+  return slot;
+}
+
 LayerStateView StatePool::Layer(int64_t layer) const {
   float* base = static_cast<float*>(memory_.data());
   LayerStateView view;
-  view.num_slots = num_slots_;
+  view.num_slots = num_slots();
   view.state = base + layer * state_floats_per_layer_;
   view.state_stride_slot = slot_floats_;
   if (conv_floats_per_layer_ > 0) {
@@ -107,6 +158,37 @@ LayerStateView StatePool::Layer(int64_t layer) const {
     view.conv_state_stride_slot = slot_floats_;
   }
   return view;
+}
+
+absl::StatusOr<std::unique_ptr<SwapArea>> SwapArea::Create(Backend& backend, size_t slot_bytes,
+                                                           int32_t num_slots) {
+  if (slot_bytes == 0 || num_slots < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("swap area: slot_bytes (", slot_bytes,
+                                                   ") must be positive and num_slots (", num_slots,
+                                                   ") not negative"));
+  }
+  HostBuffer memory;
+  if (num_slots > 0) {
+    HGRN2_ASSIGN_OR_RETURN(memory,
+                           backend.AllocateHost(slot_bytes * static_cast<size_t>(num_slots)));
+  }
+  return std::unique_ptr<SwapArea>(new SwapArea(std::move(memory), slot_bytes, num_slots));
+}
+
+SwapArea::SwapArea(HostBuffer memory, size_t slot_bytes, int32_t num_slots)
+    : memory_(std::move(memory)),
+      slot_bytes_(slot_bytes),
+      slots_(num_slots, "swap area", "swap slot") {}
+
+absl::StatusOr<SwapSlotId> SwapArea::Allocate() { return slots_.Take(); }
+
+absl::Status SwapArea::Free(SwapSlotId slot) { return slots_.Return(slot, "swap area free"); }
+
+absl::StatusOr<absl::Span<std::byte>> SwapArea::Bytes(SwapSlotId slot) {
+  HGRN2_RETURN_IF_ERROR(slots_.CheckInUse(slot, "swap area"));
+  return absl::MakeSpan(
+      static_cast<std::byte*>(memory_.data()) + static_cast<size_t>(slot) * slot_bytes_,
+      slot_bytes_);
 }
 
 }  // namespace hgrn2

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -16,6 +17,65 @@ namespace hgrn2 {
 
 // Index of a slot in a StatePool, in [0, num_slots).
 using SlotId = int32_t;
+// Index of a slot in a SwapArea, in [0, num_slots).
+using SwapSlotId = int32_t;
+
+// Which of a fixed number of slots are in use: a stack of free ones (the lowest ids are handed
+// out first) and a flag per slot. The bookkeeping of StatePool and SwapArea.
+// Thread-compatible.
+class SlotList {
+ public:
+  // `owner` and `noun` go into error messages: "state pool" and "slot", "swap area" and
+  // "swap slot".
+  SlotList(int32_t num_slots, absl::string_view owner, absl::string_view noun);
+
+  // A free slot; ResourceExhausted when all are in use.
+  absl::StatusOr<int32_t> Take();
+  // InvalidArgument, naming `what`, if the slot is out of range or not in use.
+  absl::Status Return(int32_t slot, absl::string_view what);
+  absl::Status CheckInUse(int32_t slot, absl::string_view what) const;
+
+  bool in_use(int32_t slot) const { return slot >= 0 && slot < size() && in_use_[slot]; }
+  int32_t size() const { return static_cast<int32_t>(in_use_.size()); }
+  int32_t num_free() const { return static_cast<int32_t>(free_.size()); }
+
+ private:
+  std::string owner_, noun_;
+  std::vector<int32_t> free_;
+  std::vector<bool> in_use_;
+};
+
+// Host copies of whole pool slots, for sequences swapped out of the device: one HostBuffer from
+// the backend (page-locked on CUDA, so a swap runs at full transfer speed) allocated once, since
+// page-locking memory per swap would cost more than the copy.
+//
+// Thread-safety: the device thread only.
+class SwapArea {
+ public:
+  // InvalidArgument for a non-positive slot size or a negative count; 0 slots is an area that
+  // refuses every swap.
+  static absl::StatusOr<std::unique_ptr<SwapArea>> Create(Backend& backend, size_t slot_bytes,
+                                                          int32_t num_slots);
+
+  // A free slot; ResourceExhausted when all are in use.
+  absl::StatusOr<SwapSlotId> Allocate();
+  // InvalidArgument if it is out of range or not allocated.
+  absl::Status Free(SwapSlotId slot);
+  // The bytes of an allocated slot (slot_bytes() of them). InvalidArgument for a slot that is out
+  // of range or not allocated.
+  absl::StatusOr<absl::Span<std::byte>> Bytes(SwapSlotId slot);
+
+  int32_t num_slots() const { return slots_.size(); }
+  int32_t num_free() const { return slots_.num_free(); }
+  size_t slot_bytes() const { return slot_bytes_; }
+
+ private:
+  SwapArea(HostBuffer memory, size_t slot_bytes, int32_t num_slots);
+
+  HostBuffer memory_;
+  size_t slot_bytes_;
+  SlotList slots_;
+};
 
 // num_slots slots, each one sequence's whole state in float32:
 //   [L, H, dv, dk] recurrent states (fla's layout), then [L, channels, K] conv windows
@@ -42,19 +102,28 @@ class StatePool {
   absl::Status ReadHost(SlotId slot, absl::Span<std::byte> out) const;
   absl::Status WriteHost(SlotId slot, absl::Span<const std::byte> in);
 
+  // Swap preemption: copies the slot's state into a free slot of `area` and frees the device
+  // slot; SwapIn later continues the sequence exactly where it stopped (a copy of a fixed size,
+  // not a recompute). On error nothing has changed: ResourceExhausted when the area is full,
+  // InvalidArgument for a slot that is not allocated or an area of another slot size.
+  absl::StatusOr<SwapSlotId> SwapOut(SlotId slot, SwapArea& area);
+  // Takes a free device slot, copies the swapped state into it and frees the swap slot. On error
+  // nothing has changed: ResourceExhausted when the pool is full, InvalidArgument for a swap slot
+  // that is not allocated.
+  absl::StatusOr<SlotId> SwapIn(SwapSlotId swap_slot, SwapArea& area);
+
   // Base pointers and slot strides of one layer's states, for the recurrence ops.
   LayerStateView Layer(int64_t layer) const;
 
-  int32_t num_slots() const { return num_slots_; }
-  int32_t num_free() const { return static_cast<int32_t>(free_.size()); }
-  bool is_allocated(SlotId slot) const {
-    return slot >= 0 && slot < num_slots_ && allocated_[slot];
-  }
+  int32_t num_slots() const { return slots_.size(); }
+  int32_t num_free() const { return slots_.num_free(); }
+  bool is_allocated(SlotId slot) const { return slots_.in_use(slot); }
   size_t slot_bytes() const { return static_cast<size_t>(slot_floats_) * sizeof(float); }
 
  private:
   StatePool(Backend& backend, const ModelConfig& config, int32_t num_slots, DeviceBuffer memory);
-  absl::Status CheckAllocated(SlotId slot, absl::string_view what) const;
+  // Takes the next free slot without zeroing it (its contents are about to be overwritten).
+  absl::StatusOr<SlotId> Take();
   float* SlotBase(SlotId slot) const;
 
   Backend& backend_;
@@ -62,10 +131,8 @@ class StatePool {
   int64_t state_floats_per_layer_;
   int64_t conv_floats_per_layer_;
   int64_t slot_floats_;
-  int32_t num_slots_;
   DeviceBuffer memory_;
-  std::vector<SlotId> free_;  // a stack: the lowest ids are handed out first
-  std::vector<bool> allocated_;
+  SlotList slots_;
 };
 
 }  // namespace hgrn2

@@ -115,5 +115,60 @@ TEST(StatePool, CopyResetAndHostRoundTripTouchOnlyTheirSlots) {
   EXPECT_EQ(read, pc);
 }
 
+TEST(StatePool, SwapOutAndInRestoresTheStateExactlyAndFreesBothSides) {
+  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  auto pool = *StatePool::Create(*backend, SmallConfig(), 2);
+  auto area = *SwapArea::Create(*backend, pool->slot_bytes(), 2);
+  const SlotId a = *pool->Allocate(), b = *pool->Allocate();
+  const std::vector<std::byte> pa = Pattern(pool->slot_bytes(), 5);
+  const std::vector<std::byte> pb = Pattern(pool->slot_bytes(), 11);
+  ASSERT_TRUE(pool->WriteHost(a, pa).ok());
+  ASSERT_TRUE(pool->WriteHost(b, pb).ok());
+
+  const SwapSlotId swapped = *pool->SwapOut(a, *area);
+  EXPECT_FALSE(pool->is_allocated(a));
+  EXPECT_EQ(pool->num_free(), 1);
+  EXPECT_EQ(area->num_free(), 1);
+  // The freed device slot is reused and overwritten while the state waits on the host.
+  const SlotId other = *pool->Allocate();
+  ASSERT_EQ(other, a);
+  ExpectError(pool->SwapIn(swapped, *area).status(), absl::StatusCode::kResourceExhausted,
+              {"all 2 slots are in use"});
+  EXPECT_EQ(area->num_free(), 1);  // a failed swap-in keeps the swapped state
+  ASSERT_TRUE(pool->Free(other).ok());
+
+  const SlotId back = *pool->SwapIn(swapped, *area);
+  EXPECT_EQ(area->num_free(), 2);
+  std::vector<std::byte> read(pool->slot_bytes());
+  ASSERT_TRUE(pool->ReadHost(back, absl::MakeSpan(read)).ok());
+  EXPECT_EQ(read, pa);
+  ASSERT_TRUE(pool->ReadHost(b, absl::MakeSpan(read)).ok());
+  EXPECT_EQ(read, pb);
+}
+
+TEST(StatePool, SwapErrorsNameTheProblemAndChangeNothing) {
+  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  auto pool = *StatePool::Create(*backend, SmallConfig(), 2);
+  auto full = *SwapArea::Create(*backend, pool->slot_bytes(), 0);
+  const SlotId a = *pool->Allocate();
+  ExpectError(pool->SwapOut(a, *full).status(), absl::StatusCode::kResourceExhausted,
+              {"swap area: all 0 slots are in use"});
+  EXPECT_TRUE(pool->is_allocated(a));
+  auto other_size = *SwapArea::Create(*backend, pool->slot_bytes() + 4, 1);
+  ExpectError(pool->SwapOut(a, *other_size).status(), absl::StatusCode::kInvalidArgument,
+              {"swap out", absl::StrCat(pool->slot_bytes() + 4, "-byte slots")});
+  EXPECT_EQ(other_size->num_free(), 1);
+  ExpectError(pool->SwapOut(1, *full).status(), absl::StatusCode::kInvalidArgument,
+              {"swap out: slot 1 is not allocated"});
+  auto area = *SwapArea::Create(*backend, pool->slot_bytes(), 1);
+  ExpectError(pool->SwapIn(0, *area).status(), absl::StatusCode::kInvalidArgument,
+              {"swap slot 0 is not allocated"});
+  ExpectError(area->Free(3), absl::StatusCode::kInvalidArgument, {"swap slot 3 outside [0, 1)"});
+  ExpectError(SwapArea::Create(*backend, 0, 1).status(), absl::StatusCode::kInvalidArgument,
+              {"slot_bytes (0) must be positive"});
+  ExpectError(SwapArea::Create(*backend, 8, -1).status(), absl::StatusCode::kInvalidArgument,
+              {"num_slots (-1) not negative"});
+}
+
 }  // namespace
 }  // namespace hgrn2

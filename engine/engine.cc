@@ -1,0 +1,202 @@
+// Engine: validation of requests on the caller's thread, the per-request streams, and the
+// hand-off to the scheduler thread.
+#include "engine/engine.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "engine/scheduler.h"
+#include "engine/status_macros.h"
+
+namespace hgrn2 {
+namespace {
+
+std::unique_ptr<Sequence> NewSequence(RequestId id, int32_t priority, absl::Time deadline,
+                                      std::vector<int32_t> input) {
+  auto sequence = std::make_unique<Sequence>();
+  sequence->id = id;
+  sequence->priority = priority;
+  sequence->deadline = deadline;
+  sequence->input = std::move(input);
+  return sequence;
+}
+
+}  // namespace
+
+StreamUpdate GenerationStream::TakeLocked() {
+  StreamUpdate update;
+  update.tokens.swap(unread_);
+  update.end = end_;
+  return update;
+}
+
+StreamUpdate GenerationStream::Next() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return !unread_.empty() || end_.has_value(); });
+  return TakeLocked();
+}
+
+StreamUpdate GenerationStream::Poll() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return TakeLocked();
+}
+
+StreamUpdate GenerationStream::Wait() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return end_.has_value(); });
+  return TakeLocked();
+}
+
+void GenerationStream::Deliver(absl::Span<const SampledToken> tokens,
+                               std::optional<GenerationEnd> end) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    unread_.insert(unread_.end(), tokens.begin(), tokens.end());
+    if (end) end_ = std::move(end);
+  }
+  changed_.notify_all();
+  // Outside the lock: the callback may Poll().
+  if (on_update_) on_update_();
+}
+
+absl::StatusOr<std::vector<float>> PendingScore::Wait() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return result_.has_value(); });
+  return *result_;
+}
+
+std::optional<absl::StatusOr<std::vector<float>>> PendingScore::Poll() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return result_;
+}
+
+void PendingScore::Finish(absl::StatusOr<std::vector<float>> result) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    result_ = std::move(result);
+  }
+  changed_.notify_all();
+  if (on_done_) on_done_();
+}
+
+absl::Status EngineOptions::Validate() const {
+  auto positive = [](absl::string_view field, int64_t value) -> absl::Status {
+    if (value > 0) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat("engine options: ", field, " must be positive, got ", value));
+  };
+  HGRN2_RETURN_IF_ERROR(positive("max_running", max_running));
+  HGRN2_RETURN_IF_ERROR(positive("prefill_token_budget", prefill_token_budget));
+  HGRN2_RETURN_IF_ERROR(positive("max_queued", max_queued));
+  HGRN2_RETURN_IF_ERROR(positive("max_prompt_tokens", max_prompt_tokens));
+  if (num_slots != 0 && num_slots < max_running) {
+    return absl::InvalidArgumentError(absl::StrCat("engine options: num_slots (", num_slots,
+                                                   ") must be 0 or at least ", "max_running (",
+                                                   max_running, ")"));
+  }
+  if (swap_slots < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("engine options: swap_slots must not be negative, got ", swap_slots));
+  }
+  if (prefill_chunk_size < ForwardPass::Options::kBackendDefault) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("engine options: prefill_chunk_size must be >= 0 (or kBackendDefault), got ",
+                     prefill_chunk_size));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model,
+                                                       const EngineOptions& options) {
+  HGRN2_RETURN_IF_ERROR(options.Validate());
+  HGRN2_ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> scheduler, Scheduler::Create(model, options));
+  return std::unique_ptr<Engine>(new Engine(model, options, std::move(scheduler)));
+}
+
+Engine::Engine(const Model& model, const EngineOptions& options,
+               std::unique_ptr<Scheduler> scheduler)
+    : model_(model), options_(options), scheduler_(std::move(scheduler)) {}
+
+Engine::~Engine() { Stop(); }
+
+void Engine::Stop() { scheduler_->Stop(); }
+
+size_t Engine::state_bytes() const { return scheduler_->state_bytes(); }
+
+EngineStats Engine::Stats() const { return scheduler_->Stats(); }
+
+absl::Status Engine::Cancel(RequestId id) { return scheduler_->Cancel(id); }
+
+absl::Status Engine::ValidateTokens(absl::Span<const int32_t> tokens,
+                                    absl::string_view what) const {
+  if (static_cast<int64_t>(tokens.size()) > options_.max_prompt_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " of ", tokens.size(),
+                                                   " tokens is longer than max_prompt_tokens (",
+                                                   options_.max_prompt_tokens, ")"));
+  }
+  const int64_t vocab = model_.config().vocab_size;
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    if (tokens[t] < 0 || tokens[t] >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": token id ", tokens[t], " at position ", t,
+                       " is outside the vocabulary [0, ", vocab, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<GenerationStream>> Engine::Generate(GenerationRequest request) {
+  const int64_t vocab = model_.config().vocab_size;
+  HGRN2_RETURN_IF_ERROR(request.sampling.Validate(vocab));
+  HGRN2_RETURN_IF_ERROR(request.stopping.Validate(vocab));
+  if (request.prompt.empty() && !request.initial_state && request.resume_parked.empty()) {
+    return absl::InvalidArgumentError(
+        "generate: empty prompt (give prompt ids, or a state to continue from)");
+  }
+  HGRN2_RETURN_IF_ERROR(ValidateTokens(request.prompt, "generate: prompt"));
+  if (request.initial_state) {
+    const SequenceState& state = *request.initial_state;
+    if (state.bytes.size() != state_bytes()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("generate: initial_state has ", state.bytes.size(),
+                       " bytes, a state of this model has ", state_bytes()));
+    }
+    if (state.pending_token < 0 || state.pending_token >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("generate: initial_state's pending token ", state.pending_token,
+                       " is outside the vocabulary [0, ", vocab, ")"));
+    }
+  }
+  const RequestId id = next_id_.fetch_add(1);
+  auto stream = std::make_shared<GenerationStream>(id, std::move(request.on_update));
+  // The sampler is built here, off the device thread (it may read the system's entropy).
+  Sampler sampler(std::move(request.sampling), vocab, request.prompt);
+  std::unique_ptr<Sequence> sequence =
+      NewSequence(id, request.priority, request.deadline, std::move(request.prompt));
+  sequence->stream = stream;
+  sequence->sampler.emplace(std::move(sampler));
+  sequence->stopping = std::move(request.stopping);
+  sequence->initial_state = std::move(request.initial_state);
+  sequence->resume_parked = std::move(request.resume_parked);
+  sequence->park_as = std::move(request.park_as);
+  sequence->return_final_state = request.return_final_state;
+  HGRN2_RETURN_IF_ERROR(scheduler_->Submit(std::move(sequence)));
+  return stream;
+}
+
+absl::StatusOr<std::shared_ptr<PendingScore>> Engine::Score(ScoreRequest request) {
+  if (request.tokens.size() < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "score: needs at least 2 tokens (the first is context), got ", request.tokens.size()));
+  }
+  HGRN2_RETURN_IF_ERROR(ValidateTokens(request.tokens, "score: text"));
+  const RequestId id = next_id_.fetch_add(1);
+  auto pending = std::make_shared<PendingScore>(id, std::move(request.on_done));
+  std::unique_ptr<Sequence> sequence =
+      NewSequence(id, request.priority, request.deadline, std::move(request.tokens));
+  sequence->score = pending;
+  HGRN2_RETURN_IF_ERROR(scheduler_->Submit(std::move(sequence)));
+  return pending;
+}
+
+}  // namespace hgrn2

@@ -1,0 +1,516 @@
+// Scheduler: the iteration loop of continuous batching, admission, preemption by swapping,
+// parking, and the hand-off of requests from other threads.
+#include "engine/scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
+
+namespace hgrn2 {
+namespace {
+
+// Waiting order: higher priority first, then first come, first served.
+bool RunsBefore(const Sequence& a, const Sequence& b) {
+  if (a.priority != b.priority) return a.priority > b.priority;
+  return a.arrival < b.arrival;
+}
+
+// Requests are validated before they reach the scheduler, so a failure of the pass, the backend
+// or the pool here is the engine's fault, not the request's.
+absl::Status DeviceFailure(absl::string_view during, const absl::Status& status) {
+  return absl::InternalError(absl::StrCat("engine: ", during, " failed: ", status.ToString()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Model& model,
+                                                             const EngineOptions& options) {
+  std::unique_ptr<Scheduler> scheduler(new Scheduler(model, options));
+  const int32_t num_slots = options.num_slots > 0 ? options.num_slots : options.max_running;
+  HGRN2_ASSIGN_OR_RETURN(scheduler->pool_,
+                         StatePool::Create(model.backend(), model.config(), num_slots));
+  ForwardPass::Options pass_options;
+  // A decode step is max_running tokens, a prefill call at most the budget.
+  pass_options.max_tokens =
+      std::max<int64_t>(options.prefill_token_budget, static_cast<int64_t>(options.max_running));
+  pass_options.max_sequences = options.max_running;
+  pass_options.prefill_chunk_size = options.prefill_chunk_size;
+  HGRN2_ASSIGN_OR_RETURN(scheduler->pass_,
+                         ForwardPass::Create(model, *scheduler->pool_, pass_options));
+  HGRN2_ASSIGN_OR_RETURN(
+      scheduler->swap_,
+      SwapArea::Create(model.backend(), scheduler->pool_->slot_bytes(), options.swap_slots));
+  scheduler->stats_.num_slots = num_slots;
+  scheduler->stats_.free_slots = num_slots;
+  scheduler->stats_.free_swap_slots = options.swap_slots;
+  scheduler->thread_ = std::thread([s = scheduler.get()] { s->Run(); });
+  return scheduler;
+}
+
+Scheduler::Scheduler(const Model& model, const EngineOptions& options)
+    : model_(model), options_(options) {}
+
+Scheduler::~Scheduler() { Stop(); }
+
+absl::Status Scheduler::Submit(std::unique_ptr<Sequence> sequence) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_) return absl::UnavailableError("engine: stopped, not taking requests");
+    if (queued_ >= options_.max_queued) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "engine: the queue is full (", queued_, " requests waiting, max_queued); retry later"));
+    }
+    ++queued_;
+    sequence->arrival = next_arrival_++;
+    live_[sequence->id] = sequence->stream ? std::weak_ptr<RequestHandle>(sequence->stream)
+                                           : std::weak_ptr<RequestHandle>(sequence->score);
+    inbox_.push_back(std::move(sequence));
+  }
+  wake_.notify_one();
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::Cancel(RequestId id) {
+  std::shared_ptr<RequestHandle> handle;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = live_.find(id);
+    if (it != live_.end()) handle = it->second.lock();
+  }
+  if (!handle) {
+    return absl::NotFoundError(absl::StrCat("engine: no request ", id, " in progress"));
+  }
+  handle->Cancel();
+  return absl::OkStatus();
+}
+
+EngineStats Scheduler::Stats() const {
+  EngineStats stats;
+  {
+    std::lock_guard<std::mutex> lock(stats_mutex_);
+    stats = stats_;
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats.queued = queued_;
+  return stats;
+}
+
+void Scheduler::Stop() {
+  std::lock_guard<std::mutex> stop_lock(stop_mutex_);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Scheduler::Run() {
+  while (true) {
+    std::vector<std::unique_ptr<Sequence>> arrived;
+    bool stopping = false;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      // Sleep only with nothing to do; cancellations and deadlines need a live request, and a
+      // live request keeps the loop running.
+      wake_.wait(lock, [&] {
+        return stopping_ || !inbox_.empty() || !waiting_.empty() || !running_.empty();
+      });
+      arrived.swap(inbox_);
+      stopping = stopping_;
+    }
+    for (std::unique_ptr<Sequence>& sequence : arrived) InsertWaiting(std::move(sequence));
+    if (stopping) {
+      const absl::Status stopped = absl::UnavailableError("engine: stopped");
+      for (auto& sequence : running_) End(*sequence, stopped);
+      for (auto& sequence : waiting_) End(*sequence, stopped);
+      RemoveEnded();
+      for (auto& [key, parked] : parked_) pool_->Free(parked.slot).IgnoreError();
+      parked_.clear();
+      PublishStats(0.0, 0);
+      return;
+    }
+    if (!Iterate()) {
+      // Requests wait that cannot start yet (none can run, e.g. the swap area is full): poll
+      // again shortly rather than spin.
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait_for(lock, std::chrono::milliseconds(1));
+    }
+  }
+}
+
+void Scheduler::InsertWaiting(std::unique_ptr<Sequence> sequence) {
+  auto at = std::upper_bound(waiting_.begin(), waiting_.end(), sequence,
+                             [](const std::unique_ptr<Sequence>& a,
+                                const std::unique_ptr<Sequence>& b) { return RunsBefore(*a, *b); });
+  waiting_.insert(at, std::move(sequence));
+}
+
+bool Scheduler::Iterate() {
+  EndCancelledAndExpired();
+  Admit();
+  if (running_.empty()) {
+    PublishStats(0.0, 0);
+    return false;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  // Sequences that had a token to feed before this iteration; those whose prompt completes
+  // below sample their first token now and decode from the next iteration.
+  std::vector<Sequence*> decoders;
+  for (const auto& sequence : running_) {
+    if (sequence->decoding) decoders.push_back(sequence.get());
+  }
+  int64_t tokens = PrefillStep();
+  tokens += DecodeStep(decoders);
+  RemoveEnded();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (tokens > 0) {
+    ++steps_;
+    step_seconds_total_ += seconds;
+    step_tokens_total_ += tokens;
+  }
+  PublishStats(seconds, tokens);
+  return true;
+}
+
+void Scheduler::EndCancelledAndExpired() {
+  const absl::Time now = absl::Now();
+  auto check = [&](Sequence& sequence) {
+    if (sequence.handle().cancel_requested()) {
+      End(sequence, absl::CancelledError(absl::StrCat("request ", sequence.id, " cancelled")));
+    } else if (now >= sequence.deadline) {
+      End(sequence, absl::DeadlineExceededError(
+                        absl::StrCat("request ", sequence.id, " passed its deadline")));
+    }
+  };
+  for (auto& sequence : waiting_) check(*sequence);
+  for (auto& sequence : running_) check(*sequence);
+  RemoveEnded();
+}
+
+void Scheduler::Admit() {
+  while (!waiting_.empty()) {
+    Sequence& next = *waiting_.front();
+    if (static_cast<int32_t>(running_.size()) >= options_.max_running && !Preempt(next.priority)) {
+      break;
+    }
+    // Slots hold running and parked states, and there are at least max_running of them, so
+    // with a running seat free a slot is free or parked.
+    const bool takes_parked_slot =
+        next.swap_slot < 0 && !next.resume_parked.empty() && parked_.count(next.resume_parked) > 0;
+    if (!takes_parked_slot && pool_->num_free() == 0 && !EvictParked()) break;
+    std::unique_ptr<Sequence> sequence = std::move(waiting_.front());
+    waiting_.erase(waiting_.begin());
+    if (absl::Status started = Start(*sequence); !started.ok()) {
+      // NOT_FOUND (a parked state gone) is the request's; anything else is a device failure.
+      End(*sequence, started.code() == absl::StatusCode::kNotFound
+                         ? std::move(started)
+                         : DeviceFailure("starting a sequence", started));
+      continue;
+    }
+    running_.push_back(std::move(sequence));
+  }
+}
+
+absl::Status Scheduler::Start(Sequence& sequence) {
+  if (sequence.swap_slot >= 0) {
+    HGRN2_ASSIGN_OR_RETURN(sequence.slot, pool_->SwapIn(sequence.swap_slot, *swap_));
+    sequence.swap_slot = -1;
+    return absl::OkStatus();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    --queued_;
+  }
+  sequence.counted_as_queued = false;
+  if (sequence.score) {
+    HGRN2_ASSIGN_OR_RETURN(sequence.slot, pool_->Allocate());
+    return absl::OkStatus();
+  }
+  std::optional<int32_t> pending;
+  auto parked =
+      sequence.resume_parked.empty() ? parked_.end() : parked_.find(sequence.resume_parked);
+  if (parked != parked_.end()) {
+    sequence.slot = parked->second.slot;
+    pending = parked->second.pending_token;
+    parked_.erase(parked);
+  } else if (sequence.initial_state) {
+    HGRN2_ASSIGN_OR_RETURN(sequence.slot, pool_->Allocate());
+    HGRN2_RETURN_IF_ERROR(pool_->WriteHost(sequence.slot, sequence.initial_state->bytes));
+    pending = sequence.initial_state->pending_token;
+  } else if (!sequence.resume_parked.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("no state is parked under '", sequence.resume_parked,
+                     "' any more (its slot was needed) and the request has no initial_state"));
+  } else {
+    HGRN2_ASSIGN_OR_RETURN(sequence.slot, pool_->Allocate());
+  }
+  if (pending) sequence.input.insert(sequence.input.begin(), *pending);
+  sequence.prompt_tokens = static_cast<int64_t>(sequence.input.size());
+  return absl::OkStatus();
+}
+
+bool Scheduler::Preempt(int32_t priority) {
+  if (swap_->num_free() == 0) return false;
+  // The lowest priority below `priority`, the latest arrival among those: it has waited least.
+  auto victim = running_.end();
+  for (auto it = running_.begin(); it != running_.end(); ++it) {
+    if ((*it)->ended || (*it)->priority >= priority) continue;
+    if (victim == running_.end() || RunsBefore(**victim, **it)) victim = it;
+  }
+  if (victim == running_.end()) return false;
+  Sequence& sequence = **victim;
+  absl::StatusOr<SwapSlotId> swap_slot = pool_->SwapOut(sequence.slot, *swap_);
+  if (!swap_slot.ok()) {
+    End(sequence, DeviceFailure("swap out", swap_slot.status()));
+    RemoveEnded();
+    return true;  // its slot is free all the same
+  }
+  sequence.slot = -1;
+  sequence.swap_slot = *swap_slot;
+  ++preemptions_;
+  std::unique_ptr<Sequence> swapped = std::move(*victim);
+  running_.erase(victim);
+  InsertWaiting(std::move(swapped));
+  return true;
+}
+
+bool Scheduler::EvictParked() {
+  if (parked_.empty()) return false;
+  auto oldest = std::min_element(parked_.begin(), parked_.end(), [](const auto& a, const auto& b) {
+    return a.second.order < b.second.order;
+  });
+  pool_->Free(oldest->second.slot).IgnoreError();
+  parked_.erase(oldest);
+  return true;
+}
+
+int64_t Scheduler::PrefillStep() {
+  std::vector<Sequence*> prefilling;
+  for (const auto& sequence : running_) {
+    if (!sequence->ended && !sequence->decoding && sequence->remaining_prefill() > 0) {
+      prefilling.push_back(sequence.get());
+    }
+  }
+  std::sort(prefilling.begin(), prefilling.end(),
+            [](const Sequence* a, const Sequence* b) { return RunsBefore(*a, *b); });
+  int64_t budget = options_.prefill_token_budget;
+  std::vector<std::pair<Sequence*, int64_t>> generation, scoring;
+  for (Sequence* sequence : prefilling) {
+    if (budget == 0) break;
+    const int64_t count = std::min(budget, sequence->remaining_prefill());
+    budget -= count;
+    (sequence->score ? scoring : generation).emplace_back(sequence, count);
+  }
+  if (!generation.empty()) PrefillGeneration(generation);
+  if (!scoring.empty()) PrefillScoring(scoring);
+  const int64_t fed = options_.prefill_token_budget - budget;
+  prompt_tokens_ += fed;
+  return fed;
+}
+
+void Scheduler::PrefillGeneration(const std::vector<std::pair<Sequence*, int64_t>>& work) {
+  // Prompts that complete go first, so their logits are rows [0, k) for one Sample call.
+  std::vector<std::pair<Sequence*, int64_t>> ordered;
+  std::vector<Sequence*> completing;
+  for (const auto& [sequence, count] : work) {
+    if (count == sequence->remaining_prefill()) {
+      ordered.emplace_back(sequence, count);
+      completing.push_back(sequence);
+    }
+  }
+  for (const auto& [sequence, count] : work) {
+    if (count < sequence->remaining_prefill()) ordered.emplace_back(sequence, count);
+  }
+  std::vector<SequenceTokens> batch;
+  for (const auto& [sequence, count] : ordered) {
+    batch.push_back(
+        {sequence->slot,
+         absl::MakeConstSpan(sequence->input).subspan(static_cast<size_t>(sequence->fed), count)});
+  }
+  absl::StatusOr<DeviceTensor> logits = pass_->Prefill(batch, LogitsFor::kLastToken);
+  if (!logits.ok()) {
+    const absl::Status failed = DeviceFailure("prefill", logits.status());
+    for (const auto& [sequence, count] : ordered) End(*sequence, failed);
+    return;
+  }
+  for (const auto& [sequence, count] : ordered) sequence->fed += count;
+  if (!completing.empty()) {
+    SampleAndDeliver(logits->Rows(0, static_cast<int64_t>(completing.size())), completing);
+  }
+}
+
+void Scheduler::PrefillScoring(const std::vector<std::pair<Sequence*, int64_t>>& work) {
+  std::vector<SequenceTokens> batch;
+  std::vector<int32_t> targets;
+  for (const auto& [sequence, count] : work) {
+    const auto input = absl::MakeConstSpan(sequence->input);
+    const auto begin = static_cast<size_t>(sequence->fed);
+    batch.push_back({sequence->slot, input.subspan(begin, count)});
+    // Row t of a run predicts the token after it.
+    targets.insert(targets.end(), input.begin() + begin + 1, input.begin() + begin + 1 + count);
+  }
+  absl::StatusOr<std::vector<float>> logprobs = [&]() -> absl::StatusOr<std::vector<float>> {
+    HGRN2_ASSIGN_OR_RETURN(DeviceTensor logits, pass_->Prefill(batch, LogitsFor::kEveryToken));
+    return pass_->TargetLogprobs(logits, targets);
+  }();
+  if (!logprobs.ok()) {
+    const absl::Status failed = DeviceFailure("scoring", logprobs.status());
+    for (const auto& [sequence, count] : work) End(*sequence, failed);
+    return;
+  }
+  size_t row = 0;
+  for (const auto& [sequence, count] : work) {
+    sequence->logprobs.insert(sequence->logprobs.end(), logprobs->begin() + row,
+                              logprobs->begin() + row + count);
+    row += static_cast<size_t>(count);
+    sequence->fed += count;
+    if (sequence->remaining_prefill() == 0) End(*sequence, absl::OkStatus());
+  }
+}
+
+int64_t Scheduler::DecodeStep(const std::vector<Sequence*>& decoders) {
+  std::vector<Sequence*> batch;
+  std::vector<SlotId> slots;
+  std::vector<int32_t> tokens;
+  for (Sequence* sequence : decoders) {
+    if (sequence->ended) continue;
+    batch.push_back(sequence);
+    slots.push_back(sequence->slot);
+    tokens.push_back(sequence->last_token);
+  }
+  if (batch.empty()) return 0;
+  absl::StatusOr<DeviceTensor> logits = pass_->Decode(slots, tokens);
+  if (!logits.ok()) {
+    const absl::Status failed = DeviceFailure("decode", logits.status());
+    for (Sequence* sequence : batch) End(*sequence, failed);
+    return 0;
+  }
+  SampleAndDeliver(*logits, batch);
+  return static_cast<int64_t>(batch.size());
+}
+
+void Scheduler::SampleAndDeliver(const DeviceTensor& logits,
+                                 const std::vector<Sequence*>& sequences) {
+  std::vector<Sampler*> samplers;
+  samplers.reserve(sequences.size());
+  for (Sequence* sequence : sequences) samplers.push_back(&*sequence->sampler);
+  std::vector<SampledToken> sampled(sequences.size());
+  if (absl::Status status = model_.backend().Sample(logits, samplers, absl::MakeSpan(sampled));
+      !status.ok()) {
+    const absl::Status failed = DeviceFailure("sampling", status);
+    for (Sequence* sequence : sequences) End(*sequence, failed);
+    return;
+  }
+  for (size_t i = 0; i < sequences.size(); ++i) Deliver(*sequences[i], sampled[i]);
+}
+
+void Scheduler::Deliver(Sequence& sequence, const SampledToken& token) {
+  ++sequence.generated;
+  ++generated_tokens_;
+  sequence.last_token = token.id;
+  sequence.decoding = true;
+  const FinishReason reason =
+      CheckFinish(sequence.stopping, model_.config().eos_token_ids, token.id,
+                  static_cast<int32_t>(std::min<int64_t>(sequence.generated, INT32_MAX)));
+  if (reason == FinishReason::kNone) {
+    sequence.stream->Deliver({&token, 1}, std::nullopt);
+    return;
+  }
+  End(sequence, absl::OkStatus(), reason, &token);
+}
+
+void Scheduler::End(Sequence& sequence, absl::Status status, FinishReason reason,
+                    const SampledToken* last) {
+  if (sequence.ended) return;
+  sequence.ended = true;
+  std::shared_ptr<const SequenceState> final_state;
+  if (sequence.slot >= 0) {
+    if (status.ok() && sequence.return_final_state) {
+      auto state = std::make_shared<SequenceState>();
+      state->bytes.resize(pool_->slot_bytes());
+      state->pending_token = sequence.last_token;
+      status = pool_->ReadHost(sequence.slot, absl::MakeSpan(state->bytes));
+      if (status.ok()) {
+        final_state = std::move(state);
+      } else {
+        status = DeviceFailure("reading the final state", status);
+      }
+    }
+    if (status.ok() && !sequence.park_as.empty()) {
+      auto [it, inserted] = parked_.try_emplace(sequence.park_as);
+      if (!inserted) pool_->Free(it->second.slot).IgnoreError();
+      it->second = Parked{sequence.slot, sequence.last_token, park_counter_++};
+    } else {
+      pool_->Free(sequence.slot).IgnoreError();
+    }
+    sequence.slot = -1;
+  }
+  if (sequence.swap_slot >= 0) {
+    swap_->Free(sequence.swap_slot).IgnoreError();
+    sequence.swap_slot = -1;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (sequence.counted_as_queued) --queued_;
+    live_.erase(sequence.id);
+  }
+  sequence.counted_as_queued = false;
+  ++requests_finished_;
+  if (sequence.score) {
+    if (status.ok()) {
+      sequence.score->Finish(std::move(sequence.logprobs));
+    } else {
+      sequence.score->Finish(std::move(status));
+    }
+    return;
+  }
+  GenerationEnd end;
+  end.status = std::move(status);
+  end.finish_reason = end.status.ok() ? reason : FinishReason::kNone;
+  end.prompt_tokens = sequence.prompt_tokens;
+  end.generated_tokens = sequence.generated;
+  end.final_state = std::move(final_state);
+  if (last != nullptr) {
+    sequence.stream->Deliver({last, 1}, std::move(end));
+  } else {
+    sequence.stream->Deliver({}, std::move(end));
+  }
+}
+
+void Scheduler::RemoveEnded() {
+  auto ended = [](const std::unique_ptr<Sequence>& sequence) { return sequence->ended; };
+  std::erase_if(running_, ended);
+  std::erase_if(waiting_, ended);
+}
+
+void Scheduler::PublishStats(double step_seconds, int64_t step_tokens) {
+  int64_t swapped = 0;
+  for (const auto& sequence : waiting_) swapped += sequence->swap_slot >= 0 ? 1 : 0;
+  std::lock_guard<std::mutex> lock(stats_mutex_);
+  stats_.running = static_cast<int64_t>(running_.size());
+  stats_.swapped = swapped;
+  stats_.parked = static_cast<int64_t>(parked_.size());
+  stats_.free_slots = pool_->num_free();
+  stats_.free_swap_slots = swap_->num_free();
+  stats_.steps = steps_;
+  stats_.prompt_tokens = prompt_tokens_;
+  stats_.generated_tokens = generated_tokens_;
+  stats_.requests_finished = requests_finished_;
+  stats_.preemptions = preemptions_;
+  if (step_tokens > 0) {
+    stats_.last_step_seconds = step_seconds;
+    stats_.last_tokens_per_step = static_cast<double>(step_tokens);
+  }
+  if (steps_ > 0) {
+    stats_.mean_step_seconds = step_seconds_total_ / static_cast<double>(steps_);
+    stats_.mean_tokens_per_step =
+        static_cast<double>(step_tokens_total_) / static_cast<double>(steps_);
+  }
+}
+
+}  // namespace hgrn2

@@ -1,0 +1,839 @@
+// The engine and its scheduler on the CPU backend: batched results equal each request alone (bit
+// for bit), preemption and saved states resume exactly, the prefill budget keeps decoding going,
+// thousands of requests with cancellations and deadlines all end and free their slots, and bad
+// requests are refused at submission.
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "engine/generation.h"
+#include "engine/model.h"
+#include "engine/state_pool.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/test_support.h"
+
+namespace hgrn2 {
+namespace {
+
+using ::hgrn2::testing::ExpectError;
+using ::hgrn2::testing::TestDataDir;
+
+std::vector<int32_t> RandomIds(int64_t count, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int32_t> dist(0, static_cast<int32_t>(vocab) - 1);
+  std::vector<int32_t> ids(static_cast<size_t>(count));
+  for (int32_t& id : ids) id = dist(rng);
+  return ids;
+}
+
+// An engine over a fixture model, and beside it an oracle: the same model on its own backend,
+// pool and pass, generating one sequence at a time on the test thread.
+struct Fixture {
+  std::unique_ptr<Backend> oracle_backend = MakeCpuBackend();
+  std::unique_ptr<Model> oracle_model;
+  std::unique_ptr<StatePool> oracle_pool;
+  std::unique_ptr<ForwardPass> oracle_pass;
+  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Engine> engine;  // last: stopped before the model goes
+
+  Fixture(const std::string& name, const EngineOptions& options) {
+    const std::filesystem::path dir = TestDataDir() / name;
+    oracle_model = *Model::Load(dir, *oracle_backend);
+    oracle_pool = *StatePool::Create(*oracle_backend, oracle_model->config(), 1);
+    ForwardPass::Options pass_options;
+    pass_options.max_tokens = 512;
+    pass_options.max_sequences = 1;
+    oracle_pass = *ForwardPass::Create(*oracle_model, *oracle_pool, pass_options);
+    model = *Model::Load(dir, *backend);
+    absl::StatusOr<std::unique_ptr<Engine>> created = Engine::Create(*model, options);
+    EXPECT_TRUE(created.ok()) << created.status();
+    if (created.ok()) engine = *std::move(created);
+  }
+
+  // The request's prompt, sampling and stopping through GenerateSequence.
+  GenerationResult Alone(const GenerationRequest& request) {
+    absl::StatusOr<GenerationResult> result =
+        GenerateSequence(*oracle_pass, request.prompt, request.sampling, request.stopping);
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.ok() ? *result : GenerationResult{};
+  }
+
+  std::shared_ptr<GenerationStream> Submit(GenerationRequest request) {
+    absl::StatusOr<std::shared_ptr<GenerationStream>> stream = engine->Generate(std::move(request));
+    EXPECT_TRUE(stream.ok()) << stream.status();
+    return stream.ok() ? *stream : nullptr;
+  }
+};
+
+// Every token of `stream` (those read before included in `read`) and its end.
+struct Outcome {
+  std::vector<SampledToken> tokens;
+  GenerationEnd end;
+};
+Outcome WaitFor(GenerationStream& stream, std::vector<SampledToken> read = {}) {
+  StreamUpdate rest = stream.Wait();
+  read.insert(read.end(), rest.tokens.begin(), rest.tokens.end());
+  return Outcome{std::move(read), *rest.end};
+}
+
+// Bit-exact: ids, log-probabilities and alternatives.
+void ExpectSameTokens(const std::vector<SampledToken>& got, const std::vector<SampledToken>& want,
+                      const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t t = 0; t < got.size(); ++t) {
+    ASSERT_EQ(got[t].id, want[t].id) << what << ", token " << t;
+    ASSERT_EQ(got[t].logprob, want[t].logprob) << what << ", token " << t;
+    ASSERT_EQ(got[t].top.size(), want[t].top.size()) << what << ", token " << t;
+    for (size_t k = 0; k < got[t].top.size(); ++k) {
+      ASSERT_EQ(got[t].top[k].id, want[t].top[k].id) << what << ", token " << t;
+      ASSERT_EQ(got[t].top[k].logprob, want[t].top[k].logprob) << what << ", token " << t;
+    }
+  }
+}
+
+// Polls until the engine is idle: nothing queued, running or swapped.
+EngineStats WaitUntilIdle(const Engine& engine) {
+  EngineStats stats = engine.Stats();
+  for (int i = 0; i < 2000 && (stats.queued + stats.running + stats.swapped) > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    stats = engine.Stats();
+  }
+  return stats;
+}
+
+// Greedy (a resumed request's random draws restart their counter, so exact resumption is
+// checked greedily), to a fixed length.
+GenerationRequest GreedyRequest(std::vector<int32_t> prompt, int32_t max_new_tokens) {
+  GenerationRequest request;
+  request.prompt = std::move(prompt);
+  request.sampling.temperature = 0.0f;
+  request.stopping.ignore_eos = true;
+  request.stopping.max_new_tokens = max_new_tokens;
+  return request;
+}
+
+// A different sampling setting per request: greedy, plain, filtered, penalised, biased.
+SamplingParams VariedSampling(int i) {
+  SamplingParams params;
+  params.seed = 1000 + static_cast<uint64_t>(i);
+  switch (i % 6) {
+    case 0:
+      params.temperature = 0.0f;
+      break;
+    case 1:
+      params.temperature = 1.0f;
+      params.num_top_logprobs = 3;
+      break;
+    case 2:
+      params.temperature = 0.7f;
+      params.top_k = 20;
+      params.top_p = 0.9f;
+      break;
+    case 3:
+      params.temperature = 1.3f;
+      params.min_p = 0.05f;
+      params.repetition_penalty = 1.2f;
+      break;
+    case 4:
+      params.temperature = 0.9f;
+      params.presence_penalty = 0.5f;
+      params.frequency_penalty = 0.3f;
+      params.logit_bias = {{7, 2.0f}, {9, -std::numeric_limits<float>::infinity()}};
+      break;
+    default:
+      params.temperature = 0.5f;
+      params.top_p = 0.5f;
+      params.num_top_logprobs = 1;
+      break;
+  }
+  return params;
+}
+
+TEST(Engine, SixtyFourConcurrentRequestsGiveExactlyTheTokensOfEachAlone) {
+  EngineOptions options;
+  options.max_running = 64;
+  options.prefill_token_budget = 96;  // prompts up to 300 tokens take several iterations
+  Fixture fixture("tiny-conv", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  const int64_t vocab = fixture.model->config().vocab_size;
+  constexpr int kRequests = 64;
+  std::vector<GenerationRequest> requests(kRequests);
+  std::vector<std::shared_ptr<GenerationStream>> streams;
+  for (int i = 0; i < kRequests; ++i) {
+    GenerationRequest& request = requests[i];
+    const int64_t length = 1 + (i * 299) / (kRequests - 1);  // 1 ... 300
+    request.prompt = RandomIds(length, vocab, 50 + static_cast<uint64_t>(i));
+    request.sampling = VariedSampling(i);
+    request.stopping.max_new_tokens = 4 + (i * 7) % 17;
+    request.stopping.ignore_eos = i % 3 != 0;
+    streams.push_back(fixture.Submit(request));
+    ASSERT_NE(streams.back(), nullptr);
+  }
+  for (int i = 0; i < kRequests; ++i) {
+    const Outcome outcome = WaitFor(*streams[i]);
+    const GenerationResult alone = fixture.Alone(requests[i]);
+    const std::string what = absl::StrCat("request ", i);
+    ASSERT_TRUE(outcome.end.status.ok()) << what << ": " << outcome.end.status;
+    ExpectSameTokens(outcome.tokens, alone.tokens, what);
+    EXPECT_EQ(outcome.end.finish_reason, alone.finish_reason) << what;
+    EXPECT_EQ(outcome.end.prompt_tokens, static_cast<int64_t>(requests[i].prompt.size()));
+    EXPECT_EQ(outcome.end.generated_tokens, static_cast<int64_t>(alone.tokens.size()));
+  }
+  const EngineStats stats = WaitUntilIdle(*fixture.engine);
+  EXPECT_EQ(stats.free_slots, 64);
+  EXPECT_EQ(stats.requests_finished, kRequests);
+  // Batching happened: more tokens per step than a lone sequence's one.
+  EXPECT_GT(stats.mean_tokens_per_step, 8.0);
+}
+
+TEST(Engine, PreemptedSequencesResumeWithTheTokensOfAnUninterruptedRun) {
+  EngineOptions options;
+  options.max_running = 2;
+  options.prefill_token_budget = 16;
+  options.swap_slots = 2;
+  Fixture fixture("tiny-conv", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  const int64_t vocab = fixture.model->config().vocab_size;
+  // Two low-priority sequences take both seats: one decoding, one deep in a long prompt.
+  std::vector<GenerationRequest> requests(4);
+  for (int i = 0; i < 4; ++i) {
+    requests[i].sampling = VariedSampling(i + 1);
+    requests[i].stopping.max_new_tokens = 40;
+    requests[i].stopping.ignore_eos = true;
+  }
+  requests[0].prompt = RandomIds(5, vocab, 1);
+  requests[1].prompt = RandomIds(480, vocab, 2);  // 30 iterations of prefill
+  requests[2].prompt = RandomIds(7, vocab, 3);
+  requests[3].prompt = RandomIds(9, vocab, 4);
+  requests[2].priority = requests[3].priority = 5;
+  auto low0 = fixture.Submit(requests[0]);
+  auto low1 = fixture.Submit(requests[1]);
+  ASSERT_TRUE(low0 && low1);
+  std::vector<SampledToken> low0_read;
+  while (low0_read.size() < 3) {
+    StreamUpdate update = low0->Next();
+    ASSERT_FALSE(update.end.has_value());
+    low0_read.insert(low0_read.end(), update.tokens.begin(), update.tokens.end());
+  }
+  auto high0 = fixture.Submit(requests[2]);
+  auto high1 = fixture.Submit(requests[3]);
+  ASSERT_TRUE(high0 && high1);
+
+  const Outcome outcomes[] = {WaitFor(*low0, low0_read), WaitFor(*low1), WaitFor(*high0),
+                              WaitFor(*high1)};
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(outcomes[i].end.status.ok()) << outcomes[i].end.status;
+    const GenerationResult alone = fixture.Alone(requests[i]);
+    ExpectSameTokens(outcomes[i].tokens, alone.tokens, absl::StrCat("request ", i));
+  }
+  const EngineStats stats = WaitUntilIdle(*fixture.engine);
+  EXPECT_EQ(stats.preemptions, 2);  // both low-priority sequences were swapped out and back
+  EXPECT_EQ(stats.free_slots, 2);
+  EXPECT_EQ(stats.swapped, 0);
+  EXPECT_EQ(stats.free_swap_slots, 2);
+}
+
+TEST(Engine, ASavedStateResumesWithTheTokensOfOneUninterruptedRun) {
+  EngineOptions options;
+  options.max_running = 2;
+  options.prefill_token_budget = 32;
+  Fixture fixture("tiny-conv", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  const int64_t vocab = fixture.model->config().vocab_size;
+  const GenerationRequest whole = GreedyRequest(RandomIds(70, vocab, 9), 30);
+  const GenerationResult uninterrupted = fixture.Alone(whole);
+
+  // 12 tokens, the state handed back, then 18 more from it with no new prompt.
+  GenerationRequest first = GreedyRequest(whole.prompt, 12);
+  first.return_final_state = true;
+  const Outcome head = WaitFor(*fixture.Submit(first));
+  ASSERT_TRUE(head.end.status.ok()) << head.end.status;
+  ASSERT_NE(head.end.final_state, nullptr);
+  EXPECT_EQ(head.end.final_state->bytes.size(), fixture.engine->state_bytes());
+  EXPECT_EQ(head.end.final_state->pending_token, head.tokens.back().id);
+  GenerationRequest second = GreedyRequest({}, 18);
+  second.initial_state = head.end.final_state;
+  const Outcome tail = WaitFor(*fixture.Submit(second));
+  ASSERT_TRUE(tail.end.status.ok()) << tail.end.status;
+  std::vector<SampledToken> joined = head.tokens;
+  joined.insert(joined.end(), tail.tokens.begin(), tail.tokens.end());
+  ExpectSameTokens(joined, uninterrupted.tokens, "12 + 18 tokens");
+  EXPECT_EQ(tail.end.prompt_tokens, 1);  // the pending token
+
+  // A session turn: the saved state plus new text equals the whole conversation in one go.
+  const std::vector<int32_t> turn = RandomIds(11, vocab, 10);
+  std::vector<int32_t> conversation = whole.prompt;
+  for (const SampledToken& token : head.tokens) conversation.push_back(token.id);
+  conversation.insert(conversation.end(), turn.begin(), turn.end());
+  const GenerationRequest in_one_go = GreedyRequest(conversation, 9);
+  const GenerationResult expected = fixture.Alone(in_one_go);
+  GenerationRequest resumed = GreedyRequest(turn, 9);
+  resumed.initial_state = head.end.final_state;
+  const Outcome next_turn = WaitFor(*fixture.Submit(resumed));
+  ASSERT_TRUE(next_turn.end.status.ok()) << next_turn.end.status;
+  ExpectSameTokens(next_turn.tokens, expected.tokens, "next turn");
+}
+
+TEST(Engine, ParkedStatesResumeOnTheDeviceUntilTheirSlotIsNeeded) {
+  EngineOptions options;
+  options.max_running = 2;  // two slots: a parked state waits in the one not running
+  Fixture fixture("tiny-conv", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  const int64_t vocab = fixture.model->config().vocab_size;
+  const GenerationRequest whole = GreedyRequest(RandomIds(33, vocab, 12), 20);
+  const GenerationResult uninterrupted = fixture.Alone(whole);
+
+  GenerationRequest first = GreedyRequest(whole.prompt, 8);
+  first.park_as = "session-a";
+  first.return_final_state = true;
+  const Outcome head = WaitFor(*fixture.Submit(first));
+  ASSERT_TRUE(head.end.status.ok()) << head.end.status;
+  EngineStats stats = WaitUntilIdle(*fixture.engine);
+  EXPECT_EQ(stats.parked, 1);
+  EXPECT_EQ(stats.free_slots, 1);
+
+  GenerationRequest second = GreedyRequest({}, 12);
+  second.resume_parked = "session-a";
+  const Outcome tail = WaitFor(*fixture.Submit(second));
+  ASSERT_TRUE(tail.end.status.ok()) << tail.end.status;
+  std::vector<SampledToken> joined = head.tokens;
+  joined.insert(joined.end(), tail.tokens.begin(), tail.tokens.end());
+  ExpectSameTokens(joined, uninterrupted.tokens, "8 parked + 12 tokens");
+  stats = WaitUntilIdle(*fixture.engine);
+  EXPECT_EQ(stats.parked, 0);
+  EXPECT_EQ(stats.free_slots, 2);
+
+  // Parked again; then two sequences run at once and the second needs the parked slot.
+  first.return_final_state = false;
+  ASSERT_TRUE(WaitFor(*fixture.Submit(first)).end.status.ok());
+  auto other0 = fixture.Submit(GreedyRequest({1, 2, 3}, 100000));
+  ASSERT_FALSE(other0->Next().tokens.empty());  // running in the free slot
+  EXPECT_EQ(fixture.engine->Stats().parked, 1);
+  ASSERT_TRUE(WaitFor(*fixture.Submit(GreedyRequest({1, 2, 3}, 3))).end.status.ok());
+  other0->Cancel();
+  EXPECT_EQ(WaitFor(*other0).end.status.code(), absl::StatusCode::kCancelled);
+  stats = WaitUntilIdle(*fixture.engine);
+  EXPECT_EQ(stats.parked, 0);
+  EXPECT_EQ(stats.free_slots, 2);
+  const Outcome gone = WaitFor(*fixture.Submit(second));
+  ExpectError(gone.end.status, absl::StatusCode::kNotFound,
+              {"no state is parked under 'session-a'", "no initial_state"});
+  EXPECT_TRUE(gone.tokens.empty());
+  // With the saved state as a fallback the request still resumes exactly.
+  second.initial_state = head.end.final_state;
+  const Outcome fallback = WaitFor(*fixture.Submit(second));
+  ASSERT_TRUE(fallback.end.status.ok()) << fallback.end.status;
+  ExpectSameTokens(fallback.tokens, tail.tokens, "resumed from the saved state");
+}
+
+TEST(Engine, ScoringRunsBesideGenerationAndMatchesScoreSequence) {
+  EngineOptions options;
+  options.max_running = 8;
+  options.prefill_token_budget = 40;
+  Fixture fixture("tiny-a", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  const int64_t vocab = fixture.model->config().vocab_size;
+  std::vector<std::shared_ptr<GenerationStream>> generations;
+  for (int i = 0; i < 4; ++i) {
+    GenerationRequest request;
+    request.prompt = RandomIds(10 + 20 * i, vocab, 70 + static_cast<uint64_t>(i));
+    request.sampling = VariedSampling(i);
+    request.stopping.max_new_tokens = 16;
+    generations.push_back(fixture.Submit(request));
+  }
+  std::vector<std::vector<int32_t>> texts;
+  std::vector<std::shared_ptr<PendingScore>> scores;
+  for (int64_t length : {2, 3, 41, 150}) {
+    texts.push_back(RandomIds(length, vocab, 80 + static_cast<uint64_t>(length)));
+    ScoreRequest request;
+    request.tokens = texts.back();
+    absl::StatusOr<std::shared_ptr<PendingScore>> pending = fixture.engine->Score(request);
+    ASSERT_TRUE(pending.ok()) << pending.status();
+    scores.push_back(*pending);
+  }
+  for (size_t i = 0; i < texts.size(); ++i) {
+    absl::StatusOr<std::vector<float>> got = scores[i]->Wait();
+    ASSERT_TRUE(got.ok()) << got.status();
+    absl::StatusOr<std::vector<float>> want = ScoreSequence(*fixture.oracle_pass, texts[i]);
+    ASSERT_TRUE(want.ok()) << want.status();
+    EXPECT_EQ(*got, *want) << "text " << i;
+    EXPECT_TRUE(scores[i]->Poll().has_value());
+  }
+  for (auto& stream : generations) EXPECT_TRUE(WaitFor(*stream).end.status.ok());
+  EXPECT_EQ(WaitUntilIdle(*fixture.engine).free_slots, 8);
+}
+
+// Log of stream events in the order the scheduler delivered them.
+struct EventLog {
+  std::mutex mutex;
+  std::vector<std::string> events;
+  void Add(std::string event) {
+    std::lock_guard<std::mutex> lock(mutex);
+    events.push_back(std::move(event));
+  }
+  size_t size() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return events.size();
+  }
+};
+
+TEST(Engine, TheTokenBudgetKeepsDecodingWhileALongPromptIsPrefilled) {
+  EngineOptions options;
+  options.max_running = 4;
+  options.prefill_token_budget = 64;  // a 4,096-token prompt takes 64 iterations
+  Fixture fixture("tiny-a", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  const int64_t vocab = fixture.model->config().vocab_size;
+  EventLog log;
+  std::atomic<bool> long_submitted{false};
+  std::atomic<int> short_updates{0}, short_tokens_during_prefill{0};
+
+  // Each decode step delivers one token, so the 48th update is the short request's end.
+  GenerationRequest short_request;
+  short_request.prompt = {5, 6, 7, 8};
+  short_request.stopping.max_new_tokens = 48;
+  short_request.stopping.ignore_eos = true;
+  short_request.on_update = [&] {
+    if (long_submitted) ++short_tokens_during_prefill;
+    if (++short_updates == 48) log.Add("short ended");
+  };
+  // The callbacks use the locals above: stop the engine before they go, even on a failure.
+  absl::Cleanup stop_engine = [&] { fixture.engine->Stop(); };
+  std::shared_ptr<GenerationStream> short_stream = fixture.Submit(short_request);
+  ASSERT_NE(short_stream, nullptr);
+  // Decoding has started once the short request has a token.
+  while (fixture.engine->Stats().generated_tokens < 2) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+
+  GenerationRequest long_request;
+  long_request.prompt = RandomIds(4096, vocab, 99);
+  long_request.stopping.max_new_tokens = 1;
+  long_request.on_update = [&] { log.Add("long token"); };
+  long_submitted = true;
+  std::shared_ptr<GenerationStream> long_stream = fixture.Submit(long_request);
+  ASSERT_NE(long_stream, nullptr);
+  const Outcome long_outcome = WaitFor(*long_stream);
+  ASSERT_TRUE(long_outcome.end.status.ok()) << long_outcome.end.status;
+  ASSERT_TRUE(WaitFor(*short_stream).end.status.ok());
+  // The callbacks run just after the tokens are readable.
+  for (int i = 0; i < 1000 && log.size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  // Without the budget the whole prompt would run in one iteration and its token would come
+  // while the short request still had dozens to go.
+  std::lock_guard<std::mutex> lock(log.mutex);
+  ASSERT_EQ(log.events, (std::vector<std::string>{"short ended", "long token"}));
+  EXPECT_GE(short_tokens_during_prefill, 30);
+  EXPECT_EQ(long_outcome.end.prompt_tokens, 4096);
+}
+
+TEST(Engine, TwoThousandRequestsWithCancellationsAndDeadlinesAllEndAndFreeTheirSlots) {
+  EngineOptions options;
+  options.max_running = 16;
+  options.prefill_token_budget = 64;
+  options.max_queued = 4096;
+  options.swap_slots = 8;
+  Fixture fixture("tiny-a", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  const int64_t vocab = fixture.model->config().vocab_size;
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 500;
+  struct Submitted {
+    std::shared_ptr<GenerationStream> stream;
+    std::shared_ptr<PendingScore> score;
+    bool cancelled = false;
+  };
+  std::vector<std::vector<Submitted>> submitted(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(500 + static_cast<uint64_t>(t));
+      auto uniform = [&](int lo, int hi) {
+        return std::uniform_int_distribution<int>(lo, hi)(rng);
+      };
+      // Threads 1-3 queue low-priority work at once; thread 0 sends high-priority requests in
+      // bursts of 10 every 10 engine steps, more than the seats that free up in a step, so they
+      // preempt lower priorities however fast or slow this build runs.
+      const bool urgent = t == 0;
+      int64_t next_burst = 0;
+      for (int i = 0; i < kPerThread; ++i) {
+        if (urgent && i % 10 == 0) {
+          // (Or until the engine has nothing left, when steps stop.)
+          for (EngineStats stats = fixture.engine->Stats();
+               stats.steps < next_burst && stats.queued + stats.running > 0;
+               stats = fixture.engine->Stats()) {
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+          }
+          next_burst = fixture.engine->Stats().steps + 10;
+        }
+        Submitted entry;
+        const int priority = urgent ? 2 : uniform(0, 1);
+        const int kind = uniform(0, 99);
+        const absl::Time deadline =
+            kind < 20 ? absl::Now() + absl::Milliseconds(uniform(0, 30)) : absl::InfiniteFuture();
+        if (kind % 10 == 9) {
+          ScoreRequest request;
+          request.tokens = RandomIds(uniform(2, 24), vocab, rng());
+          request.priority = priority;
+          request.deadline = deadline;
+          entry.score = *fixture.engine->Score(request);
+        } else {
+          GenerationRequest request;
+          request.prompt = RandomIds(uniform(1, 16), vocab, rng());
+          request.sampling = VariedSampling(i);
+          request.stopping.max_new_tokens = uniform(1, 8);
+          request.priority = priority;
+          request.deadline = deadline;
+          entry.stream = *fixture.engine->Generate(request);
+        }
+        submitted[t].push_back(entry);
+        // Cancel an earlier request now and then, through the engine or its handle.
+        if (uniform(0, 3) == 0) {
+          Submitted& victim = submitted[t][uniform(0, static_cast<int>(submitted[t].size()) - 1)];
+          RequestHandle& handle =
+              victim.stream ? static_cast<RequestHandle&>(*victim.stream) : *victim.score;
+          if (uniform(0, 1) == 0) {
+            handle.Cancel();
+          } else {
+            fixture.engine->Cancel(handle.id()).IgnoreError();  // NOT_FOUND once it ended
+          }
+          victim.cancelled = true;
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+
+  int ok = 0, cancelled = 0, expired = 0;
+  for (const auto& entries : submitted) {
+    for (const Submitted& entry : entries) {
+      absl::Status status;
+      if (entry.stream) {
+        const Outcome outcome = WaitFor(*entry.stream);
+        status = outcome.end.status;
+        if (status.ok()) {
+          EXPECT_NE(outcome.end.finish_reason, FinishReason::kNone);
+          EXPECT_EQ(outcome.end.generated_tokens, static_cast<int64_t>(outcome.tokens.size()));
+        }
+      } else {
+        status = entry.score->Wait().status();
+      }
+      switch (status.code()) {
+        case absl::StatusCode::kOk:
+          ++ok;
+          break;
+        case absl::StatusCode::kCancelled:
+          EXPECT_TRUE(entry.cancelled) << status;
+          ++cancelled;
+          break;
+        case absl::StatusCode::kDeadlineExceeded:
+          ++expired;
+          break;
+        default:
+          ADD_FAILURE() << "unexpected final status " << status;
+      }
+    }
+  }
+  EXPECT_EQ(ok + cancelled + expired, kThreads * kPerThread);
+  EXPECT_GT(ok, 0);
+  EXPECT_GT(cancelled, 0);
+  EXPECT_GT(expired, 0);
+  const EngineStats stats = WaitUntilIdle(*fixture.engine);
+  EXPECT_GT(stats.preemptions, 0);
+  EXPECT_EQ(stats.requests_finished, kThreads * kPerThread);
+  EXPECT_EQ(stats.free_slots, stats.num_slots);
+  EXPECT_EQ(stats.running, 0);
+  EXPECT_EQ(stats.queued, 0);
+  EXPECT_EQ(stats.swapped, 0);
+  EXPECT_EQ(stats.free_swap_slots, 8);
+  std::cout << "ok " << ok << ", cancelled " << cancelled << ", past deadline " << expired
+            << ", preemptions " << stats.preemptions << ", steps " << stats.steps
+            << ", tokens per step " << stats.mean_tokens_per_step << "\n";
+}
+
+TEST(Engine, AFullQueueRefusesAndCancellationEndsWaitingAndRunningRequests) {
+  EngineOptions options;
+  options.max_running = 1;
+  options.max_queued = 2;
+  Fixture fixture("tiny-a", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  GenerationRequest request;
+  request.prompt = {3, 4};
+  request.stopping.max_new_tokens = 100000;
+  request.stopping.ignore_eos = true;
+  auto running = fixture.Submit(request);
+  ASSERT_NE(running, nullptr);
+  ASSERT_FALSE(running->Next().tokens.empty());  // admitted: it no longer counts as queued
+  auto waiting0 = fixture.Submit(request);
+  auto waiting1 = fixture.Submit(request);
+  ASSERT_TRUE(waiting0 && waiting1);
+  ExpectError(fixture.engine->Generate(request).status(), absl::StatusCode::kResourceExhausted,
+              {"queue is full", "2 requests waiting"});
+  ScoreRequest score;
+  score.tokens = {1, 2, 3};
+  ExpectError(fixture.engine->Score(score).status(), absl::StatusCode::kResourceExhausted,
+              {"queue is full"});
+  EXPECT_EQ(fixture.engine->Stats().queued, 2);
+
+  ASSERT_TRUE(fixture.engine->Cancel(waiting1->id()).ok());
+  waiting0->Cancel();
+  ASSERT_TRUE(fixture.engine->Cancel(running->id()).ok());
+  for (auto* stream : {running.get(), waiting0.get(), waiting1.get()}) {
+    const Outcome outcome = WaitFor(*stream);
+    ExpectError(outcome.end.status, absl::StatusCode::kCancelled,
+                {absl::StrCat("request ", stream->id(), " cancelled")});
+    EXPECT_EQ(outcome.end.finish_reason, FinishReason::kNone);
+  }
+  ExpectError(fixture.engine->Cancel(running->id()), absl::StatusCode::kNotFound,
+              {absl::StrCat("no request ", running->id(), " in progress")});
+  const EngineStats stats = WaitUntilIdle(*fixture.engine);
+  EXPECT_EQ(stats.free_slots, 1);
+  EXPECT_EQ(stats.queued, 0);
+}
+
+TEST(Engine, DeadlinesEndRequestsWithDeadlineExceeded) {
+  Fixture fixture("tiny-a", EngineOptions{});
+  ASSERT_NE(fixture.engine, nullptr);
+  GenerationRequest request;
+  request.prompt = {3, 4};
+  request.stopping.max_new_tokens = 100000;
+  request.stopping.ignore_eos = true;
+  request.deadline = absl::Now() + absl::Milliseconds(50);
+  const Outcome outcome = WaitFor(*fixture.Submit(request));
+  ExpectError(outcome.end.status, absl::StatusCode::kDeadlineExceeded, {"passed its deadline"});
+  EXPECT_GT(outcome.tokens.size(), 0u);  // it ran until then
+  ScoreRequest score;
+  score.tokens = {1, 2, 3};
+  score.deadline = absl::Now() - absl::Seconds(1);
+  ExpectError((*fixture.engine->Score(score))->Wait().status(), absl::StatusCode::kDeadlineExceeded,
+              {"passed its deadline"});
+}
+
+TEST(Engine, StopEndsEveryOutstandingRequestAndRefusesNewOnes) {
+  EngineOptions options;
+  options.max_running = 2;
+  Fixture fixture("tiny-a", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  GenerationRequest request;
+  request.prompt = {3, 4};
+  request.stopping.max_new_tokens = 100000;
+  request.stopping.ignore_eos = true;
+  std::vector<std::shared_ptr<GenerationStream>> streams;
+  for (int i = 0; i < 6; ++i) streams.push_back(fixture.Submit(request));
+  ScoreRequest score;
+  score.tokens = RandomIds(4000, fixture.model->config().vocab_size, 5);
+  auto pending = *fixture.engine->Score(score);
+  fixture.engine->Stop();
+  for (auto& stream : streams) {
+    ExpectError(WaitFor(*stream).end.status, absl::StatusCode::kUnavailable, {"engine: stopped"});
+  }
+  ExpectError(pending->Wait().status(), absl::StatusCode::kUnavailable, {"engine: stopped"});
+  ExpectError(fixture.engine->Generate(request).status(), absl::StatusCode::kUnavailable,
+              {"not taking requests"});
+  fixture.engine->Stop();  // idempotent
+  EXPECT_EQ(fixture.engine->Stats().free_slots, 2);
+}
+
+TEST(Engine, BadRequestsAreRefusedAtSubmissionNamingTheProblem) {
+  EngineOptions options;
+  options.max_prompt_tokens = 100;
+  Fixture fixture("tiny-a", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  Engine& engine = *fixture.engine;
+  GenerationRequest good;
+  good.prompt = {1, 2};
+
+  GenerationRequest bad = good;
+  bad.prompt.clear();
+  ExpectError(engine.Generate(bad).status(), absl::StatusCode::kInvalidArgument, {"empty prompt"});
+  bad.prompt = {1, 512};
+  ExpectError(engine.Generate(bad).status(), absl::StatusCode::kInvalidArgument,
+              {"token id 512 at position 1", "[0, 512)"});
+  bad.prompt = {-1};
+  ExpectError(engine.Generate(bad).status(), absl::StatusCode::kInvalidArgument,
+              {"token id -1 at position 0"});
+  bad.prompt.assign(101, 1);
+  ExpectError(engine.Generate(bad).status(), absl::StatusCode::kInvalidArgument,
+              {"101 tokens", "max_prompt_tokens (100)"});
+  bad = good;
+  bad.sampling.temperature = -1.0f;
+  ExpectError(engine.Generate(bad).status(), absl::StatusCode::kInvalidArgument, {"temperature"});
+  bad = good;
+  bad.stopping.max_new_tokens = 0;
+  ExpectError(engine.Generate(bad).status(), absl::StatusCode::kInvalidArgument,
+              {"max_new_tokens"});
+  bad = good;
+  auto state = std::make_shared<SequenceState>();
+  state->bytes.resize(12);
+  bad.initial_state = state;
+  ExpectError(engine.Generate(bad).status(), absl::StatusCode::kInvalidArgument,
+              {"initial_state has 12 bytes", absl::StrCat("has ", engine.state_bytes())});
+  state->bytes.resize(engine.state_bytes());
+  state->pending_token = 600;
+  ExpectError(engine.Generate(bad).status(), absl::StatusCode::kInvalidArgument,
+              {"pending token 600"});
+
+  ScoreRequest score;
+  score.tokens = {1};
+  ExpectError(engine.Score(score).status(), absl::StatusCode::kInvalidArgument,
+              {"at least 2 tokens", "got 1"});
+  score.tokens = {1, 9999};
+  ExpectError(engine.Score(score).status(), absl::StatusCode::kInvalidArgument,
+              {"score: text: token id 9999 at position 1"});
+  // Nothing bad reached the scheduler.
+  EXPECT_EQ(engine.Stats().requests_finished, 0);
+  EXPECT_EQ(engine.Stats().queued, 0);
+}
+
+// The CPU backend with failures on demand: the recurrence ops fail while a flag is set.
+class FailingBackend final : public Backend {
+ public:
+  std::atomic<bool> fail_step{false};
+  std::atomic<bool> fail_prefill{false};
+
+  absl::string_view name() const override { return inner_->name(); }
+  DType compute_dtype() const override { return inner_->compute_dtype(); }
+  int32_t preferred_prefill_chunk_size() const override {
+    return inner_->preferred_prefill_chunk_size();
+  }
+  // Buffers come from the inner backend and go back to it when released.
+  absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override { return inner_->Allocate(bytes); }
+  absl::Status CopyToDevice(void* dst, const void* src, size_t bytes) override {
+    return inner_->CopyToDevice(dst, src, bytes);
+  }
+  absl::Status CopyToHost(void* dst, const void* src, size_t bytes) override {
+    return inner_->CopyToHost(dst, src, bytes);
+  }
+  absl::Status CopyOnDevice(void* dst, const void* src, size_t bytes) override {
+    return inner_->CopyOnDevice(dst, src, bytes);
+  }
+  absl::Status Fill(void* dst, uint8_t byte, size_t bytes) override {
+    return inner_->Fill(dst, byte, bytes);
+  }
+  absl::Status Synchronize() override { return inner_->Synchronize(); }
+  absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) override {
+    return inner_->AllocateHost(bytes);
+  }
+  absl::Status GatherRows(const DeviceTensor& table, const int32_t* indices,
+                          DeviceTensor out) override {
+    return inner_->GatherRows(table, indices, out);
+  }
+  absl::Status RmsNorm(const DeviceTensor& x, const DeviceTensor& weight, float eps,
+                       DeviceTensor out) override {
+    return inner_->RmsNorm(x, weight, eps, out);
+  }
+  absl::Status AddRmsNorm(DeviceTensor residual, const DeviceTensor& delta,
+                          const DeviceTensor& weight, float eps, DeviceTensor out) override {
+    return inner_->AddRmsNorm(residual, delta, weight, eps, out);
+  }
+  absl::Status Gemm(const DeviceTensor& x, const DeviceTensor& weight, DeviceTensor out) override {
+    return inner_->Gemm(x, weight, out);
+  }
+  absl::Status SwiGlu(const DeviceTensor& gate_up, DeviceTensor out) override {
+    return inner_->SwiGlu(gate_up, out);
+  }
+  absl::Status Hgrn2Step(const Hgrn2LayerOp& layer, const int32_t* slots, const DeviceTensor& qfi,
+                         DeviceTensor out) override {
+    if (fail_step) return absl::InternalError("injected step failure");
+    return inner_->Hgrn2Step(layer, slots, qfi, out);
+  }
+  absl::Status Hgrn2Prefill(const Hgrn2LayerOp& layer, int32_t num_seqs, const int32_t* slots,
+                            const int32_t* seq_offsets, int32_t chunk_size, const DeviceTensor& qfi,
+                            DeviceTensor out) override {
+    if (fail_prefill) return absl::InternalError("injected prefill failure");
+    return inner_->Hgrn2Prefill(layer, num_seqs, slots, seq_offsets, chunk_size, qfi, out);
+  }
+  absl::Status LogSoftmaxGather(const DeviceTensor& logits, const int32_t* targets,
+                                float* out) override {
+    return inner_->LogSoftmaxGather(logits, targets, out);
+  }
+  absl::Status Sample(const DeviceTensor& logits, absl::Span<Sampler* const> samplers,
+                      absl::Span<SampledToken> out) override {
+    return inner_->Sample(logits, samplers, out);
+  }
+
+ protected:
+  void Release(void*, size_t) override {}  // never: no buffer names this backend
+  void ReleaseHost(void*, size_t) override {}
+
+ private:
+  std::unique_ptr<Backend> inner_ = MakeCpuBackend();
+};
+
+TEST(Engine, DeviceFailuresEndTheAffectedRequestsWithInternalAndTheEngineGoesOn) {
+  FailingBackend backend;
+  auto model = *Model::Load(TestDataDir() / "tiny-a", backend);
+  EngineOptions options;
+  options.max_running = 4;
+  auto engine = *Engine::Create(*model, options);
+  GenerationRequest request;
+  request.prompt = {3, 4, 5};
+  request.stopping.max_new_tokens = 100000;
+  request.stopping.ignore_eos = true;
+  auto decoding = *engine->Generate(request);
+  ASSERT_FALSE(decoding->Next().tokens.empty());
+  backend.fail_step = true;
+  ExpectError(WaitFor(*decoding).end.status, absl::StatusCode::kInternal,
+              {"engine: decode failed", "injected step failure"});
+  backend.fail_step = false;
+
+  backend.fail_prefill = true;
+  ExpectError(WaitFor(**engine->Generate(request)).end.status, absl::StatusCode::kInternal,
+              {"engine: prefill failed", "injected prefill failure"});
+  ScoreRequest score;
+  score.tokens = {1, 2, 3};
+  ExpectError((*engine->Score(score))->Wait().status(), absl::StatusCode::kInternal,
+              {"engine: scoring failed", "injected prefill failure"});
+  backend.fail_prefill = false;
+
+  request.stopping.max_new_tokens = 5;
+  const Outcome after = WaitFor(**engine->Generate(request));
+  ASSERT_TRUE(after.end.status.ok()) << after.end.status;
+  EXPECT_EQ(after.tokens.size(), 5u);
+  const EngineStats stats = WaitUntilIdle(*engine);
+  EXPECT_EQ(stats.free_slots, 4);
+}
+
+TEST(Engine, BadOptionsAreRefusedNamingTheField) {
+  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  auto model = *Model::Load(TestDataDir() / "tiny-a", *backend);
+  EngineOptions options;
+  options.max_running = 0;
+  ExpectError(Engine::Create(*model, options).status(), absl::StatusCode::kInvalidArgument,
+              {"max_running must be positive, got 0"});
+  options = EngineOptions{};
+  options.prefill_token_budget = -5;
+  ExpectError(Engine::Create(*model, options).status(), absl::StatusCode::kInvalidArgument,
+              {"prefill_token_budget must be positive, got -5"});
+  options = EngineOptions{};
+  options.num_slots = 3;
+  ExpectError(Engine::Create(*model, options).status(), absl::StatusCode::kInvalidArgument,
+              {"num_slots (3)", "max_running (64)"});
+  options = EngineOptions{};
+  options.swap_slots = -1;
+  ExpectError(Engine::Create(*model, options).status(), absl::StatusCode::kInvalidArgument,
+              {"swap_slots must not be negative"});
+  options = EngineOptions{};
+  options.max_queued = 0;
+  ExpectError(Engine::Create(*model, options).status(), absl::StatusCode::kInvalidArgument,
+              {"max_queued must be positive"});
+}
+
+}  // namespace
+}  // namespace hgrn2
