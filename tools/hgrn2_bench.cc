@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/backend.h"
+#include "engine/engine.h"
 #include "engine/forward_pass.h"
 #include "engine/model.h"
 #include "engine/model_config.h"
@@ -23,6 +24,7 @@
 #include "engine/state_pool.h"
 #include "engine/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "tools/bench/scenarios.h"
 
 namespace hgrn2 {
 namespace {
@@ -44,6 +46,12 @@ struct Flags {
   bool no_graphs = false;
   bool skip_hardware = false;
   bool breakdown = false;
+  // "tables": decode and prefill tables; "decode": scheduled decoding against plain decode steps;
+  // "mixed": Poisson arrivals of mixed requests through the engine.
+  std::string scenario = "tables";
+  int scenario_batch = 256;
+  int scenario_steps = 64;
+  bench::MixedScenario mixed;
   std::string json_path;
 };
 
@@ -229,6 +237,57 @@ std::vector<int32_t> RandomTokens(int64_t count, int64_t vocab, uint64_t seed) {
   return ids;
 }
 
+// The engine-level scenarios of tools/bench/scenarios.h on this backend.
+int RunScenario(const Flags& flags, const Model& model, nlohmann::json& report) {
+  auto fail = [](const absl::Status& status) {
+    std::cerr << "hgrn2-bench: " << status << "\n";
+    return 1;
+  };
+  EngineOptions options;
+  options.max_running = flags.scenario_batch;
+  if (flags.scenario == "decode") {
+    absl::StatusOr<bench::DecodeComparison> comparison =
+        bench::CompareDecode(model, options, flags.scenario_batch, flags.scenario_steps);
+    if (!comparison.ok()) return fail(comparison.status());
+    std::fputs(bench::FormatDecodeComparison(*comparison).c_str(), stdout);
+    report["scenario_decode"] = {{"batch", comparison->batch},
+                                 {"steps", comparison->steps},
+                                 {"engine_tokens_per_s", comparison->engine_tokens_per_second},
+                                 {"direct_tokens_per_s", comparison->direct_tokens_per_second},
+                                 {"ratio", comparison->ratio}};
+  } else {
+    options.max_queued = std::max(options.max_queued, flags.mixed.num_requests);
+    absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(model, options);
+    if (!engine.ok()) return fail(engine.status());
+    absl::StatusOr<bench::MixedResult> result = bench::RunMixedScenario(**engine, flags.mixed);
+    if (!result.ok()) return fail(result.status());
+    std::fputs(bench::FormatMixedResult(flags.mixed, *result).c_str(), stdout);
+    auto summary = [](const bench::LatencySummary& l) {
+      return nlohmann::json{{"p50_ms", l.p50 * 1e3},
+                            {"p90_ms", l.p90 * 1e3},
+                            {"p99_ms", l.p99 * 1e3},
+                            {"mean_ms", l.mean * 1e3}};
+    };
+    report["scenario_mixed"] = {{"requests", flags.mixed.num_requests},
+                                {"rate_per_s", flags.mixed.arrivals_per_second},
+                                {"completed", result->completed},
+                                {"failed", result->failed},
+                                {"output_tokens_per_s", result->output_tokens_per_second},
+                                {"total_tokens_per_s", result->total_tokens_per_second},
+                                {"ttft", summary(result->time_to_first_token)},
+                                {"inter_token", summary(result->inter_token)},
+                                {"end_to_end", summary(result->end_to_end)}};
+    if (result->failed > 0) {
+      return fail(absl::InternalError(absl::StrCat(result->failed, " requests did not complete")));
+    }
+  }
+  if (!flags.json_path.empty()) {
+    std::ofstream out(flags.json_path);
+    out << report.dump(2) << "\n";
+  }
+  return 0;
+}
+
 int Run(const Flags& flags) {
   auto fail = [](const absl::Status& status) {
     std::cerr << "hgrn2-bench: " << status << "\n";
@@ -278,6 +337,7 @@ int Run(const Flags& flags) {
     model = *std::move(created);
     report["preset"] = flags.preset;
   }
+  if (flags.scenario != "tables") return RunScenario(flags, *model, report);
   const ModelConfig& c = model->config();
   const double weight_bytes = static_cast<double>(WeightBytes(c, backend->compute_dtype()));
   const double state_bytes = static_cast<double>(c.state_bytes());
@@ -471,11 +531,30 @@ int main(int argc, char** argv) {
   app.add_flag("--skip-hardware", flags.skip_hardware, "Skip the bandwidth and GEMM measurements");
   app.add_flag("--breakdown", flags.breakdown,
                "Also time each op alone: decode at B = 1 and 256, prefill of 1x2048 and 8x2048");
+  app.add_option("--scenario", flags.scenario,
+                 "tables (decode and prefill), decode (scheduled against plain steps) or mixed "
+                 "(Poisson arrivals through the engine)")
+      ->check(CLI::IsMember({"tables", "decode", "mixed"}));
+  app.add_option("--scenario-batch", flags.scenario_batch,
+                 "decode: sequences; mixed: the engine's max running sequences")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--scenario-steps", flags.scenario_steps, "decode: tokens per sequence")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--requests", flags.mixed.num_requests, "mixed: requests in all");
+  app.add_option("--rate", flags.mixed.arrivals_per_second, "mixed: arrivals per second");
+  app.add_option("--prompt-min", flags.mixed.min_prompt_tokens, "mixed: shortest prompt");
+  app.add_option("--prompt-max", flags.mixed.max_prompt_tokens, "mixed: longest prompt");
+  app.add_option("--output-min", flags.mixed.min_output_tokens, "mixed: shortest output");
+  app.add_option("--output-max", flags.mixed.max_output_tokens, "mixed: longest output");
   app.add_option("--json", flags.json_path, "Also write the results as JSON to this file");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (absl::Status valid = flags.mixed.Validate(); !valid.ok()) {
+    std::cerr << "hgrn2-bench: " << valid.message() << "\n";
+    return 2;
   }
   return hgrn2::Run(flags);
 }

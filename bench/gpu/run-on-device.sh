@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU test machine: the GPU tests, then hgrn2-bench, from the bundle that scripts/gpu-bundle
 # made here (carry .gpu-bundle/run). Logs and JSON go to $OUT; a summary is printed last.
-#   bash bench/gpu/run-on-device.sh [tests|bench|all] [extra hgrn2-bench flags]
+#   bash bench/gpu/run-on-device.sh [tests|bench|scenarios|all] [extra hgrn2-bench flags]
+# (scenarios: the engine's scheduled decoding at B=256 against plain steps, and a mixed Poisson
+# run; not part of all)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RUN=$ROOT/.gpu-bundle/run
@@ -25,5 +27,13 @@ fi
 if [[ $what == bench || $what == all ]]; then
   "$RUN/bin/hgrn2-bench" --preset 1.3b --json "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.txt"
   summary+=("hgrn2-bench: exit ${PIPESTATUS[0]}")
+fi
+if [[ $what == scenarios ]]; then
+  "$RUN/bin/hgrn2-bench" --preset 1.3b --skip-hardware --scenario decode --scenario-batch 256 \
+    --scenario-steps 64 --json "$OUT/scenario-decode.json" 2>&1 | tee "$OUT/scenario-decode.txt"
+  summary+=("scenario decode: exit ${PIPESTATUS[0]}")
+  "$RUN/bin/hgrn2-bench" --preset 1.3b --skip-hardware --scenario mixed --scenario-batch 256 \
+    --json "$OUT/scenario-mixed.json" "$@" 2>&1 | tee "$OUT/scenario-mixed.txt"
+  summary+=("scenario mixed: exit ${PIPESTATUS[0]}")
 fi
 printf '%s\n' "${summary[@]}"
