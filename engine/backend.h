@@ -175,13 +175,17 @@ class Backend {
                               absl::Span<SampledToken> out) = 0;
 
   // Runs `enqueue`, which enqueues ops on this backend. A backend that can record work (CUDA
-  // graphs) records what `enqueue` enqueues on the first call with `key` and replays the
-  // recording on later calls with the same key without calling `enqueue` again: the caller
-  // guarantees the same ops on the same pointers and sizes for the same key, and no host copy
-  // or synchronisation inside. Elsewhere it simply calls `enqueue`.
-  virtual absl::Status RunRecorded(uint64_t /*key*/, absl::FunctionRef<absl::Status()> enqueue) {
+  // graphs) records what `enqueue` enqueues on the first call with (`owner`, `key`) and replays
+  // the recording on later calls with the same pair without calling `enqueue` again: the caller
+  // guarantees the same ops on the same pointers and sizes for the same pair, and no host copy or
+  // synchronisation inside. An owner whose pointers die calls ForgetRecordings first. Elsewhere
+  // it simply calls `enqueue`.
+  virtual absl::Status RunRecorded(const void* /*owner*/, uint64_t /*key*/,
+                                   absl::FunctionRef<absl::Status()> enqueue) {
     return enqueue();
   }
+  // Drops every recording made for `owner`.
+  virtual void ForgetRecordings(const void* /*owner*/) {}
 
  protected:
   friend class DeviceBuffer;

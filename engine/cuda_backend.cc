@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -476,34 +477,38 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  absl::Status RunRecorded(uint64_t key, absl::FunctionRef<absl::Status()> enqueue) override {
+  absl::Status RunRecorded(const void* owner, uint64_t key,
+                           absl::FunctionRef<absl::Status()> enqueue) override {
     if (!options_.use_graphs) return enqueue();
-    // GEMM shapes first met while recording ran cuBLASLt's first choice: time them now, and
-    // record again whatever used them.
-    HGRN2_ASSIGN_OR_RETURN(const bool retuned, gemm_->Tune());
-    if (retuned) {
-      for (auto& [recorded_key, graph] : graphs_) cudaGraphExecDestroy(graph);
-      graphs_.clear();
-    }
-    if (auto it = graphs_.find(key); it != graphs_.end()) {
+    const std::pair<const void*, uint64_t> id{owner, key};
+    if (auto it = graphs_.find(id); it != graphs_.end()) {
       return CudaStatus(cudaGraphLaunch(it->second, stream_), "graph launch");
     }
-    HGRN2_RETURN_IF_ERROR(CudaStatus(
-        cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "begin capture"));
-    const absl::Status enqueued = enqueue();
-    cudaGraph_t graph = nullptr;
-    const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
-    if (!enqueued.ok()) {
-      if (graph != nullptr) cudaGraphDestroy(graph);
-      return enqueued;
+    HGRN2_ASSIGN_OR_RETURN(cudaGraph_t graph, Record(enqueue));
+    if (gemm_->has_pending()) {
+      // GEMM shapes first met while recording ran cuBLASLt's first choice: time them now (their
+      // operands are alive: recording ran nothing) and record again with the chosen algorithms.
+      cudaGraphDestroy(graph);
+      HGRN2_RETURN_IF_ERROR(gemm_->Tune().status());
+      HGRN2_ASSIGN_OR_RETURN(graph, Record(enqueue));
     }
-    HGRN2_RETURN_IF_ERROR(CudaStatus(ended, "end capture"));
     cudaGraphExec_t exec = nullptr;
     const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
     cudaGraphDestroy(graph);
     HGRN2_RETURN_IF_ERROR(CudaStatus(instantiated, "graph instantiate"));
-    graphs_.emplace(key, exec);
+    graphs_.emplace(id, exec);
     return CudaStatus(cudaGraphLaunch(exec, stream_), "graph launch");
+  }
+
+  void ForgetRecordings(const void* owner) override {
+    for (auto it = graphs_.begin(); it != graphs_.end();) {
+      if (it->first.first == owner) {
+        cudaGraphExecDestroy(it->second);
+        graphs_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
   }
 
  protected:
@@ -522,6 +527,21 @@ class CudaBackend final : public Backend {
     HGRN2_RETURN_IF_ERROR(CudaStatus(cudaMalloc(&workspace_, kWorkspaceBytes), "cublas workspace"));
     HGRN2_ASSIGN_OR_RETURN(gemm_, TunedGemm::Create(stream_, workspace_, kWorkspaceBytes));
     return absl::OkStatus();
+  }
+
+  // What `enqueue` enqueues, captured into a graph (nothing runs).
+  absl::StatusOr<cudaGraph_t> Record(absl::FunctionRef<absl::Status()> enqueue) {
+    HGRN2_RETURN_IF_ERROR(CudaStatus(
+        cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "begin capture"));
+    const absl::Status enqueued = enqueue();
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+    if (!enqueued.ok()) {
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      return enqueued;
+    }
+    HGRN2_RETURN_IF_ERROR(CudaStatus(ended, "end capture"));
+    return graph;
   }
 
   absl::Status CheckLayer(const Hgrn2LayerOp& layer, const DeviceTensor& qfi,
@@ -557,7 +577,8 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<TunedGemm> gemm_;
   void* workspace_ = nullptr;
-  absl::flat_hash_map<uint64_t, cudaGraphExec_t> graphs_;
+  // Recorded decode steps by (owner, key).
+  absl::flat_hash_map<std::pair<const void*, uint64_t>, cudaGraphExec_t> graphs_;
   DeviceSampleBatch sample_batch_;
   HostBuffer sample_staging_;
   DeviceBuffer sample_device_;

@@ -163,6 +163,7 @@ absl::Status TunedGemm::Run(const GemmShape& s, const void* w, const void* x, vo
     if (s.m <= kTunedRows) {
       if (capturing) {
         plan->pending = true;
+        ++pending_;
         plan->w = w;
         plan->x = x;
       } else {
@@ -175,6 +176,7 @@ absl::Status TunedGemm::Run(const GemmShape& s, const void* w, const void* x, vo
 
 absl::StatusOr<bool> TunedGemm::Tune() {
   bool changed = false;
+  pending_ = 0;
   for (auto& [shape, plan] : plans_) {
     if (!plan->pending) continue;
     const int before = plan->chosen;

@@ -42,10 +42,12 @@ class TunedGemm {
   // then it runs cuBLASLt's first choice).
   absl::Status Run(const GemmShape& shape, const void* w, const void* x, void* out);
 
-  // Times the candidates of shapes first seen during a capture. Returns true when an algorithm
-  // changed, so that graphs recorded with the first choice should be recorded again. Must not
-  // be called while the stream is being captured.
+  // Times the candidates of shapes first seen during a capture, on the operands of that capture
+  // (which must still be alive). Returns true when an algorithm changed, so that what was
+  // recorded with the first choice should be recorded again. Not while capturing.
   absl::StatusOr<bool> Tune();
+  // Whether some shape waits for Tune().
+  bool has_pending() const { return pending_ > 0; }
 
   static constexpr int64_t kTunedRows = 1024;
 
@@ -62,6 +64,7 @@ class TunedGemm {
   cublasLtHandle_t handle_ = nullptr;
   absl::flat_hash_map<GemmShape, std::unique_ptr<Plan>> plans_;
   void* scratch_ = nullptr;  // tuning output
+  int pending_ = 0;
   size_t scratch_bytes_ = 0;
 };
 

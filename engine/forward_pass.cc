@@ -82,6 +82,9 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const Model& mo
   return pass;
 }
 
+// The recordings point into this pass's workspace, which dies with it.
+ForwardPass::~ForwardPass() { backend_.ForgetRecordings(this); }
+
 absl::Status ForwardPass::ValidateBatchSize(size_t num_seqs, int64_t num_tokens) const {
   if (num_seqs == 0) return absl::InvalidArgumentError("forward pass: empty batch");
   if (static_cast<int64_t>(num_seqs) > options_.max_sequences) {
@@ -210,7 +213,7 @@ absl::StatusOr<DeviceTensor> ForwardPass::Run(int64_t num_tokens, int32_t num_se
     return absl::OkStatus();
   };
   if (decode_step) {
-    HGRN2_RETURN_IF_ERROR(backend_.RunRecorded(static_cast<uint64_t>(num_seqs), layers));
+    HGRN2_RETURN_IF_ERROR(backend_.RunRecorded(this, static_cast<uint64_t>(num_seqs), layers));
     return logits_.Rows(0, num_tokens);
   }
   HGRN2_RETURN_IF_ERROR(layers());

@@ -43,6 +43,10 @@ class ForwardPass {
   static absl::StatusOr<std::unique_ptr<ForwardPass>> Create(const Model& model, StatePool& pool,
                                                              const Options& options);
 
+  ~ForwardPass();
+  ForwardPass(const ForwardPass&) = delete;
+  ForwardPass& operator=(const ForwardPass&) = delete;
+
   // Advances every sequence through its tokens and returns logits (device memory, valid until
   // the next call). InvalidArgument, with nothing changed, for: an empty batch or sequence, more
   // tokens or sequences than the options allow, a token id outside [0, V) (naming sequence and

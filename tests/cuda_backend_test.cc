@@ -365,7 +365,7 @@ TEST_P(CudaBackendTest, RecordedWorkReplaysWithNewInputs) {
   for (const std::vector<int32_t>& order : {std::vector<int32_t>{0, 1, 2}, {2, 0, 1}}) {
     ASSERT_TRUE(cuda_->CopyToDevice(indices.data(), order.data(), rows * 4).ok());
     ASSERT_TRUE(cuda_
-                    ->RunRecorded(7,
+                    ->RunRecorded(this, 7,
                                   [&] {
                                     return cuda_->GatherRows(t.tensor,
                                                              static_cast<int32_t*>(indices.data()),
@@ -380,6 +380,32 @@ TEST_P(CudaBackendTest, RecordedWorkReplaysWithNewInputs) {
           << "row " << r;
     }
   }
+}
+
+TEST_P(CudaBackendTest, ForgottenRecordingsAreRecordedAgain) {
+  // Two owners with the same key get their own recordings; after ForgetRecordings the owner's
+  // next call records afresh with its new pointers.
+  const int64_t rows = 2, cols = 32;
+  const auto table = RandomNormal(rows * cols, 16);
+  Uploaded t = Upload(*cuda_, table, rows, cols, dtype());
+  DeviceBuffer indices = *cuda_->Allocate(rows * 4);
+  const std::vector<int32_t> order = {1, 0};
+  ASSERT_TRUE(cuda_->CopyToDevice(indices.data(), order.data(), rows * 4).ok());
+  const int owner_a = 0, owner_b = 0;
+  Uploaded first = Poisoned(*cuda_, rows, cols, dtype()),
+           second = Poisoned(*cuda_, rows, cols, dtype());
+  auto gather_into = [&](Uploaded& out) {
+    return [&] {
+      return cuda_->GatherRows(t.tensor, static_cast<int32_t*>(indices.data()), out.tensor);
+    };
+  };
+  ASSERT_TRUE(cuda_->RunRecorded(&owner_a, 3, gather_into(first)).ok());
+  ASSERT_TRUE(cuda_->RunRecorded(&owner_b, 3, gather_into(second)).ok());
+  ExpectAllFinite(Download(*cuda_, second.tensor), "second owner's output");
+  Uploaded third = Poisoned(*cuda_, rows, cols, dtype());
+  cuda_->ForgetRecordings(&owner_a);
+  ASSERT_TRUE(cuda_->RunRecorded(&owner_a, 3, gather_into(third)).ok());
+  ExpectAllFinite(Download(*cuda_, third.tensor), "output after forgetting");
 }
 
 TEST_P(CudaBackendTest, PinnedHostMemoryRoundTrips) {
