@@ -16,7 +16,7 @@ export HGRN2_TEST_DATA_DIR=$ROOT/tests/data
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | tee "$OUT/gpu.txt"
 summary=()
 if [[ $what == tests || $what == all ]]; then
-  for t in cuda_backend_test cuda_golden_test cuda_sample_test; do
+  for t in cuda_backend_test cuda_golden_test cuda_sample_test cuda_engine_test; do
     "$RUN/bin/$t" --gtest_brief=1 >"$OUT/$t.log" 2>&1
     rc=$?
     summary+=("$t: exit $rc, $(grep -c '^\[  FAILED  \]' "$OUT/$t.log") failed lines")
