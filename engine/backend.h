@@ -94,7 +94,8 @@ class HostBuffer {
 struct LayerStateView {
   int32_t num_slots = 0;  // slot indices must lie in [0, num_slots)
   float* state = nullptr;
-  int64_t state_stride_slot = 0;
+  uint16_t* state_bf16 = nullptr;  // set instead of `state` when the states are bf16
+  int64_t state_stride_slot = 0;   // in elements of the states' type
   float* conv_state = nullptr;
   int64_t conv_state_stride_slot = 0;
 };

@@ -58,6 +58,9 @@ absl::Status CheckLayer(const Hgrn2LayerOp& layer, const DeviceTensor& qfi,
       return absl::InvalidArgumentError("hgrn2 layer: short conv without conv windows");
     }
   }
+  if (layer.states.state_bf16 != nullptr) {
+    return absl::InvalidArgumentError("hgrn2 layer: the CPU backend keeps float32 states only");
+  }
   if (layer.states.state == nullptr) return absl::InvalidArgumentError("hgrn2 layer: no states");
   return absl::OkStatus();
 }

@@ -107,6 +107,7 @@ kernels::Hgrn2LayerParams<T> LayerParams(const Hgrn2LayerOp& layer, const int32_
   p.lower_bound = layer.lower_bound;
   p.slots = slots;
   p.state = layer.states.state;
+  p.state_bf16 = layer.states.state_bf16;
   p.state_stride_slot = layer.states.state_stride_slot;
   p.conv_state = layer.states.conv_state;
   p.conv_state_stride_slot = layer.states.conv_state_stride_slot;
@@ -569,7 +570,15 @@ class CudaBackend final : public Backend {
         return absl::InvalidArgumentError("hgrn2 layer: short conv without conv windows");
       }
     }
-    if (layer.states.state == nullptr) return absl::InvalidArgumentError("hgrn2 layer: no states");
+    if (layer.states.state == nullptr && layer.states.state_bf16 == nullptr) {
+      return absl::InvalidArgumentError("hgrn2 layer: no states");
+    }
+    if (layer.states.state_bf16 != nullptr &&
+        (layer.conv_size > 0 || layer.key_dim % 4 != 0 || layer.key_dim > 128)) {
+      return absl::InvalidArgumentError(
+          "hgrn2 layer: bf16 states need a model without short conv and with key_dim a multiple "
+          "of 4, at most 128");
+    }
     return absl::OkStatus();
   }
 

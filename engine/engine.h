@@ -182,6 +182,8 @@ struct EngineOptions {
   int64_t max_prompt_tokens = 65536;
   // The pass's chunk size; kBackendDefault = the backend's faster form.
   int32_t prefill_chunk_size = ForwardPass::Options::kBackendDefault;
+  // Recurrent states in float32, or bf16 (CUDA backend; half the memory and traffic).
+  DType state_dtype = DType::kF32;
 
   // InvalidArgument naming the field.
   absl::Status Validate() const;

@@ -30,8 +30,8 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Model& model,
                                                              const EngineOptions& options) {
   std::unique_ptr<Scheduler> scheduler(new Scheduler(model, options));
   const int32_t num_slots = options.num_slots > 0 ? options.num_slots : options.max_running;
-  HGRN2_ASSIGN_OR_RETURN(scheduler->pool_,
-                         StatePool::Create(model.backend(), model.config(), num_slots));
+  HGRN2_ASSIGN_OR_RETURN(scheduler->pool_, StatePool::Create(model.backend(), model.config(),
+                                                             num_slots, options.state_dtype));
   ForwardPass::Options pass_options;
   // A decode step is max_running tokens, a prefill call at most the budget.
   pass_options.max_tokens =

@@ -47,28 +47,43 @@ absl::Status SlotList::CheckInUse(int32_t slot, absl::string_view what) const {
 
 absl::StatusOr<std::unique_ptr<StatePool>> StatePool::Create(Backend& backend,
                                                              const ModelConfig& config,
-                                                             int32_t num_slots) {
+                                                             int32_t num_slots, DType state_dtype) {
   if (num_slots <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("state pool: num_slots must be positive, got ", num_slots));
   }
-  const size_t bytes = static_cast<size_t>(config.state_bytes()) * static_cast<size_t>(num_slots);
-  HGRN2_ASSIGN_OR_RETURN(DeviceBuffer memory, backend.Allocate(bytes));
-  return std::unique_ptr<StatePool>(new StatePool(backend, config, num_slots, std::move(memory)));
+  if (state_dtype != DType::kF32 && state_dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "state pool: state dtype must be F32 or BF16, got ", std::string(DTypeName(state_dtype))));
+  }
+  std::unique_ptr<StatePool> pool(new StatePool(backend, config, num_slots, state_dtype));
+  HGRN2_ASSIGN_OR_RETURN(pool->memory_,
+                         backend.Allocate(pool->slot_bytes() * static_cast<size_t>(num_slots)));
+  return pool;
 }
 
+// Float32 slots are exactly config.state_bytes() (the layout sessions store). Bf16 states are
+// followed by float32 conv windows at a 4-byte boundary, and slots start at 16-byte boundaries.
 StatePool::StatePool(Backend& backend, const ModelConfig& config, int32_t num_slots,
-                     DeviceBuffer memory)
+                     DType state_dtype)
     : backend_(backend),
+      state_dtype_(state_dtype),
       num_layers_(config.num_layers),
-      state_floats_per_layer_(config.state_floats_per_layer()),
+      state_elements_per_layer_(config.state_floats_per_layer()),
       conv_floats_per_layer_(config.conv_floats_per_layer()),
-      slot_floats_(config.state_bytes() / static_cast<int64_t>(sizeof(float))),
-      memory_(std::move(memory)),
-      slots_(num_slots, "state pool", "slot") {}
+      slots_(num_slots, "state pool", "slot") {
+  const int64_t conv_bytes = num_layers_ * conv_floats_per_layer_ * 4;
+  if (state_dtype == DType::kF32) {
+    state_region_bytes_ = num_layers_ * state_elements_per_layer_ * 4;
+    slot_bytes_ = state_region_bytes_ + conv_bytes;
+  } else {
+    state_region_bytes_ = (num_layers_ * state_elements_per_layer_ * 2 + 3) / 4 * 4;
+    slot_bytes_ = (state_region_bytes_ + conv_bytes + 15) / 16 * 16;
+  }
+}
 
-float* StatePool::SlotBase(SlotId slot) const {
-  return static_cast<float*>(memory_.data()) + static_cast<int64_t>(slot) * slot_floats_;
+std::byte* StatePool::SlotBase(SlotId slot) const {
+  return static_cast<std::byte*>(memory_.data()) + static_cast<int64_t>(slot) * slot_bytes_;
 }
 
 absl::StatusOr<SlotId> StatePool::Take() { return slots_.Take(); }
@@ -148,14 +163,20 @@ absl::StatusOr<SlotId> StatePool::SwapIn(SwapSlotId swap_slot, SwapArea& area) {
 }
 
 LayerStateView StatePool::Layer(int64_t layer) const {
-  float* base = static_cast<float*>(memory_.data());
+  std::byte* base = SlotBase(0);
   LayerStateView view;
   view.num_slots = num_slots();
-  view.state = base + layer * state_floats_per_layer_;
-  view.state_stride_slot = slot_floats_;
+  if (state_dtype_ == DType::kF32) {
+    view.state = reinterpret_cast<float*>(base) + layer * state_elements_per_layer_;
+    view.state_stride_slot = slot_bytes_ / 4;
+  } else {
+    view.state_bf16 = reinterpret_cast<uint16_t*>(base) + layer * state_elements_per_layer_;
+    view.state_stride_slot = slot_bytes_ / 2;
+  }
   if (conv_floats_per_layer_ > 0) {
-    view.conv_state = base + num_layers_ * state_floats_per_layer_ + layer * conv_floats_per_layer_;
-    view.conv_state_stride_slot = slot_floats_;
+    view.conv_state =
+        reinterpret_cast<float*>(base + state_region_bytes_) + layer * conv_floats_per_layer_;
+    view.conv_state_stride_slot = slot_bytes_ / 4;
   }
   return view;
 }

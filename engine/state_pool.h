@@ -77,18 +77,21 @@ class SwapArea {
   SlotList slots_;
 };
 
-// num_slots slots, each one sequence's whole state in float32:
-//   [L, H, dv, dk] recurrent states (fla's layout), then [L, channels, K] conv windows
-//   (channels = q | f | i, newest input last; absent without short conv).
+// num_slots slots, each one sequence's whole state:
+//   [L, H, dv, dk] recurrent states (fla's layout) in float32, or in bf16 where chosen (half the
+//   memory and traffic, rounded after every decode step), then [L, channels, K] float32 conv
+//   windows (channels = q | f | i, newest input last; absent without short conv).
 // Kernels address a slot through its index (Layer() gives base pointers and strides), so a
 // batch of sequences is advanced in place with no gather or scatter copies.
 //
 // Thread-safety: the device thread only.
 class StatePool {
  public:
+  // InvalidArgument for a non-positive count or a state dtype other than F32 and BF16.
   static absl::StatusOr<std::unique_ptr<StatePool>> Create(Backend& backend,
                                                            const ModelConfig& config,
-                                                           int32_t num_slots);
+                                                           int32_t num_slots,
+                                                           DType state_dtype = DType::kF32);
 
   // A free slot, its state zeroed (a new sequence). ResourceExhausted when all are in use.
   absl::StatusOr<SlotId> Allocate();
@@ -118,19 +121,22 @@ class StatePool {
   int32_t num_slots() const { return slots_.size(); }
   int32_t num_free() const { return slots_.num_free(); }
   bool is_allocated(SlotId slot) const { return slots_.in_use(slot); }
-  size_t slot_bytes() const { return static_cast<size_t>(slot_floats_) * sizeof(float); }
+  size_t slot_bytes() const { return static_cast<size_t>(slot_bytes_); }
+  DType state_dtype() const { return state_dtype_; }
 
  private:
-  StatePool(Backend& backend, const ModelConfig& config, int32_t num_slots, DeviceBuffer memory);
+  StatePool(Backend& backend, const ModelConfig& config, int32_t num_slots, DType state_dtype);
   // Takes the next free slot without zeroing it (its contents are about to be overwritten).
   absl::StatusOr<SlotId> Take();
-  float* SlotBase(SlotId slot) const;
+  std::byte* SlotBase(SlotId slot) const;
 
   Backend& backend_;
+  DType state_dtype_;
   int64_t num_layers_;
-  int64_t state_floats_per_layer_;
+  int64_t state_elements_per_layer_;
   int64_t conv_floats_per_layer_;
-  int64_t slot_floats_;
+  int64_t state_region_bytes_ = 0;  // the recurrent states, before the conv windows
+  int64_t slot_bytes_ = 0;
   DeviceBuffer memory_;
   SlotList slots_;
 };

@@ -38,7 +38,10 @@ struct Hgrn2LayerParams {
   // Recurrent state of slot s, head h: state + s·state_stride_slot + h·dv·dk, a [dv, dk]
   // row-major float32 matrix (fla's value-major layout).
   float* __restrict__ state = nullptr;
-  int64_t state_stride_slot = 0;
+  int64_t state_stride_slot = 0;  // in elements of the state's type
+  // When set, the states are bf16 (raw bits) here instead, laid out as above, and `state` is
+  // unused: half the memory and traffic. The CUDA step and prefill's fast path support it.
+  uint16_t* __restrict__ state_bf16 = nullptr;
   // Conv window of slot s: conv_state + s·conv_state_stride_slot, [channels, K] float32 with the
   // newest input last (fla's conv cache). Unused when conv_size is 0.
   float* __restrict__ conv_state = nullptr;

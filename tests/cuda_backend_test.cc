@@ -231,8 +231,11 @@ class Hgrn2OpTest : public CudaBackendTest {
       s.op.lower_bound = shape.lower_bound ? s.lower.tensor.As<const float>() : nullptr;
       auto* base = s.pool.tensor.As<float>();
       const int64_t stride = state_floats_ + conv_floats_;
-      s.op.states = {kSlots, base, stride, shape.conv_size > 0 ? base + state_floats_ : nullptr,
-                     stride};
+      s.op.states = {.num_slots = kSlots,
+                     .state = base,
+                     .state_stride_slot = stride,
+                     .conv_state = shape.conv_size > 0 ? base + state_floats_ : nullptr,
+                     .conv_state_stride_slot = stride};
     }
   }
 
@@ -309,6 +312,80 @@ TEST_P(Hgrn2OpTest, DecodeStepMatchesReference) {
     ExpectAllFinite(got, "step out");
     EXPECT_LT(RelativeL2Error(got, Download(*cpu_, cout.tensor)), Tolerance(dtype()));
     ExpectSameStates(slots);
+  }
+}
+
+TEST_P(Hgrn2OpTest, Bf16StatesFollowTheFloatReference) {
+  // States kept in bf16 on the device (no short conv, dk % 4 == 0, dk <= 128): a ragged prefill
+  // then three decode steps, against the CPU on float32 states starting from the same values.
+  for (const LayerShape& shape :
+       {LayerShape{2, 128, 128, 0, true}, LayerShape{3, 64, 36, 0, true},
+        LayerShape{1, 12, 20, 0, false}, LayerShape{16, 64, 128, 0, true}}) {
+    SCOPED_TRACE(absl::StrCat("H ", shape.heads, " dk ", shape.key_dim, " dv ", shape.value_dim));
+    MakeLayer(shape);
+    // The device pool in bf16, from the same (rounded) initial states as the CPU's.
+    const std::vector<float> initial = Download(*cpu_, sides_[1].pool.tensor);
+    const std::vector<float> rounded = Rounded(initial, DType::kBF16);
+    Uploaded cpu_pool = Upload(*cpu_, rounded, kSlots, state_floats_, DType::kF32);
+    Uploaded gpu_pool = Upload(*cuda_, rounded, kSlots, state_floats_, DType::kBF16);
+    Hgrn2LayerOp gpu_op = sides_[0].op, cpu_op = sides_[1].op;
+    gpu_op.states = {.num_slots = kSlots,
+                     .state_bf16 = static_cast<uint16_t*>(gpu_pool.buffer.data()),
+                     .state_stride_slot = state_floats_};
+    cpu_op.states = {.num_slots = kSlots,
+                     .state = cpu_pool.tensor.As<float>(),
+                     .state_stride_slot = state_floats_};
+    const std::vector<int32_t> lengths = {1, 65, 300};
+    const std::vector<int32_t> slots = {5, 0, 7};
+    std::vector<int32_t> offsets = {0};
+    for (int32_t n : lengths) offsets.push_back(offsets.back() + n);
+    const int32_t seqs = static_cast<int32_t>(lengths.size());
+    const int64_t tokens = offsets.back();
+    const int64_t vw = int64_t{shape.heads} * shape.value_dim;
+    const auto qfi = Rounded(RandomNormal(tokens * channels_, 17), dtype());
+    DeviceBuffer gslots = *cuda_->Allocate(seqs * 4), goffsets = *cuda_->Allocate((seqs + 1) * 4);
+    ASSERT_TRUE(cuda_->CopyToDevice(gslots.data(), slots.data(), seqs * 4).ok());
+    ASSERT_TRUE(cuda_->CopyToDevice(goffsets.data(), offsets.data(), (seqs + 1) * 4).ok());
+    Uploaded gq = Upload(*cuda_, qfi, tokens, channels_, dtype()),
+             cq = Upload(*cpu_, qfi, tokens, channels_, DType::kF32);
+    Uploaded gout = Poisoned(*cuda_, tokens, vw, dtype()),
+             cout = Poisoned(*cpu_, tokens, vw, DType::kF32);
+    ASSERT_TRUE(cuda_
+                    ->Hgrn2Prefill(gpu_op, seqs, static_cast<int32_t*>(gslots.data()),
+                                   static_cast<int32_t*>(goffsets.data()), 0, gq.tensor,
+                                   gout.tensor)
+                    .ok());
+    ASSERT_TRUE(
+        cpu_->Hgrn2Prefill(cpu_op, seqs, slots.data(), offsets.data(), 0, cq.tensor, cout.tensor)
+            .ok());
+    EXPECT_LT(RelativeL2Error(Download(*cuda_, gout.tensor), Download(*cpu_, cout.tensor)), 2e-2);
+    for (int step = 0; step < 3; ++step) {
+      const DeviceTensor gstep = gq.tensor.Rows(step * seqs, seqs);
+      const DeviceTensor cstep = cq.tensor.Rows(step * seqs, seqs);
+      ASSERT_TRUE(cuda_
+                      ->Hgrn2Step(gpu_op, static_cast<int32_t*>(gslots.data()), gstep,
+                                  gout.tensor.Rows(0, seqs))
+                      .ok());
+      ASSERT_TRUE(cpu_->Hgrn2Step(cpu_op, slots.data(), cstep, cout.tensor.Rows(0, seqs)).ok());
+    }
+    EXPECT_LT(RelativeL2Error(Download(*cuda_, gout.tensor.Rows(0, seqs)),
+                              Download(*cpu_, cout.tensor.Rows(0, seqs))),
+              2e-2);
+    const std::vector<float> got = Download(*cuda_, gpu_pool.tensor);
+    const std::vector<float> want = Download(*cpu_, cpu_pool.tensor);
+    for (int32_t slot = 0; slot < kSlots; ++slot) {
+      const std::vector<float> g(got.begin() + slot * state_floats_,
+                                 got.begin() + (slot + 1) * state_floats_);
+      const std::vector<float> w(want.begin() + slot * state_floats_,
+                                 want.begin() + (slot + 1) * state_floats_);
+      if (std::find(slots.begin(), slots.end(), slot) == slots.end()) {
+        EXPECT_EQ(g, std::vector<float>(rounded.begin() + slot * state_floats_,
+                                        rounded.begin() + (slot + 1) * state_floats_))
+            << "bystander slot " << slot << " changed";
+      } else {
+        EXPECT_LT(RelativeL2Error(g, w), 1e-2) << "state of slot " << slot;
+      }
+    }
   }
 }
 

@@ -46,6 +46,35 @@ TEST(StatePool, SlotSizeFollowsTheConfig) {
   EXPECT_EQ(layer0.state_stride_slot, 2 * (18 + 36));
 }
 
+TEST(StatePool, Bf16StatesHalveTheStateAndKeepFloatConvWindowsAligned) {
+  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  auto pool = *StatePool::Create(*backend, SmallConfig(), 3, DType::kBF16);
+  EXPECT_EQ(pool->state_dtype(), DType::kBF16);
+  // 2 layers · 18 bf16 states = 72 bytes, then 2 · 36 float windows = 288: 360, padded to 368.
+  EXPECT_EQ(pool->slot_bytes(), 368u);
+  const LayerStateView layer0 = pool->Layer(0), layer1 = pool->Layer(1);
+  EXPECT_EQ(layer0.state, nullptr);
+  EXPECT_EQ(layer1.state_bf16 - layer0.state_bf16, 18);
+  EXPECT_EQ(layer0.state_stride_slot, 368 / 2);
+  EXPECT_EQ(reinterpret_cast<std::byte*>(layer0.conv_state) -
+                reinterpret_cast<std::byte*>(layer0.state_bf16),
+            72);
+  EXPECT_EQ(layer0.conv_state_stride_slot, 368 / 4);
+  // The CPU backend computes on float32 states only, and says so.
+  Hgrn2LayerOp op;
+  op.num_heads = 2;
+  op.key_dim = 3;
+  op.value_dim = 3;
+  op.states = layer0;
+  std::vector<float> qfi(18), out(6);
+  const int32_t slot = 0;
+  ExpectError(backend->Hgrn2Step(op, &slot, DeviceTensor::Matrix(qfi.data(), DType::kF32, 1, 18),
+                                 DeviceTensor::Matrix(out.data(), DType::kF32, 1, 6)),
+              absl::StatusCode::kInvalidArgument, {"float32 states only"});
+  ExpectError(StatePool::Create(*backend, SmallConfig(), 3, DType::kF16).status(),
+              absl::StatusCode::kInvalidArgument, {"state dtype must be F32 or BF16", "F16"});
+}
+
 TEST(StatePool, AllocatesUntilExhaustedAndReusesFreedSlotsZeroed) {
   std::unique_ptr<Backend> backend = MakeCpuBackend();
   auto pool = *StatePool::Create(*backend, SmallConfig(), 3);

@@ -49,6 +49,7 @@ struct Flags {
   // "tables": decode and prefill tables; "decode": scheduled decoding against plain decode steps;
   // "mixed": Poisson arrivals of mixed requests through the engine.
   std::string scenario = "tables";
+  DType state_dtype = DType::kF32;
   int scenario_batch = 256;
   int scenario_steps = 64;
   bench::MixedScenario mixed;
@@ -245,6 +246,7 @@ int RunScenario(const Flags& flags, const Model& model, nlohmann::json& report) 
   };
   EngineOptions options;
   options.max_running = flags.scenario_batch;
+  options.state_dtype = flags.state_dtype;
   if (flags.scenario == "decode") {
     absl::StatusOr<bench::DecodeComparison> comparison =
         bench::CompareDecode(model, options, flags.scenario_batch, flags.scenario_steps);
@@ -309,6 +311,7 @@ int Run(const Flags& flags) {
   report["device"] = std::string(backend->name());
   report["dtype"] = std::string(DTypeName(backend->compute_dtype()));
   report["graphs"] = !flags.no_graphs;
+  report["state_dtype"] = std::string(DTypeName(flags.state_dtype));
 
   Hardware hw;
   if (!flags.skip_hardware) {
@@ -340,7 +343,8 @@ int Run(const Flags& flags) {
   if (flags.scenario != "tables") return RunScenario(flags, *model, report);
   const ModelConfig& c = model->config();
   const double weight_bytes = static_cast<double>(WeightBytes(c, backend->compute_dtype()));
-  const double state_bytes = static_cast<double>(c.state_bytes());
+  const double state_bytes =
+      static_cast<double>(c.state_bytes()) / (flags.state_dtype == DType::kBF16 ? 2.0 : 1.0);
   std::printf(
       "model: V %lld D %lld L %lld H %lld dk %lld I %lld; weights %.2f GB, state %.1f MiB; "
       "loaded in %.1f s\n",
@@ -370,7 +374,8 @@ int Run(const Flags& flags) {
   std::unique_ptr<StatePool> pool;
   int max_batch = batches.empty() ? 1 : batches.back();
   while (max_batch > 0) {
-    absl::StatusOr<std::unique_ptr<StatePool>> created = StatePool::Create(*backend, c, max_batch);
+    absl::StatusOr<std::unique_ptr<StatePool>> created =
+        StatePool::Create(*backend, c, max_batch, flags.state_dtype);
     if (created.ok()) {
       pool = *std::move(created);
       break;
@@ -527,6 +532,9 @@ int main(int argc, char** argv) {
   app.add_option("--prefill", flags.prefills, "Prefill shapes, SEQSxTOKENS")->delimiter(',');
   app.add_option("--steps", flags.steps, "Timed decode steps per batch size")
       ->check(CLI::PositiveNumber);
+  std::string state_dtype = "f32";
+  app.add_option("--state-dtype", state_dtype, "recurrent states: f32 or bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_flag("--no-graphs", flags.no_graphs, "Do not record decode steps as CUDA graphs");
   app.add_flag("--skip-hardware", flags.skip_hardware, "Skip the bandwidth and GEMM measurements");
   app.add_flag("--breakdown", flags.breakdown,
@@ -552,6 +560,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
+  flags.state_dtype = state_dtype == "bf16" ? hgrn2::DType::kBF16 : hgrn2::DType::kF32;
   if (absl::Status valid = flags.mixed.Validate(); !valid.ok()) {
     std::cerr << "hgrn2-bench: " << valid.message() << "\n";
     return 2;

@@ -19,6 +19,16 @@ __device__ __forceinline__ float ConvOutput(const Hgrn2LayerParams<T>& p, int64_
   return sum;
 }
 
+// The layer's states as S (float or __nv_bfloat16), whichever the params carry.
+template <typename S, typename T>
+__device__ __forceinline__ S* StateBase(const Hgrn2LayerParams<T>& p) {
+  if constexpr (sizeof(S) == 2) {
+    return reinterpret_cast<S*>(p.state_bf16);
+  } else {
+    return p.state;
+  }
+}
+
 struct ActivatedQf {
   float q;  // swish(q)
   float g;  // forget gate, lb + (1 - lb) · sigmoid(f)

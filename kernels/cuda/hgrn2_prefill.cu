@@ -173,7 +173,7 @@ __device__ __forceinline__ void ButterflyStep(float (&values)[32], int lane) {
   }
 }
 
-template <typename T>
+template <typename T, typename S>
 __global__ void __launch_bounds__(kFastThreads)
     Hgrn2PrefillFastKernel(Hgrn2PrefillParams<T> params) {
   __shared__ __align__(16) float q_s[kFastTile][kFastMaxKeyDim];
@@ -218,13 +218,13 @@ __global__ void __launch_bounds__(kFastThreads)
   const int j = 4 * lane;
   const bool active = j < dk;
   float s[kFastRowsPerWarp][4];
-  float* state =
-      p.state + slot * p.state_stride_slot + (static_cast<int64_t>(head) * dv + row_begin) * dk;
+  S* state = cuda::StateBase<S>(p) + slot * p.state_stride_slot +
+             (static_cast<int64_t>(head) * dv + row_begin) * dk;
 #pragma unroll
   for (int r = 0; r < kFastRowsPerWarp; ++r) {
     const int row = warp * kFastRowsPerWarp + r;
     float4 value{};
-    if (active && row < rows) value = *reinterpret_cast<const float4*>(state + row * dk + j);
+    if (active && row < rows) value = cuda::LoadState4(state + row * dk + j);
     s[r][0] = value.x;
     s[r][1] = value.y;
     s[r][2] = value.z;
@@ -293,8 +293,7 @@ __global__ void __launch_bounds__(kFastThreads)
   for (int r = 0; r < kFastRowsPerWarp; ++r) {
     const int row = warp * kFastRowsPerWarp + r;
     if (active && row < rows) {
-      *reinterpret_cast<float4*>(state + row * dk + j) =
-          make_float4(s[r][0], s[r][1], s[r][2], s[r][3]);
+      cuda::StoreState4(state + row * dk + j, make_float4(s[r][0], s[r][1], s[r][2], s[r][3]));
     }
   }
 }
@@ -328,9 +327,15 @@ cudaError_t LaunchHgrn2Prefill(const Hgrn2PrefillParams<T>& params, cudaStream_t
   const bool vec = dk % 4 == 0;
   if (p.conv_size == 0 && vec && dk <= kFastMaxKeyDim) {
     const dim3 grid((p.value_dim + kFastRows - 1) / kFastRows, p.num_heads, params.num_seqs);
-    Hgrn2PrefillFastKernel<T><<<grid, kFastThreads, 0, stream>>>(params);
+    if (p.state_bf16 != nullptr) {
+      Hgrn2PrefillFastKernel<T, __nv_bfloat16><<<grid, kFastThreads, 0, stream>>>(params);
+    } else {
+      Hgrn2PrefillFastKernel<T, float><<<grid, kFastThreads, 0, stream>>>(params);
+    }
     return cudaGetLastError();
   }
+  // The generic form keeps float32 states only.
+  if (p.state_bf16 != nullptr) return cudaErrorNotSupported;
   cudaError_t error;
   if (dk <= 32) {
     error = vec ? LaunchWith<T, 4, true>(params, stream) : LaunchWith<T, 4, false>(params, stream);

@@ -18,7 +18,7 @@ constexpr int kStepRows = 32;  // state rows (value channels) per block
 // Block (row block, head, sequence). Shared: q, g, k of the head [dk each], v of the rows.
 // Every block of a head computes the head's q and f gates (cheap) from the old conv windows;
 // AdvanceConvWindowsKernel moves the windows on afterwards.
-template <typename T, bool kVec4>
+template <typename T, typename S, bool kVec4>
 __global__ void __launch_bounds__(kStepThreads) Hgrn2StepKernel(Hgrn2StepParams<T> params) {
   extern __shared__ float shared[];
   const Hgrn2LayerParams<T>& p = params.layer;
@@ -66,7 +66,8 @@ __global__ void __launch_bounds__(kStepThreads) Hgrn2StepKernel(Hgrn2StepParams<
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
   constexpr int kWarps = kStepThreads / 32;
-  float* state = p.state + slot * p.state_stride_slot + static_cast<int64_t>(head) * dv * dk;
+  S* state =
+      cuda::StateBase<S>(p) + slot * p.state_stride_slot + static_cast<int64_t>(head) * dv * dk;
   T* out = p.out + b * p.out_stride_token + static_cast<int64_t>(head) * dv + row_begin;
   if constexpr (kVec4) {
     // dk <= 128, dk % 4 == 0: lane l holds columns [4l, 4l + 4) of a row, 16-byte accesses, and
@@ -81,13 +82,11 @@ __global__ void __launch_bounds__(kStepThreads) Hgrn2StepKernel(Hgrn2StepParams<
     }
     for (int r0 = warp; r0 < rows; r0 += 2 * kWarps) {
       const int r1 = r0 + kWarps;
-      float4* row0 =
-          reinterpret_cast<float4*>(state + static_cast<int64_t>(row_begin + r0) * dk + j);
-      float4* row1 =
-          reinterpret_cast<float4*>(state + static_cast<int64_t>(row_begin + r1) * dk + j);
+      S* row0 = state + static_cast<int64_t>(row_begin + r0) * dk + j;
+      S* row1 = state + static_cast<int64_t>(row_begin + r1) * dk + j;
       float4 s0{}, s1{};
-      if (active) s0 = *row0;
-      if (active && r1 < rows) s1 = *row1;
+      if (active) s0 = cuda::LoadState4(row0);
+      if (active && r1 < rows) s1 = cuda::LoadState4(row1);
       auto update = [&](float4& s, float v) {
         s.x = s.x * g4.x + v * k4.x;
         s.y = s.y * g4.y + v * k4.y;
@@ -97,8 +96,8 @@ __global__ void __launch_bounds__(kStepThreads) Hgrn2StepKernel(Hgrn2StepParams<
       };
       float o0 = update(s0, v_s[r0]);
       float o1 = r1 < rows ? update(s1, v_s[r1]) : 0.0f;
-      if (active) *row0 = s0;
-      if (active && r1 < rows) *row1 = s1;
+      if (active) cuda::StoreState4(row0, s0);
+      if (active && r1 < rows) cuda::StoreState4(row1, s1);
       o0 = cuda::WarpSum(o0);
       o1 = cuda::WarpSum(o1);
       if (lane == 0) {
@@ -108,12 +107,12 @@ __global__ void __launch_bounds__(kStepThreads) Hgrn2StepKernel(Hgrn2StepParams<
     }
   } else {
     for (int r = warp; r < rows; r += kWarps) {
-      float* row = state + static_cast<int64_t>(row_begin + r) * dk;
+      S* row = state + static_cast<int64_t>(row_begin + r) * dk;
       const float v = v_s[r];
       float o = 0.0f;
       for (int jj = lane; jj < dk; jj += 32) {
-        const float s = row[jj] * g_s[jj] + v * k_s[jj];
-        row[jj] = s;
+        const float s = ToFloat(row[jj]) * g_s[jj] + v * k_s[jj];
+        row[jj] = cuda::FromFloat<S>(s);
         o += s * q_s[jj];
       }
       o = cuda::WarpSum(o);
@@ -133,10 +132,18 @@ cudaError_t LaunchHgrn2Step(const Hgrn2StepParams<T>& params, cudaStream_t strea
   const size_t shared_bytes = (3 * static_cast<size_t>(p.key_dim) + kStepRows) * sizeof(float);
   if (shared_bytes > 48 * 1024) return cudaErrorInvalidValue;  // dk > 4000: no such model
   if (p.conv_size > cuda::kMaxConvSize) return cudaErrorInvalidValue;
-  if (p.key_dim % 4 == 0 && p.key_dim <= 128) {
-    Hgrn2StepKernel<T, true><<<grid, kStepThreads, shared_bytes, stream>>>(params);
+  const bool vec4 = p.key_dim % 4 == 0 && p.key_dim <= 128;
+  if (p.state_bf16 != nullptr) {
+    if (vec4) {
+      Hgrn2StepKernel<T, __nv_bfloat16, true><<<grid, kStepThreads, shared_bytes, stream>>>(params);
+    } else {
+      Hgrn2StepKernel<T, __nv_bfloat16, false>
+          <<<grid, kStepThreads, shared_bytes, stream>>>(params);
+    }
+  } else if (vec4) {
+    Hgrn2StepKernel<T, float, true><<<grid, kStepThreads, shared_bytes, stream>>>(params);
   } else {
-    Hgrn2StepKernel<T, false><<<grid, kStepThreads, shared_bytes, stream>>>(params);
+    Hgrn2StepKernel<T, float, false><<<grid, kStepThreads, shared_bytes, stream>>>(params);
   }
   if (p.conv_size > 0) {
     const int64_t count = static_cast<int64_t>(params.batch) * p.channels();

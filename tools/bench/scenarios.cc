@@ -243,8 +243,9 @@ absl::StatusOr<DecodeComparison> CompareDecode(const Model& model, EngineOptions
         static_cast<double>(engine->Stats().generated_tokens - start_tokens) / seconds;
   }
 
-  HGRN2_ASSIGN_OR_RETURN(std::unique_ptr<StatePool> pool,
-                         StatePool::Create(model.backend(), model.config(), batch));
+  HGRN2_ASSIGN_OR_RETURN(
+      std::unique_ptr<StatePool> pool,
+      StatePool::Create(model.backend(), model.config(), batch, options.state_dtype));
   ForwardPass::Options pass_options;
   pass_options.max_tokens = batch;
   pass_options.max_sequences = batch;
