@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/dtype.h"
 #include "engine/forward_pass.h"
 #include "engine/generation.h"
 #include "engine/model.h"
@@ -239,6 +240,13 @@ TEST_P(GoldenTest, StatesAfterShortPromptsMatchFla) {
     for (size_t r = 0; r < slots.size(); ++r) {
       ASSERT_TRUE(pool_->ReadHost(slots[r], absl::MakeSpan(bytes)).ok());
       const float* slot = reinterpret_cast<const float*>(bytes.data());
+      if (mode_.state_dtype == DType::kBF16) {  // bf16 states first (no conv windows here)
+        std::vector<float> states(static_cast<size_t>(c.num_layers * state_floats));
+        ASSERT_TRUE(ConvertToFloat(DType::kBF16, bytes.data(), states.size(), states.data()).ok());
+        ours.insert(ours.end(), states.begin() + l * state_floats,
+                    states.begin() + (l + 1) * state_floats);
+        continue;
+      }
       ours.insert(ours.end(), slot + l * state_floats, slot + (l + 1) * state_floats);
       const float* conv = slot + c.num_layers * state_floats + l * conv_floats;
       for (int part = 0; part < 3 && k > 0; ++part) {
