@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend.h"
+#include "engine/layer_params.h"
 #include "engine/sampler.h"
 #include "engine/status_macros.h"
 #include "kernels/gather_rows.h"
@@ -74,27 +75,6 @@ absl::Status CheckSlots(const Hgrn2LayerOp& layer, const int32_t* slots, int64_t
     }
   }
   return absl::OkStatus();
-}
-
-kernels::Hgrn2LayerParams<float> LayerParams(const Hgrn2LayerOp& layer, const int32_t* slots,
-                                             const DeviceTensor& qfi, const DeviceTensor& out) {
-  kernels::Hgrn2LayerParams<float> p;
-  p.num_heads = layer.num_heads;
-  p.key_dim = layer.key_dim;
-  p.value_dim = layer.value_dim;
-  p.conv_size = layer.conv_size;
-  p.qfi = qfi.As<const float>();
-  p.qfi_stride_token = qfi.row_stride;
-  p.conv_weight = layer.conv_size > 0 ? layer.conv_weight.As<const float>() : nullptr;
-  p.lower_bound = layer.lower_bound;
-  p.slots = slots;
-  p.state = layer.states.state;
-  p.state_stride_slot = layer.states.state_stride_slot;
-  p.conv_state = layer.states.conv_state;
-  p.conv_state_stride_slot = layer.states.conv_state_stride_slot;
-  p.out = out.As<float>();
-  p.out_stride_token = out.row_stride;
-  return p;
 }
 
 class CpuBackend final : public Backend {
@@ -231,8 +211,8 @@ class CpuBackend final : public Backend {
                          DeviceTensor out) override {
     HGRN2_RETURN_IF_ERROR(CheckLayer(layer, qfi, out));
     HGRN2_RETURN_IF_ERROR(CheckSlots(layer, slots, qfi.rows));
-    kernels::Hgrn2StepReference(
-        {.batch = static_cast<int32_t>(qfi.rows), .layer = LayerParams(layer, slots, qfi, out)});
+    kernels::Hgrn2StepReference({.batch = static_cast<int32_t>(qfi.rows),
+                                 .layer = LayerParams<float>(layer, slots, qfi, out)});
     return absl::OkStatus();
   }
 
@@ -252,7 +232,7 @@ class CpuBackend final : public Backend {
     kernels::Hgrn2PrefillReference({.num_seqs = num_seqs,
                                     .seq_offsets = seq_offsets,
                                     .chunk_size = chunk_size,
-                                    .layer = LayerParams(layer, slots, qfi, out)});
+                                    .layer = LayerParams<float>(layer, slots, qfi, out)});
     return absl::OkStatus();
   }
 

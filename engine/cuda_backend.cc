@@ -16,6 +16,7 @@
 #include "engine/backend.h"
 #include "engine/cuda_gemm.h"
 #include "engine/device_sampling.h"
+#include "engine/layer_params.h"
 #include "engine/sampler.h"
 #include "engine/status_macros.h"
 #include "kernels/gather_rows.h"
@@ -91,29 +92,6 @@ absl::Status Dispatch(DType dtype, absl::string_view what, Launch&& launch) {
       return absl::InvalidArgumentError(
           absl::StrCat(what, ": no CUDA kernel for ", std::string(DTypeName(dtype))));
   }
-}
-
-template <typename T>
-kernels::Hgrn2LayerParams<T> LayerParams(const Hgrn2LayerOp& layer, const int32_t* slots,
-                                         const DeviceTensor& qfi, const DeviceTensor& out) {
-  kernels::Hgrn2LayerParams<T> p;
-  p.num_heads = layer.num_heads;
-  p.key_dim = layer.key_dim;
-  p.value_dim = layer.value_dim;
-  p.conv_size = layer.conv_size;
-  p.qfi = qfi.As<const T>();
-  p.qfi_stride_token = qfi.row_stride;
-  p.conv_weight = layer.conv_size > 0 ? layer.conv_weight.As<const T>() : nullptr;
-  p.lower_bound = layer.lower_bound;
-  p.slots = slots;
-  p.state = layer.states.state;
-  p.state_bf16 = layer.states.state_bf16;
-  p.state_stride_slot = layer.states.state_stride_slot;
-  p.conv_state = layer.states.conv_state;
-  p.conv_state_stride_slot = layer.states.conv_state_stride_slot;
-  p.out = out.As<T>();
-  p.out_stride_token = out.row_stride;
-  return p;
 }
 
 class CudaBackend final : public Backend {

@@ -6,6 +6,20 @@
 
 namespace hgrn2 {
 
+Hgrn2LayerOp MakeLayerOp(const Model& model, const StatePool& pool, int64_t layer) {
+  const ModelConfig& c = model.config();
+  const LayerWeights& w = model.layer(layer);
+  Hgrn2LayerOp op;
+  op.num_heads = static_cast<int32_t>(c.num_heads);
+  op.key_dim = static_cast<int32_t>(c.key_dim);
+  op.value_dim = static_cast<int32_t>(c.value_dim);
+  op.conv_size = static_cast<int32_t>(c.conv_window());
+  op.conv_weight = w.conv;
+  op.lower_bound = w.lower_bound;
+  op.states = pool.Layer(layer);
+  return op;
+}
+
 absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const Model& model,
                                                                  StatePool& pool,
                                                                  const Options& options) {
@@ -67,18 +81,8 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const Model& mo
   pass->targets_ = static_cast<int32_t*>(targets);
   pass->target_logprobs_ = static_cast<float*>(target_logprobs);
 
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    const LayerWeights& w = model.layer(l);
-    Hgrn2LayerOp op;
-    op.num_heads = static_cast<int32_t>(c.num_heads);
-    op.key_dim = static_cast<int32_t>(c.key_dim);
-    op.value_dim = static_cast<int32_t>(c.value_dim);
-    op.conv_size = static_cast<int32_t>(c.conv_window());
-    op.conv_weight = w.conv;
-    op.lower_bound = w.lower_bound;
-    op.states = pool.Layer(l);
-    pass->layer_ops_.push_back(op);
-  }
+  for (int64_t l = 0; l < c.num_layers; ++l)
+    pass->layer_ops_.push_back(MakeLayerOp(model, pool, l));
   return pass;
 }
 

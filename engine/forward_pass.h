@@ -20,6 +20,10 @@ struct SequenceTokens {
   absl::Span<const int32_t> tokens;
 };
 
+// Layer `layer`'s token mixer as the recurrence ops take it: sizes, conv taps and lower bound
+// from the model, states from the pool.
+Hgrn2LayerOp MakeLayerOp(const Model& model, const StatePool& pool, int64_t layer);
+
 enum class LogitsFor {
   kLastToken,   // one row per sequence: the logits after its last token
   kEveryToken,  // one row per token, in batch order (scoring, tests)

@@ -171,14 +171,7 @@ absl::Status OpBreakdown(Backend& backend, const Model& model, StatePool& pool, 
   HGRN2_RETURN_IF_ERROR(backend.CopyToDevice(slots.data(), slot_ids.data(), slot_ids.size() * 4));
   const int64_t layer = std::min<int64_t>(1, c.num_layers - 1);
   const LayerWeights& w = model.layer(layer);
-  Hgrn2LayerOp op;
-  op.num_heads = static_cast<int32_t>(c.num_heads);
-  op.key_dim = static_cast<int32_t>(c.key_dim);
-  op.value_dim = static_cast<int32_t>(c.value_dim);
-  op.conv_size = static_cast<int32_t>(c.conv_window());
-  op.conv_weight = w.conv;
-  op.lower_bound = w.lower_bound;
-  op.states = pool.Layer(layer);
+  const Hgrn2LayerOp op = MakeLayerOp(model, pool, layer);
   const auto* slot_ptr = static_cast<const int32_t*>(slots.data());
   std::vector<int32_t> offsets(static_cast<size_t>(seqs) + 1);
   for (int b = 0; b <= seqs; ++b) offsets[b] = b * tokens;
