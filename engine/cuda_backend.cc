@@ -468,7 +468,7 @@ class CudaBackend final : public Backend {
       // GEMM shapes first met while recording ran cuBLASLt's first choice: time them now (their
       // operands are alive: recording ran nothing) and record again with the chosen algorithms.
       cudaGraphDestroy(graph);
-      HGRN2_RETURN_IF_ERROR(gemm_->Tune().status());
+      HGRN2_RETURN_IF_ERROR(gemm_->Tune());
       HGRN2_ASSIGN_OR_RETURN(graph, Record(enqueue));
     }
     cudaGraphExec_t exec = nullptr;

@@ -43,9 +43,9 @@ class TunedGemm {
   absl::Status Run(const GemmShape& shape, const void* w, const void* x, void* out);
 
   // Times the candidates of shapes first seen during a capture, on the operands of that capture
-  // (which must still be alive). Returns true when an algorithm changed, so that what was
-  // recorded with the first choice should be recorded again. Not while capturing.
-  absl::StatusOr<bool> Tune();
+  // (which must still be alive); what was recorded with the first choice should then be
+  // recorded again. Not while capturing.
+  absl::Status Tune();
   // Whether some shape waits for Tune().
   bool has_pending() const { return pending_ > 0; }
 
