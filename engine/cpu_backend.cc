@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/backend.h"
 #include "engine/layer_params.h"
+#include "engine/op_checks.h"
 #include "engine/sampler.h"
 #include "engine/status_macros.h"
 #include "kernels/gather_rows.h"
@@ -21,48 +22,19 @@ namespace hgrn2 {
 namespace {
 
 absl::Status CheckF32(const DeviceTensor& t, absl::string_view what) {
-  if (t.data == nullptr && t.rows * t.cols > 0) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": null data"));
-  }
-  if (t.dtype != DType::kF32) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": the CPU backend computes in F32, got ",
-                                                   std::string(DTypeName(t.dtype))));
-  }
-  if (t.row_stride < t.cols) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": row stride below the row width"));
-  }
-  return absl::OkStatus();
+  return CheckTensor(t, DType::kF32, what);
 }
 
 absl::Status CheckShape(const DeviceTensor& t, int64_t rows, int64_t cols, absl::string_view what) {
-  HGRN2_RETURN_IF_ERROR(CheckF32(t, what));
-  if (t.rows != rows || t.cols != cols) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": expected [", rows, ", ", cols,
-                                                   "], got [", t.rows, ", ", t.cols, "]"));
-  }
-  return absl::OkStatus();
+  return hgrn2::CheckShape(t, DType::kF32, rows, cols, what);
 }
 
 absl::Status CheckLayer(const Hgrn2LayerOp& layer, const DeviceTensor& qfi,
                         const DeviceTensor& out) {
-  const int64_t qf = static_cast<int64_t>(layer.num_heads) * layer.key_dim;
-  const int64_t vw = static_cast<int64_t>(layer.num_heads) * layer.value_dim;
-  if (layer.num_heads <= 0 || layer.key_dim <= 0 || layer.value_dim <= 0 || layer.conv_size < 0) {
-    return absl::InvalidArgumentError("hgrn2 layer: non-positive sizes");
-  }
-  HGRN2_RETURN_IF_ERROR(CheckShape(qfi, qfi.rows, 2 * qf + vw, "hgrn2 qfi"));
-  HGRN2_RETURN_IF_ERROR(CheckShape(out, qfi.rows, vw, "hgrn2 out"));
-  if (layer.conv_size > 0) {
-    HGRN2_RETURN_IF_ERROR(
-        CheckShape(layer.conv_weight, 2 * qf + vw, layer.conv_size, "hgrn2 conv weight"));
-    if (layer.states.conv_state == nullptr) {
-      return absl::InvalidArgumentError("hgrn2 layer: short conv without conv windows");
-    }
-  }
+  HGRN2_RETURN_IF_ERROR(hgrn2::CheckLayer(layer, DType::kF32, qfi, out));
   if (layer.states.state_bf16 != nullptr) {
     return absl::InvalidArgumentError("hgrn2 layer: the CPU backend keeps float32 states only");
   }
-  if (layer.states.state == nullptr) return absl::InvalidArgumentError("hgrn2 layer: no states");
   return absl::OkStatus();
 }
 

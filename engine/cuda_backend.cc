@@ -17,6 +17,7 @@
 #include "engine/cuda_gemm.h"
 #include "engine/device_sampling.h"
 #include "engine/layer_params.h"
+#include "engine/op_checks.h"
 #include "engine/sampler.h"
 #include "engine/status_macros.h"
 #include "kernels/gather_rows.h"
@@ -51,31 +52,6 @@ absl::StatusOr<cudaDataType_t> CublasType(DType dtype) {
       return absl::InvalidArgumentError(
           absl::StrCat("the CUDA backend has no GEMM for ", std::string(DTypeName(dtype))));
   }
-}
-
-absl::Status CheckTensor(const DeviceTensor& t, DType dtype, absl::string_view what) {
-  if (t.data == nullptr && t.rows * t.cols > 0) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": null data"));
-  }
-  if (t.dtype != dtype) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": expected ",
-                                                   std::string(DTypeName(dtype)), ", got ",
-                                                   std::string(DTypeName(t.dtype))));
-  }
-  if (t.row_stride < t.cols) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": row stride below the row width"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckShape(const DeviceTensor& t, DType dtype, int64_t rows, int64_t cols,
-                        absl::string_view what) {
-  HGRN2_RETURN_IF_ERROR(CheckTensor(t, dtype, what));
-  if (t.rows != rows || t.cols != cols) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": expected [", rows, ", ", cols,
-                                                   "], got [", t.rows, ", ", t.cols, "]"));
-  }
-  return absl::OkStatus();
 }
 
 // Runs `launch` with the element type of `dtype` (F32, BF16 or F16).
@@ -523,14 +499,10 @@ class CudaBackend final : public Backend {
     return graph;
   }
 
+  // The shared checks, then what the CUDA kernels support.
   absl::Status CheckLayer(const Hgrn2LayerOp& layer, const DeviceTensor& qfi,
                           const DeviceTensor& out) const {
-    const DType dtype = compute_dtype();
-    const int64_t qf = static_cast<int64_t>(layer.num_heads) * layer.key_dim;
-    const int64_t vw = static_cast<int64_t>(layer.num_heads) * layer.value_dim;
-    if (layer.num_heads <= 0 || layer.key_dim <= 0 || layer.value_dim <= 0 || layer.conv_size < 0) {
-      return absl::InvalidArgumentError("hgrn2 layer: non-positive sizes");
-    }
+    HGRN2_RETURN_IF_ERROR(hgrn2::CheckLayer(layer, compute_dtype(), qfi, out));
     if (layer.key_dim > 256) {
       return absl::InvalidArgumentError(
           absl::StrCat("hgrn2 layer: key_dim ", layer.key_dim, " above the CUDA kernels' 256"));
@@ -538,18 +510,6 @@ class CudaBackend final : public Backend {
     if (layer.conv_size > 8) {
       return absl::InvalidArgumentError(
           absl::StrCat("hgrn2 layer: conv_size ", layer.conv_size, " above the CUDA kernels' 8"));
-    }
-    HGRN2_RETURN_IF_ERROR(CheckShape(qfi, dtype, qfi.rows, 2 * qf + vw, "hgrn2 qfi"));
-    HGRN2_RETURN_IF_ERROR(CheckShape(out, dtype, qfi.rows, vw, "hgrn2 out"));
-    if (layer.conv_size > 0) {
-      HGRN2_RETURN_IF_ERROR(
-          CheckShape(layer.conv_weight, dtype, 2 * qf + vw, layer.conv_size, "hgrn2 conv weight"));
-      if (layer.states.conv_state == nullptr) {
-        return absl::InvalidArgumentError("hgrn2 layer: short conv without conv windows");
-      }
-    }
-    if (layer.states.state == nullptr && layer.states.state_bf16 == nullptr) {
-      return absl::InvalidArgumentError("hgrn2 layer: no states");
     }
     if (layer.states.state_bf16 != nullptr &&
         (layer.conv_size > 0 || layer.key_dim % 4 != 0 || layer.key_dim > 128)) {
