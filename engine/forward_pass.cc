@@ -1,6 +1,8 @@
 // ForwardPass: the layer loop of HGRN2 over the Backend ops, with validation of every batch.
 #include "engine/forward_pass.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"
 
@@ -60,26 +62,24 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const Model& mo
   pass->logits_ = logits.Matrix(DType::kF32, rows, c.vocab_size);
   pass->buffers_.push_back(std::move(logits));
 
-  // Index arrays: int32 ids, slots and offsets, and float log-probabilities.
-  auto make_index = [&](int64_t count) -> absl::StatusOr<void*> {
+  // Index arrays. Those a pass uploads share one allocation, [slots | offsets | last rows | ids],
+  // mirrored on the host, so that a step uploads them with one copy.
+  auto make_index = [&](int64_t count) -> absl::StatusOr<int32_t*> {
     HGRN2_ASSIGN_OR_RETURN(DeviceBuffer buffer, model.backend().Allocate(count * 4));
-    void* data = buffer.data();
+    auto* data = static_cast<int32_t*>(buffer.data());
     pass->buffers_.push_back(std::move(buffer));
     return data;
   };
   const int64_t seqs = options.max_sequences;
-  HGRN2_ASSIGN_OR_RETURN(void* ids, make_index(rows));
-  HGRN2_ASSIGN_OR_RETURN(void* slots, make_index(seqs));
-  HGRN2_ASSIGN_OR_RETURN(void* offsets, make_index(seqs + 1));
-  HGRN2_ASSIGN_OR_RETURN(void* last_rows, make_index(seqs));
-  HGRN2_ASSIGN_OR_RETURN(void* targets, make_index(rows));
-  HGRN2_ASSIGN_OR_RETURN(void* target_logprobs, make_index(rows));
-  pass->ids_ = static_cast<int32_t*>(ids);
-  pass->slots_ = static_cast<int32_t*>(slots);
-  pass->offsets_ = static_cast<int32_t*>(offsets);
-  pass->last_rows_ = static_cast<int32_t*>(last_rows);
-  pass->targets_ = static_cast<int32_t*>(targets);
-  pass->target_logprobs_ = static_cast<float*>(target_logprobs);
+  HGRN2_ASSIGN_OR_RETURN(int32_t * staged, make_index(3 * seqs + 1 + rows));
+  pass->host_index_.assign(static_cast<size_t>(3 * seqs + 1 + rows), 0);
+  pass->slots_ = staged;
+  pass->offsets_ = staged + seqs;
+  pass->last_rows_ = staged + 2 * seqs + 1;
+  pass->ids_ = staged + 3 * seqs + 1;
+  HGRN2_ASSIGN_OR_RETURN(pass->targets_, make_index(rows));
+  HGRN2_ASSIGN_OR_RETURN(int32_t * target_logprobs, make_index(rows));
+  pass->target_logprobs_ = reinterpret_cast<float*>(target_logprobs);
 
   for (int64_t l = 0; l < c.num_layers; ++l)
     pass->layer_ops_.push_back(MakeLayerOp(model, pool, l));
@@ -136,17 +136,20 @@ absl::StatusOr<DeviceTensor> ForwardPass::Prefill(absl::Span<const SequenceToken
   for (size_t b = 0; b < batch.size(); ++b) {
     HGRN2_RETURN_IF_ERROR(ValidateSequence(b, batch[b].slot, batch[b].tokens));
   }
-  host_ids_.clear();
-  host_slots_.clear();
-  host_offsets_.assign(1, 0);
-  host_last_rows_.clear();
-  for (const SequenceTokens& seq : batch) {
-    host_ids_.insert(host_ids_.end(), seq.tokens.begin(), seq.tokens.end());
-    host_slots_.push_back(seq.slot);
-    host_offsets_.push_back(static_cast<int32_t>(host_ids_.size()));
-    host_last_rows_.push_back(static_cast<int32_t>(host_ids_.size()) - 1);
+  const int64_t seqs = options_.max_sequences;
+  int32_t* slots = host_index_.data();
+  int32_t* offsets = slots + seqs;
+  int32_t* last_rows = offsets + seqs + 1;
+  int32_t* ids = last_rows + seqs;
+  offsets[0] = 0;
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const SequenceTokens& seq = batch[b];
+    std::copy(seq.tokens.begin(), seq.tokens.end(), ids + offsets[b]);
+    slots[b] = seq.slot;
+    offsets[b + 1] = offsets[b] + static_cast<int32_t>(seq.tokens.size());
+    last_rows[b] = offsets[b + 1] - 1;
   }
-  return Run(static_cast<int64_t>(host_ids_.size()), static_cast<int32_t>(batch.size()),
+  return Run(num_tokens, static_cast<int32_t>(batch.size()),
              /*decode_step=*/false, which);
 }
 
@@ -161,8 +164,9 @@ absl::StatusOr<DeviceTensor> ForwardPass::Decode(absl::Span<const SlotId> slots,
   for (size_t b = 0; b < slots.size(); ++b) {
     HGRN2_RETURN_IF_ERROR(ValidateSequence(b, slots[b], tokens.subspan(b, 1)));
   }
-  host_ids_.assign(tokens.begin(), tokens.end());
-  host_slots_.assign(slots.begin(), slots.end());
+  const int64_t seqs = options_.max_sequences;
+  std::copy(slots.begin(), slots.end(), host_index_.begin());
+  std::copy(tokens.begin(), tokens.end(), host_index_.begin() + 3 * seqs + 1);
   return Run(static_cast<int64_t>(slots.size()), static_cast<int32_t>(slots.size()),
              /*decode_step=*/true, LogitsFor::kEveryToken);
 }
@@ -171,12 +175,9 @@ absl::StatusOr<DeviceTensor> ForwardPass::Run(int64_t num_tokens, int32_t num_se
                                               bool decode_step, LogitsFor which) {
   const ModelConfig& c = model_.config();
   const float eps = c.norm_eps;
-  HGRN2_RETURN_IF_ERROR(backend_.CopyToDevice(ids_, host_ids_.data(), num_tokens * 4));
-  HGRN2_RETURN_IF_ERROR(backend_.CopyToDevice(slots_, host_slots_.data(), num_seqs * 4));
-  if (!decode_step) {
-    HGRN2_RETURN_IF_ERROR(
-        backend_.CopyToDevice(offsets_, host_offsets_.data(), (num_seqs + 1) * 4));
-  }
+  // Slots, offsets and last rows (all max_sequences wide) and this step's ids: one copy.
+  HGRN2_RETURN_IF_ERROR(backend_.CopyToDevice(slots_, host_index_.data(),
+                                              static_cast<size_t>(ids_ - slots_ + num_tokens) * 4));
 
   // Everything from the embedding to the logits reads only device memory, so a decode step can be
   // recorded once per batch size and replayed (Backend::RunRecorded).
@@ -224,7 +225,6 @@ absl::StatusOr<DeviceTensor> ForwardPass::Run(int64_t num_tokens, int32_t num_se
   DeviceTensor normed = normed_.Rows(0, num_tokens);
   DeviceTensor head_input = normed;
   if (which == LogitsFor::kLastToken) {
-    HGRN2_RETURN_IF_ERROR(backend_.CopyToDevice(last_rows_, host_last_rows_.data(), num_seqs * 4));
     head_input = mixed_.Rows(0, num_seqs);
     HGRN2_RETURN_IF_ERROR(backend_.GatherRows(normed, last_rows_, head_input));
   }

@@ -98,7 +98,8 @@ class ForwardPass {
   int32_t* last_rows_ = nullptr;
   int32_t* targets_ = nullptr;
   float* target_logprobs_ = nullptr;
-  std::vector<int32_t> host_ids_, host_slots_, host_offsets_, host_last_rows_;
+  // Host mirror of [slots_ .. ids_ + max_tokens): staged here, uploaded with one copy per call.
+  std::vector<int32_t> host_index_;
   std::vector<bool> slot_in_batch_;  // per pool slot, while a batch is validated
 };
 
