@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <future>
 #include <iostream>
 #include <limits>
 #include <memory>
@@ -256,17 +257,22 @@ TEST(Engine, PreemptedSequencesResumeWithTheTokensOfAnUninterruptedRun) {
   requests[2].prompt = RandomIds(7, vocab, 3);
   requests[3].prompt = RandomIds(9, vocab, 4);
   requests[2].priority = requests[3].priority = 5;
+  // The high-priority pair arrives from the scheduler thread at low0's third token, while low1
+  // is still in its prompt, whatever the speed of this thread.
+  std::promise<std::pair<std::shared_ptr<GenerationStream>, std::shared_ptr<GenerationStream>>>
+      high_submission;
+  std::atomic<int> low0_updates{0};
+  requests[0].on_update = [&] {
+    if (++low0_updates == 3) {
+      high_submission.set_value({fixture.Submit(requests[2]), fixture.Submit(requests[3])});
+    }
+  };
+  absl::Cleanup stop_engine = [&] { fixture.engine->Stop(); };
   auto low0 = fixture.Submit(requests[0]);
   auto low1 = fixture.Submit(requests[1]);
   ASSERT_TRUE(low0 && low1);
-  std::vector<SampledToken> low0_read;
-  while (low0_read.size() < 3) {
-    StreamUpdate update = low0->Next();
-    ASSERT_FALSE(update.end.has_value());
-    low0_read.insert(low0_read.end(), update.tokens.begin(), update.tokens.end());
-  }
-  auto high0 = fixture.Submit(requests[2]);
-  auto high1 = fixture.Submit(requests[3]);
+  const std::vector<SampledToken> low0_read;
+  auto [high0, high1] = high_submission.get_future().get();
   ASSERT_TRUE(high0 && high1);
 
   const Outcome outcomes[] = {WaitFor(*low0, low0_read), WaitFor(*low1), WaitFor(*high0),
@@ -445,30 +451,33 @@ TEST(Engine, TheTokenBudgetKeepsDecodingWhileALongPromptIsPrefilled) {
   std::atomic<bool> long_submitted{false};
   std::atomic<int> short_updates{0}, short_tokens_during_prefill{0};
 
-  // Each decode step delivers one token, so the 48th update is the short request's end.
+  GenerationRequest long_request;
+  long_request.prompt = RandomIds(4096, vocab, 99);
+  long_request.stopping.max_new_tokens = 1;
+  long_request.on_update = [&] { log.Add("long token"); };
+  std::promise<std::shared_ptr<GenerationStream>> long_submission;
+
+  // Each decode step delivers one token, so the 48th update is the short request's end. The long
+  // request is submitted from the scheduler thread at the short one's second token, so that how
+  // far the short one got first does not depend on how fast this thread wakes up.
   GenerationRequest short_request;
   short_request.prompt = {5, 6, 7, 8};
   short_request.stopping.max_new_tokens = 48;
   short_request.stopping.ignore_eos = true;
   short_request.on_update = [&] {
     if (long_submitted) ++short_tokens_during_prefill;
-    if (++short_updates == 48) log.Add("short ended");
+    const int updates = ++short_updates;
+    if (updates == 2) {
+      long_submitted = true;
+      long_submission.set_value(fixture.Submit(long_request));
+    }
+    if (updates == 48) log.Add("short ended");
   };
   // The callbacks use the locals above: stop the engine before they go, even on a failure.
   absl::Cleanup stop_engine = [&] { fixture.engine->Stop(); };
   std::shared_ptr<GenerationStream> short_stream = fixture.Submit(short_request);
   ASSERT_NE(short_stream, nullptr);
-  // Decoding has started once the short request has a token.
-  while (fixture.engine->Stats().generated_tokens < 2) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-
-  GenerationRequest long_request;
-  long_request.prompt = RandomIds(4096, vocab, 99);
-  long_request.stopping.max_new_tokens = 1;
-  long_request.on_update = [&] { log.Add("long token"); };
-  long_submitted = true;
-  std::shared_ptr<GenerationStream> long_stream = fixture.Submit(long_request);
+  std::shared_ptr<GenerationStream> long_stream = long_submission.get_future().get();
   ASSERT_NE(long_stream, nullptr);
   const Outcome long_outcome = WaitFor(*long_stream);
   ASSERT_TRUE(long_outcome.end.status.ok()) << long_outcome.end.status;
