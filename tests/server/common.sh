@@ -29,8 +29,8 @@ free_port() {  # a port nothing listens on now (the kernel's pick for a bind to 
 }
 
 # start_server LOG [ARGS...]: starts hgrn2-server on 127.0.0.1, a port of its choosing, the CPU,
-# and waits up to 120 s for its line "hgrn2-server: serving MODEL on 127.0.0.1:PORT" (printed
-# once health is SERVING). Sets server_pid and server_addr; returns 1 (showing the log) if the
+# and waits up to 120 s for its line "[time] hgrn2-server: serving MODEL on 127.0.0.1:PORT[, ...]"
+# (logged once health is SERVING). Sets server_pid and server_addr; returns 1 (showing the log) if the
 # server exited or never said so. ARGS come last, so they may override --port and the others.
 start_server() {
   local log=$1 line i
@@ -40,8 +40,9 @@ start_server() {
   pids+=("$server_pid")
   server_addr=
   for ((i = 0; i < 1200; i++)); do
-    line=$(grep -m1 -E '^hgrn2-server: serving .* on 127\.0\.0\.1:[0-9]+$' "$log" 2>/dev/null)
-    if [[ $line =~ :([0-9]+)$ ]]; then
+    line=$(grep -m1 -E 'hgrn2-server: serving .* on 127\.0\.0\.1:[0-9]+' "$log" 2>/dev/null)
+    line=${line%%, metrics on *}
+    if [[ $line =~ hgrn2-server:\ serving\ .*\ on\ 127\.0\.0\.1:([0-9]+) ]]; then
       server_addr=127.0.0.1:${BASH_REMATCH[1]}
       return 0
     fi
