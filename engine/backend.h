@@ -166,9 +166,11 @@ class Backend {
                                     const int32_t* slots, const int32_t* seq_offsets,
                                     int32_t chunk_size, const DeviceTensor& qfi,
                                     DeviceTensor out) = 0;
-  // out[r] (device float) = log softmax(logits[r])[targets[r]].
+  // out[r] (device float) = log softmax(logits[r])[targets[r]]; out_max (device float, or null)
+  // gets the log-probability of the row's largest logit, equal to out[r] exactly when the target
+  // holds a largest logit.
   virtual absl::Status LogSoftmaxGather(const DeviceTensor& logits, const int32_t* targets,
-                                        float* out) = 0;
+                                        float* out, float* out_max) = 0;
   // Chooses one token per row of `logits` with each row's sampler (host objects), writing the
   // host results to `out`. The CPU backend samples on the host; a device backend samples on the
   // device and copies back only ids and log-probabilities.

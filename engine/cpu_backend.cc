@@ -208,8 +208,8 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  absl::Status LogSoftmaxGather(const DeviceTensor& logits, const int32_t* targets,
-                                float* out) override {
+  absl::Status LogSoftmaxGather(const DeviceTensor& logits, const int32_t* targets, float* out,
+                                float* out_max) override {
     HGRN2_RETURN_IF_ERROR(CheckF32(logits, "log-softmax logits"));
     for (int64_t r = 0; r < logits.rows; ++r) {
       if (targets[r] < 0 || targets[r] >= logits.cols) {
@@ -222,7 +222,8 @@ class CpuBackend final : public Backend {
                                         .logits = logits.As<const float>(),
                                         .logits_stride_row = logits.row_stride,
                                         .targets = targets,
-                                        .out = out});
+                                        .out = out,
+                                        .out_max = out_max});
     return absl::OkStatus();
   }
 

@@ -301,8 +301,8 @@ class CudaBackend final : public Backend {
     });
   }
 
-  absl::Status LogSoftmaxGather(const DeviceTensor& logits, const int32_t* targets,
-                                float* out) override {
+  absl::Status LogSoftmaxGather(const DeviceTensor& logits, const int32_t* targets, float* out,
+                                float* out_max) override {
     HGRN2_RETURN_IF_ERROR(CheckTensor(logits, logits.dtype, "log-softmax logits"));
     return Dispatch(logits.dtype, "log-softmax", [&](auto zero) {
       using T = decltype(zero);
@@ -311,7 +311,8 @@ class CudaBackend final : public Backend {
                                                  .logits = logits.As<const T>(),
                                                  .logits_stride_row = logits.row_stride,
                                                  .targets = targets,
-                                                 .out = out},
+                                                 .out = out,
+                                                 .out_max = out_max},
                                                 stream_);
     });
   }

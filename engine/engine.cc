@@ -59,18 +59,18 @@ void GenerationStream::Deliver(absl::Span<const SampledToken> tokens,
   if (on_update_) on_update_();
 }
 
-absl::StatusOr<std::vector<float>> PendingScore::Wait() {
+absl::StatusOr<ScoreResult> PendingScore::Wait() {
   std::unique_lock<std::mutex> lock(mutex_);
   changed_.wait(lock, [&] { return result_.has_value(); });
   return *result_;
 }
 
-std::optional<absl::StatusOr<std::vector<float>>> PendingScore::Poll() {
+std::optional<absl::StatusOr<ScoreResult>> PendingScore::Poll() {
   std::lock_guard<std::mutex> lock(mutex_);
   return result_;
 }
 
-void PendingScore::Finish(absl::StatusOr<std::vector<float>> result) {
+void PendingScore::Finish(absl::StatusOr<ScoreResult> result) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     result_ = std::move(result);
@@ -190,11 +190,17 @@ absl::StatusOr<std::shared_ptr<PendingScore>> Engine::Score(ScoreRequest request
         "score: needs at least 2 tokens (the first is context), got ", request.tokens.size()));
   }
   HGRN2_RETURN_IF_ERROR(ValidateTokens(request.tokens, "score: text"));
+  if (request.num_top_logprobs < 0 || request.num_top_logprobs > ScoreRequest::kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(absl::StrCat("score: num_top_logprobs must be in [0, ",
+                                                   ScoreRequest::kMaxTopLogprobs, "], got ",
+                                                   request.num_top_logprobs));
+  }
   const RequestId id = next_id_.fetch_add(1);
   auto pending = std::make_shared<PendingScore>(id, std::move(request.on_done));
   std::unique_ptr<Sequence> sequence =
       NewSequence(id, request.priority, request.deadline, std::move(request.tokens));
   sequence->score = pending;
+  sequence->num_top_logprobs = request.num_top_logprobs;
   HGRN2_RETURN_IF_ERROR(scheduler_->Submit(std::move(sequence)));
   return pending;
 }

@@ -72,6 +72,8 @@ struct GenerationEnd {
   FinishReason finish_reason = FinishReason::kNone;  // kNone unless status is OK
   int64_t prompt_tokens = 0;                         // tokens fed before the first generated one
   int64_t generated_tokens = 0;                      // all of them, read or not
+  // From submission to the first admission (a slot and a start in prefill).
+  absl::Duration queue_time = absl::ZeroDuration();
   std::shared_ptr<const SequenceState> final_state;  // with return_final_state and OK status
 };
 
@@ -133,13 +135,27 @@ class GenerationStream : public RequestHandle {
 struct ScoreRequest {
   // At least 2 ids in [0, vocab_size); the first is context only.
   std::vector<int32_t> tokens;
+  // Most probable alternatives to report at every scored position, 0 .. kMaxTopLogprobs.
+  int32_t num_top_logprobs = 0;
+  static constexpr int32_t kMaxTopLogprobs = 20;
   int32_t priority = 0;
   absl::Time deadline = absl::InfiniteFuture();
   // Called once on the scheduler thread when the result is ready; must return quickly.
   std::function<void()> on_done;
 };
 
-// The result of a scoring request: log p(tokens[t] | tokens[0..t)) for t = 1 .. n-1, or why not.
+// What a scoring request gives, for t = 1 .. n-1 (one entry per scored token).
+struct ScoreResult {
+  std::vector<float> logprobs;  // log p(tokens[t] | tokens[0..t))
+  // tokens[t] held the largest logit at its position (ties count).
+  std::vector<bool> is_argmax;
+  // With num_top_logprobs > 0: the most probable tokens at each position, by logprob
+  // (descending) then id; otherwise empty.
+  std::vector<std::vector<TokenLogprob>> top;
+  absl::Duration queue_time = absl::ZeroDuration();  // submission to admission
+};
+
+// The result of a scoring request, or why not.
 // Thread-safety: any thread.
 class PendingScore : public RequestHandle {
  public:
@@ -147,18 +163,25 @@ class PendingScore : public RequestHandle {
       : RequestHandle(id), on_done_(std::move(on_done)) {}
 
   // Blocks until the result is there.
-  absl::StatusOr<std::vector<float>> Wait();
+  absl::StatusOr<ScoreResult> Wait();
   // The result if it is there.
-  std::optional<absl::StatusOr<std::vector<float>>> Poll();
+  std::optional<absl::StatusOr<ScoreResult>> Poll();
 
   // The scheduler's side (scheduler thread only, once).
-  void Finish(absl::StatusOr<std::vector<float>> result);
+  void Finish(absl::StatusOr<ScoreResult> result);
 
  private:
   std::function<void()> on_done_;
   std::mutex mutex_;
   std::condition_variable changed_;
-  std::optional<absl::StatusOr<std::vector<float>>> result_;
+  std::optional<absl::StatusOr<ScoreResult>> result_;
+};
+
+// One iteration of the scheduler that ran the model, for metrics.
+struct StepReport {
+  double seconds = 0.0;          // wall time of the iteration's model work
+  int64_t prefill_tokens = 0;    // prompt tokens fed (generation and scoring)
+  int64_t decode_sequences = 0;  // sequences advanced by one token in the decode step
 };
 
 struct EngineOptions {
@@ -184,6 +207,9 @@ struct EngineOptions {
   int32_t prefill_chunk_size = ForwardPass::Options::kBackendDefault;
   // Recurrent states in float32, or bf16 (CUDA backend; half the memory and traffic).
   DType state_dtype = DType::kF32;
+  // Called on the scheduler thread after each iteration that ran the model; must return quickly
+  // and not call into the engine.
+  std::function<void(const StepReport&)> on_step;
 
   // InvalidArgument naming the field.
   absl::Status Validate() const;

@@ -78,7 +78,7 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> ForwardPass::Create(const Model& mo
   pass->last_rows_ = staged + 2 * seqs + 1;
   pass->ids_ = staged + 3 * seqs + 1;
   HGRN2_ASSIGN_OR_RETURN(pass->targets_, make_index(rows));
-  HGRN2_ASSIGN_OR_RETURN(int32_t * target_logprobs, make_index(rows));
+  HGRN2_ASSIGN_OR_RETURN(int32_t * target_logprobs, make_index(2 * rows));
   pass->target_logprobs_ = reinterpret_cast<float*>(target_logprobs);
 
   for (int64_t l = 0; l < c.num_layers; ++l)
@@ -202,8 +202,8 @@ absl::StatusOr<DeviceTensor> ForwardPass::Run(int64_t num_tokens, int32_t num_se
         HGRN2_RETURN_IF_ERROR(backend_.Hgrn2Prefill(op, num_seqs, slots_, offsets_,
                                                     options_.prefill_chunk_size, qfi, mixed));
       }
-      // g_norm over the whole of D (not per head), then the output projection.
-      HGRN2_RETURN_IF_ERROR(backend_.RmsNorm(mixed, w.g_norm, eps, normed));
+      // g_norm over the whole of D (not per head), with fla's epsilon, then the output projection.
+      HGRN2_RETURN_IF_ERROR(backend_.RmsNorm(mixed, w.g_norm, c.gate_norm_eps(), normed));
       HGRN2_RETURN_IF_ERROR(backend_.Gemm(normed, w.o_proj, projected));
       HGRN2_RETURN_IF_ERROR(backend_.AddRmsNorm(residual, projected, w.mlp_norm, eps, normed));
       HGRN2_RETURN_IF_ERROR(backend_.Gemm(normed, w.gate_up_proj, gate_up));
@@ -251,7 +251,8 @@ absl::StatusOr<std::vector<float>> ForwardPass::LogitsToHost(const DeviceTensor&
 }
 
 absl::StatusOr<std::vector<float>> ForwardPass::TargetLogprobs(const DeviceTensor& logits,
-                                                               absl::Span<const int32_t> targets) {
+                                                               absl::Span<const int32_t> targets,
+                                                               std::vector<float>* max_logprobs) {
   if (static_cast<int64_t>(targets.size()) != logits.rows || logits.rows > options_.max_tokens) {
     return absl::InvalidArgumentError(
         absl::StrCat("target logprobs: ", targets.size(), " targets for ", logits.rows, " rows"));
@@ -263,10 +264,14 @@ absl::StatusOr<std::vector<float>> ForwardPass::TargetLogprobs(const DeviceTenso
     }
   }
   HGRN2_RETURN_IF_ERROR(backend_.CopyToDevice(targets_, targets.data(), targets.size() * 4));
-  HGRN2_RETURN_IF_ERROR(backend_.LogSoftmaxGather(logits, targets_, target_logprobs_));
-  std::vector<float> out(targets.size());
-  HGRN2_RETURN_IF_ERROR(backend_.CopyToHost(out.data(), target_logprobs_, out.size() * 4));
-  return out;
+  const size_t rows = targets.size();
+  float* row_max = max_logprobs != nullptr ? target_logprobs_ + rows : nullptr;
+  HGRN2_RETURN_IF_ERROR(backend_.LogSoftmaxGather(logits, targets_, target_logprobs_, row_max));
+  std::vector<float> both((row_max != nullptr ? 2 : 1) * rows);
+  HGRN2_RETURN_IF_ERROR(backend_.CopyToHost(both.data(), target_logprobs_, both.size() * 4));
+  if (max_logprobs != nullptr) max_logprobs->assign(both.begin() + rows, both.end());
+  both.resize(rows);
+  return both;
 }
 
 }  // namespace hgrn2

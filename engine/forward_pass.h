@@ -62,10 +62,13 @@ class ForwardPass {
   absl::StatusOr<DeviceTensor> Decode(absl::Span<const SlotId> slots,
                                       absl::Span<const int32_t> tokens);
 
-  // Host copies: all rows of `logits`, or log p(targets[r]) for each row r.
+  // Host copies: all rows of `logits`, or log p(targets[r]) for each row r. With `max_logprobs`,
+  // also each row's largest log-probability, equal to the target's exactly when the target holds
+  // a largest logit.
   absl::StatusOr<std::vector<float>> LogitsToHost(const DeviceTensor& logits);
   absl::StatusOr<std::vector<float>> TargetLogprobs(const DeviceTensor& logits,
-                                                    absl::Span<const int32_t> targets);
+                                                    absl::Span<const int32_t> targets,
+                                                    std::vector<float>* max_logprobs = nullptr);
 
   const Options& options() const { return options_; }
   const Model& model() const { return model_; }
@@ -97,7 +100,7 @@ class ForwardPass {
   int32_t* offsets_ = nullptr;
   int32_t* last_rows_ = nullptr;
   int32_t* targets_ = nullptr;
-  float* target_logprobs_ = nullptr;
+  float* target_logprobs_ = nullptr;  // [2 * max_tokens]: the targets', then the rows' largest
   // Host mirror of [slots_ .. ids_ + max_tokens): staged here, uploaded with one copy per call.
   std::vector<int32_t> host_index_;
   std::vector<bool> slot_in_batch_;  // per pool slot, while a batch is validated

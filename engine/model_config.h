@@ -39,12 +39,28 @@ struct ModelConfig {
   // Reads `path` (a config.json, or a folder containing one) and parses it.
   static absl::StatusOr<ModelConfig> Load(const std::filesystem::path& path);
 
+  // Epsilon of the gate norm (g_norm) as fla computes it, which is not norm_eps: fla's HGRN2 layer
+  // calls its fused norm without an eps (so 1e-5) on o·dk^-0.5 (its GLA kernels' default query
+  // scale), and rmsnorm(o·s, e) = rmsnorm(o, e / s²). Only a trained model's small outputs show
+  // the difference.
+  float gate_norm_eps() const { return 1e-5f * static_cast<float>(key_dim); }
+
   // Width of the conv window kept per layer (0 without short conv).
   int64_t conv_window() const { return use_short_conv ? conv_size : 0; }
   // Float32 values of one layer's recurrent state: H · dv · dk.
   int64_t state_floats_per_layer() const { return num_heads * value_dim * key_dim; }
   // Values of one layer's conv windows (q, f and i): 3 · D · K, or 0.
   int64_t conv_floats_per_layer() const { return 3 * hidden_size * conv_window(); }
+  // Parameters of the checkpoint (fla's count): embeddings, the lm_head unless tied, each layer's
+  // norms, projections and conv taps, the lower bounds, the final norm.
+  int64_t num_parameters() const {
+    const int64_t d = hidden_size;
+    int64_t layer = 3 * d + 4 * d * d + 3 * d * intermediate_size;  // 3 norms, q f i o, MLP
+    if (use_short_conv) layer += 3 * d * conv_size;
+    int64_t total = vocab_size * d * (tie_word_embeddings ? 1 : 2) + num_layers * layer + d;
+    if (use_lower_bound) total += num_layers * d;
+    return total;
+  }
   // Bytes of one sequence's whole state in float32: every layer's recurrent state and windows.
   int64_t state_bytes() const {
     return num_layers * (state_floats_per_layer() + conv_floats_per_layer()) * 4;

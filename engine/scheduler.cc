@@ -65,6 +65,7 @@ absl::Status Scheduler::Submit(std::unique_ptr<Sequence> sequence) {
     }
     ++queued_;
     sequence->arrival = next_arrival_++;
+    sequence->submitted = std::chrono::steady_clock::now();
     live_[sequence->id] = sequence->stream ? std::weak_ptr<RequestHandle>(sequence->stream)
                                            : std::weak_ptr<RequestHandle>(sequence->score);
     inbox_.push_back(std::move(sequence));
@@ -163,11 +164,17 @@ bool Scheduler::Iterate() {
   for (const auto& sequence : running_) {
     if (sequence->decoding) decoders.push_back(sequence.get());
   }
-  int64_t tokens = PrefillStep();
-  tokens += DecodeStep(decoders);
+  const int64_t prefill_tokens = PrefillStep();
+  const int64_t decode_sequences = DecodeStep(decoders);
+  const int64_t tokens = prefill_tokens + decode_sequences;
   RemoveEnded();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (tokens > 0 && options_.on_step) {
+    options_.on_step(StepReport{.seconds = seconds,
+                                .prefill_tokens = prefill_tokens,
+                                .decode_sequences = decode_sequences});
+  }
   if (tokens > 0) {
     ++steps_;
     step_seconds_total_ += seconds;
@@ -227,6 +234,7 @@ absl::Status Scheduler::Start(Sequence& sequence) {
     --queued_;
   }
   sequence.counted_as_queued = false;
+  sequence.queue_time = absl::FromChrono(std::chrono::steady_clock::now() - sequence.submitted);
   if (sequence.score) {
     HGRN2_ASSIGN_OR_RETURN(sequence.slot, pool_->Allocate());
     return absl::OkStatus();
@@ -354,19 +362,42 @@ void Scheduler::PrefillScoring(const std::vector<std::pair<Sequence*, int64_t>>&
     // Row t of a run predicts the token after it.
     targets.insert(targets.end(), input.begin() + begin + 1, input.begin() + begin + 1 + count);
   }
-  absl::StatusOr<std::vector<float>> logprobs = [&]() -> absl::StatusOr<std::vector<float>> {
+  std::vector<float> logprobs, max_logprobs;
+  absl::Status status = [&]() -> absl::Status {
     HGRN2_ASSIGN_OR_RETURN(DeviceTensor logits, pass_->Prefill(batch, LogitsFor::kEveryToken));
-    return pass_->TargetLogprobs(logits, targets);
+    HGRN2_ASSIGN_OR_RETURN(logprobs, pass_->TargetLogprobs(logits, targets, &max_logprobs));
+    // Alternatives: a greedy sampler per row reports the most probable tokens.
+    int64_t row = 0;
+    for (const auto& [sequence, count] : work) {
+      if (sequence->num_top_logprobs > 0) {
+        SamplingParams greedy;
+        greedy.temperature = 0.0f;
+        greedy.num_top_logprobs = sequence->num_top_logprobs;
+        std::vector<Sampler> samplers(static_cast<size_t>(count),
+                                      Sampler(greedy, model_.config().vocab_size, {}));
+        std::vector<Sampler*> pointers;
+        for (Sampler& sampler : samplers) pointers.push_back(&sampler);
+        std::vector<SampledToken> sampled(static_cast<size_t>(count));
+        HGRN2_RETURN_IF_ERROR(
+            model_.backend().Sample(logits.Rows(row, count), pointers, absl::MakeSpan(sampled)));
+        for (SampledToken& token : sampled) sequence->scored.top.push_back(std::move(token.top));
+      }
+      row += count;
+    }
+    return absl::OkStatus();
   }();
-  if (!logprobs.ok()) {
-    const absl::Status failed = DeviceFailure("scoring", logprobs.status());
+  if (!status.ok()) {
+    const absl::Status failed = DeviceFailure("scoring", status);
     for (const auto& [sequence, count] : work) End(*sequence, failed);
     return;
   }
   size_t row = 0;
   for (const auto& [sequence, count] : work) {
-    sequence->logprobs.insert(sequence->logprobs.end(), logprobs->begin() + row,
-                              logprobs->begin() + row + count);
+    ScoreResult& scored = sequence->scored;
+    for (size_t r = row; r < row + static_cast<size_t>(count); ++r) {
+      scored.logprobs.push_back(logprobs[r]);
+      scored.is_argmax.push_back(logprobs[r] == max_logprobs[r]);
+    }
     row += static_cast<size_t>(count);
     sequence->fed += count;
     if (sequence->remaining_prefill() == 0) End(*sequence, absl::OkStatus());
@@ -463,7 +494,8 @@ void Scheduler::End(Sequence& sequence, absl::Status status, FinishReason reason
   ++requests_finished_;
   if (sequence.score) {
     if (status.ok()) {
-      sequence.score->Finish(std::move(sequence.logprobs));
+      sequence.scored.queue_time = sequence.queue_time;
+      sequence.score->Finish(std::move(sequence.scored));
     } else {
       sequence.score->Finish(std::move(status));
     }
@@ -474,6 +506,7 @@ void Scheduler::End(Sequence& sequence, absl::Status status, FinishReason reason
   end.finish_reason = end.status.ok() ? reason : FinishReason::kNone;
   end.prompt_tokens = sequence.prompt_tokens;
   end.generated_tokens = sequence.generated;
+  end.queue_time = sequence.queue_time;
   end.final_state = std::move(final_state);
   if (last != nullptr) {
     sequence.stream->Deliver({last, 1}, std::move(end));

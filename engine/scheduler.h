@@ -3,6 +3,7 @@
 // the API).
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -50,7 +51,12 @@ struct Sequence {
   int32_t last_token = 0;
   int64_t generated = 0;
   int64_t prompt_tokens = 0;
-  std::vector<float> logprobs;  // scoring only: one per fed token
+  // Scoring only: one entry per fed token so far, and the alternatives asked for.
+  ScoreResult scored;
+  int32_t num_top_logprobs = 0;
+  // Set by Submit; the queue time is measured at the first admission.
+  std::chrono::steady_clock::time_point submitted;
+  absl::Duration queue_time = absl::ZeroDuration();
 
   // Where its state is: a device slot (running), a swap slot (preempted), or neither (waiting
   // for its first admission, or ended).

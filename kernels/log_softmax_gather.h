@@ -1,5 +1,5 @@
 // Op: the log-probability of one chosen column per row, logits[r][targets[r]] -
-// logsumexp(logits[r]).
+// logsumexp(logits[r]), and optionally that of the row's largest logit.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +18,9 @@ struct LogSoftmaxGatherParams {
   int64_t logits_stride_row = 0;
   const int32_t* __restrict__ targets = nullptr;  // [rows], each in [0, cols)
   float* __restrict__ out = nullptr;              // [rows]
+  // [rows] or null: the log-probability of the row's largest logit, computed with the same
+  // expression as `out`, so out[r] == out_max[r] exactly when targets[r] holds a largest logit.
+  float* __restrict__ out_max = nullptr;
 };
 
 void LogSoftmaxGatherReference(const LogSoftmaxGatherParams<float>& params);

@@ -176,18 +176,29 @@ TEST_P(CudaBackendTest, LogSoftmaxGatherMatchesReference) {
   const int64_t rows = 5, cols = 32001;
   const auto logits = RandomNormal(rows * cols, 7, 4.0f);
   std::vector<int32_t> targets = {0, 32000, 17, 9999, 5};
-  Uploaded g = Upload(*cuda_, logits, rows, cols, DType::kF32);
-  DeviceBuffer gt = *cuda_->Allocate(rows * 4), gout = *cuda_->Allocate(rows * 4);
+  // Row 3's target holds its largest logit.
+  auto peaked = logits;
+  peaked[3 * cols + 9999] = 30.0f;
+  Uploaded g = Upload(*cuda_, peaked, rows, cols, DType::kF32);
+  DeviceBuffer gt = *cuda_->Allocate(rows * 4), gout = *cuda_->Allocate(rows * 4),
+               gmax = *cuda_->Allocate(rows * 4);
   ASSERT_TRUE(cuda_->CopyToDevice(gt.data(), targets.data(), rows * 4).ok());
   ASSERT_TRUE(cuda_
                   ->LogSoftmaxGather(g.tensor, static_cast<int32_t*>(gt.data()),
-                                     static_cast<float*>(gout.data()))
+                                     static_cast<float*>(gout.data()),
+                                     static_cast<float*>(gmax.data()))
                   .ok());
-  std::vector<float> got(rows), expected(rows);
+  std::vector<float> got(rows), got_max(rows), expected(rows), expected_max(rows);
   ASSERT_TRUE(cuda_->CopyToHost(got.data(), gout.data(), rows * 4).ok());
-  Uploaded c = Upload(*cpu_, logits, rows, cols, DType::kF32);
-  ASSERT_TRUE(cpu_->LogSoftmaxGather(c.tensor, targets.data(), expected.data()).ok());
-  for (int64_t r = 0; r < rows; ++r) EXPECT_NEAR(got[r], expected[r], 1e-5) << "row " << r;
+  ASSERT_TRUE(cuda_->CopyToHost(got_max.data(), gmax.data(), rows * 4).ok());
+  Uploaded c = Upload(*cpu_, peaked, rows, cols, DType::kF32);
+  ASSERT_TRUE(
+      cpu_->LogSoftmaxGather(c.tensor, targets.data(), expected.data(), expected_max.data()).ok());
+  for (int64_t r = 0; r < rows; ++r) {
+    EXPECT_NEAR(got[r], expected[r], 1e-5) << "row " << r;
+    EXPECT_NEAR(got_max[r], expected_max[r], 1e-5) << "row " << r;
+    EXPECT_EQ(got[r] == got_max[r], r == 3) << "row " << r;
+  }
 }
 
 // The recurrence ops over a pool of slots. Sizes: heads, dk, dv, conv size.

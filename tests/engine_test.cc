@@ -408,22 +408,112 @@ TEST(Engine, ScoringRunsBesideGenerationAndMatchesScoreSequence) {
     scores.push_back(*pending);
   }
   for (size_t i = 0; i < texts.size(); ++i) {
-    absl::StatusOr<std::vector<float>> got = scores[i]->Wait();
-    ASSERT_TRUE(got.ok()) << got.status();
+    absl::StatusOr<ScoreResult> result = scores[i]->Wait();
+    ASSERT_TRUE(result.ok()) << result.status();
+    const std::vector<float>& got = result->logprobs;
     absl::StatusOr<std::vector<float>> want = ScoreSequence(*fixture.oracle_pass, texts[i]);
     ASSERT_TRUE(want.ok()) << want.status();
     if (kOnCuda) {
-      ASSERT_EQ(got->size(), want->size()) << "text " << i;
-      for (size_t t = 0; t < got->size(); ++t) {
-        EXPECT_NEAR((*got)[t], (*want)[t], kCudaLogprobTolerance) << "text " << i << " token " << t;
+      ASSERT_EQ(got.size(), want->size()) << "text " << i;
+      for (size_t t = 0; t < got.size(); ++t) {
+        EXPECT_NEAR(got[t], (*want)[t], kCudaLogprobTolerance) << "text " << i << " token " << t;
       }
     } else {
-      EXPECT_EQ(*got, *want) << "text " << i;
+      EXPECT_EQ(got, *want) << "text " << i;
     }
+    EXPECT_EQ(result->is_argmax.size(), got.size());
+    EXPECT_TRUE(result->top.empty());
     EXPECT_TRUE(scores[i]->Poll().has_value());
   }
   for (auto& stream : generations) EXPECT_TRUE(WaitFor(*stream).end.status.ok());
   EXPECT_EQ(WaitUntilIdle(*fixture.engine).free_slots, 8);
+}
+
+// A greedy continuation scores as all-argmax, a random text mostly not, and the alternatives are
+// the sampler's: sorted, led by the argmax, each equal to the scored log-probability where the
+// token matches.
+TEST(Engine, ScoringReportsArgmaxAndAlternatives) {
+  Fixture fixture("tiny-a", EngineOptions{});
+  ASSERT_NE(fixture.engine, nullptr);
+  const int64_t vocab = fixture.model->config().vocab_size;
+  GenerationRequest generate;
+  generate.prompt = RandomIds(7, vocab, 91);
+  generate.sampling.temperature = 0.0f;
+  generate.stopping.max_new_tokens = 12;
+  generate.stopping.ignore_eos = true;
+  const Outcome greedy = WaitFor(*fixture.Submit(generate));
+  ASSERT_TRUE(greedy.end.status.ok()) << greedy.end.status;
+
+  ScoreRequest request;
+  request.tokens = generate.prompt;
+  for (const SampledToken& token : greedy.tokens) request.tokens.push_back(token.id);
+  request.num_top_logprobs = 4;
+  absl::StatusOr<ScoreResult> result = (*fixture.engine->Score(request))->Wait();
+  ASSERT_TRUE(result.ok()) << result.status();
+  const size_t scored = request.tokens.size() - 1;
+  ASSERT_EQ(result->logprobs.size(), scored);
+  ASSERT_EQ(result->is_argmax.size(), scored);
+  ASSERT_EQ(result->top.size(), scored);
+  const size_t first_generated = generate.prompt.size() - 1;  // row predicting token 7
+  for (size_t t = 0; t < scored; ++t) {
+    const int32_t target = request.tokens[t + 1];
+    const std::vector<TokenLogprob>& top = result->top[t];
+    ASSERT_EQ(top.size(), 4u) << "position " << t;
+    for (size_t k = 1; k < top.size(); ++k) EXPECT_GE(top[k - 1].logprob, top[k].logprob);
+    EXPECT_GE(top[0].logprob, result->logprobs[t] - 1e-3f) << "position " << t;
+    EXPECT_EQ(result->is_argmax[t], top[0].id == target) << "position " << t;
+    for (const TokenLogprob& alternative : top) {
+      if (alternative.id == target) {
+        EXPECT_NEAR(alternative.logprob, result->logprobs[t], 1e-3) << "position " << t;
+      }
+    }
+    if (t >= first_generated) {
+      EXPECT_TRUE(result->is_argmax[t]) << "generated token at position " << t;
+      EXPECT_NEAR(result->logprobs[t], greedy.tokens[t - first_generated].logprob, 1e-3);
+    }
+  }
+  int argmax_in_prompt = 0;
+  for (size_t t = 0; t < first_generated; ++t) argmax_in_prompt += result->is_argmax[t] ? 1 : 0;
+  EXPECT_LT(argmax_in_prompt, static_cast<int>(first_generated));  // random ids: not all
+
+  request.num_top_logprobs = ScoreRequest::kMaxTopLogprobs + 1;
+  EXPECT_EQ(fixture.engine->Score(request).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// on_step sees every model iteration: the prompt tokens fed add up to the engine's count, and the
+// decode steps advance each sequence once per token after its first (which prefill samples).
+TEST(Engine, StepReportsAddUpToTheTokens) {
+  std::atomic<int64_t> steps{0}, prefill_tokens{0}, decode_sequences{0};
+  EngineOptions options;
+  options.prefill_token_budget = 16;
+  options.on_step = [&](const StepReport& report) {
+    steps.fetch_add(1);
+    prefill_tokens.fetch_add(report.prefill_tokens);
+    decode_sequences.fetch_add(report.decode_sequences);
+    EXPECT_GE(report.seconds, 0.0);
+  };
+  Fixture fixture("tiny-a", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  const int64_t vocab = fixture.model->config().vocab_size;
+  std::vector<std::shared_ptr<GenerationStream>> streams;
+  for (int i = 0; i < 3; ++i) {
+    GenerationRequest request;
+    request.prompt = RandomIds(5 + 11 * i, vocab, 200 + static_cast<uint64_t>(i));
+    request.stopping.max_new_tokens = 6 + i;
+    request.stopping.ignore_eos = true;
+    streams.push_back(fixture.Submit(request));
+  }
+  int64_t generated = 0;
+  for (auto& stream : streams) {
+    const Outcome outcome = WaitFor(*stream);
+    ASSERT_TRUE(outcome.end.status.ok()) << outcome.end.status;
+    EXPECT_GE(outcome.end.queue_time, absl::ZeroDuration());
+    generated += outcome.end.generated_tokens;
+  }
+  const EngineStats stats = WaitUntilIdle(*fixture.engine);
+  EXPECT_EQ(steps.load(), stats.steps);
+  EXPECT_EQ(prefill_tokens.load(), stats.prompt_tokens);
+  EXPECT_EQ(decode_sequences.load(), generated - 3);
 }
 
 // Log of stream events in the order the scheduler delivered them.
@@ -810,9 +900,9 @@ class FailingBackend final : public Backend {
     if (fail_prefill) return absl::InternalError("injected prefill failure");
     return inner_->Hgrn2Prefill(layer, num_seqs, slots, seq_offsets, chunk_size, qfi, out);
   }
-  absl::Status LogSoftmaxGather(const DeviceTensor& logits, const int32_t* targets,
-                                float* out) override {
-    return inner_->LogSoftmaxGather(logits, targets, out);
+  absl::Status LogSoftmaxGather(const DeviceTensor& logits, const int32_t* targets, float* out,
+                                float* out_max) override {
+    return inner_->LogSoftmaxGather(logits, targets, out, out_max);
   }
   absl::Status Sample(const DeviceTensor& logits, absl::Span<Sampler* const> samplers,
                       absl::Span<SampledToken> out) override {

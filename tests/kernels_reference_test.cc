@@ -138,15 +138,19 @@ TEST(SwiGluGatherLogSoftmax, MatchFormulas) {
   }
   const std::vector<float> logits = {1.0f, 2.0f, 3.0f, -1000.0f, 0.0f, 1000.0f};
   const std::vector<int32_t> targets = {2, 0};
-  std::vector<float> logprobs(2);
+  std::vector<float> logprobs(2), max_logprobs(2);
   LogSoftmaxGatherReference({.rows = 2,
                              .cols = 3,
                              .logits = logits.data(),
                              .logits_stride_row = 3,
                              .targets = targets.data(),
-                             .out = logprobs.data()});
+                             .out = logprobs.data(),
+                             .out_max = max_logprobs.data()});
   EXPECT_NEAR(logprobs[0], 3.0 - std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0)), 1e-6);
   EXPECT_NEAR(logprobs[1], -2000.0, 1e-3);  // stable at extreme logits
+  EXPECT_EQ(max_logprobs[0], logprobs[0]);  // the target is the largest logit
+  EXPECT_NEAR(max_logprobs[1], 0.0, 1e-6);
+  EXPECT_LT(logprobs[1], max_logprobs[1]);
 }
 
 // A pool of 6 slots for a layer with H 3, K 3 and the given dk and dv; random states everywhere.

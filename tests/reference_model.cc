@@ -146,6 +146,7 @@ NaiveHgrn2::NaiveHgrn2(const std::filesystem::path& dir) {
   k_ = config->conv_window();
   inter_ = config->intermediate_size;
   eps_ = config->norm_eps;
+  gate_eps_ = config->gate_norm_eps();
   use_lower_bound_ = config->use_lower_bound;
   const int64_t num_layers = config->num_layers;
   embeddings_ = ReadAll(*file, "model.embeddings.weight", {v_, d_});
@@ -240,7 +241,7 @@ std::vector<double> NaiveHgrn2::Step(int32_t token) {
         o[h * dv_ + i] = sum;
       }
     }
-    const std::vector<double> y = MatVec(layer.o, RmsNorm(o, layer.g_norm, eps_));
+    const std::vector<double> y = MatVec(layer.o, RmsNorm(o, layer.g_norm, gate_eps_));
     for (int64_t c = 0; c < d_; ++c) x[c] += y[c];
     const std::vector<double> m = RmsNorm(x, layer.mlp_norm, eps_);
     const std::vector<double> gate = MatVec(layer.gate, m);

@@ -49,6 +49,7 @@ class NaiveHgrn2 {
   };
   int64_t v_, d_, h_, dk_, dv_, k_, inter_;
   double eps_;
+  double gate_eps_;  // g_norm's, as fla computes it (ModelConfig::gate_norm_eps)
   bool use_lower_bound_;
   std::vector<double> embeddings_, norm_, lm_head_;
   std::vector<Layer> layers_;

@@ -935,6 +935,10 @@ class HfTokenizer : public Tokenizer {
     return id >= 0 && id < vocab_size_ && is_special_[id];
   }
   std::string kind() const override { return "tokenizer.json (BPE)"; }
+  std::string PieceOf(int32_t id) const override {
+    const std::string* token = TokenOf(id);
+    return token != nullptr ? *token : std::string();
+  }
   bool MayJoinNext(int32_t id) const override {
     uint8_t byte;
     const std::string* token = TokenOf(id);

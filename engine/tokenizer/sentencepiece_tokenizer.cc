@@ -71,6 +71,9 @@ class SentencePieceTokenizer : public Tokenizer {
     return id >= 0 && id < vocab_size() && bridge_.IsControl(id);
   }
   std::string kind() const override { return "tokenizer.model (SentencePiece)"; }
+  std::string PieceOf(int32_t id) const override {
+    return id >= 0 && id < vocab_size() ? bridge_.Piece(id) : std::string();
+  }
   bool MayJoinNext(int32_t id) const override {
     return id >= 0 && id < vocab_size() && bridge_.IsByte(id);
   }

@@ -45,6 +45,10 @@ class Tokenizer {
   virtual absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids,
                                              bool skip_special) const = 0;
 
+  // The token as the vocabulary spells it ("▁the", "Ġthe", "<0x0A>", "<s>"); empty for an id
+  // with no token.
+  virtual std::string PieceOf(int32_t id) const = 0;
+
   // One more than the largest token id.
   virtual int32_t vocab_size() const = 0;
   // The ids that `Encode(..., add_special = true)` puts before and after the text's ids.

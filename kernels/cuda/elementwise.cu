@@ -87,7 +87,11 @@ __global__ void LogSoftmaxGatherKernel(LogSoftmaxGatherParams<T> p) {
     sum = cuda::BlockSum(sum, sum_scratch);
     if (threadIdx.x == 0) {
       const double target = ToFloat(logits[p.targets[r]]);
-      p.out[r] = static_cast<float>(target - max_logit - log(sum));
+      const double log_sum = log(sum);
+      p.out[r] = static_cast<float>(target - max_logit - log_sum);
+      if (p.out_max != nullptr) {
+        p.out_max[r] = static_cast<float>(static_cast<double>(max_logit) - max_logit - log_sum);
+      }
     }
   }
 }

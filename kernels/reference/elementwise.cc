@@ -56,8 +56,11 @@ void LogSoftmaxGatherReference(const LogSoftmaxGatherParams<float>& p) {
     double sum = 0.0;
     for (int64_t c = 0; c < p.cols; ++c)
       sum += std::exp(static_cast<double>(logits[c]) - max_logit);
-    p.out[r] =
-        static_cast<float>(static_cast<double>(logits[p.targets[r]]) - max_logit - std::log(sum));
+    const double log_sum = std::log(sum);
+    p.out[r] = static_cast<float>(static_cast<double>(logits[p.targets[r]]) - max_logit - log_sum);
+    if (p.out_max != nullptr) {
+      p.out_max[r] = static_cast<float>(static_cast<double>(max_logit) - max_logit - log_sum);
+    }
   }
 }
 

@@ -1,0 +1,62 @@
+// InferenceService: the hgrn2.v1.Inference gRPC service (callback API). Thin handlers: check
+// and encode the request (server/requests.h), submit it to the engine, stream what comes back.
+#pragma once
+
+#include <string>
+
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "hgrn2/v1/inference.grpc.pb.h"
+#include "server/call_tracker.h"
+#include "server/metrics.h"
+#include "server/requests.h"
+#include "server/worker_pool.h"
+
+namespace hgrn2::server {
+
+// What GetModelInfo reports beyond the config.
+struct ServedModel {
+  std::string path;
+  std::string backend;  // "cpu" or "cuda"
+  std::string dtype;
+  std::string state_dtype;
+};
+
+class InferenceService final : public v1::Inference::CallbackService {
+ public:
+  // Everything passed in must outlive the service. `workers` turn engine tokens into stream
+  // messages off the scheduler thread.
+  InferenceService(Engine& engine, const ModelContext& model, const EngineOptions& engine_options,
+                   ServedModel served, ServerMetrics& metrics, CallTracker& calls,
+                   WorkerPool& workers);
+
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* context,
+                                  const v1::ScoreRequest* request,
+                                  v1::ScoreResponse* response) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const v1::TokenizeRequest* request,
+                                     v1::TokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context,
+                                       const v1::DetokenizeRequest* request,
+                                       v1::DetokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const v1::GetModelInfoRequest* request,
+                                         v1::ModelInfo* response) override;
+
+ private:
+  // A unary call answered on the spot, counted in the metrics.
+  grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context, const std::string& rpc,
+                                   const grpc::Status& status, absl::Time start);
+
+  Engine& engine_;
+  const ModelContext model_;
+  const EngineOptions engine_options_;
+  const ServedModel served_;
+  ServerMetrics& metrics_;
+  CallTracker& calls_;
+  WorkerPool& workers_;
+};
+
+}  // namespace hgrn2::server

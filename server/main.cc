@@ -1,0 +1,148 @@
+// hgrn2-server: flags into ServerOptions, start the server, and drain it on SIGTERM/SIGINT.
+#include <signal.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "server/log.h"
+#include "server/options.h"
+#include "server/server.h"
+
+namespace {
+
+constexpr int kExitUsage = 2;
+// The bundled model, relative to the working directory or, failing that, to the source tree the
+// binary was built from.
+constexpr const char* kDefaultModel = "tests/data/tiny-a";
+
+std::string DefaultModel() {
+  if (std::filesystem::exists(kDefaultModel)) return kDefaultModel;
+  const std::filesystem::path built = std::filesystem::path(HGRN2_SOURCE_DIR) / kDefaultModel;
+  return std::filesystem::exists(built) ? built.string() : kDefaultModel;
+}
+
+// Blocks the shutdown signals in every thread; the main thread takes them with sigwait.
+sigset_t BlockShutdownSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using hgrn2::server::Log;
+  hgrn2::server::ServerOptions options;
+  options.model_dir = DefaultModel();
+  double drain_seconds = absl::ToDoubleSeconds(options.drain_timeout);
+  double health_interval_seconds = absl::ToDoubleSeconds(options.health_check_interval);
+  CLI::App app{"hgrn2-server: the hgrn2.v1 gRPC inference server for HGRN2 models"};
+  app.add_option("--model", options.model_dir,
+                 "model folder: config.json, safetensors weights, optionally a tokenizer")
+      ->capture_default_str();
+  app.add_option("--host", options.host, "address to listen on")->capture_default_str();
+  app.add_option("--port", options.port, "gRPC port (0 = any free port)")->capture_default_str();
+  app.add_option("--metrics-port", options.metrics_port,
+                 "Prometheus /metrics port (0 = no metrics endpoint)")
+      ->capture_default_str();
+  app.add_option("--metrics-host", options.metrics_host,
+                 "address for /metrics (default: the same as --host)");
+  app.add_option("--device", options.device, "cpu, cuda or auto (cuda when a GPU is present)")
+      ->capture_default_str();
+  app.add_option("--dtype", options.dtype, "cuda: weights and activations, bf16, f16 or f32")
+      ->capture_default_str();
+  app.add_option("--state-dtype", options.state_dtype,
+                 "recurrent states: f32, or bf16 (cuda; half the memory)")
+      ->capture_default_str();
+  app.add_option("--max-running", options.engine.max_running,
+                 "sequences advanced together (the decode batch)")
+      ->capture_default_str();
+  app.add_option("--num-slots", options.engine.num_slots,
+                 "device state slots (0 = --max-running; more keep finished states longer)")
+      ->capture_default_str();
+  app.add_option("--max-queued", options.engine.max_queued,
+                 "requests waiting beyond that; more get RESOURCE_EXHAUSTED")
+      ->capture_default_str();
+  app.add_option("--prefill-token-budget", options.engine.prefill_token_budget,
+                 "prompt tokens fed per scheduler iteration")
+      ->capture_default_str();
+  app.add_option("--swap-slots", options.engine.swap_slots,
+                 "host slots for preempted sequences (0 = no preemption)")
+      ->capture_default_str();
+  app.add_option("--max-prompt-tokens", options.limits.max_prompt_tokens,
+                 "longest prompt or scored text, in tokens")
+      ->capture_default_str();
+  app.add_option("--max-new-tokens", options.limits.max_new_tokens,
+                 "largest max_new_tokens a request may ask for")
+      ->capture_default_str();
+  app.add_option("--default-max-new-tokens", options.limits.default_max_new_tokens,
+                 "max_new_tokens of a request that leaves it at 0")
+      ->capture_default_str();
+  app.add_option("--drain-timeout", drain_seconds,
+                 "seconds in-flight requests get to finish after SIGTERM/SIGINT")
+      ->capture_default_str();
+  app.add_option("--health-check-interval", health_interval_seconds,
+                 "seconds between health probes (a tiny forward pass; 0 = off)")
+      ->capture_default_str();
+  app.add_option("--stream-threads", options.stream_threads,
+                 "threads that turn tokens into stream messages")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "hgrn2-server: %s (see --help)\n", e.what());
+    return kExitUsage;
+  }
+  if (drain_seconds < 0 || health_interval_seconds < 0 || options.stream_threads < 1 ||
+      options.limits.default_max_new_tokens < 1 ||
+      options.limits.default_max_new_tokens > options.limits.max_new_tokens) {
+    std::fprintf(stderr,
+                 "hgrn2-server: --drain-timeout and --health-check-interval must be >= 0, "
+                 "--stream-threads >= 1, and --default-max-new-tokens in [1, "
+                 "--max-new-tokens]\n");
+    return kExitUsage;
+  }
+  options.drain_timeout = absl::Seconds(drain_seconds);
+  options.health_check_interval = absl::Seconds(health_interval_seconds);
+
+  const sigset_t signals = BlockShutdownSignals();
+  absl::StatusOr<std::unique_ptr<hgrn2::server::Server>> server =
+      hgrn2::server::Server::Start(options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "hgrn2-server: %s\n", std::string(server.status().message()).c_str());
+    return kExitUsage;
+  }
+  Log(absl::StrCat(
+      "serving ", options.model_dir, " on ", options.host, ":", (*server)->port(),
+      (*server)->metrics_port() > 0
+          ? absl::StrCat(", metrics on ",
+                         options.metrics_host.empty() ? options.host : options.metrics_host, ":",
+                         (*server)->metrics_port(), "/metrics")
+          : std::string()));
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  Log(absl::StrCat("got ", strsignal(signal_number), ": shutting down"));
+  std::thread drain([&] { (*server)->Shutdown(options.drain_timeout); });
+  // A second signal cuts the drain short.
+  std::thread second([&] {
+    int again = 0;
+    sigwait(&signals, &again);
+    Log("second signal: ending the drain now");
+    (*server)->StopDraining();
+  });
+  drain.join();
+  second.detach();  // still waiting for a signal that need not come; the process ends
+  server->reset();
+  return 0;
+}

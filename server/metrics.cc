@@ -1,0 +1,193 @@
+// The server's Prometheus metrics: families, buckets, and the engine collector read at scrape.
+#include "server/metrics.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "httplib.h"
+#include "prometheus/metric_family.h"
+#include "prometheus/text_serializer.h"
+#include "server/grpc_status.h"
+
+namespace hgrn2::server {
+namespace {
+
+// Latencies from 0.5 ms to 60 s.
+prometheus::Histogram::BucketBoundaries LatencyBuckets() {
+  return {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
+          0.2,    0.5,   1.0,   2.0,   5.0,  10.0, 20.0, 60.0};
+}
+
+prometheus::Histogram::BucketBoundaries CountBuckets() {
+  return {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
+}
+
+prometheus::MetricFamily Single(const std::string& name, const std::string& help,
+                                prometheus::MetricType type, double value) {
+  prometheus::MetricFamily family{name, help, type, {}};
+  prometheus::ClientMetric metric;
+  if (type == prometheus::MetricType::Counter) {
+    metric.counter.value = value;
+  } else {
+    metric.gauge.value = value;
+  }
+  family.metric.push_back(std::move(metric));
+  return family;
+}
+
+}  // namespace
+
+// Reads Engine::Stats() at each scrape, so the values are as of the scrape.
+class ServerMetrics::EngineCollector {
+ public:
+  void SetSource(std::function<EngineStats()> source) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    source_ = std::move(source);
+  }
+
+  std::vector<prometheus::MetricFamily> Collect() const {
+    std::function<EngineStats()> source;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      source = source_;
+    }
+    if (!source) return {};
+    const EngineStats s = source();
+    using prometheus::MetricType;
+    const auto d = [](int64_t v) { return static_cast<double>(v); };
+    return {
+        Single("hgrn2_prompt_tokens_total",
+               "Prompt tokens fed through the model (generation and "
+               "scoring).",
+               MetricType::Counter, d(s.prompt_tokens)),
+        Single("hgrn2_generated_tokens_total", "Tokens generated.", MetricType::Counter,
+               d(s.generated_tokens)),
+        Single("hgrn2_engine_steps_total", "Scheduler iterations that ran the model.",
+               MetricType::Counter, d(s.steps)),
+        Single("hgrn2_preemptions_total", "Running sequences swapped out for higher priority.",
+               MetricType::Counter, d(s.preemptions)),
+        Single("hgrn2_queue_depth", "Requests waiting for their first admission.",
+               MetricType::Gauge, d(s.queued)),
+        Single("hgrn2_running_sequences", "Sequences in prefill or decode.", MetricType::Gauge,
+               d(s.running)),
+        Single("hgrn2_swapped_sequences", "Preempted sequences whose state is in host memory.",
+               MetricType::Gauge, d(s.swapped)),
+        Single("hgrn2_state_slots_used",
+               "Device state slots holding a running or parked "
+               "sequence.",
+               MetricType::Gauge, d(s.num_slots - s.free_slots)),
+        Single("hgrn2_state_slots_total", "Device state slots.", MetricType::Gauge, d(s.num_slots)),
+    };
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::function<EngineStats()> source_;
+};
+
+ServerMetrics::ServerMetrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      engine_collector_(std::make_shared<EngineCollector>()) {
+  auto& registry = *registry_;
+  requests_ = &prometheus::BuildCounter()
+                   .Name("hgrn2_requests_total")
+                   .Help("Finished RPCs by method and gRPC status code.")
+                   .Register(registry);
+  request_duration_ = &prometheus::BuildHistogram()
+                           .Name("hgrn2_request_duration_seconds")
+                           .Help("Time from the RPC's arrival to its end, by method.")
+                           .Register(registry);
+  auto histogram = [&](const char* name, const char* help,
+                       const prometheus::Histogram::BucketBoundaries& buckets) {
+    return &prometheus::BuildHistogram().Name(name).Help(help).Register(registry).Add({}, buckets);
+  };
+  time_to_first_token_ = histogram("hgrn2_time_to_first_token_seconds",
+                                   "Generate: from the request's arrival to its first token "
+                                   "handed to gRPC.",
+                                   LatencyBuckets());
+  inter_token_latency_ = histogram("hgrn2_inter_token_latency_seconds",
+                                   "Generate: time between consecutive tokens handed to gRPC "
+                                   "(tokens of one message share the time since the last).",
+                                   LatencyBuckets());
+  queue_time_ =
+      histogram("hgrn2_queue_time_seconds",
+                "From submission to the engine until the first admission.", LatencyBuckets());
+  decode_step_ = histogram("hgrn2_decode_step_seconds",
+                           "Wall time of a scheduler iteration (prefill chunk and decode step).",
+                           LatencyBuckets());
+  decode_batch_ = histogram("hgrn2_decode_batch_size", "Sequences advanced by one decode step.",
+                            CountBuckets());
+  prefill_tokens_ =
+      histogram("hgrn2_prefill_tokens_per_step",
+                "Prompt tokens fed in one scheduler iteration (when any).", CountBuckets());
+  active_streams_ = &prometheus::BuildGauge()
+                         .Name("hgrn2_active_streams")
+                         .Help("Generate streams open now.")
+                         .Register(registry)
+                         .Add({});
+  serving_ = &prometheus::BuildGauge()
+                  .Name("hgrn2_serving")
+                  .Help("1 while the health service says SERVING.")
+                  .Register(registry)
+                  .Add({});
+  model_info_ = &prometheus::BuildGauge()
+                     .Name("hgrn2_model_info")
+                     .Help("What the server runs (value 1).")
+                     .Register(registry);
+}
+
+ServerMetrics::~ServerMetrics() {
+  if (http_) {
+    http_->stop();
+    http_thread_.join();
+  }
+}
+
+absl::Status ServerMetrics::Serve(const std::string& host, int port) {
+  auto http = std::make_unique<httplib::Server>();
+  http->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
+    response.set_content(Render(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  const int bound =
+      port == 0 ? http->bind_to_any_port(host) : (http->bind_to_port(host, port) ? port : -1);
+  if (bound <= 0) {
+    return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", host, ":", port,
+                                               " (in use, or no such address)"));
+  }
+  http_ = std::move(http);
+  port_ = bound;
+  http_thread_ = std::thread([server = http_.get()] { server->listen_after_bind(); });
+  return absl::OkStatus();
+}
+
+std::string ServerMetrics::Render() const {
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  for (prometheus::MetricFamily& family : engine_collector_->Collect()) {
+    families.push_back(std::move(family));
+  }
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+void ServerMetrics::SetEngineStatsSource(std::function<EngineStats()> source) {
+  engine_collector_->SetSource(std::move(source));
+}
+
+void ServerMetrics::SetModelInfo(const std::string& model, const std::string& backend,
+                                 const std::string& dtype) {
+  model_info_->Add({{"model", model}, {"backend", backend}, {"dtype", dtype}}).Set(1);
+}
+
+void ServerMetrics::SetServing(bool serving) { serving_->Set(serving ? 1 : 0); }
+
+void ServerMetrics::RecordRequest(const std::string& rpc, grpc::StatusCode code, double seconds) {
+  requests_->Add({{"rpc", rpc}, {"code", GrpcCodeName(code)}}).Increment();
+  request_duration_->Add({{"rpc", rpc}}, LatencyBuckets()).Observe(seconds);
+}
+
+void ServerMetrics::RecordStep(const StepReport& step) {
+  decode_step_->Observe(step.seconds);
+  if (step.decode_sequences > 0) decode_batch_->Observe(static_cast<double>(step.decode_sequences));
+  if (step.prefill_tokens > 0) prefill_tokens_->Observe(static_cast<double>(step.prefill_tokens));
+}
+
+}  // namespace hgrn2::server

@@ -1,0 +1,83 @@
+// ServerMetrics: the Prometheus metrics of the server (prefix hgrn2_), kept by prometheus-cpp and
+// served on /metrics of the metrics port by cpp-httplib. Request handlers and the engine's step
+// hook record into it; the engine's counters and gauges are read from Engine::Stats() at each
+// scrape.
+//
+// Why not prometheus-cpp's own Exposer: its web server (civetweb) starts threads with 100 KiB
+// stacks, and a process that loads cuBLAS (94 KiB of static thread-local storage) cannot create
+// threads that small, so the Exposer fails to start in every CUDA build.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "engine/engine.h"
+#include "grpcpp/support/status.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace httplib {
+class Server;
+}  // namespace httplib
+
+namespace hgrn2::server {
+
+// Thread-safety: every method may be called from any thread.
+class ServerMetrics {
+ public:
+  ServerMetrics();
+  ~ServerMetrics();
+
+  // Serves /metrics on `host`:`port` (port 0 picks one). Unavailable naming the address when it
+  // cannot bind.
+  absl::Status Serve(const std::string& host, int port);
+  // The bound port, or 0 when not serving.
+  int port() const { return port_; }
+  // What a scrape returns: the text exposition format.
+  std::string Render() const;
+
+  // Where scrapes read the engine's counters; unset (or returning nothing) before the engine runs.
+  void SetEngineStatsSource(std::function<EngineStats()> source);
+  // Static facts about what is served, exported as hgrn2_model_info{...} 1.
+  void SetModelInfo(const std::string& model, const std::string& backend, const std::string& dtype);
+  void SetServing(bool serving);
+
+  // One finished RPC: its name ("Generate") and final code.
+  void RecordRequest(const std::string& rpc, grpc::StatusCode code, double seconds);
+  void RecordTimeToFirstToken(double seconds) { time_to_first_token_->Observe(seconds); }
+  void RecordInterTokenLatency(double seconds) { inter_token_latency_->Observe(seconds); }
+  void RecordQueueTime(double seconds) { queue_time_->Observe(seconds); }
+  // The engine's step hook.
+  void RecordStep(const StepReport& step);
+  void StreamStarted() { active_streams_->Increment(); }
+  void StreamEnded() { active_streams_->Decrement(); }
+
+ private:
+  class EngineCollector;
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<EngineCollector> engine_collector_;
+  std::unique_ptr<httplib::Server> http_;
+  std::thread http_thread_;
+  int port_ = 0;
+  prometheus::Family<prometheus::Counter>* requests_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* request_duration_ = nullptr;
+  prometheus::Histogram* time_to_first_token_ = nullptr;
+  prometheus::Histogram* inter_token_latency_ = nullptr;
+  prometheus::Histogram* queue_time_ = nullptr;
+  prometheus::Histogram* decode_step_ = nullptr;
+  prometheus::Histogram* decode_batch_ = nullptr;
+  prometheus::Histogram* prefill_tokens_ = nullptr;
+  prometheus::Gauge* active_streams_ = nullptr;
+  prometheus::Gauge* serving_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* model_info_ = nullptr;
+};
+
+}  // namespace hgrn2::server

@@ -1,0 +1,49 @@
+// ServerOptions: everything hgrn2-server's flags set, with their defaults, in one struct.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/time/time.h"
+#include "engine/engine.h"
+
+namespace hgrn2::server {
+
+// Limits on what one request may ask for. A request over a limit gets INVALID_ARGUMENT naming it.
+struct RequestLimits {
+  int64_t max_prompt_tokens = 16384;  // prompt (or scored text) length after encoding
+  int32_t max_new_tokens = 4096;
+  int32_t default_max_new_tokens = 256;  // when a request leaves max_new_tokens at 0
+  int32_t max_stop_strings = 16;
+  int32_t max_stop_string_bytes = 256;
+  int32_t max_stop_token_ids = 64;
+  int32_t max_logprobs = 20;  // alternatives per token (the device sampler's limit)
+  int32_t max_logit_bias = 1024;
+  int32_t max_request_id_bytes = 256;
+  int64_t max_text_bytes = 4 << 20;  // a text prompt or continuation
+};
+
+struct ServerOptions {
+  std::string model_dir;  // config.json, weights and (optionally) a tokenizer
+  std::string host = "0.0.0.0";
+  int port = 50051;             // 0 = any free port (the bound one is logged and in Server::port())
+  int metrics_port = 9400;      // 0 = no metrics endpoint
+  std::string metrics_host;     // empty: the same as host
+  std::string device = "auto";  // cpu, cuda or auto
+  std::string dtype = "bf16";   // cuda: weights and activations (bf16, f16, f32)
+  std::string state_dtype = "f32";
+  EngineOptions engine;
+  RequestLimits limits;
+  // SIGTERM/SIGINT: in-flight requests get this long to finish before they are cut off.
+  absl::Duration drain_timeout = absl::Seconds(30);
+  // A tiny forward pass this often checks the device; health goes NOT_SERVING when it fails or
+  // takes longer than health_check_timeout. Zero turns the periodic check off.
+  absl::Duration health_check_interval = absl::Seconds(10);
+  absl::Duration health_check_timeout = absl::Seconds(30);
+  // Threads that turn engine tokens into stream messages (detokenize, stop strings, writes).
+  int stream_threads = 2;
+  // Largest request message accepted (bytes).
+  int max_receive_message_bytes = 16 << 20;
+};
+
+}  // namespace hgrn2::server

@@ -1,0 +1,302 @@
+// Request checks and conversion for the hgrn2.v1 messages (see requests.h).
+#include "server/requests.h"
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/status_macros.h"
+
+namespace hgrn2::server {
+namespace {
+
+// Values at or below this in logit_bias ban the token (-inf does not survive JSON).
+constexpr float kBanBias = -1e30f;
+
+absl::Status Invalid(absl::string_view field, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
+}
+
+absl::Status NoSessions(absl::string_view field) {
+  return absl::UnimplementedError(
+      absl::StrCat(field, ": sessions are not available in this server version"));
+}
+
+absl::Status CheckIds(absl::Span<const int32_t> ids, absl::string_view field,
+                      const ModelConfig& config) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= config.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "] = ", ids[i],
+                                                     " is outside the vocabulary [0, ",
+                                                     config.vocab_size, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const Tokenizer*> TokenizerFor(absl::string_view field, const ModelContext& model) {
+  if (model.tokenizer == nullptr) {
+    return Invalid(field,
+                   "this model has no tokenizer (no tokenizer.json or tokenizer.model); "
+                   "send token ids");
+  }
+  return model.tokenizer;
+}
+
+// Encodes `text` without special tokens; BOS first when `add_bos` and the tokenizer has one.
+absl::StatusOr<std::vector<int32_t>> EncodeText(const std::string& text, bool add_bos,
+                                                absl::string_view field,
+                                                const ModelContext& model) {
+  HGRN2_ASSIGN_OR_RETURN(const Tokenizer* tokenizer, TokenizerFor(field, model));
+  if (static_cast<int64_t>(text.size()) > model.limits.max_text_bytes) {
+    return Invalid(field,
+                   absl::StrCat(text.size(), " bytes, the limit is ", model.limits.max_text_bytes));
+  }
+  absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(text, /*add_special=*/false);
+  if (!ids.ok()) return Invalid(field, ids.status().message());
+  if (add_bos && tokenizer->bos_id().has_value()) ids->insert(ids->begin(), *tokenizer->bos_id());
+  return ids;
+}
+
+absl::Status CheckLength(int64_t tokens, absl::string_view what, const ModelContext& model) {
+  if (tokens > model.limits.max_prompt_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", tokens, " tokens, the limit is ",
+                                                   model.limits.max_prompt_tokens,
+                                                   " (--max-prompt-tokens)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SamplingParams> ToSampling(const v1::GenerateRequest& request,
+                                          const ModelContext& model) {
+  const v1::SamplingParams& in = request.sampling();
+  SamplingParams out;
+  out.temperature = in.has_temperature() ? in.temperature() : 1.0f;
+  out.top_k = in.top_k();
+  out.top_p = in.has_top_p() ? in.top_p() : 1.0f;
+  out.min_p = in.min_p();
+  out.repetition_penalty = in.has_repetition_penalty() ? in.repetition_penalty() : 1.0f;
+  out.presence_penalty = in.presence_penalty();
+  out.frequency_penalty = in.frequency_penalty();
+  if (in.has_seed()) out.seed = in.seed();
+  if (in.logit_bias_size() > model.limits.max_logit_bias) {
+    return Invalid(
+        "sampling.logit_bias",
+        absl::StrCat(in.logit_bias_size(), " entries, the limit is ", model.limits.max_logit_bias));
+  }
+  for (const auto& [id, bias] : in.logit_bias()) {
+    out.logit_bias.emplace_back(id,
+                                bias <= kBanBias ? -std::numeric_limits<float>::infinity() : bias);
+  }
+  // Map order is unspecified; entries of one id add up, so sort for a fixed order.
+  std::sort(out.logit_bias.begin(), out.logit_bias.end());
+  if (request.logprobs() > static_cast<uint32_t>(model.limits.max_logprobs)) {
+    return Invalid("logprobs", absl::StrCat("must be at most ", model.limits.max_logprobs, ", got ",
+                                            request.logprobs()));
+  }
+  out.num_top_logprobs = static_cast<int32_t>(request.logprobs());
+  if (absl::Status valid = out.Validate(model.config->vocab_size); !valid.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.", valid.message()));
+  }
+  return out;
+}
+
+absl::StatusOr<StoppingParams> ToStopping(const v1::GenerateRequest& request,
+                                          const ModelContext& model) {
+  StoppingParams out;
+  const RequestLimits& limits = model.limits;
+  if (request.max_new_tokens() > static_cast<uint32_t>(limits.max_new_tokens)) {
+    return Invalid("max_new_tokens",
+                   absl::StrCat("must be at most ", limits.max_new_tokens,
+                                " (--max-new-tokens), got ", request.max_new_tokens()));
+  }
+  out.max_new_tokens = request.max_new_tokens() == 0
+                           ? limits.default_max_new_tokens
+                           : static_cast<int32_t>(request.max_new_tokens());
+  if (request.stop_token_ids_size() > limits.max_stop_token_ids) {
+    return Invalid("stop_token_ids",
+                   absl::StrCat(request.stop_token_ids_size(), " ids, the limit is ",
+                                limits.max_stop_token_ids));
+  }
+  out.stop_token_ids.assign(request.stop_token_ids().begin(), request.stop_token_ids().end());
+  out.ignore_eos = request.ignore_eos();
+  HGRN2_RETURN_IF_ERROR(out.Validate(model.config->vocab_size));
+  return out;
+}
+
+absl::Status CheckStopStrings(const v1::GenerateRequest& request, const ModelContext& model) {
+  if (request.stop_size() == 0) return absl::OkStatus();
+  HGRN2_RETURN_IF_ERROR(TokenizerFor("stop", model).status());
+  const RequestLimits& limits = model.limits;
+  if (request.stop_size() > limits.max_stop_strings) {
+    return Invalid("stop", absl::StrCat(request.stop_size(), " strings, the limit is ",
+                                        limits.max_stop_strings));
+  }
+  for (int i = 0; i < request.stop_size(); ++i) {
+    const std::string& stop = request.stop(i);
+    const std::string field = absl::StrCat("stop[", i, "]");
+    if (stop.empty()) return Invalid(field, "empty");
+    if (static_cast<int32_t>(stop.size()) > limits.max_stop_string_bytes) {
+      return Invalid(
+          field, absl::StrCat(stop.size(), " bytes, the limit is ", limits.max_stop_string_bytes));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<PreparedGeneration> PrepareGenerate(const v1::GenerateRequest& request,
+                                                   const ModelContext& model) {
+  if (!request.session_id().empty()) return NoSessions("session_id");
+  if (!request.save_session_as().empty()) return NoSessions("save_session_as");
+  PreparedGeneration out;
+  switch (request.prompt_case()) {
+    case v1::GenerateRequest::kText: {
+      HGRN2_ASSIGN_OR_RETURN(const Tokenizer* tokenizer, TokenizerFor("text", model));
+      if (static_cast<int64_t>(request.text().size()) > model.limits.max_text_bytes) {
+        return Invalid("text", absl::StrCat(request.text().size(), " bytes, the limit is ",
+                                            model.limits.max_text_bytes));
+      }
+      // The tokenizer's own post-processor: what the model saw around texts in training.
+      const bool add_special = !request.has_add_special_tokens() || request.add_special_tokens();
+      absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(request.text(), add_special);
+      if (!ids.ok()) return Invalid("text", ids.status().message());
+      if (ids->empty()) return Invalid("text", "encodes to no tokens");
+      out.engine.prompt = *std::move(ids);
+      break;
+    }
+    case v1::GenerateRequest::kTokenIds:
+      if (request.token_ids().ids().empty()) return Invalid("token_ids", "empty prompt");
+      HGRN2_RETURN_IF_ERROR(CheckIds(request.token_ids().ids(), "token_ids", *model.config));
+      out.engine.prompt.assign(request.token_ids().ids().begin(), request.token_ids().ids().end());
+      break;
+    default:
+      return Invalid("prompt", "missing: give text or token_ids");
+  }
+  HGRN2_RETURN_IF_ERROR(
+      CheckLength(static_cast<int64_t>(out.engine.prompt.size()), "prompt", model));
+  HGRN2_ASSIGN_OR_RETURN(out.engine.sampling, ToSampling(request, model));
+  HGRN2_ASSIGN_OR_RETURN(out.engine.stopping, ToStopping(request, model));
+  HGRN2_RETURN_IF_ERROR(CheckStopStrings(request, model));
+  out.stop_strings.assign(request.stop().begin(), request.stop().end());
+  out.engine.priority = request.priority();
+  out.prompt_tokens = static_cast<int32_t>(out.engine.prompt.size());
+  return out;
+}
+
+absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request,
+                                           const ModelContext& model) {
+  if (!request.session_id().empty()) return NoSessions("session_id");
+  if (request.top_logprobs() > static_cast<uint32_t>(model.limits.max_logprobs)) {
+    return Invalid("top_logprobs", absl::StrCat("must be at most ", model.limits.max_logprobs,
+                                                ", got ", request.top_logprobs()));
+  }
+  const bool add_bos = !request.has_add_special_tokens() || request.add_special_tokens();
+  std::vector<int32_t> context, continuation;
+  switch (request.continuation_case()) {
+    case v1::ScoreRequest::kContinuationText:
+      if (request.context_case() == v1::ScoreRequest::kContextText) {
+        // As evaluation harnesses do: encode the whole text, and the continuation is what
+        // follows the context's own tokens (a word split across the boundary stays whole).
+        HGRN2_ASSIGN_OR_RETURN(context,
+                               EncodeText(request.context_text(), add_bos, "context_text", model));
+        HGRN2_ASSIGN_OR_RETURN(std::vector<int32_t> whole,
+                               EncodeText(request.context_text() + request.continuation_text(),
+                                          add_bos, "continuation_text", model));
+        if (whole.size() <= context.size()) {
+          return Invalid("continuation_text", "encodes to no tokens after the context");
+        }
+        continuation.assign(whole.begin() + static_cast<ptrdiff_t>(context.size()), whole.end());
+      } else {
+        // BOS goes before the first text: the context's, else the continuation's (where it then
+        // serves as context).
+        const bool bos_first =
+            add_bos && request.context_case() == v1::ScoreRequest::CONTEXT_NOT_SET;
+        HGRN2_ASSIGN_OR_RETURN(continuation, EncodeText(request.continuation_text(), false,
+                                                        "continuation_text", model));
+        if (continuation.empty()) return Invalid("continuation_text", "encodes to no tokens");
+        if (bos_first && model.tokenizer->bos_id().has_value()) {
+          context.push_back(*model.tokenizer->bos_id());
+        }
+      }
+      break;
+    case v1::ScoreRequest::kContinuationIds:
+      if (request.continuation_ids().ids().empty()) {
+        return Invalid("continuation_ids", "empty: nothing to score");
+      }
+      HGRN2_RETURN_IF_ERROR(
+          CheckIds(request.continuation_ids().ids(), "continuation_ids", *model.config));
+      continuation.assign(request.continuation_ids().ids().begin(),
+                          request.continuation_ids().ids().end());
+      break;
+    default:
+      return Invalid("continuation", "missing: give continuation_text or continuation_ids");
+  }
+  if (request.context_case() == v1::ScoreRequest::kContextIds) {
+    if (request.context_ids().ids().empty()) {
+      return Invalid("context_ids", "empty (leave the context out instead)");
+    }
+    HGRN2_RETURN_IF_ERROR(CheckIds(request.context_ids().ids(), "context_ids", *model.config));
+    context.assign(request.context_ids().ids().begin(), request.context_ids().ids().end());
+  } else if (request.context_case() == v1::ScoreRequest::kContextText &&
+             request.continuation_case() == v1::ScoreRequest::kContinuationIds) {
+    HGRN2_ASSIGN_OR_RETURN(context,
+                           EncodeText(request.context_text(), add_bos, "context_text", model));
+    if (context.empty()) return Invalid("context_text", "encodes to no tokens");
+  }
+
+  PreparedScore out;
+  out.context_tokens = static_cast<int32_t>(context.size());
+  if (context.empty()) {
+    if (continuation.size() < 2) {
+      return Invalid("continuation",
+                     "one token and no context: nothing to score (the first "
+                     "token has nothing to condition on)");
+    }
+    out.unscored_tokens = 1;
+  }
+  out.scored_ids.assign(continuation.begin() + out.unscored_tokens, continuation.end());
+  out.engine.tokens = std::move(context);
+  out.engine.tokens.insert(out.engine.tokens.end(), continuation.begin(), continuation.end());
+  HGRN2_RETURN_IF_ERROR(
+      CheckLength(static_cast<int64_t>(out.engine.tokens.size()), "context + continuation", model));
+  out.engine.num_top_logprobs = static_cast<int32_t>(request.top_logprobs());
+  out.engine.priority = request.priority();
+  return out;
+}
+
+absl::StatusOr<std::vector<int32_t>> PrepareTokenize(const v1::TokenizeRequest& request,
+                                                     const ModelContext& model) {
+  HGRN2_ASSIGN_OR_RETURN(const Tokenizer* tokenizer, TokenizerFor("text", model));
+  if (static_cast<int64_t>(request.text().size()) > model.limits.max_text_bytes) {
+    return Invalid("text", absl::StrCat(request.text().size(), " bytes, the limit is ",
+                                        model.limits.max_text_bytes));
+  }
+  const bool add_special = !request.has_add_special_tokens() || request.add_special_tokens();
+  absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(request.text(), add_special);
+  if (!ids.ok()) return Invalid("text", ids.status().message());
+  return ids;
+}
+
+absl::StatusOr<std::string> RequestIdOf(const std::string& given, const RequestLimits& limits) {
+  if (given.empty()) {
+    thread_local std::mt19937_64 random(std::random_device{}());
+    return absl::StrFormat("req-%016x", random());
+  }
+  if (static_cast<int32_t>(given.size()) > limits.max_request_id_bytes) {
+    return Invalid("request_id", absl::StrCat(given.size(), " bytes, the limit is ",
+                                              limits.max_request_id_bytes));
+  }
+  for (char c : given) {
+    if (c < 0x21 || c > 0x7e) {
+      return Invalid("request_id", "only printable ASCII without spaces is allowed");
+    }
+  }
+  return given;
+}
+
+}  // namespace hgrn2::server

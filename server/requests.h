@@ -1,0 +1,50 @@
+// Turning hgrn2.v1 request messages into engine requests: every field checked against the model
+// and the server's limits, text encoded with the model's tokenizer. No gRPC calls here, so each
+// rule is tested directly.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/engine.h"
+#include "engine/model_config.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "hgrn2/v1/inference.pb.h"
+#include "server/options.h"
+
+namespace hgrn2::server {
+
+// What request handling needs to know about the loaded model.
+struct ModelContext {
+  const ModelConfig* config = nullptr;
+  const Tokenizer* tokenizer = nullptr;  // null: the model serves token ids only
+  RequestLimits limits;
+};
+
+struct PreparedGeneration {
+  GenerationRequest engine;  // prompt, sampling, stopping and priority; callbacks unset
+  std::vector<std::string> stop_strings;
+  int32_t prompt_tokens = 0;
+};
+
+struct PreparedScore {
+  ScoreRequest engine;              // tokens and alternatives; callbacks unset
+  std::vector<int32_t> scored_ids;  // the continuation tokens that get a log-probability
+  int32_t context_tokens = 0;
+  int32_t unscored_tokens = 0;  // leading continuation tokens used as context only
+};
+
+// INVALID_ARGUMENT naming the field and the reason (UNIMPLEMENTED for sessions, which this
+// version does not have).
+absl::StatusOr<PreparedGeneration> PrepareGenerate(const v1::GenerateRequest& request,
+                                                   const ModelContext& model);
+absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request,
+                                           const ModelContext& model);
+absl::StatusOr<std::vector<int32_t>> PrepareTokenize(const v1::TokenizeRequest& request,
+                                                     const ModelContext& model);
+// The request id to use: the client's (checked for length and printable ASCII) or a new one.
+absl::StatusOr<std::string> RequestIdOf(const std::string& given, const RequestLimits& limits);
+
+}  // namespace hgrn2::server

@@ -1,0 +1,273 @@
+// Server: start-up (load, warm up, bind), the periodic health probe, and the graceful shutdown.
+#include "server/server.h"
+
+#include <chrono>
+#include <climits>
+#include <future>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "engine/dtype.h"
+#include "engine/status_macros.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+#include "server/log.h"
+
+namespace hgrn2::server {
+namespace {
+
+constexpr const char* kInferenceService = "hgrn2.v1.Inference";
+
+// "bf16", "f16", "f32" (the flags' spelling) to a DType.
+std::optional<DType> FloatDType(absl::string_view name) {
+  if (name == "bf16") return DType::kBF16;
+  if (name == "f16") return DType::kF16;
+  if (name == "f32") return DType::kF32;
+  return std::nullopt;
+}
+
+// The flags' spelling of a float DType.
+std::string FlagName(DType dtype) {
+  switch (dtype) {
+    case DType::kBF16:
+      return "bf16";
+    case DType::kF16:
+      return "f16";
+    default:
+      return "f32";
+  }
+}
+
+absl::Status WithContext(const absl::Status& status, absl::string_view what) {
+  return absl::Status(status.code(), absl::StrCat(what, ": ", status.message()));
+}
+
+// Waits for a scoring request submitted with `done` as its on_done.
+absl::Status AwaitScore(std::shared_ptr<PendingScore> pending, std::future<void> done,
+                        absl::Duration timeout) {
+  if (done.wait_for(absl::ToChronoNanoseconds(timeout)) != std::future_status::ready) {
+    pending->Cancel();
+    return absl::DeadlineExceededError(
+        absl::StrCat("no answer within ", absl::FormatDuration(timeout)));
+  }
+  return pending->Wait().status();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
+  std::unique_ptr<Server> server(new Server(options));
+  HGRN2_RETURN_IF_ERROR(server->Load());
+  HGRN2_RETURN_IF_ERROR(server->WarmUp());
+
+  if (options.metrics_port > 0) {
+    const std::string& host = options.metrics_host.empty() ? options.host : options.metrics_host;
+    HGRN2_RETURN_IF_ERROR(server->metrics_.Serve(host, options.metrics_port));
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  const std::string address = absl::StrCat(options.host, ":", options.port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &server->port_);
+  builder.RegisterService(server->inference_.get());
+  builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  server->grpc_server_ = builder.BuildAndStart();
+  if (server->grpc_server_ == nullptr || server->port_ == 0) {
+    server->grpc_server_.reset();
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
+  }
+  server->SetServing(true);
+  if (options.health_check_interval > absl::ZeroDuration()) {
+    server->probe_thread_ = std::thread([s = server.get()] { s->ProbeLoop(); });
+  }
+  return server;
+}
+
+absl::Status Server::Load() {
+  CudaBackendOptions cuda;
+  const std::optional<DType> dtype = FloatDType(options_.dtype);
+  if (!dtype) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dtype ", options_.dtype, ": expected bf16, f16 or f32"));
+  }
+  cuda.compute_dtype = *dtype;
+  const std::optional<DType> state_dtype = FloatDType(options_.state_dtype);
+  if (!state_dtype || *state_dtype == DType::kF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--state-dtype ", options_.state_dtype, ": expected f32 or bf16"));
+  }
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(options_.device, cuda);
+  if (!backend.ok()) return WithContext(backend.status(), "--device");
+  backend_ = *std::move(backend);
+
+  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(options_.model_dir, *backend_);
+  if (!model.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", options_.model_dir, ": ", model.status().message()));
+  }
+  model_ = *std::move(model);
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(options_.model_dir);
+  if (tokenizer.ok()) {
+    tokenizer_ = *std::move(tokenizer);
+  } else if (!absl::IsNotFound(tokenizer.status())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer in ", options_.model_dir, ": ", tokenizer.status().message()));
+  }
+
+  EngineOptions engine_options = options_.engine;
+  engine_options.max_prompt_tokens = options_.limits.max_prompt_tokens;
+  engine_options.state_dtype = *state_dtype;
+  engine_options.on_step = [metrics = &metrics_](const StepReport& step) {
+    metrics->RecordStep(step);
+  };
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(*model_, engine_options);
+  if (!engine.ok()) return WithContext(engine.status(), "engine");
+  engine_ = *std::move(engine);
+  metrics_.SetEngineStatsSource([engine = engine_.get()] { return engine->Stats(); });
+
+  ServedModel served{.path = options_.model_dir,
+                     .backend = std::string(backend_->name()),
+                     .dtype = FlagName(backend_->compute_dtype()),
+                     .state_dtype = FlagName(*state_dtype)};
+  metrics_.SetModelInfo(served.path, served.backend, served.dtype);
+  workers_ = std::make_unique<WorkerPool>(options_.stream_threads);
+  const ModelContext context{
+      .config = &model_->config(), .tokenizer = tokenizer_.get(), .limits = options_.limits};
+  inference_ = std::make_unique<InferenceService>(*engine_, context, engine_options,
+                                                  std::move(served), metrics_, calls_, *workers_);
+  const ModelConfig& c = model_->config();
+  Log(absl::StrCat("loaded ", options_.model_dir, ": ", c.num_layers, " layers, hidden ",
+                   c.hidden_size, ", vocabulary ", c.vocab_size, ", ", c.num_parameters(),
+                   " parameters, on ", backend_->name(), " (", FlagName(backend_->compute_dtype()),
+                   "); ",
+                   tokenizer_ ? tokenizer_->kind() : std::string("no tokenizer: token ids only")));
+  return absl::OkStatus();
+}
+
+absl::Status Server::WarmUp() {
+  const absl::Time start = absl::Now();
+  HGRN2_RETURN_IF_ERROR(Probe(options_.health_check_timeout));
+  // A short generation: a decode step runs (and on the GPU, is recorded) before the first user.
+  GenerationRequest request;
+  request.prompt = {0, 0, 0};
+  request.sampling.temperature = 0.0f;
+  request.stopping.max_new_tokens = 2;
+  request.stopping.ignore_eos = true;
+  absl::StatusOr<std::shared_ptr<GenerationStream>> stream = engine_->Generate(request);
+  if (!stream.ok()) return WithContext(stream.status(), "warm-up");
+  const StreamUpdate end = (*stream)->Wait();
+  if (!end.end->status.ok()) return WithContext(end.end->status, "warm-up generation");
+  Log(absl::StrCat("warm-up passed in ", absl::FormatDuration(absl::Now() - start)));
+  return absl::OkStatus();
+}
+
+absl::Status Server::Probe(absl::Duration timeout) {
+  auto done = std::make_shared<std::promise<void>>();
+  ScoreRequest request;
+  request.tokens = {0, 0};
+  request.priority = INT32_MAX;
+  request.on_done = [done] { done->set_value(); };
+  absl::StatusOr<std::shared_ptr<PendingScore>> pending = engine_->Score(std::move(request));
+  if (!pending.ok()) return WithContext(pending.status(), "health probe");
+  absl::Status status = AwaitScore(*pending, done->get_future(), timeout);
+  return status.ok() ? status : WithContext(status, "health probe");
+}
+
+void Server::ProbeLoop() {
+  bool serving = true;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      if (changed_.wait_for(lock, absl::ToChronoNanoseconds(options_.health_check_interval),
+                            [&] { return shutting_down_; })) {
+        return;
+      }
+    }
+    const absl::Status probe = Probe(options_.health_check_timeout);
+    if (probe.ok() != serving) {
+      serving = probe.ok();
+      Log(serving ? std::string("health probe passed again: SERVING")
+                  : absl::StrCat("health probe failed, NOT_SERVING: ", probe.message()));
+      SetServing(serving);
+    }
+  }
+}
+
+void Server::SetServing(bool serving) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (shutting_down_ || grpc_server_ == nullptr) return;
+  grpc::HealthCheckServiceInterface* health = grpc_server_->GetHealthCheckService();
+  health->SetServingStatus(serving);
+  health->SetServingStatus(kInferenceService, serving);
+  metrics_.SetServing(serving);
+}
+
+void Server::Shutdown(absl::Duration drain_timeout) {
+  {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (shutting_down_) {
+      changed_.wait(lock, [&] { return shut_down_; });
+      return;
+    }
+    shutting_down_ = true;
+    // NOT_SERVING for every service from now on.
+    if (grpc_server_ != nullptr) grpc_server_->GetHealthCheckService()->Shutdown();
+    metrics_.SetServing(false);
+  }
+  changed_.notify_all();
+  calls_.StartDraining();
+  Log(absl::StrCat("draining: ", calls_.active(), " calls in progress, up to ",
+                   absl::FormatDuration(drain_timeout)));
+  const absl::Time deadline = absl::Now() + drain_timeout;
+  while (absl::Now() < deadline) {
+    if (calls_.WaitIdle(std::min(absl::Milliseconds(50), deadline - absl::Now()))) break;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stop_draining_) break;
+  }
+  const int64_t left = calls_.active();
+  if (left > 0) Log(absl::StrCat("drain over: ending ", left, " calls with UNAVAILABLE"));
+  if (probe_thread_.joinable()) probe_thread_.join();
+  engine_->Stop();
+  if (grpc_server_ != nullptr) {
+    grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    grpc_server_->Wait();
+  }
+  workers_.reset();
+  Log("stopped");
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    shut_down_ = true;
+  }
+  changed_.notify_all();
+}
+
+void Server::StopDraining() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_draining_ = true;
+  }
+  changed_.notify_all();
+}
+
+void Server::Wait() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return shut_down_; });
+}
+
+Server::~Server() {
+  bool running;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    running = !shut_down_;
+  }
+  if (running && engine_ != nullptr) Shutdown(absl::ZeroDuration());
+  if (probe_thread_.joinable()) probe_thread_.join();
+}
+
+}  // namespace hgrn2::server

@@ -1,0 +1,77 @@
+// Server: hgrn2-server's parts put together — the model, the engine, the gRPC services (inference,
+// health, reflection), the metrics endpoint, the health probe and the graceful shutdown.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "engine/backend.h"
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "grpcpp/server.h"
+#include "server/call_tracker.h"
+#include "server/inference_service.h"
+#include "server/metrics.h"
+#include "server/options.h"
+#include "server/worker_pool.h"
+
+namespace hgrn2::server {
+
+// Thread-safety: Shutdown and Wait may be called from any thread, once each.
+class Server {
+ public:
+  // Loads the model and its tokenizer, starts the engine, runs a warm-up (a scoring pass and a
+  // short generation), binds the ports and starts serving: health is SERVING when this returns.
+  // InvalidArgument for bad options or a model that cannot be loaded; Unavailable for a port
+  // that cannot be bound; Internal when the warm-up fails.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
+  // Shutdown(absl::ZeroDuration()) if not shut down yet.
+  ~Server();
+
+  int port() const { return port_; }
+  int metrics_port() const { return metrics_.port(); }
+  const ModelConfig& config() const { return model_->config(); }
+
+  // Graceful shutdown: health goes NOT_SERVING and new calls get UNAVAILABLE at once; calls in
+  // progress get up to `drain_timeout` to finish; then the engine stops (what is left ends with
+  // UNAVAILABLE) and the gRPC server shuts down. Returns when everything has stopped.
+  void Shutdown(absl::Duration drain_timeout);
+  // Cuts a Shutdown's drain short (a second signal).
+  void StopDraining();
+  // Blocks until Shutdown has finished.
+  void Wait();
+
+ private:
+  explicit Server(const ServerOptions& options) : options_(options) {}
+  absl::Status Load();
+  absl::Status WarmUp();
+  // Submits a tiny scoring pass and waits for it (up to `timeout`).
+  absl::Status Probe(absl::Duration timeout);
+  void ProbeLoop();
+  void SetServing(bool serving);
+
+  const ServerOptions options_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  ServerMetrics metrics_;
+  std::unique_ptr<Engine> engine_;
+  CallTracker calls_;
+  std::unique_ptr<WorkerPool> workers_;
+  std::unique_ptr<InferenceService> inference_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  int port_ = 0;
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool shutting_down_ = false;
+  bool shut_down_ = false;
+  bool stop_draining_ = false;
+  std::thread probe_thread_;
+};
+
+}  // namespace hgrn2::server
