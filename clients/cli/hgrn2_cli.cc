@@ -77,7 +77,7 @@ struct GenerateOptions {
   std::vector<std::string> stop;
   std::string stop_ids;
   bool ignore_eos = false;
-  uint32_t logprobs = 0;
+  std::optional<uint32_t> logprobs;  // given: print the logprob lines (0: no alternatives)
   int32_t priority = 0;
   bool no_special_tokens = false;
   std::string request_id;
@@ -299,7 +299,7 @@ int Generate(Connection& connection, const GenerateOptions& options) {
   if (!stop_ids.ok()) return Fail(kExitUsage, stop_ids.status().message());
   request.mutable_stop_token_ids()->Assign(stop_ids->begin(), stop_ids->end());
   request.set_ignore_eos(options.ignore_eos);
-  request.set_logprobs(options.logprobs);
+  request.set_logprobs(options.logprobs.value_or(0));
   request.set_priority(options.priority);
   if (options.no_special_tokens) request.set_add_special_tokens(false);
   request.set_request_id(options.request_id);
@@ -353,7 +353,10 @@ int Generate(Connection& connection, const GenerateOptions& options) {
     // A model without a tokenizer sends no text: its ids are the output.
     if (!options.print_ids && !any_text && !ids.empty()) Write(absl::StrJoin(ids, ","));
     if (!ids.empty() || any_text) Write("\n");
-    for (size_t i = 0; i < logprobs.size(); ++i) Write(LogprobLine(i, logprobs[i]) + "\n");
+    // The server sends each token's logprob; they are printed when asked for.
+    if (options.logprobs) {
+      for (size_t i = 0; i < logprobs.size(); ++i) Write(LogprobLine(i, logprobs[i]) + "\n");
+    }
     std::fflush(stdout);
   }
   if (!status.ok()) {
@@ -434,17 +437,14 @@ int Score(Connection& connection, const ScoreOptions& options) {
     Write(ToJson(response) + "\n");
     return 0;
   }
-  // "i id logprob [id:logprob ...]" per continuation token; "-" for the unscored leading ones.
+  // "i id logprob [id:logprob ...]" per scored token, i its position in the continuation (the
+  // unscored leading tokens are not in the response: without context, scoring starts at 1).
   for (int i = 0; i < response.token_ids_size(); ++i) {
-    if (i < static_cast<int>(response.unscored_tokens())) {
-      Write(absl::StrFormat("%d %d -\n", i, response.token_ids(i)));
-      continue;
-    }
     pb::TokenLogprob line;
     line.set_token_id(response.token_ids(i));
     line.set_logprob(i < response.token_logprobs_size() ? response.token_logprobs(i) : 0.0f);
     if (i < response.top_logprobs_size()) *line.mutable_top() = response.top_logprobs(i).top();
-    Write(LogprobLine(i, line) + "\n");
+    Write(LogprobLine(response.unscored_tokens() + i, line) + "\n");
   }
   Write(absl::StrFormat("total %.6f greedy %s\n", response.total_logprob(),
                         response.is_greedy() ? "yes" : "no"));
@@ -540,7 +540,7 @@ int Info(Connection& connection, bool json) {
       Bytes(info.state_bytes_per_sequence()), limits.max_prompt_tokens(), limits.max_new_tokens(),
       limits.default_max_new_tokens(), limits.max_stop_strings(), limits.max_stop_string_bytes(),
       limits.max_logprobs(), limits.max_running(), limits.max_queued(),
-      info.server_version().empty() ? "hgrn2-server" : info.server_version()));
+      absl::StrCat("hgrn2-server ", info.server_version())));
   return 0;
 }
 
@@ -604,8 +604,9 @@ int main(int argc, char** argv) {
       ->allow_extra_args(false);
   generate_cmd->add_option("--stop-ids", gen.stop_ids, "token ids that end generation, a,b,c");
   generate_cmd->add_flag("--ignore-eos", gen.ignore_eos, "do not stop at the model's EOS token");
-  generate_cmd->add_option("--logprobs", gen.logprobs,
-                           "print each token's logprob and N alternatives after the output");
+  generate_cmd->add_option(
+      "--logprobs", gen.logprobs,
+      "after the output, print each token's logprob and N alternatives (0: none)");
   generate_cmd->add_option("--priority", gen.priority, "higher runs first when the server is busy");
   generate_cmd->add_flag("--no-special-tokens", gen.no_special_tokens,
                          "text prompts: do not add the tokenizer's special tokens (BOS)");

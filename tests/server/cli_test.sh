@@ -172,19 +172,19 @@ for a, b in zip(cli, run):
     assert a.split()[1] == b.split()[1] and abs(float(a.split()[2]) - float(b.split()[2])) < 1e-4
 PY
 check "score of a continuation that is not the argmax: greedy no" $?
-# No context: the first continuation token only conditions.
+# No context: the first continuation token only conditions; lines start at position 1, as
+# hgrn2-run --score's do.
 "$run" --model "$tiny" --prompt-ids "$prompt" --score >"$scratch/score.run" 2>/dev/null
 c score --continuation-ids "$prompt" >"$scratch/score.cli" 2>/dev/null
 python3 - "$scratch/score.cli" "$scratch/score.run" <<'PY'
 import sys
 cli = open(sys.argv[1]).read().splitlines()
 run = open(sys.argv[2]).read().splitlines()
-assert cli[0] == "0 1 -", cli
-assert len(cli) == len(run) + 2, (cli, run)
-for a, b in zip(cli[1:-1], run):
+assert len(cli) == len(run) + 1 and cli[0].startswith("1 17 "), (cli, run)
+for a, b in zip(cli[:-1], run):
     assert a.split()[:2] == b.split()[:2] and abs(float(a.split()[2]) - float(b.split()[2])) < 1e-4
 PY
-check "score without context: the first token unscored ('0 1 -'), the rest as hgrn2-run" $?
+check "score without context: the first token unscored, the rest as hgrn2-run --score" $?
 c score --context-ids $prompt --continuation-ids "$continuation" --json >"$scratch/score.json"
 python3 - "$scratch/score.json" "$continuation" <<'PY'
 import json, sys
@@ -280,9 +280,10 @@ pids+=("$client")
 for ((i = 0; i < 200; i++)); do [[ -s $scratch/int.out ]] && break; sleep 0.05; done
 running=$(metric hgrn2_running_sequences)
 kill -INT "$client"
-code=$(wait_exit "$client" 10)
-[[ $running == 1 && $code == 130 && $(cat "$scratch/int.err") == "hgrn2-cli: cancelled after "*" generated tokens" ]]
-check "Ctrl-C during generate: exit 130, 'cancelled after N generated tokens' (running $running, $code: $(cat "$scratch/int.err"))" $?
+wait_exit "$client" 10
+err=$(cat "$scratch/int.err")
+[[ $running == 1 && $exit_code == 130 && $err == "hgrn2-cli: cancelled after "*" generated tokens" ]]
+check "Ctrl-C during generate: exit 130, 'cancelled after N generated tokens' (running $running, $exit_code: $err)" $?
 sequences_freed; check "... and the server frees its sequence" $?
 out=$(c generate --ids $prompt --max-new-tokens 40 --temperature 0 --ignore-eos --print-ids 2>/dev/null)
 [[ $out == "$greedy" ]]; check "... and serves the next request as before" $?
@@ -319,8 +320,9 @@ got=$(c detokenize "$want" --keep-special-tokens)
 flags=(--max-new-tokens 16 --temperature 0 --ignore-eos)
 "$run" --model "$texted" --prompt "$text_prompt" "${flags[@]}" >"$scratch/text.run" 2>/dev/null
 c generate "$text_prompt" "${flags[@]}" >"$scratch/text.cli" 2>"$scratch/err"
+got=$(head -c 80 "$scratch/text.cli")
 cmp -s "$scratch/text.run" "$scratch/text.cli"
-check "generate TEXT: hgrn2-run --prompt's text ($(head -c 80 "$scratch/text.cli"))" $?
+check "generate TEXT: hgrn2-run --prompt's text ($got)" $?
 want=$("$run" --model "$texted" --prompt "$text_prompt" "${flags[@]}" --print-ids 2>/dev/null)
 got=$(c generate "$text_prompt" "${flags[@]}" --print-ids 2>/dev/null)
 [[ -n $want && $got == "$want" ]]; check "generate TEXT --print-ids: hgrn2-run's ids" $?
@@ -341,8 +343,10 @@ full = open(sys.argv[1], encoding="utf-8").read()
 got = open(sys.argv[2], encoding="utf-8").read()
 assert got == full[:full.index(sys.argv[3])] + "\n", (got, full, sys.argv[3])
 PY
-[[ $? -eq 0 && $(cat "$scratch/err") == "[finish: stop \""* ]]
-check "--stop '$stop': the text before it, finish: stop \"...\" ($(cat "$scratch/err"))" $?
+code=$?
+err=$(cat "$scratch/err")
+[[ $code -eq 0 && $err == "[finish: stop \""* ]]
+check "--stop '$stop': the text before it, finish: stop \"...\" ($err)" $?
 
 # Score with text on both sides: the continuation is what follows the context's own tokens.
 whole=$(printf '%s' "$text_prompt" | "$tok" --tokenizer "$texted" --add-special | tr ' ' ,)
@@ -360,7 +364,7 @@ for a, b in zip(cli, run):
 PY
 check "score --context TEXT --continuation TEXT: hgrn2-run --score on the whole text's tokens" $?
 
-expect_rpc_error INVALID_ARGUMENT prompt generate "" --no-special-tokens
+expect_rpc_error INVALID_ARGUMENT "no tokens" generate "" --no-special-tokens
 expect_rpc_error INVALID_ARGUMENT 5000 detokenize 5000
 
 finish

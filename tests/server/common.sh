@@ -10,13 +10,20 @@ pids=()
 scratch=$(mktemp -d)
 cleanup() {
   local pid
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-  wait 2>/dev/null
+  # SIGTERM first (an idle server exits at once), SIGKILL for whatever is left after 5 s.
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${pids[@]}"; do
+    wait_exit "$pid" 5
+    [[ $exit_code == timeout ]] && kill -KILL "$pid"
+  done
+  { wait; } 2>/dev/null
   rm -rf "$scratch"
 }
 trap cleanup EXIT
 
-check() {  # check NAME CONDITION-EXIT-CODE
+# check NAME STATUS. NAME must hold no command substitution: "$(...)" there runs before "$?" is
+# expanded and would replace the status being checked.
+check() {
   if [[ $2 -eq 0 ]]; then echo "ok: $1"; else echo "FAIL: $1"; failures=$((failures + 1)); fi
 }
 finish() {
@@ -54,14 +61,15 @@ start_server() {
   return 1
 }
 
-# wait_exit PID SECONDS: waits for a child to exit; prints its exit code, or "timeout".
+# wait_exit PID SECONDS: waits for a child of this shell to exit; sets exit_code to its exit
+# status, or to "timeout". (Not in a "$(...)": a subshell cannot wait for its parent's children.)
 wait_exit() {
   local pid=$1 deadline=$((SECONDS + $2))
   while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
   if kill -0 "$pid" 2>/dev/null; then
-    echo timeout
+    exit_code=timeout
   else
     wait "$pid"
-    echo $?
+    exit_code=$?
   fi
 }

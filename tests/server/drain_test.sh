@@ -46,13 +46,14 @@ check "a new generate while draining: UNAVAILABLE, exit 1 ($code: $err)" $?
 kill -0 "$client" 2>/dev/null
 check "... while the first one still streams" $?
 
-code=$(wait_exit "$client" 120)
+wait_exit "$client" 120
 ids=$(tr , '\n' <"$scratch/long1.out" | grep -c .)
 summary=$(cat "$scratch/long1.err")
-[[ $code == 0 && $ids -eq $long && $summary == "[finish: length, 3 prompt + $long generated tokens"* ]]
-check "the in-flight generation completes in full: $ids ids, exit $code ($summary)" $?
-code=$(wait_exit "$server_pid" 30)
-[[ $code == 0 ]]; check "the server exits 0 after the drain ($code, $(elapsed "$term_at" "$(now)") s after SIGTERM)" $?
+[[ $exit_code == 0 && $ids -eq $long && $summary == "[finish: length, 3 prompt + $long generated tokens"* ]]
+check "the in-flight generation completes in full: $ids ids, exit $exit_code ($summary)" $?
+wait_exit "$server_pid" 30
+took=$(elapsed "$term_at" "$(now)")
+[[ $exit_code == 0 ]]; check "the server exits 0 after the drain ($exit_code, $took s after SIGTERM)" $?
 
 # --- 2: a drain cut short by --drain-timeout 1 ------------------------------------------------------
 if ! start_server "$scratch/server2.log" --model "$tiny" --metrics-port 0 --max-new-tokens 1000000 \
@@ -63,12 +64,13 @@ fi
 start_generation $((10 * long)) long2; check "a $((10 * long))-token generation streams" $?
 kill -TERM "$server_pid"
 term_at=$(now)
-code=$(wait_exit "$server_pid" 10)
+wait_exit "$server_pid" 10
 took=$(elapsed "$term_at" "$(now)")
 python3 -c "import sys; sys.exit(not float(sys.argv[1]) < 4)" "$took"
-[[ $? -eq 0 && $code == 0 ]]
-check "with --drain-timeout 1 the server exits 0 within 1 s + 3 s of margin ($code after $took s)" $?
-code=$(wait_exit "$client" 10)
+[[ $? -eq 0 && $exit_code == 0 ]]
+check "with --drain-timeout 1 the server exits 0 within 1 s + 3 s of margin ($exit_code after $took s)" $?
+wait_exit "$client" 10
+code=$exit_code
 ids=$(tr , '\n' <"$scratch/long2.out" | grep -c .)
 err=$(cat "$scratch/long2.err")
 [[ $code == 1 && $ids -lt $((10 * long)) && $err =~ ^hgrn2-cli:\ (UNAVAILABLE|CANCELLED|ABORTED): ]]
