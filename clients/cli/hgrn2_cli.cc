@@ -116,6 +116,40 @@ int Fail(int code, absl::string_view message) {
 
 void Write(absl::string_view text) { std::fwrite(text.data(), 1, text.size(), stdout); }
 
+// Strict UTF-8 (no overlong forms, surrogates or code points past U+10FFFF): proto3 strings must
+// be UTF-8, and protobuf would refuse to send anything else.
+bool IsUtf8(absl::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
+    const unsigned char lead = byte(i);
+    size_t length;
+    unsigned char low = 0x80, high = 0xBF;  // the allowed range of the second byte
+    if (lead < 0x80) {
+      length = 1;
+    } else if (lead >= 0xC2 && lead <= 0xDF) {
+      length = 2;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+      length = 3;
+      if (lead == 0xE0) low = 0xA0;
+      if (lead == 0xED) high = 0x9F;
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+      length = 4;
+      if (lead == 0xF0) low = 0x90;
+      if (lead == 0xF4) high = 0x8F;
+    } else {
+      return false;
+    }
+    if (i + length > text.size()) return false;
+    for (size_t k = 1; k < length; ++k) {
+      const unsigned char next = byte(i + k);
+      if (next < (k == 1 ? low : 0x80) || next > (k == 1 ? high : 0xBF)) return false;
+    }
+    i += length;
+  }
+  return true;
+}
+
 absl::StatusOr<std::vector<int32_t>> ParseIds(absl::string_view text, absl::string_view flag) {
   std::vector<int32_t> ids;
   if (absl::StripAsciiWhitespace(text).empty()) return ids;
@@ -257,6 +291,7 @@ std::string LogprobLine(size_t index, const pb::TokenLogprob& logprob) {
 int Generate(Connection& connection, const GenerateOptions& options) {
   pb::GenerateRequest request;
   if (options.text) {
+    if (!IsUtf8(*options.text)) return Fail(kExitUsage, "generate: TEXT is not valid UTF-8");
     request.set_text(*options.text);
   } else {
     absl::StatusOr<std::vector<int32_t>> ids = ParseIds(options.ids, "--ids");
@@ -294,7 +329,10 @@ int Generate(Connection& connection, const GenerateOptions& options) {
     (*sampling.mutable_logit_bias())[id] = is_ban ? -std::numeric_limits<float>::infinity() : value;
   }
   request.set_max_new_tokens(options.max_new_tokens);
-  for (const std::string& stop : options.stop) request.add_stop(stop);
+  for (const std::string& stop : options.stop) {
+    if (!IsUtf8(stop)) return Fail(kExitUsage, "--stop: a stop string is not valid UTF-8");
+    request.add_stop(stop);
+  }
   absl::StatusOr<std::vector<int32_t>> stop_ids = ParseIds(options.stop_ids, "--stop-ids");
   if (!stop_ids.ok()) return Fail(kExitUsage, stop_ids.status().message());
   request.mutable_stop_token_ids()->Assign(stop_ids->begin(), stop_ids->end());
@@ -391,6 +429,10 @@ template <typename SetText, typename SetIds>
 bool SetScoreSide(const std::optional<std::string>& text, const std::string& ids_flag_value,
                   absl::string_view flag, SetText set_text, SetIds set_ids) {
   if (text) {
+    if (!IsUtf8(*text)) {
+      Fail(kExitUsage, absl::StrCat(absl::StripSuffix(flag, "-ids"), ": not valid UTF-8"));
+      return false;
+    }
     set_text(*text);
     return true;
   }
@@ -453,6 +495,7 @@ int Score(Connection& connection, const ScoreOptions& options) {
 
 int Tokenize(Connection& connection, const TokenizeOptions& options) {
   pb::TokenizeRequest request;
+  if (!IsUtf8(options.text)) return Fail(kExitUsage, "tokenize: TEXT is not valid UTF-8");
   request.set_text(options.text);
   if (options.no_special_tokens) request.set_add_special_tokens(false);
   auto stub = pb::Inference::NewStub(connection.channel());

@@ -245,6 +245,11 @@ expect_usage_error "a negative --timeout" info --timeout -1
 expect_usage_error "--print-ids with --json" generate --ids 1 --print-ids --json
 expect_usage_error "score without a continuation" score --context-ids 1
 expect_usage_error "tokenize without text" tokenize
+expect_usage_error "a prompt that is not UTF-8" generate $'\xff'
+expect_usage_error "an overlong UTF-8 form" generate $'\xc0\xaf'
+expect_usage_error "a surrogate in UTF-8" tokenize $'a\xed\xa0\x80'
+expect_usage_error "a stop string that is not UTF-8" generate --ids 1 --stop $'\xe2\x82'
+expect_usage_error "a context that is not UTF-8" score --context $'\xf5' --continuation a
 
 # An unreachable server: UNAVAILABLE, one line, exit 1 (quickly: no waiting for a server).
 nobody=127.0.0.1:$(free_port)
