@@ -15,6 +15,7 @@
 #include "engine/dtype.h"
 #include "engine/tokenizer/stream_decoder.h"
 #include "server/grpc_status.h"
+#include "server/log.h"
 
 namespace hgrn2::server {
 namespace {
@@ -235,7 +236,10 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
           stop_string_.has_value() && (end.status.ok() || absl::IsCancelled(end.status));
       if (!end.status.ok() && !stopped_here) {
         MarkFinished();
-        FinishWith(ToGrpcStatus(end.status));
+        FinishWith(absl::IsUnavailable(end.status)
+                       ? grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                      "the server shut down before the generation finished")
+                       : ToGrpcStatus(end.status));
         return true;
       }
       if (!stop_string_) FlushText(text);
@@ -272,11 +276,23 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
     AddAlternatives(token.top, model_.tokenizer, logprob);
     ++sent_tokens_;
     if (!decoder_) return;
-    // An id the tokenizer does not know (a model vocabulary padded past the tokenizer's) has no
-    // text.
+    recent_ids_.push_back(token.id);
+    if (recent_ids_.size() > kDecoderContextIds) recent_ids_.erase(recent_ids_.begin());
     absl::StatusOr<std::string> delta = decoder_->Push(token.id);
-    if (!delta.ok() || delta->empty()) return;
-    AddText(*delta, text);
+    if (!delta.ok()) {
+      // An id the tokenizer does not know (a model vocabulary padded past the tokenizer's) has no
+      // text. Otherwise the decoder lost its footing (e.g. a run of byte pieces that decodes
+      // differently as it grows): this token's own text goes out, and decoding restarts after it.
+      if (!decoder_error_logged_) {
+        decoder_error_logged_ = true;
+        Log(absl::StrCat("request ", request_id_, ": stream decoder: ", delta.status().message(),
+                         "; restarting it"));
+      }
+      delta = model_.tokenizer->Decode({token.id}, /*skip_special=*/true);
+      decoder_.emplace(*model_.tokenizer, /*skip_special=*/true, recent_ids_);
+      if (!delta.ok()) return;
+    }
+    if (!delta->empty()) AddText(*delta, text);
   }
 
   void AddText(absl::string_view delta, std::string& text) {
@@ -338,6 +354,8 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   // Used by the one thread in Step at a time.
   v1::GenerateResponse message_;
   std::optional<StreamDecoder> decoder_;
+  std::vector<int32_t> recent_ids_;  // the last few generated ids, to restart the decoder
+  bool decoder_error_logged_ = false;
   StopStringMatcher matcher_;
   std::optional<std::string> stop_string_;
   int64_t sent_tokens_ = 0;
@@ -400,7 +418,10 @@ class ScoreCall : public grpc::ServerUnaryReactor {
   void Answer() {
     absl::StatusOr<ScoreResult> result = pending_->Wait();
     if (!result.ok()) {
-      Complete(ToGrpcStatus(result.status()));
+      Complete(absl::IsUnavailable(result.status())
+                   ? grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                  "the server shut down before the scoring finished")
+                   : ToGrpcStatus(result.status()));
       return;
     }
     metrics_.RecordQueueTime(absl::ToDoubleSeconds(result->queue_time));

@@ -18,7 +18,7 @@ namespace {
 constexpr int kExitUsage = 2;
 // The bundled model, relative to the working directory or, failing that, to the source tree the
 // binary was built from.
-constexpr const char* kDefaultModel = "tests/data/tiny-a";
+constexpr const char* kDefaultModel = "models/hgrn2-demo";
 
 std::string DefaultModel() {
   if (std::filesystem::exists(kDefaultModel)) return kDefaultModel;

@@ -37,6 +37,7 @@
 #include "absl/strings/strip.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "hgrn2/v1/inference.grpc.pb.h"
 
 namespace hgrn2::cli {
@@ -601,6 +602,31 @@ int Health(Connection& connection, const std::string& service) {
   return response.status() == health::HealthCheckResponse::SERVING ? 0 : kExitFailure;
 }
 
+// The services the server lists through gRPC server reflection, one per line.
+int Services(Connection& connection) {
+  auto stub = grpc::reflection::v1alpha::ServerReflection::NewStub(connection.channel());
+  grpc::ClientContext context;
+  connection.Start(context);
+  auto stream = stub->ServerReflectionInfo(&context);
+  grpc::reflection::v1alpha::ServerReflectionRequest request;
+  request.set_list_services("*");
+  grpc::reflection::v1alpha::ServerReflectionResponse response;
+  const bool exchanged = stream->Write(request) && stream->WritesDone() && stream->Read(&response);
+  while (stream->Read(&response)) {
+  }
+  const grpc::Status status = stream->Finish();
+  connection.Finish();
+  if (!status.ok()) return connection.Report(status);
+  if (!exchanged || !response.has_list_services_response()) {
+    std::fprintf(stderr, "hgrn2-cli: the server answered no service list\n");
+    return kExitFailure;
+  }
+  for (const auto& service : response.list_services_response().service()) {
+    Write(service.name() + "\n");
+  }
+  return 0;
+}
+
 }  // namespace
 }  // namespace hgrn2::cli
 
@@ -697,6 +723,9 @@ int main(int argc, char** argv) {
       app.add_subcommand("health", "grpc.health.v1 Check; exit code 0 only when SERVING");
   health_cmd->add_option("--service", health_service, "the service to check (\"\": the server)");
 
+  CLI::App* services_cmd =
+      app.add_subcommand("services", "the services the server offers (gRPC server reflection)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -718,5 +747,6 @@ int main(int argc, char** argv) {
   if (tokenize_cmd->parsed()) return Tokenize(connection, tokenize);
   if (detokenize_cmd->parsed()) return Detokenize(connection, detokenize);
   if (info_cmd->parsed()) return Info(connection, info_json);
+  if (services_cmd->parsed()) return Services(connection);
   return Health(connection, health_service);
 }

@@ -35,6 +35,12 @@ out=$(c health --service no.such.Service 2>&1); code=$?
 [[ $code -eq 1 && $out == *NOT_FOUND* ]]
 check "health of an unknown service: NOT_FOUND, exit 1 ($code: $out)" $?
 
+# --- reflection: the services are listed ---------------------------------------------------------
+out=$(c services); code=$?
+[[ $code -eq 0 && $(printf '%s\n' "$out" | sort | tr '\n' ' ') == \
+  "grpc.health.v1.Health grpc.reflection.v1alpha.ServerReflection hgrn2.v1.Inference " ]]
+check "services (server reflection): Inference, Health, ServerReflection ($code: $out)" $?
+
 out=$(c info); code=$?
 [[ $code -eq 0 && $out == *"model        hgrn2 at "*tiny-a* && $out == *"vocab 512, hidden 128, 3 layers, 4 heads"* &&
    $out == *"tokenizer    none (token ids only)"* && $out == *"eos 2"* ]]

@@ -535,7 +535,9 @@ TEST_F(ServerTest, SlowReaderDoesNotStallOthers) {
   ASSERT_TRUE(stalled->Read(&message));  // then it reads nothing for a while
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   const auto start = std::chrono::steady_clock::now();
-  const Client::Stream other = client_->Generate(IdsRequest({7, 8, 9}, 200));
+  v1::GenerateRequest other_request = IdsRequest({7, 8, 9}, 200);
+  other_request.set_ignore_eos(true);
+  const Client::Stream other = client_->Generate(other_request);
   ASSERT_TRUE(other.status.ok()) << other.status.error_message();
   EXPECT_EQ(other.ids.size(), 200u);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
