@@ -2,9 +2,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/time/time.h"
+#include "engine/backend.h"
 #include "engine/engine.h"
 
 namespace hgrn2::server {
@@ -32,6 +34,8 @@ struct ServerOptions {
   std::string device = "auto";  // cpu, cuda or auto
   std::string dtype = "bf16";   // cuda: weights and activations (bf16, f16, f32)
   std::string state_dtype = "f32";
+  // Tests: serve on this backend instead of one made from device and dtype.
+  std::shared_ptr<Backend> backend;
   EngineOptions engine;
   RequestLimits limits;
   // SIGTERM/SIGINT: in-flight requests get this long to finish before they are cut off.

@@ -102,9 +102,13 @@ absl::Status Server::Load() {
     return absl::InvalidArgumentError(
         absl::StrCat("--state-dtype ", options_.state_dtype, ": expected f32 or bf16"));
   }
-  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(options_.device, cuda);
-  if (!backend.ok()) return WithContext(backend.status(), "--device");
-  backend_ = *std::move(backend);
+  if (options_.backend != nullptr) {
+    backend_ = options_.backend;
+  } else {
+    absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(options_.device, cuda);
+    if (!backend.ok()) return WithContext(backend.status(), "--device");
+    backend_ = *std::move(backend);
+  }
 
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(options_.model_dir, *backend_);
   if (!model.ok()) {

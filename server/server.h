@@ -55,7 +55,7 @@ class Server {
   void SetServing(bool serving);
 
   const ServerOptions options_;
-  std::unique_ptr<Backend> backend_;
+  std::shared_ptr<Backend> backend_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
   ServerMetrics metrics_;

@@ -29,6 +29,7 @@
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "hgrn2/v1/inference.grpc.pb.h"
+#include "tests/failing_backend.h"
 #include "tests/test_support.h"
 
 namespace hgrn2::server {
@@ -597,6 +598,33 @@ TEST_F(ServerTest, DrainTimeoutCutsStreamsOff) {
   while (reader->Read(&message)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+// The periodic probe turns health NOT_SERVING while the device fails, and SERVING again after.
+TEST_F(ServerTest, HealthProbeFollowsTheDevice) {
+  auto backend = std::make_shared<testing::FailingBackend>();
+  ServerOptions options = TestOptions(testing::TestDataDir() / "tiny-a");
+  options.backend = backend;
+  options.health_check_interval = absl::Milliseconds(20);
+  StartServer(options);
+  auto wait_for = [&](HealthCheckResponse::ServingStatus want) {
+    HealthCheckResponse::ServingStatus status = client_->Health("");
+    for (int i = 0; i < 500 && status != want; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      status = client_->Health("");
+    }
+    return status;
+  };
+  EXPECT_EQ(wait_for(HealthCheckResponse::SERVING), HealthCheckResponse::SERVING);
+  backend->fail_prefill = true;
+  EXPECT_EQ(wait_for(HealthCheckResponse::NOT_SERVING), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(client_->Health("hgrn2.v1.Inference"), HealthCheckResponse::NOT_SERVING);
+  // Requests meanwhile fail with INTERNAL, and the server stays up.
+  const Client::Stream failed = client_->Generate(IdsRequest({1, 2, 3}, 4));
+  EXPECT_EQ(failed.status.error_code(), grpc::StatusCode::INTERNAL);
+  backend->fail_prefill = false;
+  EXPECT_EQ(wait_for(HealthCheckResponse::SERVING), HealthCheckResponse::SERVING);
+  EXPECT_TRUE(client_->Generate(IdsRequest({1, 2, 3}, 4)).status.ok());
 }
 
 TEST_F(ServerTest, ModelInfoDescribesTheModel) {
