@@ -627,6 +627,38 @@ TEST_F(ServerTest, HealthProbeFollowsTheDevice) {
   EXPECT_TRUE(client_->Generate(IdsRequest({1, 2, 3}, 4)).status.ok());
 }
 
+// Beyond the queue's length, requests get RESOURCE_EXHAUSTED; the ones taken all finish.
+TEST_F(ServerTest, OverloadIsResourceExhausted) {
+  ServerOptions options = TestOptions(testing::TestDataDir() / "tiny-a");
+  options.engine.max_running = 1;
+  options.engine.num_slots = 1;
+  options.engine.max_queued = 2;
+  options.engine.swap_slots = 0;
+  StartServer(options);
+  v1::GenerateRequest request = IdsRequest({1, 2, 3}, 400);
+  request.set_ignore_eos(true);
+  std::vector<std::future<Client::Stream>> streams;
+  for (int i = 0; i < 8; ++i) {
+    streams.push_back(std::async(std::launch::async, [&] { return client_->Generate(request); }));
+  }
+  int ok = 0, exhausted = 0;
+  for (auto& stream : streams) {
+    const Client::Stream result = stream.get();
+    if (result.status.ok()) {
+      ++ok;
+      EXPECT_EQ(result.ids.size(), 400u);
+    } else {
+      EXPECT_EQ(result.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+          << result.status.error_message();
+      EXPECT_THAT(result.status.error_message(), HasSubstr("queue is full"));
+      ++exhausted;
+    }
+  }
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(exhausted, 1);
+  EXPECT_EQ(ok + exhausted, 8);
+}
+
 TEST_F(ServerTest, ModelInfoDescribesTheModel) {
   StartServer();
   grpc::ClientContext context;
