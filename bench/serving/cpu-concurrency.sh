@@ -5,21 +5,23 @@
 # machine with the server, so on a small machine the numbers are a floor.
 #
 #   bash bench/serving/cpu-concurrency.sh [MODEL]      (after scripts/build)
+#   DEVICE=cuda BIN=.gpu-bundle/run/bin bash bench/serving/cpu-concurrency.sh   (the GPU machine)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 model=${1:-models/hgrn2-demo}
 OUTPUT=${OUTPUT:-128}
 REQUESTS=${REQUESTS:-64}
-bin=build/bin
+bin=${BIN:-build/bin}
+device=${DEVICE:-cpu}
 log=$(mktemp)
-"$bin/hgrn2-server" --model "$model" --device cpu --host 127.0.0.1 --port 0 --metrics-port 0 \
+"$bin/hgrn2-server" --model "$model" --device "$device" --host 127.0.0.1 --port 0 --metrics-port 0 \
   --max-running 32 --health-check-interval 0 2>"$log" &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$log"' EXIT
 for _ in $(seq 100); do grep -q "serving" "$log" && break; sleep 0.1; done
 port=$(sed -n 's/.*serving .* on [^ ]*:\([0-9]*\).*/\1/p' "$log")
 prompt="It is a truth universally acknowledged, that a single man in possession of a good fortune"
-echo "model $model, $(nproc) cores, prompt $(printf '%s' "$prompt" | wc -w) words, $OUTPUT tokens each, $REQUESTS requests per level"
+echo "model $model on $device, $(nproc) cores, prompt $(printf '%s' "$prompt" | wc -w) words, $OUTPUT tokens each, $REQUESTS requests per level"
 printf '%-12s %10s %14s %12s\n' concurrency "requests/s" "tokens/s" "seconds"
 for concurrency in 1 8 32; do
   start=$(date +%s.%N)
