@@ -196,5 +196,10 @@ err=$("$run" --model "$data/tiny-a" --prompt hi 2>&1 >/dev/null)
 [[ $err == *"has no tokenizer.json or tokenizer.model"*"--prompt-ids"* ]]
 check "--prompt without a tokenizer says so ($err)" $?
 
+# Without --model: the bundled demo model, from any working directory (the source tree's path).
+got=$(cd / && "$run" --prompt "Once upon a time" --temperature 0 --max-new-tokens 12 2>/dev/null)
+[[ $got == ", the letter was to be gone, and the general"* ]]
+check "no --model: the demo model writes its greedy sample ($got)" $?
+
 echo "$failures failed"
 exit $((failures > 0))

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -252,14 +253,25 @@ int Run(const RunOptions& options) {
   return 0;
 }
 
+// The bundled demo model, relative to the working directory or, failing that, to the source tree
+// the binary was built from.
+std::string DefaultModel() {
+  constexpr const char* kDefaultModel = "models/hgrn2-demo";
+  if (std::filesystem::exists(kDefaultModel)) return kDefaultModel;
+  const std::filesystem::path built = std::filesystem::path(HGRN2_SOURCE_DIR) / kDefaultModel;
+  return std::filesystem::exists(built) ? built.string() : kDefaultModel;
+}
+
 }  // namespace
 }  // namespace hgrn2
 
 int main(int argc, char** argv) {
   hgrn2::RunOptions options;
   CLI::App app{"hgrn2-run: generate or score with an HGRN2 model, in-process"};
-  app.add_option("--model", options.model_dir, "model folder (config.json + safetensors)")
-      ->required();
+  options.model_dir = hgrn2::DefaultModel();
+  app.add_option("--model", options.model_dir,
+                 "model folder (config.json + safetensors; default: the bundled demo model)")
+      ->capture_default_str();
   CLI::Option* prompt_ids =
       app.add_option("--prompt-ids", options.prompt_ids, "prompt token ids, comma-separated");
   app.add_option("--prompt", options.prompt,

@@ -1,0 +1,184 @@
+// The bundled demo model (models/hgrn2-demo) on the CPU engine against what fla computed when it
+// was trained (tests/data/hgrn2-demo-eval): held-out perplexity through Engine::Score, per-token
+// log-probabilities of an excerpt, and greedy continuations of fixed prompts, tokenized by our
+// tokenizer exactly as the training run tokenized them.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/test_support.h"
+
+namespace hgrn2 {
+namespace {
+
+using ::hgrn2::testing::TestDataDir;
+
+// Largest |Δ log p| allowed against fla's float32 values: ten times the largest difference
+// measured on the excerpt (8.8e-6; both run float32 on the same bf16 weights).
+constexpr double kLogprobTolerance = 1e-4;
+
+std::filesystem::path ModelDir() {
+  return TestDataDir().parent_path().parent_path() / "models" / "hgrn2-demo";
+}
+std::filesystem::path EvalDir() { return TestDataDir() / "hgrn2-demo-eval"; }
+
+nlohmann::json ReadJson(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << path;
+  return nlohmann::json::parse(in);
+}
+
+class DemoModelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    backend_ = MakeCpuBackend();
+    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(ModelDir(), *backend_);
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = *std::move(model);
+    absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(ModelDir());
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    tokenizer_ = *std::move(tokenizer);
+    EngineOptions options;
+    options.max_running = 16;
+    options.prefill_token_budget = 4096;
+    absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(*model_, options);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    engine_ = *std::move(engine);
+  }
+
+  std::vector<int32_t> Encode(const std::string& text) {
+    absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->Encode(text, /*add_special=*/true);
+    EXPECT_TRUE(ids.ok()) << ids.status();
+    return ids.ok() ? *ids : std::vector<int32_t>();
+  }
+
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<Engine> engine_;
+};
+
+// Every held-out chapter, scored from a fresh state: the same positions as fla's and the same
+// perplexity, per chapter and in total (the number in the model card).
+TEST_F(DemoModelTest, HeldOutPerplexityMatchesFla) {
+  const nlohmann::json recorded = ReadJson(EvalDir() / "heldout.json");
+  std::ifstream lines(EvalDir() / "heldout.jsonl");
+  std::vector<nlohmann::json> documents;
+  for (std::string line; std::getline(lines, line);)
+    documents.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(documents.size(), recorded["documents"].size());
+  std::vector<std::shared_ptr<PendingScore>> pending;
+  std::vector<size_t> lengths;
+  for (const nlohmann::json& document : documents) {
+    ScoreRequest request;
+    request.tokens = Encode(document["text"].get<std::string>());
+    lengths.push_back(request.tokens.size());
+    absl::StatusOr<std::shared_ptr<PendingScore>> score = engine_->Score(std::move(request));
+    ASSERT_TRUE(score.ok()) << score.status();
+    pending.push_back(*score);
+  }
+  double total_nll = 0.0;
+  int64_t total_positions = 0;
+  for (size_t d = 0; d < documents.size(); ++d) {
+    absl::StatusOr<ScoreResult> result = pending[d]->Wait();
+    ASSERT_TRUE(result.ok()) << result.status();
+    const nlohmann::json& want = recorded["documents"][d];
+    ASSERT_EQ(want["doc"], documents[d]["doc"]);
+    // Our tokenizer gives exactly the training run's tokens: the same number of positions.
+    ASSERT_EQ(static_cast<int64_t>(result->logprobs.size()), want["positions"].get<int64_t>())
+        << "chapter " << d;
+    double nll = 0.0;
+    for (float logprob : result->logprobs) nll -= logprob;
+    const double perplexity = std::exp(nll / static_cast<double>(result->logprobs.size()));
+    EXPECT_NEAR(perplexity / want["perplexity"].get<double>(), 1.0, 1e-4) << "chapter " << d;
+    total_nll += nll;
+    total_positions += static_cast<int64_t>(result->logprobs.size());
+  }
+  const double perplexity = std::exp(total_nll / static_cast<double>(total_positions));
+  std::cout << "[demo] held-out perplexity " << perplexity << " over " << total_positions
+            << " positions (fla: " << recorded["heldout"]["perplexity"] << ")\n";
+  EXPECT_EQ(total_positions, recorded["heldout"]["positions"].get<int64_t>());
+  EXPECT_NEAR(perplexity / recorded["heldout"]["perplexity"].get<double>(), 1.0, 1e-4);
+}
+
+// The excerpt's ids are our tokenizer's, and every token's log-probability is fla's.
+TEST_F(DemoModelTest, ExcerptLogprobsMatchFla) {
+  const nlohmann::json excerpt = ReadJson(EvalDir() / "excerpt.json");
+  const std::vector<int32_t> ids = excerpt["ids"].get<std::vector<int32_t>>();
+  EXPECT_EQ(Encode(excerpt["text"].get<std::string>()), ids);
+  ScoreRequest request;
+  request.tokens = ids;
+  absl::StatusOr<ScoreResult> result = (*engine_->Score(request))->Wait();
+  ASSERT_TRUE(result.ok()) << result.status();
+  const std::vector<double> want = excerpt["logprobs"].get<std::vector<double>>();
+  // fla's most probable token at each position.
+  const std::vector<int32_t> argmax = excerpt["argmax"].get<std::vector<int32_t>>();
+  const std::vector<double> margins = excerpt["top2_margin"].get<std::vector<double>>();
+  ASSERT_EQ(result->logprobs.size(), want.size());
+  double worst = 0.0;
+  for (size_t t = 0; t < want.size(); ++t) {
+    worst = std::max(worst, std::abs(result->logprobs[t] - want[t]));
+    EXPECT_NEAR(result->logprobs[t], want[t], kLogprobTolerance) << "token " << t + 1;
+    if (margins[t] > kLogprobTolerance) {
+      EXPECT_EQ(result->is_argmax[t], argmax[t] == ids[t + 1]) << "token " << t + 1;
+    }
+  }
+  std::cout << "[demo] excerpt: " << want.size() << " log-probabilities, max |diff| vs fla "
+            << worst << "\n";
+}
+
+// Greedy continuations equal fla's up to the first step where fla's top two were closer than our
+// error could tell apart; the first prompt's text is the model card's sample.
+TEST_F(DemoModelTest, GreedyContinuationsMatchFla) {
+  const nlohmann::json greedy = ReadJson(EvalDir() / "greedy.json");
+  for (const nlohmann::json& prompt : greedy["prompts"]) {
+    const std::string text = prompt["prompt"].get<std::string>();
+    const std::vector<int32_t> prompt_ids = prompt["prompt_ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(Encode(text), prompt_ids) << text;
+    GenerationRequest request;
+    request.prompt = prompt_ids;
+    request.sampling.temperature = 0.0f;
+    request.stopping.max_new_tokens = greedy["new_tokens"].get<int32_t>();
+    absl::StatusOr<std::shared_ptr<GenerationStream>> stream = engine_->Generate(request);
+    ASSERT_TRUE(stream.ok()) << stream.status();
+    const StreamUpdate all = (*stream)->Wait();
+    ASSERT_TRUE(all.end->status.ok()) << all.end->status;
+    const std::vector<int32_t> want = prompt["ids"].get<std::vector<int32_t>>();
+    const std::vector<double> margins = prompt["margins"].get<std::vector<double>>();
+    size_t compared = 0;
+    for (; compared < want.size() && margins[compared] > kLogprobTolerance; ++compared) {
+      ASSERT_LT(compared, all.tokens.size()) << text;
+      EXPECT_EQ(all.tokens[compared].id, want[compared]) << text << ", token " << compared;
+    }
+    if (compared == want.size()) {
+      EXPECT_EQ(all.tokens.size(), want.size()) << text;
+    }
+    std::cout << "[demo] \"" << text << "\": " << compared << " of " << want.size()
+              << " greedy tokens compared\n";
+  }
+  // The model card's first sample, as text.
+  const nlohmann::json& first = greedy["prompts"][0];
+  GenerationRequest request;
+  request.prompt = Encode(first["prompt"].get<std::string>());
+  request.sampling.temperature = 0.0f;
+  request.stopping.max_new_tokens = greedy["new_tokens"].get<int32_t>();
+  const StreamUpdate all = (*engine_->Generate(request))->Wait();
+  std::vector<int32_t> ids;
+  for (const SampledToken& token : all.tokens) ids.push_back(token.id);
+  absl::StatusOr<std::string> decoded = tokenizer_->Decode(ids, /*skip_special=*/true);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(*decoded, first["text"].get<std::string>());
+}
+
+}  // namespace
+}  // namespace hgrn2
