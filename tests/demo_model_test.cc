@@ -2,11 +2,15 @@
 // was trained (tests/data/hgrn2-demo-eval): held-out perplexity through Engine::Score, per-token
 // log-probabilities of an excerpt, and greedy continuations of fixed prompts, tokenized by our
 // tokenizer exactly as the training run tokenized them.
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <iterator>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -26,6 +30,10 @@ using ::hgrn2::testing::TestDataDir;
 // Largest |Δ log p| allowed against fla's float32 values: ten times the largest difference
 // measured on the excerpt (8.8e-6; both run float32 on the same bf16 weights).
 constexpr double kLogprobTolerance = 1e-4;
+// Largest relative difference of a perplexity from fla's: exp(mean Δ log p) - 1, where per-token
+// errors of ~1e-5 at most (see above) partly cancel. Measured: 9e-8 for the worst chapter, 3e-8
+// over all eleven.
+constexpr double kPerplexityTolerance = 1e-5;
 
 std::filesystem::path ModelDir() {
   return TestDataDir().parent_path().parent_path() / "models" / "hgrn2-demo";
@@ -62,54 +70,93 @@ class DemoModelTest : public ::testing::Test {
     return ids.ok() ? *ids : std::vector<int32_t>();
   }
 
+  void CheckHeldOut(const std::vector<int>& docs);
+
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Engine> engine_;
 };
 
-// Every held-out chapter, scored from a fresh state: the same positions as fla's and the same
-// perplexity, per chapter and in total (the number in the model card).
-TEST_F(DemoModelTest, HeldOutPerplexityMatchesFla) {
+// The held-out chapters the CPU suite scores: the four shortest (Sense & Sensibility 13, Pride &
+// Prejudice 13 and 38, Northanger Abbey 24; 9,910 of the 42,160 positions), ~15 s on one core of
+// the 2-core CI machine. All eleven take ~70 s: DISABLED_AllHeldOutPerplexityMatchesFla, which
+// gives the model card's number.
+constexpr int kShortHeldOutDocs[] = {12, 62, 87, 237};
+
+// Scores the held-out chapters numbered `docs` (all when empty), each from a fresh state, after
+// checking that our tokenizer gives exactly the ids the training run scored; checks each chapter's
+// positions and perplexity against fla's, and their pooled perplexity against the one fla's
+// per-chapter sums give.
+void DemoModelTest::CheckHeldOut(const std::vector<int>& docs) {
   const nlohmann::json recorded = ReadJson(EvalDir() / "heldout.json");
+  const nlohmann::json recorded_ids = ReadJson(EvalDir() / "heldout_ids.json");
   std::ifstream lines(EvalDir() / "heldout.jsonl");
   std::vector<nlohmann::json> documents;
   for (std::string line; std::getline(lines, line);)
     documents.push_back(nlohmann::json::parse(line));
   ASSERT_EQ(documents.size(), recorded["documents"].size());
+  ASSERT_EQ(documents.size(), recorded_ids["documents"].size());
+  std::vector<size_t> chosen;
+  for (size_t d = 0; d < documents.size(); ++d) {
+    const int doc = documents[d]["doc"].get<int>();
+    if (docs.empty() || std::find(docs.begin(), docs.end(), doc) != docs.end()) chosen.push_back(d);
+  }
+  ASSERT_EQ(chosen.size(), docs.empty() ? documents.size() : docs.size());
   std::vector<std::shared_ptr<PendingScore>> pending;
-  std::vector<size_t> lengths;
-  for (const nlohmann::json& document : documents) {
+  for (size_t d : chosen) {
     ScoreRequest request;
-    request.tokens = Encode(document["text"].get<std::string>());
-    lengths.push_back(request.tokens.size());
+    request.tokens = Encode(documents[d]["text"].get<std::string>());
+    ASSERT_EQ(recorded_ids["documents"][d]["doc"], documents[d]["doc"]);
+    ASSERT_EQ(request.tokens, recorded_ids["documents"][d]["ids"].get<std::vector<int32_t>>())
+        << "chapter " << documents[d]["doc"];
     absl::StatusOr<std::shared_ptr<PendingScore>> score = engine_->Score(std::move(request));
     ASSERT_TRUE(score.ok()) << score.status();
     pending.push_back(*score);
   }
-  double total_nll = 0.0;
-  int64_t total_positions = 0;
-  for (size_t d = 0; d < documents.size(); ++d) {
-    absl::StatusOr<ScoreResult> result = pending[d]->Wait();
+  double worst = 0.0;  // largest relative difference of a chapter's perplexity
+  double nll_sum = 0.0;
+  double fla_nll_sum = 0.0;
+  int64_t positions = 0;
+  for (size_t i = 0; i < chosen.size(); ++i) {
+    const size_t d = chosen[i];
+    absl::StatusOr<ScoreResult> result = pending[i]->Wait();
     ASSERT_TRUE(result.ok()) << result.status();
     const nlohmann::json& want = recorded["documents"][d];
     ASSERT_EQ(want["doc"], documents[d]["doc"]);
-    // Our tokenizer gives exactly the training run's tokens: the same number of positions.
     ASSERT_EQ(static_cast<int64_t>(result->logprobs.size()), want["positions"].get<int64_t>())
-        << "chapter " << d;
+        << "chapter " << want["doc"];
     double nll = 0.0;
     for (float logprob : result->logprobs) nll -= logprob;
     const double perplexity = std::exp(nll / static_cast<double>(result->logprobs.size()));
-    EXPECT_NEAR(perplexity / want["perplexity"].get<double>(), 1.0, 1e-4) << "chapter " << d;
-    total_nll += nll;
-    total_positions += static_cast<int64_t>(result->logprobs.size());
+    const double difference = perplexity / want["perplexity"].get<double>() - 1.0;
+    worst = std::max(worst, std::abs(difference));
+    EXPECT_NEAR(difference, 0.0, kPerplexityTolerance) << "chapter " << want["doc"];
+    nll_sum += nll;
+    fla_nll_sum += want["nll_sum"].get<double>();
+    positions += static_cast<int64_t>(result->logprobs.size());
   }
-  const double perplexity = std::exp(total_nll / static_cast<double>(total_positions));
-  std::cout << "[demo] held-out perplexity " << perplexity << " over " << total_positions
-            << " positions (fla: " << recorded["heldout"]["perplexity"] << ")\n";
-  EXPECT_EQ(total_positions, recorded["heldout"]["positions"].get<int64_t>());
-  EXPECT_NEAR(perplexity / recorded["heldout"]["perplexity"].get<double>(), 1.0, 1e-4);
+  const double perplexity = std::exp(nll_sum / static_cast<double>(positions));
+  const double fla_perplexity = std::exp(fla_nll_sum / static_cast<double>(positions));
+  std::cout << std::setprecision(8) << "[demo] held-out perplexity over " << chosen.size()
+            << " chapters, " << positions << " positions: " << perplexity << " (fla "
+            << fla_perplexity << ", relative difference " << perplexity / fla_perplexity - 1.0
+            << "; largest of a chapter " << worst << ")\n";
+  EXPECT_NEAR(perplexity / fla_perplexity, 1.0, kPerplexityTolerance);
+  if (docs.empty()) {
+    EXPECT_EQ(positions, recorded["heldout"]["positions"].get<int64_t>());
+    EXPECT_NEAR(perplexity / recorded["heldout"]["perplexity"].get<double>(), 1.0,
+                kPerplexityTolerance);
+  }
 }
+
+TEST_F(DemoModelTest, ShortHeldOutPerplexityMatchesFla) {
+  CheckHeldOut(std::vector<int>(std::begin(kShortHeldOutDocs), std::end(kShortHeldOutDocs)));
+}
+
+// The model card's held-out perplexity: run on demand with
+//   build/bin/demo_model_test --gtest_also_run_disabled_tests --gtest_filter='*AllHeldOut*'
+TEST_F(DemoModelTest, DISABLED_AllHeldOutPerplexityMatchesFla) { CheckHeldOut({}); }
 
 // The excerpt's ids are our tokenizer's, and every token's log-probability is fla's.
 TEST_F(DemoModelTest, ExcerptLogprobsMatchFla) {
@@ -118,7 +165,9 @@ TEST_F(DemoModelTest, ExcerptLogprobsMatchFla) {
   EXPECT_EQ(Encode(excerpt["text"].get<std::string>()), ids);
   ScoreRequest request;
   request.tokens = ids;
-  absl::StatusOr<ScoreResult> result = (*engine_->Score(request))->Wait();
+  absl::StatusOr<std::shared_ptr<PendingScore>> score = engine_->Score(request);
+  ASSERT_TRUE(score.ok()) << score.status();
+  absl::StatusOr<ScoreResult> result = (*score)->Wait();
   ASSERT_TRUE(result.ok()) << result.status();
   const std::vector<double> want = excerpt["logprobs"].get<std::vector<double>>();
   // fla's most probable token at each position.
@@ -172,7 +221,10 @@ TEST_F(DemoModelTest, GreedyContinuationsMatchFla) {
   request.prompt = Encode(first["prompt"].get<std::string>());
   request.sampling.temperature = 0.0f;
   request.stopping.max_new_tokens = greedy["new_tokens"].get<int32_t>();
-  const StreamUpdate all = (*engine_->Generate(request))->Wait();
+  absl::StatusOr<std::shared_ptr<GenerationStream>> stream = engine_->Generate(request);
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  const StreamUpdate all = (*stream)->Wait();
+  ASSERT_TRUE(all.end->status.ok()) << all.end->status;
   std::vector<int32_t> ids;
   for (const SampledToken& token : all.tokens) ids.push_back(token.id);
   absl::StatusOr<std::string> decoded = tokenizer_->Decode(ids, /*skip_special=*/true);
