@@ -200,6 +200,12 @@ check "--prompt without a tokenizer says so ($err)" $?
 got=$(cd / && "$run" --prompt "Once upon a time" --temperature 0 --max-new-tokens 12 2>/dev/null)
 [[ $got == ", the letter was to be gone, and the general"* ]]
 check "no --model: the demo model writes its greedy sample ($got)" $?
+# ... but a models/hgrn2-demo under the working directory comes first (here tiny-a, which has no
+# tokenizer: --prompt fails naming that folder).
+mkdir -p "$scratch/cwd/models" && cp -r "$data/tiny-a" "$scratch/cwd/models/hgrn2-demo"
+err=$(cd "$scratch/cwd" && "$run" --prompt hi 2>&1 >/dev/null)
+[[ $err == *"models/hgrn2-demo"*"has no tokenizer.json or tokenizer.model"* ]]
+check "no --model: models/hgrn2-demo under the working directory first ($err)" $?
 
 echo "$failures failed"
 exit $((failures > 0))
