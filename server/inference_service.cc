@@ -23,6 +23,9 @@ namespace {
 // Prompt ids given to a stream decoder as already-shown context.
 constexpr size_t kDecoderContextIds = 16;
 
+// A cancellation this close to the call's deadline counts as the deadline passing.
+constexpr absl::Duration kDeadlineSlack = absl::Milliseconds(100);
+
 double SecondsSince(absl::Time start) { return absl::ToDoubleSeconds(absl::Now() - start); }
 
 absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
@@ -148,6 +151,9 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
     {
       std::lock_guard<std::mutex> lock(mutex_);
       cancelled_ = true;
+      // gRPC's deadline timer may fire a little before absl::Now() reaches the deadline it gave
+      // us; a cancellation that close to the deadline is the deadline's.
+      deadline_passed_ = absl::Now() + kDeadlineSlack >= deadline_;
     }
     CancelEngineRequest();
   }
@@ -207,15 +213,18 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   bool Step() {
     StreamUpdate update = stream_->Poll();
     bool gone;
+    bool deadline_passed;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       gone = broken_ || cancelled_;
+      deadline_passed = deadline_passed_;
     }
     if (gone) {
       // Nothing more goes out; the engine's end (it was cancelled) finishes the call.
       if (!update.end) return false;
       MarkFinished();
-      if (absl::IsDeadlineExceeded(update.end->status) || absl::Now() >= deadline_) {
+      if (absl::IsDeadlineExceeded(update.end->status) || deadline_passed ||
+          absl::Now() >= deadline_) {
         FinishWith(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the deadline passed"));
       } else {
         FinishWith(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
@@ -349,6 +358,7 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   bool again_ = false;                        // news arrived while busy
   bool finished_ = false;                     // Finish has been called
   bool cancelled_ = false;                    // the client cancelled (or its deadline passed)
+  bool deadline_passed_ = false;              // OnCancel came at (or just before) the deadline
   bool broken_ = false;                       // a write failed
 
   // Used by the one thread in Step at a time.
