@@ -74,6 +74,9 @@ struct GenerationEnd {
   int64_t generated_tokens = 0;                      // all of them, read or not
   // From submission to the first admission (a slot and a start in prefill).
   absl::Duration queue_time = absl::ZeroDuration();
+  // Prompt tokens whose state came from the prefix cache instead of being fed (counted in
+  // prompt_tokens too).
+  int64_t cached_prompt_tokens = 0;
   std::shared_ptr<const SequenceState> final_state;  // with return_final_state and OK status
 };
 
@@ -133,8 +136,11 @@ class GenerationStream : public RequestHandle {
 };
 
 struct ScoreRequest {
-  // At least 2 ids in [0, vocab_size); the first is context only.
+  // At least 2 ids in [0, vocab_size); the first is context only. With initial_state, at least 1,
+  // and every one is scored (the state's pending token is their context).
   std::vector<int32_t> tokens;
+  // Start from this state (a session) instead of a zeroed one.
+  std::shared_ptr<const SequenceState> initial_state;
   // Most probable alternatives to report at every scored position, 0 .. kMaxTopLogprobs.
   int32_t num_top_logprobs = 0;
   static constexpr int32_t kMaxTopLogprobs = 20;
@@ -210,6 +216,12 @@ struct EngineOptions {
   // Called on the scheduler thread after each iteration that ran the model; must return quickly
   // and not call into the engine.
   std::function<void(const StepReport&)> on_step;
+  // Prefix state cache: device memory for the states at the ends of recent prompts (LRU), so a
+  // prompt that extends one of them starts from its state and feeds only the rest. 0 = off.
+  // Rounded down to whole states; each takes one state slot beside num_slots.
+  int64_t prefix_cache_bytes = 0;
+  // Largest n of GenerateMany.
+  int32_t max_samples = 16;
 
   // InvalidArgument naming the field.
   absl::Status Validate() const;
@@ -229,6 +241,13 @@ struct EngineStats {
   int64_t generated_tokens = 0;   // sampled
   int64_t requests_finished = 0;  // ended with any status
   int64_t preemptions = 0;
+  // Prefix state cache.
+  int64_t prefix_cache_entries = 0;
+  int64_t prefix_cache_capacity = 0;  // entries it can hold
+  int64_t prefix_cache_hits = 0;      // requests that started from a cached state
+  int64_t prefix_cache_misses = 0;    // requests that looked and found none
+  int64_t prefix_cache_evictions = 0;
+  int64_t prefix_cache_tokens = 0;  // prompt tokens not fed thanks to it
   double last_step_seconds = 0.0;
   double mean_step_seconds = 0.0;
   double mean_tokens_per_step = 0.0;  // prompt and decode tokens through the model per step
@@ -253,6 +272,12 @@ class Engine {
   // state of the wrong size) and queues it; RESOURCE_EXHAUSTED when max_queued requests wait,
   // UNAVAILABLE after Stop(). Errors here never reach the stream.
   absl::StatusOr<std::shared_ptr<GenerationStream>> Generate(GenerationRequest request);
+  // n (1 .. max_samples) independent samples of one request sharing one prefill: the prompt is
+  // fed once and its state copied for each sample. Stream i samples with seed + i when the
+  // request has a seed; each ends on its own; on_update is called for any of them. Not with
+  // return_final_state, park_as or resume_parked (INVALID_ARGUMENT).
+  absl::StatusOr<std::vector<std::shared_ptr<GenerationStream>>> GenerateMany(
+      GenerationRequest request, int32_t n);
   // Same checks (at least 2 tokens).
   absl::StatusOr<std::shared_ptr<PendingScore>> Score(ScoreRequest request);
   // Cancels a request that has not ended; NOT_FOUND otherwise.
