@@ -79,38 +79,42 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config,
           "tie_word_embeddings and num_hidden_layers)"));
     }
   }
+  model->fingerprint_ = session::FingerprintCheckpoint(config, weights);
   return model;
 }
 
 absl::StatusOr<std::unique_ptr<Model>> Model::CreateRandom(const ModelConfig& config,
                                                            Backend& backend, uint64_t seed) {
-  return Build(config, backend,
-               [&](const std::string& name,
-                   std::initializer_list<int64_t> shape) -> absl::StatusOr<std::vector<float>> {
-                 int64_t count = 1;
-                 for (int64_t extent : shape) count *= extent;
-                 std::vector<float> values(static_cast<size_t>(count));
-                 if (name.ends_with("norm.weight")) {
-                   std::fill(values.begin(), values.end(), 1.0f);
-                   return values;
-                 }
-                 // Uniform in ±1/sqrt(fan in) keeps activations O(1) through the layers.
-                 const int64_t fan_in = shape.size() >= 2 ? *(shape.begin() + 1) : 1;
-                 const float scale =
-                     name.find("proj") != std::string::npos || name == "lm_head.weight"
-                         ? 1.7f / std::sqrt(static_cast<float>(fan_in))
-                         : 1.0f;
-                 uint64_t state = seed ^ std::hash<std::string>{}(name);
-                 for (float& value : values) {
-                   // splitmix64: fast, and good enough for weights nobody trains.
-                   uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-                   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-                   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-                   z ^= z >> 31;
-                   value = scale * (static_cast<float>(z >> 40) * 0x1p-23f - 1.0f);
-                 }
-                 return values;
-               });
+  HGRN2_ASSIGN_OR_RETURN(
+      std::unique_ptr<Model> model,
+      Build(config, backend,
+            [&](const std::string& name,
+                std::initializer_list<int64_t> shape) -> absl::StatusOr<std::vector<float>> {
+              int64_t count = 1;
+              for (int64_t extent : shape) count *= extent;
+              std::vector<float> values(static_cast<size_t>(count));
+              if (name.ends_with("norm.weight")) {
+                std::fill(values.begin(), values.end(), 1.0f);
+                return values;
+              }
+              // Uniform in ±1/sqrt(fan in) keeps activations O(1) through the layers.
+              const int64_t fan_in = shape.size() >= 2 ? *(shape.begin() + 1) : 1;
+              const float scale = name.find("proj") != std::string::npos || name == "lm_head.weight"
+                                      ? 1.7f / std::sqrt(static_cast<float>(fan_in))
+                                      : 1.0f;
+              uint64_t state = seed ^ std::hash<std::string>{}(name);
+              for (float& value : values) {
+                // splitmix64: fast, and good enough for weights nobody trains.
+                uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+                z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+                z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+                z ^= z >> 31;
+                value = scale * (static_cast<float>(z >> 40) * 0x1p-23f - 1.0f);
+              }
+              return values;
+            }));
+  model->fingerprint_ = session::FingerprintRandomModel(config, seed);
+  return model;
 }
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Build(const ModelConfig& config, Backend& backend,

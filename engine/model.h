@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
 #include "engine/model_config.h"
+#include "engine/session/fingerprint.h"
 #include "engine/weight_file.h"
 
 namespace hgrn2 {
@@ -45,6 +46,9 @@ class Model {
                                                              Backend& backend, uint64_t seed);
 
   const ModelConfig& config() const { return config_; }
+  // Identifies the config and weights (see session::ModelFingerprint): a session resumes only on
+  // a model with the same one. CreateRandom's comes from the config and the seed.
+  const session::ModelFingerprint& fingerprint() const { return fingerprint_; }
   Backend& backend() const { return backend_; }
   const DeviceTensor& embeddings() const { return embeddings_; }  // [V, D]
   const LayerWeights& layer(int64_t l) const { return layers_[static_cast<size_t>(l)]; }
@@ -69,6 +73,7 @@ class Model {
   }
 
   ModelConfig config_;
+  session::ModelFingerprint fingerprint_;
   Backend& backend_;
   std::vector<DeviceBuffer> buffers_;
   DeviceTensor embeddings_;

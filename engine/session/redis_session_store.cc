@@ -1,0 +1,371 @@
+// The Redis session store: one key per session (hgrn2:session:<hex tenant>:<id>), shared by every
+// replica that points at the same server; TTLs kept by Redis itself (SET ... PX).
+#include <sys/time.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "engine/session/session_store.h"
+#include "engine/session/store_internal.h"
+#include "hiredis/hiredis.h"
+
+namespace hgrn2::session {
+namespace {
+
+constexpr absl::string_view kKeyPrefix = "hgrn2:session:";
+
+struct RedisAddress {
+  std::string host;
+  int port = 6379;
+  int db = 0;
+  std::string user;      // ACL user (Redis 6), with password
+  std::string password;  // empty: no AUTH
+};
+
+// redis://[[user]:password@]host[:port][/db]
+absl::StatusOr<RedisAddress> ParseRedisUrl(absl::string_view url) {
+  const std::string whole(url);
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("session store redis_url \"", whole, "\": ", why,
+                     " (expected redis://[[user]:password@]host[:port][/db])"));
+  };
+  if (!absl::ConsumePrefix(&url, "redis://")) return bad("not a redis:// URL");
+  RedisAddress address;
+  if (const size_t at = url.rfind('@'); at != absl::string_view::npos) {
+    absl::string_view credentials = url.substr(0, at);
+    url.remove_prefix(at + 1);
+    const size_t colon = credentials.find(':');
+    if (colon == absl::string_view::npos) return bad("credentials need a ':' before the password");
+    address.user = std::string(credentials.substr(0, colon));
+    address.password = std::string(credentials.substr(colon + 1));
+  }
+  if (const size_t slash = url.find('/'); slash != absl::string_view::npos) {
+    absl::string_view db = url.substr(slash + 1);
+    url = url.substr(0, slash);
+    if (!db.empty() && (!absl::SimpleAtoi(db, &address.db) || address.db < 0)) {
+      return bad("the database is not a number");
+    }
+  }
+  if (const size_t colon = url.rfind(':'); colon != absl::string_view::npos) {
+    if (!absl::SimpleAtoi(url.substr(colon + 1), &address.port) || address.port <= 0 ||
+        address.port > 65535) {
+      return bad("the port is not a number in [1, 65535]");
+    }
+    url = url.substr(0, colon);
+  }
+  if (url.empty()) return bad("no host");
+  address.host = std::string(url);
+  return address;
+}
+
+struct FreeReply {
+  void operator()(redisReply* reply) const { freeReplyObject(reply); }
+};
+using Reply = std::unique_ptr<redisReply, FreeReply>;
+
+struct FreeContext {
+  void operator()(redisContext* context) const { redisFree(context); }
+};
+using Context = std::unique_ptr<redisContext, FreeContext>;
+
+class RedisSessionStore final : public SessionStore {
+ public:
+  RedisSessionStore(const SessionStoreOptions& options, RedisAddress address)
+      : options_(options),
+        address_(std::move(address)),
+        where_(absl::StrCat(address_.host, ":", address_.port)) {}
+
+  absl::Status Put(const SessionKey& key, std::shared_ptr<const std::string> snapshot) override {
+    absl::Status status = PutImpl(key, snapshot);
+    counters_.CountError(status);
+    if (status.ok()) counters_.saves.fetch_add(1, std::memory_order_relaxed);
+    return status;
+  }
+
+  absl::StatusOr<std::shared_ptr<const std::string>> Get(const SessionKey& key) override {
+    counters_.loads.fetch_add(1, std::memory_order_relaxed);
+    absl::StatusOr<std::shared_ptr<const std::string>> snapshot = GetImpl(key);
+    counters_.CountError(snapshot.status());
+    if (snapshot.ok()) {
+      counters_.hits.fetch_add(1, std::memory_order_relaxed);
+    } else if (absl::IsNotFound(snapshot.status())) {
+      counters_.misses.fetch_add(1, std::memory_order_relaxed);
+    }
+    return snapshot;
+  }
+
+  absl::StatusOr<SessionRecord> Info(const SessionKey& key) override {
+    if (absl::Status valid = ValidateSessionId(key.id); !valid.ok()) return valid;
+    absl::StatusOr<std::vector<SessionRecord>> records = Records({key});
+    if (!records.ok()) return records.status();
+    if (records->empty()) return internal::SessionNotFound(key);
+    return std::move(records->front());
+  }
+
+  absl::Status Delete(const SessionKey& key) override {
+    if (absl::Status valid = ValidateSessionId(key.id); !valid.ok()) return valid;
+    const std::string redis_key = RedisKey(key);
+    absl::StatusOr<std::vector<Reply>> replies = Run({{"DEL", redis_key}});
+    if (!replies.ok()) return Count(replies.status());
+    if ((*replies)[0]->type != REDIS_REPLY_INTEGER || (*replies)[0]->integer == 0) {
+      return internal::SessionNotFound(key);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<SessionRecord>> List(absl::string_view tenant) override {
+    const std::string prefix = absl::StrCat(kKeyPrefix, internal::TenantHex(tenant), ":");
+    const std::string pattern = absl::StrCat(prefix, "*");  // hex tenants and ids hold no glob
+    std::vector<SessionKey> keys;
+    std::string cursor = "0";
+    do {
+      absl::StatusOr<std::vector<Reply>> replies =
+          Run({{"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"}});
+      if (!replies.ok()) return Count(replies.status());
+      const redisReply* reply = (*replies)[0].get();
+      if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+        return Count(absl::UnavailableError(Prefix("unexpected reply to SCAN")));
+      }
+      cursor = std::string(reply->element[0]->str, reply->element[0]->len);
+      const redisReply* batch = reply->element[1];
+      for (size_t i = 0; i < batch->elements; ++i) {
+        absl::string_view redis_key(batch->element[i]->str, batch->element[i]->len);
+        if (!absl::ConsumePrefix(&redis_key, prefix)) continue;
+        keys.push_back(SessionKey{std::string(tenant), std::string(redis_key)});
+      }
+    } while (cursor != "0");
+    std::sort(keys.begin(), keys.end(),
+              [](const SessionKey& a, const SessionKey& b) { return a.id < b.id; });
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());  // SCAN may repeat keys
+    return Records(keys);
+  }
+
+  SessionStoreStats Stats() const override { return counters_.Snapshot(-1, -1); }
+  std::string Describe() const override { return absl::StrCat("redis ", where_); }
+  bool shared() const override { return true; }
+
+ private:
+  std::string RedisKey(const SessionKey& key) const {
+    return absl::StrCat(kKeyPrefix, internal::TenantHex(key.tenant), ":", key.id);
+  }
+  std::string Prefix(absl::string_view message) const {
+    return absl::StrCat("redis session store ", where_, ": ", message);
+  }
+  absl::Status Count(absl::Status status) {
+    counters_.CountError(status);
+    return status;
+  }
+
+  absl::Status PutImpl(const SessionKey& key, const std::shared_ptr<const std::string>& snapshot) {
+    absl::StatusOr<SnapshotHeader> header =
+        internal::CheckPut(key, snapshot.get(), options_.max_session_bytes, "redis store");
+    if (!header.ok()) return header.status();
+    const std::string redis_key = RedisKey(key);
+    std::vector<absl::string_view> set = {"SET", redis_key, *snapshot};
+    const std::string ttl_ms =
+        absl::StrCat(std::max<int64_t>(1, options_.ttl / absl::Milliseconds(1)));
+    if (options_.ttl > absl::ZeroDuration()) {
+      set.push_back("PX");
+      set.push_back(ttl_ms);
+    }
+    absl::StatusOr<std::vector<Reply>> replies = Run({set});
+    return replies.status();
+  }
+
+  absl::StatusOr<std::shared_ptr<const std::string>> GetImpl(const SessionKey& key) {
+    if (absl::Status valid = ValidateSessionId(key.id); !valid.ok()) return valid;
+    const std::string redis_key = RedisKey(key);
+    absl::StatusOr<std::vector<Reply>> replies = Run({{"GET", redis_key}});
+    if (!replies.ok()) return replies.status();
+    const redisReply* reply = (*replies)[0].get();
+    if (reply->type == REDIS_REPLY_NIL) return internal::SessionNotFound(key);
+    if (reply->type != REDIS_REPLY_STRING) {
+      return absl::UnavailableError(Prefix("unexpected reply to GET"));
+    }
+    return std::make_shared<const std::string>(reply->str, reply->len);
+  }
+
+  // The records of those of `keys` that exist, in order: header, size and TTL of each read in one
+  // MULTI/EXEC, so the three agree even while the session is being replaced.
+  absl::StatusOr<std::vector<SessionRecord>> Records(const std::vector<SessionKey>& keys) {
+    std::vector<SessionRecord> records;
+    const std::string header_end = absl::StrCat(kSnapshotHeaderBytes - 1);
+    for (const SessionKey& key : keys) {
+      const std::string redis_key = RedisKey(key);
+      absl::StatusOr<std::vector<Reply>> replies = Run({{"MULTI"},
+                                                        {"GETRANGE", redis_key, "0", header_end},
+                                                        {"STRLEN", redis_key},
+                                                        {"PTTL", redis_key},
+                                                        {"EXEC"}});
+      if (!replies.ok()) return Count(replies.status());
+      const redisReply* exec = replies->back().get();
+      if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 3 ||
+          exec->element[0]->type != REDIS_REPLY_STRING ||
+          exec->element[1]->type != REDIS_REPLY_INTEGER ||
+          exec->element[2]->type != REDIS_REPLY_INTEGER) {
+        return Count(absl::UnavailableError(Prefix("unexpected reply to MULTI/EXEC")));
+      }
+      const redisReply* header_reply = exec->element[0];
+      if (header_reply->len == 0) continue;  // gone (deleted or expired since it was listed)
+      absl::StatusOr<SnapshotHeader> header =
+          ParseHeader(absl::string_view(header_reply->str, header_reply->len));
+      if (!header.ok()) {
+        if (keys.size() == 1) {
+          return absl::Status(header.status().code(),
+                              absl::StrCat(Prefix(redis_key), ": ", header.status().message()));
+        }
+        continue;  // a corrupt value is left out of a list
+      }
+      const long long ttl_ms = exec->element[2]->integer;
+      const absl::Time expires_at =
+          ttl_ms >= 0 ? absl::Now() + absl::Milliseconds(ttl_ms) : absl::InfiniteFuture();
+      records.push_back(internal::MakeRecord(
+          key, *header, static_cast<uint64_t>(exec->element[1]->integer), expires_at));
+    }
+    return records;
+  }
+
+  // Sends the commands in one round trip on a pooled connection and returns their replies. Any
+  // failure is UNAVAILABLE naming the server; the connection is dropped and the next call
+  // reconnects.
+  absl::StatusOr<std::vector<Reply>> Run(
+      const std::vector<std::vector<absl::string_view>>& commands) {
+    absl::StatusOr<Context> context = Acquire();
+    if (!context.ok()) return context.status();
+    for (const std::vector<absl::string_view>& command : commands) {
+      std::vector<const char*> argv;
+      std::vector<size_t> lengths;
+      for (absl::string_view arg : command) {
+        argv.push_back(arg.data());
+        lengths.push_back(arg.size());
+      }
+      if (redisAppendCommandArgv(context->get(), static_cast<int>(argv.size()), argv.data(),
+                                 lengths.data()) != REDIS_OK) {
+        return Broken(std::move(*context));
+      }
+    }
+    std::vector<Reply> replies;
+    for (size_t i = 0; i < commands.size(); ++i) {
+      void* raw = nullptr;
+      if (redisGetReply(context->get(), &raw) != REDIS_OK || raw == nullptr) {
+        return Broken(std::move(*context));
+      }
+      replies.emplace_back(static_cast<redisReply*>(raw));
+    }
+    Release(std::move(*context));
+    for (const Reply& reply : replies) {
+      if (reply->type == REDIS_REPLY_ERROR) {
+        const std::string error(reply->str, reply->len);
+        if (absl::StartsWith(error, "OOM")) {
+          return absl::ResourceExhaustedError(Prefix(error));
+        }
+        return absl::UnavailableError(Prefix(error));
+      }
+    }
+    return replies;
+  }
+
+  absl::StatusOr<Context> Acquire() {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      room_.wait(lock, [&] { return !idle_.empty() || open_ < options_.redis_connections; });
+      if (!idle_.empty()) {
+        Context context = std::move(idle_.back());
+        idle_.pop_back();
+        return context;
+      }
+      ++open_;
+    }
+    absl::StatusOr<Context> context = Connect();
+    if (!context.ok()) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      --open_;
+      room_.notify_one();
+    }
+    return context;
+  }
+
+  absl::StatusOr<Context> Connect() {
+    Context context(redisConnectWithTimeout(address_.host.c_str(), address_.port,
+                                            absl::ToTimeval(options_.redis_timeout)));
+    if (context == nullptr) return absl::UnavailableError(Prefix("cannot allocate a connection"));
+    if (context->err != 0) {
+      return absl::UnavailableError(Prefix(absl::StrCat("cannot connect: ", context->errstr)));
+    }
+    if (redisSetTimeout(context.get(), absl::ToTimeval(options_.redis_timeout)) != REDIS_OK) {
+      return absl::UnavailableError(Prefix(absl::StrCat("cannot set timeout: ", context->errstr)));
+    }
+    std::vector<std::vector<std::string>> setup;
+    if (!address_.password.empty()) {
+      if (address_.user.empty()) {
+        setup.push_back({"AUTH", address_.password});
+      } else {
+        setup.push_back({"AUTH", address_.user, address_.password});
+      }
+    }
+    if (address_.db != 0) setup.push_back({"SELECT", absl::StrCat(address_.db)});
+    for (const std::vector<std::string>& command : setup) {
+      std::vector<const char*> argv;
+      std::vector<size_t> lengths;
+      for (const std::string& arg : command) {
+        argv.push_back(arg.data());
+        lengths.push_back(arg.size());
+      }
+      Reply reply(static_cast<redisReply*>(redisCommandArgv(
+          context.get(), static_cast<int>(argv.size()), argv.data(), lengths.data())));
+      if (reply == nullptr) {
+        return absl::UnavailableError(Prefix(absl::StrCat(command[0], ": ", context->errstr)));
+      }
+      if (reply->type == REDIS_REPLY_ERROR) {
+        return absl::UnavailableError(
+            Prefix(absl::StrCat(command[0], ": ", std::string(reply->str, reply->len))));
+      }
+    }
+    return context;
+  }
+
+  void Release(Context context) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    idle_.push_back(std::move(context));
+    room_.notify_one();
+  }
+
+  absl::Status Broken(Context context) {
+    absl::Status status = absl::UnavailableError(Prefix(
+        context->err != 0 ? std::string(context->errstr) : std::string("connection failed")));
+    context.reset();
+    std::lock_guard<std::mutex> lock(mutex_);
+    --open_;
+    room_.notify_one();
+    return status;
+  }
+
+  const SessionStoreOptions options_;
+  const RedisAddress address_;
+  const std::string where_;  // host:port, for messages
+  std::mutex mutex_;
+  std::condition_variable room_;
+  std::vector<Context> idle_;
+  int32_t open_ = 0;  // connections idle or in use
+  internal::StoreCounters counters_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SessionStore>> MakeRedisSessionStore(
+    const SessionStoreOptions& options) {
+  absl::StatusOr<RedisAddress> address = ParseRedisUrl(options.redis_url);
+  if (!address.ok()) return address.status();
+  return std::make_unique<RedisSessionStore>(options, *std::move(address));
+}
+
+}  // namespace hgrn2::session

@@ -1,0 +1,61 @@
+// What the session stores share: checking a snapshot on Put, records from headers, counters.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
+#include "engine/session/session_store.h"
+#include "engine/session/snapshot.h"
+
+namespace hgrn2::session::internal {
+
+// Checks what every store checks on Put: a valid id, a snapshot, a header that parses, a size
+// that matches the header, at most `max_session_bytes`. Returns the header. `store` prefixes the
+// messages.
+absl::StatusOr<SnapshotHeader> CheckPut(const SessionKey& key, const std::string* snapshot,
+                                        int64_t max_session_bytes, absl::string_view store);
+
+// The record of a stored snapshot.
+SessionRecord MakeRecord(const SessionKey& key, const SnapshotHeader& header, uint64_t size_bytes,
+                         absl::Time expires_at);
+
+// Tenants are arbitrary bytes; stores name them in hex (file names, Redis keys).
+inline std::string TenantHex(absl::string_view tenant) { return absl::BytesToHexString(tenant); }
+
+// The clock of `options` (absl::Now when unset).
+inline absl::Time Now(const SessionStoreOptions& options) {
+  return options.clock ? options.clock() : absl::Now();
+}
+
+// NOT_FOUND for `key`, worded the same by every store.
+absl::Status SessionNotFound(const SessionKey& key);
+
+// The counters of SessionStoreStats that calls bump (sessions and bytes are the store's own).
+struct StoreCounters {
+  std::atomic<int64_t> saves{0}, loads{0}, hits{0}, misses{0}, evictions{0}, expirations{0},
+      errors{0};
+
+  // Counts a call's outcome: NOT_FOUND is not an error.
+  void CountError(const absl::Status& status) {
+    if (!status.ok() && !absl::IsNotFound(status)) errors.fetch_add(1, std::memory_order_relaxed);
+  }
+  SessionStoreStats Snapshot(int64_t sessions, int64_t bytes) const {
+    SessionStoreStats s;
+    s.sessions = sessions;
+    s.bytes = bytes;
+    s.saves = saves.load(std::memory_order_relaxed);
+    s.loads = loads.load(std::memory_order_relaxed);
+    s.hits = hits.load(std::memory_order_relaxed);
+    s.misses = misses.load(std::memory_order_relaxed);
+    s.evictions = evictions.load(std::memory_order_relaxed);
+    s.expirations = expirations.load(std::memory_order_relaxed);
+    s.errors = errors.load(std::memory_order_relaxed);
+    return s;
+  }
+};
+
+}  // namespace hgrn2::session::internal
