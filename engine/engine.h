@@ -23,6 +23,7 @@
 namespace hgrn2 {
 
 class Scheduler;
+struct Sequence;
 
 // Assigned by the engine, unique for its lifetime, never 0.
 using RequestId = uint64_t;
@@ -42,6 +43,11 @@ struct GenerationRequest {
   std::vector<int32_t> prompt;
   SamplingParams sampling;  // give a seed for reproducible draws (see SamplingParams)
   StoppingParams stopping;
+  // A stop condition the engine cannot see (the server's stop strings): called on the scheduler
+  // thread with each sampled token, in order, when no other condition ended the request; true
+  // ends it after that token with FinishReason::kStop (the token is delivered, and a final state
+  // is one of exactly the tokens delivered). Must return quickly. Not with GenerateMany.
+  std::function<bool(const SampledToken&)> stops_after;
   int32_t priority = 0;                          // higher first; first come, first served within
   absl::Time deadline = absl::InfiniteFuture();  // past it: DEADLINE_EXCEEDED
   // Start from this state instead of a zeroed one. The sampler sees only this request: its
@@ -75,7 +81,7 @@ struct GenerationEnd {
   // From submission to the first admission (a slot and a start in prefill).
   absl::Duration queue_time = absl::ZeroDuration();
   // Prompt tokens whose state came from the prefix cache instead of being fed (counted in
-  // prompt_tokens too).
+  // prompt_tokens too): P - 1 for a cached prompt P that prefixes this one.
   int64_t cached_prompt_tokens = 0;
   std::shared_ptr<const SequenceState> final_state;  // with return_final_state and OK status
 };
@@ -185,9 +191,11 @@ class PendingScore : public RequestHandle {
 
 // One iteration of the scheduler that ran the model, for metrics.
 struct StepReport {
-  double seconds = 0.0;          // wall time of the iteration's model work
-  int64_t prefill_tokens = 0;    // prompt tokens fed (generation and scoring)
-  int64_t decode_sequences = 0;  // sequences advanced by one token in the decode step
+  double seconds = 0.0;        // wall time of the iteration's model work
+  int64_t prefill_tokens = 0;  // prompt tokens fed by prefill (generation and scoring)
+  // Sequences advanced by one token in the decode step (with the prefix cache on, or in
+  // GenerateMany, a prompt's last token is fed here too).
+  int64_t decode_sequences = 0;
 };
 
 struct EngineOptions {
@@ -217,8 +225,13 @@ struct EngineOptions {
   // and not call into the engine.
   std::function<void(const StepReport&)> on_step;
   // Prefix state cache: device memory for the states at the ends of recent prompts (LRU), so a
-  // prompt that extends one of them starts from its state and feeds only the rest. 0 = off.
-  // Rounded down to whole states; each takes one state slot beside num_slots.
+  // prompt that extends one of them (or equals it) starts from a device copy of its state and
+  // feeds only the rest. 0 = off. Rounded down to whole states; each takes one state slot beside
+  // num_slots. Only generation requests from a zero state use and fill it (not initial_state,
+  // resume_parked or scoring). With it on, such a request's prefill feeds its prompt but the last
+  // token (the state then cached), and the decode step of the same iteration feeds the last
+  // token and samples the first: on the CPU backend (token-by-token prefill, batch-invariant
+  // GEMMs) results are bit for bit those with it off; on CUDA, to rounding.
   int64_t prefix_cache_bytes = 0;
   // Largest n of GenerateMany.
   int32_t max_samples = 16;
@@ -236,18 +249,23 @@ struct EngineStats {
   int64_t free_slots = 0;
   int64_t num_slots = 0;
   int64_t free_swap_slots = 0;
-  int64_t steps = 0;              // iterations that ran the model
-  int64_t prompt_tokens = 0;      // fed by prefill, generation and scoring
+  int64_t steps = 0;  // iterations that ran the model
+  // Prompt tokens taken in, generation and scoring, once per request (GenerateMany included):
+  // fed by prefill or by the decode step, or taken from the prefix cache.
+  int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;   // sampled
   int64_t requests_finished = 0;  // ended with any status
   int64_t preemptions = 0;
   // Prefix state cache.
   int64_t prefix_cache_entries = 0;
   int64_t prefix_cache_capacity = 0;  // entries it can hold
-  int64_t prefix_cache_hits = 0;      // requests that started from a cached state
-  int64_t prefix_cache_misses = 0;    // requests that looked and found none
+  // Requests that started from a cached state; those that looked and found none. A request
+  // looks when the cache is on, it starts from a zero state and its prompt has 2 tokens or more.
+  int64_t prefix_cache_hits = 0;
+  int64_t prefix_cache_misses = 0;
   int64_t prefix_cache_evictions = 0;
-  int64_t prefix_cache_tokens = 0;  // prompt tokens not fed thanks to it
+  int64_t prefix_cache_tokens = 0;  // prompt tokens not fed thanks to it (a hit on an entry of
+                                    // P tokens saves P - 1: P's last is fed again)
   double last_step_seconds = 0.0;
   double mean_step_seconds = 0.0;
   double mean_tokens_per_step = 0.0;  // prompt and decode tokens through the model per step
@@ -272,13 +290,22 @@ class Engine {
   // state of the wrong size) and queues it; RESOURCE_EXHAUSTED when max_queued requests wait,
   // UNAVAILABLE after Stop(). Errors here never reach the stream.
   absl::StatusOr<std::shared_ptr<GenerationStream>> Generate(GenerationRequest request);
-  // n (1 .. max_samples) independent samples of one request sharing one prefill: the prompt is
-  // fed once and its state copied for each sample. Stream i samples with seed + i when the
-  // request has a seed; each ends on its own; on_update is called for any of them. Not with
-  // return_final_state, park_as or resume_parked (INVALID_ARGUMENT).
+  // n (1 .. min(max_samples, max_running)) independent samples of one request sharing one
+  // prefill: the prompt but its last token is fed once, its state copied into a slot per sample,
+  // and each sample's decode step feeds the last token and samples its first. Stream i samples
+  // with seed + i when the request has a seed (unseeded: each draws its own seed); each ends on
+  // its own (cancel one, the others go on; the first cancelled before the prompt is in hands the
+  // prefill to the next); on_update is called for any of them. It counts once in the queue and in
+  // the prompt counters, n times in requests_finished. Admission needs n running seats and n free
+  // slots at once: under pressure the request waits at the head of its priority (preempting
+  // lower-priority sequences, evicting parked states), holding back requests behind it; until
+  // the prompt is in, it is never preempted. Not with return_final_state, park_as or
+  // resume_parked (INVALID_ARGUMENT). On the CPU backend sample i equals Generate with seed + i
+  // token for token.
   absl::StatusOr<std::vector<std::shared_ptr<GenerationStream>>> GenerateMany(
       GenerationRequest request, int32_t n);
-  // Same checks (at least 2 tokens).
+  // Same checks (at least 2 tokens; with an initial_state, at least 1, and the state's size and
+  // pending token as Generate checks them).
   absl::StatusOr<std::shared_ptr<PendingScore>> Score(ScoreRequest request);
   // Cancels a request that has not ended; NOT_FOUND otherwise.
   absl::Status Cancel(RequestId id);
@@ -296,6 +323,11 @@ class Engine {
  private:
   Engine(const Model& model, const EngineOptions& options, std::unique_ptr<Scheduler> scheduler);
   absl::Status ValidateTokens(absl::Span<const int32_t> tokens, absl::string_view what) const;
+  absl::Status ValidateInitialState(const SequenceState& state, absl::string_view what) const;
+  absl::Status ValidateGeneration(const GenerationRequest& request) const;
+  // A sequence for `request`'s prompt and stopping with its own id, stream and sampler.
+  std::unique_ptr<Sequence> NewGeneration(const GenerationRequest& request, SamplingParams sampling,
+                                          std::function<void()> on_update);
 
   const Model& model_;
   EngineOptions options_;

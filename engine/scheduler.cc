@@ -1,5 +1,6 @@
 // Scheduler: the iteration loop of continuous batching, admission, preemption by swapping,
-// parking, and the hand-off of requests from other threads.
+// parking, the prefix cache's use, GenerateMany's forks, and the hand-off of requests from other
+// threads.
 #include "engine/scheduler.h"
 
 #include <algorithm>
@@ -32,6 +33,25 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Model& model,
   const int32_t num_slots = options.num_slots > 0 ? options.num_slots : options.max_running;
   HGRN2_ASSIGN_OR_RETURN(scheduler->pool_, StatePool::Create(model.backend(), model.config(),
                                                              num_slots, options.state_dtype));
+  // The cache's slots sit in the same pool (so that a state moves by a device copy), beyond
+  // num_slots; the slot size is the pool's, known once it exists.
+  const int64_t cache_slots =
+      options.prefix_cache_bytes / static_cast<int64_t>(scheduler->pool_->slot_bytes());
+  if (cache_slots > 0) {
+    if (cache_slots > INT32_MAX - num_slots) {
+      return absl::InvalidArgumentError(absl::StrCat("engine options: prefix_cache_bytes (",
+                                                     options.prefix_cache_bytes,
+                                                     ") is too many states"));
+    }
+    scheduler->pool_.reset();
+    HGRN2_ASSIGN_OR_RETURN(
+        scheduler->pool_,
+        StatePool::Create(model.backend(), model.config(),
+                          num_slots + static_cast<int32_t>(cache_slots), options.state_dtype));
+    HGRN2_ASSIGN_OR_RETURN(
+        scheduler->prefix_cache_,
+        PrefixCache::Create(*scheduler->pool_, static_cast<int32_t>(cache_slots)));
+  }
   ForwardPass::Options pass_options;
   // A decode step is max_running tokens, a prefill call at most the budget.
   pass_options.max_tokens =
@@ -46,6 +66,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Model& model,
   scheduler->stats_.num_slots = num_slots;
   scheduler->stats_.free_slots = num_slots;
   scheduler->stats_.free_swap_slots = options.swap_slots;
+  scheduler->stats_.prefix_cache_capacity = cache_slots;
   scheduler->thread_ = std::thread([s = scheduler.get()] { s->Run(); });
   return scheduler;
 }
@@ -68,6 +89,12 @@ absl::Status Scheduler::Submit(std::unique_ptr<Sequence> sequence) {
     sequence->submitted = std::chrono::steady_clock::now();
     live_[sequence->id] = sequence->stream ? std::weak_ptr<RequestHandle>(sequence->stream)
                                            : std::weak_ptr<RequestHandle>(sequence->score);
+    for (const std::unique_ptr<Sequence>& fork : sequence->forks) {
+      fork->arrival = sequence->arrival;
+      fork->submitted = sequence->submitted;
+      fork->counted_as_queued = false;  // the request counts once
+      live_[fork->id] = fork->stream;
+    }
     inbox_.push_back(std::move(sequence));
   }
   wake_.notify_one();
@@ -164,7 +191,12 @@ bool Scheduler::Iterate() {
   for (const auto& sequence : running_) {
     if (sequence->decoding) decoders.push_back(sequence.get());
   }
+  prompt_in_.clear();  // those whose prompt came in at admission are among the decoders already
   const int64_t prefill_tokens = PrefillStep();
+  // Prompts whose last token the decode step feeds join it in the iteration their prefill ends,
+  // so their first token comes as soon as it would through prefill.
+  decoders.insert(decoders.end(), prompt_in_.begin(), prompt_in_.end());
+  prompt_in_.clear();
   const int64_t decode_sequences = DecodeStep(decoders);
   const int64_t tokens = prefill_tokens + decode_sequences;
   RemoveEnded();
@@ -187,6 +219,7 @@ bool Scheduler::Iterate() {
 void Scheduler::EndCancelledAndExpired() {
   const absl::Time now = absl::Now();
   auto check = [&](Sequence& sequence) {
+    if (!sequence.forks.empty()) EndCancelledForks(sequence);
     if (sequence.handle().cancel_requested()) {
       End(sequence, absl::CancelledError(absl::StrCat("request ", sequence.id, " cancelled")));
     } else if (now >= sequence.deadline) {
@@ -199,17 +232,56 @@ void Scheduler::EndCancelledAndExpired() {
   RemoveEnded();
 }
 
+void Scheduler::EndCancelledForks(Sequence& sequence) {
+  for (auto& fork : sequence.forks) {
+    if (fork->handle().cancel_requested()) {
+      End(*fork, absl::CancelledError(absl::StrCat("request ", fork->id, " cancelled")));
+    }
+  }
+  std::erase_if(sequence.forks, [](const std::unique_ptr<Sequence>& fork) { return fork->ended; });
+  if (!sequence.handle().cancel_requested() || sequence.forks.empty()) return;
+  // The first sample is cancelled and others are not: the next one takes its stream's place in
+  // the prefill, and the cancelled stream ends with that sample's reserved slot.
+  std::unique_ptr<Sequence> heir = std::move(sequence.forks.front());
+  sequence.forks.erase(sequence.forks.begin());
+  std::swap(sequence.id, heir->id);
+  std::swap(sequence.stream, heir->stream);
+  std::swap(sequence.sampler, heir->sampler);
+  End(*heir, absl::CancelledError(absl::StrCat("request ", heir->id, " cancelled")));
+}
+
+int32_t Scheduler::RunningSeats() const {
+  int32_t seats = 0;
+  for (const auto& sequence : running_) seats += sequence->seats();
+  return seats;
+}
+
 void Scheduler::Admit() {
   while (!waiting_.empty()) {
     Sequence& next = *waiting_.front();
-    if (static_cast<int32_t>(running_.size()) >= options_.max_running && !Preempt(next.priority)) {
-      break;
+    // A GenerateMany request needs a seat and a slot for every sample at once: it waits at the
+    // head of the queue (taking seats by preemption where its priority allows) until it has them.
+    const int32_t need = next.seats();
+    bool seated = true;
+    while (RunningSeats() + need > options_.max_running) {
+      if (!Preempt(next.priority)) {
+        seated = false;
+        break;
+      }
     }
-    // Slots hold running and parked states, and there are at least max_running of them, so
-    // with a running seat free a slot is free or parked.
+    if (!seated) break;
+    // Slots hold running and parked states, and there are at least max_running of them (the
+    // prefix cache has its own), so with running seats free, slots are free or parked.
     const bool takes_parked_slot =
         next.swap_slot < 0 && !next.resume_parked.empty() && parked_.count(next.resume_parked) > 0;
-    if (!takes_parked_slot && pool_->num_free() == 0 && !EvictParked()) break;
+    bool slotted = true;
+    while (!takes_parked_slot && pool_->num_free() < need) {
+      if (!EvictParked()) {
+        slotted = false;
+        break;
+      }
+    }
+    if (!slotted) break;
     std::unique_ptr<Sequence> sequence = std::move(waiting_.front());
     waiting_.erase(waiting_.begin());
     if (absl::Status started = Start(*sequence); !started.ok()) {
@@ -237,6 +309,10 @@ absl::Status Scheduler::Start(Sequence& sequence) {
   sequence.queue_time = absl::FromChrono(std::chrono::steady_clock::now() - sequence.submitted);
   if (sequence.score) {
     HGRN2_ASSIGN_OR_RETURN(sequence.slot, pool_->Allocate());
+    if (sequence.initial_state) {
+      HGRN2_RETURN_IF_ERROR(pool_->WriteHost(sequence.slot, sequence.initial_state->bytes));
+      sequence.input.insert(sequence.input.begin(), sequence.initial_state->pending_token);
+    }
     return absl::OkStatus();
   }
   std::optional<int32_t> pending;
@@ -254,11 +330,64 @@ absl::Status Scheduler::Start(Sequence& sequence) {
     return absl::NotFoundError(
         absl::StrCat("no state is parked under '", sequence.resume_parked,
                      "' any more (its slot was needed) and the request has no initial_state"));
+  } else if (prefix_cache_ != nullptr) {
+    // From a zero state: the prompt's state may be cached, and it may start from a cached one.
+    sequence.last_input_in_decode = true;
+    sequence.fill_prefix_cache = true;
+    std::optional<PrefixCache::Hit> hit;
+    if (sequence.input.size() >= 2) {
+      hit = prefix_cache_->Lookup(sequence.input);
+      ++(hit ? prefix_cache_hits_ : prefix_cache_misses_);
+    }
+    if (hit) {
+      HGRN2_ASSIGN_OR_RETURN(sequence.slot, pool_->Allocate());
+      HGRN2_RETURN_IF_ERROR(pool_->Copy(hit->slot, sequence.slot));
+      sequence.fed = hit->length - 1;
+      sequence.cached_prompt_tokens = sequence.fed;
+      prefix_cache_tokens_ += sequence.fed;
+      prompt_tokens_ += sequence.fed;
+    } else {
+      HGRN2_ASSIGN_OR_RETURN(sequence.slot, pool_->Allocate());
+    }
   } else {
     HGRN2_ASSIGN_OR_RETURN(sequence.slot, pool_->Allocate());
   }
   if (pending) sequence.input.insert(sequence.input.begin(), *pending);
   sequence.prompt_tokens = static_cast<int64_t>(sequence.input.size());
+  if (!sequence.forks.empty()) {
+    sequence.last_input_in_decode = true;
+    for (auto& fork : sequence.forks) {
+      // Reserved now (admission counted them); written when the prompt is in.
+      HGRN2_ASSIGN_OR_RETURN(fork->slot, pool_->Allocate());
+      fork->queue_time = sequence.queue_time;
+      fork->prompt_tokens = sequence.prompt_tokens;
+      fork->cached_prompt_tokens = sequence.cached_prompt_tokens;
+    }
+  }
+  if (sequence.last_input_in_decode && sequence.remaining_prefill() == 0) {
+    // Nothing to prefill (a one-token input, or a cached prefix equal to the prompt): it decodes
+    // from this iteration on, with the sequences already decoding.
+    return PromptIn(sequence);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::PromptIn(Sequence& sequence) {
+  if (sequence.fill_prefix_cache) {
+    HGRN2_RETURN_IF_ERROR(prefix_cache_->Insert(sequence.input, sequence.slot));
+  }
+  ++prompt_tokens_;  // the last input token, fed by the decode step (once for all samples)
+  sequence.decoding = true;
+  sequence.last_token = sequence.input.back();
+  for (std::unique_ptr<Sequence>& fork : sequence.forks) {
+    HGRN2_RETURN_IF_ERROR(pool_->Copy(sequence.slot, fork->slot));
+    fork->decoding = true;
+    fork->last_token = sequence.last_token;
+  }
+  // Running from now on: after the sequence itself where it runs already (this iteration's
+  // decode step takes them through prompt_in_), before it where it is being admitted.
+  for (std::unique_ptr<Sequence>& fork : sequence.forks) running_.push_back(std::move(fork));
+  sequence.forks.clear();
   return absl::OkStatus();
 }
 
@@ -267,7 +396,8 @@ bool Scheduler::Preempt(int32_t priority) {
   // The lowest priority below `priority`, the latest arrival among those: it has waited least.
   auto victim = running_.end();
   for (auto it = running_.begin(); it != running_.end(); ++it) {
-    if ((*it)->ended || (*it)->priority >= priority) continue;
+    // A GenerateMany request before its fork holds reserved slots: it stays.
+    if ((*it)->ended || (*it)->priority >= priority || !(*it)->forks.empty()) continue;
     if (victim == running_.end() || RunsBefore(**victim, **it)) victim = it;
   }
   if (victim == running_.end()) return false;
@@ -325,14 +455,17 @@ void Scheduler::PrefillGeneration(const std::vector<std::pair<Sequence*, int64_t
   // Prompts that complete go first, so their logits are rows [0, k) for one Sample call.
   std::vector<std::pair<Sequence*, int64_t>> ordered;
   std::vector<Sequence*> completing;
+  auto samples_now = [](const Sequence& sequence, int64_t count) {
+    return count == sequence.remaining_prefill() && !sequence.last_input_in_decode;
+  };
   for (const auto& [sequence, count] : work) {
-    if (count == sequence->remaining_prefill()) {
+    if (samples_now(*sequence, count)) {
       ordered.emplace_back(sequence, count);
       completing.push_back(sequence);
     }
   }
   for (const auto& [sequence, count] : work) {
-    if (count < sequence->remaining_prefill()) ordered.emplace_back(sequence, count);
+    if (!samples_now(*sequence, count)) ordered.emplace_back(sequence, count);
   }
   std::vector<SequenceTokens> batch;
   for (const auto& [sequence, count] : ordered) {
@@ -349,6 +482,17 @@ void Scheduler::PrefillGeneration(const std::vector<std::pair<Sequence*, int64_t
   for (const auto& [sequence, count] : ordered) sequence->fed += count;
   if (!completing.empty()) {
     SampleAndDeliver(logits->Rows(0, static_cast<int64_t>(completing.size())), completing);
+  }
+  for (const auto& [sequence, count] : ordered) {
+    if (!sequence->last_input_in_decode || sequence->remaining_prefill() > 0) continue;
+    const size_t first_joining = running_.size();
+    if (absl::Status in = PromptIn(*sequence); !in.ok()) {
+      End(*sequence, DeviceFailure("caching or forking a prompt's state", in));
+      continue;
+    }
+    prompt_in_.push_back(sequence);
+    for (size_t i = first_joining; i < running_.size(); ++i)
+      prompt_in_.push_back(running_[i].get());
   }
 }
 
@@ -445,9 +589,12 @@ void Scheduler::Deliver(Sequence& sequence, const SampledToken& token) {
   ++generated_tokens_;
   sequence.last_token = token.id;
   sequence.decoding = true;
-  const FinishReason reason =
+  FinishReason reason =
       CheckFinish(sequence.stopping, model_.config().eos_token_ids, token.id,
                   static_cast<int32_t>(std::min<int64_t>(sequence.generated, INT32_MAX)));
+  if (reason == FinishReason::kNone && sequence.stops_after && sequence.stops_after(token)) {
+    reason = FinishReason::kStop;
+  }
   if (reason == FinishReason::kNone) {
     sequence.stream->Deliver({&token, 1}, std::nullopt);
     return;
@@ -459,6 +606,10 @@ void Scheduler::End(Sequence& sequence, absl::Status status, FinishReason reason
                     const SampledToken* last) {
   if (sequence.ended) return;
   sequence.ended = true;
+  // GenerateMany's other samples, not running yet, end with it (a cancellation of one sample
+  // never gets here with others left: EndCancelledForks).
+  for (std::unique_ptr<Sequence>& fork : sequence.forks) End(*fork, status);
+  sequence.forks.clear();
   std::shared_ptr<const SequenceState> final_state;
   if (sequence.slot >= 0) {
     if (status.ok() && sequence.return_final_state) {
@@ -505,6 +656,7 @@ void Scheduler::End(Sequence& sequence, absl::Status status, FinishReason reason
   end.status = std::move(status);
   end.finish_reason = end.status.ok() ? reason : FinishReason::kNone;
   end.prompt_tokens = sequence.prompt_tokens;
+  end.cached_prompt_tokens = sequence.cached_prompt_tokens;
   end.generated_tokens = sequence.generated;
   end.queue_time = sequence.queue_time;
   end.final_state = std::move(final_state);
@@ -535,6 +687,13 @@ void Scheduler::PublishStats(double step_seconds, int64_t step_tokens) {
   stats_.generated_tokens = generated_tokens_;
   stats_.requests_finished = requests_finished_;
   stats_.preemptions = preemptions_;
+  if (prefix_cache_ != nullptr) {
+    stats_.prefix_cache_entries = prefix_cache_->size();
+    stats_.prefix_cache_evictions = prefix_cache_->evictions();
+  }
+  stats_.prefix_cache_hits = prefix_cache_hits_;
+  stats_.prefix_cache_misses = prefix_cache_misses_;
+  stats_.prefix_cache_tokens = prefix_cache_tokens_;
   if (step_tokens > 0) {
     stats_.last_step_seconds = step_seconds;
     stats_.last_tokens_per_step = static_cast<double>(step_tokens);

@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "engine/engine.h"
 #include "engine/forward_pass.h"
+#include "engine/prefix_cache.h"
 #include "engine/sampler.h"
 #include "engine/state_pool.h"
 
@@ -36,21 +37,35 @@ struct Sequence {
   std::shared_ptr<PendingScore> score;
 
   // Tokens to feed through the model in prefill. Generation: the prompt, after the start state's
-  // pending token once admitted. Scoring: the text, of which all but the last are fed.
+  // pending token once admitted. Scoring: the text (after the start state's pending token), of
+  // which all but the last are fed.
   std::vector<int32_t> input;
-  int64_t fed = 0;  // tokens of `input` already in the state
+  int64_t fed = 0;  // tokens of `input` already in the state (or taken from the prefix cache)
 
   // Generation only.
   std::optional<Sampler> sampler;
   StoppingParams stopping;
+  std::function<bool(const SampledToken&)> stops_after;
   std::shared_ptr<const SequenceState> initial_state;
   std::string resume_parked;
   std::string park_as;
   bool return_final_state = false;
-  bool decoding = false;  // the prompt is in; last_token is sampled and not fed yet
+  // Prefill feeds all of `input` but its last token, which the decode step feeds as last_token
+  // (and samples the first token from): with the prefix cache on, so that the state after
+  // input[:-1] can be cached, and in GenerateMany, so that it can be copied for every sample.
+  // On the CPU backend both ways of feeding a token give the same floats.
+  bool last_input_in_decode = false;
+  bool fill_prefix_cache = false;  // cache the state after input[:-1] for `input`
+  // The prompt is in; last_token (sampled, or the prompt's last token) is not fed yet.
+  bool decoding = false;
   int32_t last_token = 0;
   int64_t generated = 0;
   int64_t prompt_tokens = 0;
+  int64_t cached_prompt_tokens = 0;  // of `input`, whose state came from the prefix cache
+  // GenerateMany: the other samples, each with its stream, sampler and a reserved slot (from
+  // admission on), until the prompt is in; then they get a copy of this state and run on their
+  // own. They share id order, priority, deadline and prompt with this one.
+  std::vector<std::unique_ptr<Sequence>> forks;
   // Scoring only: one entry per fed token so far, and the alternatives asked for.
   ScoreResult scored;
   int32_t num_top_logprobs = 0;
@@ -71,15 +86,20 @@ struct Sequence {
   }
   // Tokens prefill still has to feed.
   int64_t remaining_prefill() const {
-    const int64_t total = static_cast<int64_t>(input.size()) - (score ? 1 : 0);
+    const int64_t total =
+        static_cast<int64_t>(input.size()) - (score || last_input_in_decode ? 1 : 0);
     return total - fed;
   }
+  // Running seats (and device slots) it takes: itself and its forks.
+  int32_t seats() const { return 1 + static_cast<int32_t>(forks.size()); }
 };
 
 // Continuous batching at iteration level. Each iteration: take new requests; end cancelled
 // and expired ones; admit waiting ones by priority while slots allow (evicting parked states,
-// swapping out lower-priority sequences); feed prompts under the token budget, sampling first
-// tokens where a prompt completes; one decode step for every sequence that has a token to feed;
+// swapping out lower-priority sequences; a GenerateMany request takes a seat and a slot per
+// sample); feed prompts under the token budget, sampling first tokens where a prompt completes
+// (or, with the prefix cache on or in GenerateMany, caching and forking the state where all but
+// the prompt's last token are in); one decode step for every sequence that has a token to feed;
 // deliver tokens; end finished sequences and free or park their slots at once.
 //
 // Thread-safety: Submit, Cancel, Stats and Stop may be called from any thread; everything else
@@ -109,6 +129,13 @@ class Scheduler {
   void EndCancelledAndExpired();
   void Admit();
   absl::Status Start(Sequence& sequence);
+  // Where prefill has fed input[:-1] of a sequence that feeds its last input token in decode:
+  // caches the state, forks the other samples (into running_, decoding), and makes it decode.
+  absl::Status PromptIn(Sequence& sequence);
+  // GenerateMany before the fork: ends the cancelled samples; a cancelled first sample hands its
+  // place (and prefill) to the next.
+  void EndCancelledForks(Sequence& sequence);
+  int32_t RunningSeats() const;
   bool Preempt(int32_t priority);
   bool EvictParked();
   // Feeds prompts (generation and scoring) under the budget; returns the tokens fed.
@@ -129,6 +156,7 @@ class Scheduler {
   const Model& model_;
   const EngineOptions options_;
   std::unique_ptr<StatePool> pool_;
+  std::unique_ptr<PrefixCache> prefix_cache_;  // null when off
   std::unique_ptr<ForwardPass> pass_;
   std::unique_ptr<SwapArea> swap_;
 
@@ -144,6 +172,8 @@ class Scheduler {
   // The scheduler thread's own.
   std::vector<std::unique_ptr<Sequence>> waiting_;  // by priority (desc), then arrival
   std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
+  // Sequences whose prompt came in during this iteration's prefill: they join its decode step.
+  std::vector<Sequence*> prompt_in_;
   struct Parked {
     SlotId slot = -1;
     int32_t pending_token = 0;
@@ -153,6 +183,7 @@ class Scheduler {
   uint64_t park_counter_ = 0;
   int64_t prompt_tokens_ = 0, generated_tokens_ = 0, requests_finished_ = 0, preemptions_ = 0,
           steps_ = 0, step_tokens_total_ = 0;
+  int64_t prefix_cache_hits_ = 0, prefix_cache_misses_ = 0, prefix_cache_tokens_ = 0;
   double step_seconds_total_ = 0.0;
 
   mutable std::mutex stats_mutex_;

@@ -904,5 +904,453 @@ TEST(Engine, BadOptionsAreRefusedNamingTheField) {
               {"max_queued must be positive"});
 }
 
+// ---- Sessions (E6): scoring from a saved state, the prefix state cache, GenerateMany. ----
+
+// The log-probabilities of `tokens`, scored on the oracle as one text.
+std::vector<float> ScoreAlone(Fixture& fixture, const std::vector<int32_t>& tokens) {
+  absl::StatusOr<std::vector<float>> scored = ScoreSequence(*fixture.oracle_pass, tokens);
+  EXPECT_TRUE(scored.ok()) << scored.status();
+  return scored.ok() ? *scored : std::vector<float>{};
+}
+
+void ExpectSameLogprobs(const std::vector<float>& got, const std::vector<float>& want,
+                        const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t t = 0; t < got.size(); ++t) {
+    if (kOnCuda) {
+      ASSERT_NEAR(got[t], want[t], kCudaLogprobTolerance) << what << ", token " << t;
+    } else {
+      ASSERT_EQ(got[t], want[t]) << what << ", token " << t;
+    }
+  }
+}
+
+TEST(Engine, ScoringFromASavedStateEqualsScoringTheWholeText) {
+  EngineOptions options;
+  options.max_running = 4;
+  options.prefill_token_budget = 24;
+  Fixture fixture("tiny-conv", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  const int64_t vocab = fixture.model->config().vocab_size;
+  GenerationRequest first = GreedyRequest(RandomIds(30, vocab, 300), 6);
+  first.return_final_state = true;
+  const Outcome head = WaitFor(*fixture.Submit(first));
+  ASSERT_TRUE(head.end.status.ok()) << head.end.status;
+  std::vector<int32_t> history = first.prompt;
+  for (const SampledToken& token : head.tokens) history.push_back(token.id);
+
+  for (int64_t length : {1, 2, 57}) {
+    ScoreRequest request;
+    request.tokens = RandomIds(length, vocab, 310 + static_cast<uint64_t>(length));
+    request.initial_state = head.end.final_state;
+    request.num_top_logprobs = 2;
+    absl::StatusOr<ScoreResult> result = (*fixture.engine->Score(request))->Wait();
+    ASSERT_TRUE(result.ok()) << result.status();
+    std::vector<int32_t> whole = history;
+    whole.insert(whole.end(), request.tokens.begin(), request.tokens.end());
+    const std::vector<float> all = ScoreAlone(fixture, whole);
+    ExpectSameLogprobs(result->logprobs,
+                       std::vector<float>(all.end() - static_cast<ptrdiff_t>(length), all.end()),
+                       absl::StrCat(length, " tokens after the state"));
+    EXPECT_EQ(result->is_argmax.size(), static_cast<size_t>(length));
+    EXPECT_EQ(result->top.size(), static_cast<size_t>(length));
+  }
+  EXPECT_EQ(WaitUntilIdle(*fixture.engine).free_slots, 4);
+}
+
+// A session turn with seeded sampling: the saved state plus new text, sampled with a seed and no
+// penalties (the sampler sees only its own request), equals one request on the whole
+// conversation with that seed.
+TEST(Engine, ASeededSessionTurnEqualsOneRequestOnTheConversation) {
+  for (const int64_t cache_bytes : {int64_t{0}, int64_t{1} << 22}) {
+    EngineOptions options;
+    options.max_running = 2;
+    options.prefix_cache_bytes = cache_bytes;
+    Fixture fixture("tiny-conv", options);
+    ASSERT_NE(fixture.engine, nullptr);
+    const int64_t vocab = fixture.model->config().vocab_size;
+    GenerationRequest first = GreedyRequest(RandomIds(21, vocab, 320), 7);
+    first.sampling.temperature = 0.8f;
+    first.sampling.top_k = 50;
+    first.sampling.seed = 77;
+    first.return_final_state = true;
+    const Outcome head = WaitFor(*fixture.Submit(first));
+    ASSERT_TRUE(head.end.status.ok()) << head.end.status;
+    ExpectSameTokens(head.tokens, fixture.Alone(first).tokens, "first turn");
+
+    std::vector<int32_t> conversation = first.prompt;
+    for (const SampledToken& token : head.tokens) conversation.push_back(token.id);
+    GenerationRequest turn = first;
+    turn.return_final_state = false;
+    turn.sampling.seed = 78;
+    turn.prompt = RandomIds(9, vocab, 321);
+    turn.initial_state = head.end.final_state;
+    GenerationRequest in_one_go = turn;
+    in_one_go.initial_state = nullptr;
+    in_one_go.prompt = conversation;
+    in_one_go.prompt.insert(in_one_go.prompt.end(), turn.prompt.begin(), turn.prompt.end());
+    const Outcome resumed = WaitFor(*fixture.Submit(turn));
+    ASSERT_TRUE(resumed.end.status.ok()) << resumed.end.status;
+    EXPECT_EQ(resumed.end.prompt_tokens, 10);  // the pending token and the turn
+    const std::string what = absl::StrCat("second turn, prefix cache ", cache_bytes, " bytes");
+    ExpectSameTokens(resumed.tokens, fixture.Alone(in_one_go).tokens, what);
+    // And through the engine (with the cache on, from the first turn's cached prompt).
+    ExpectSameTokens(WaitFor(*fixture.Submit(in_one_go)).tokens, resumed.tokens, what);
+  }
+}
+
+// Runs `request` on the engine and checks it against the oracle, bit for bit on the CPU.
+Outcome RunAndCompare(Fixture& fixture, const GenerationRequest& request, const std::string& what) {
+  Outcome outcome = WaitFor(*fixture.Submit(request));
+  EXPECT_TRUE(outcome.end.status.ok()) << what << ": " << outcome.end.status;
+  const GenerationResult alone = fixture.Alone(request);
+  ExpectSameTokens(outcome.tokens, alone.tokens, what);
+  EXPECT_EQ(outcome.end.finish_reason, alone.finish_reason) << what;
+  EXPECT_EQ(outcome.end.prompt_tokens, static_cast<int64_t>(request.prompt.size())) << what;
+  return outcome;
+}
+
+// One request after another, so the cache's content is known: extend, equal, partly shared,
+// shorter, and evicted prompts all give the tokens and log-probabilities of the cache-off oracle;
+// hits skip exactly the cached prefix's tokens but its last.
+TEST(Engine, ThePrefixCacheGivesExactlyTheTokensOfAnUncachedRun) {
+  std::atomic<int64_t> prefill_tokens{0}, decode_sequences{0};
+  EngineOptions options;
+  options.max_running = 4;
+  options.prefill_token_budget = 32;
+  options.on_step = [&](const StepReport& report) {
+    prefill_tokens.fetch_add(report.prefill_tokens);
+    decode_sequences.fetch_add(report.decode_sequences);
+  };
+  Fixture probe("tiny-conv", EngineOptions{});
+  ASSERT_NE(probe.engine, nullptr);
+  options.prefix_cache_bytes = 2 * static_cast<int64_t>(probe.engine->state_bytes()) + 100;
+  Fixture fixture("tiny-conv", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  EXPECT_EQ(fixture.engine->Stats().prefix_cache_capacity, 2);
+  EXPECT_EQ(fixture.engine->Stats().num_slots, 4);
+  EXPECT_EQ(fixture.engine->Stats().free_slots, 4);
+  const int64_t vocab = fixture.model->config().vocab_size;
+  const std::vector<int32_t> base = RandomIds(40, vocab, 400);
+  auto with = [&](std::vector<int32_t> head, const std::vector<int32_t>& tail) {
+    head.insert(head.end(), tail.begin(), tail.end());
+    return head;
+  };
+  const std::vector<int32_t> head20(base.begin(), base.begin() + 20);
+  struct Case {
+    std::string name;
+    std::vector<int32_t> prompt;
+    int64_t cached;  // expected cached_prompt_tokens
+  };
+  // Capacity 2, least recently used first out.
+  const std::vector<Case> cases = {
+      {"first", base, 0},
+      {"equal", base, 39},
+      {"extends", with(base, RandomIds(15, vocab, 401)), 39},
+      // Hits the 55-token entry; its own entry evicts `base`'s.
+      {"extends the extension", with(with(base, RandomIds(15, vocab, 401)), {5}), 54},
+      {"partly shared", with(head20, RandomIds(10, vocab, 402)), 0},  // evicts the 55-token one
+      {"shorter", head20, 0},                                         // evicts the 56-token one
+      // `base` again: only its first 20 tokens are cached now; evicts the partly shared one.
+      {"evicted", base, 19},
+      {"one token", {base[0]}, 0},
+  };
+
+  int64_t fed_before = 0, decoded_before = 0, hits = 0, misses = 0, cached_total = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    GenerationRequest request;
+    request.prompt = c.prompt;
+    request.sampling = VariedSampling(static_cast<int>(i));  // greedy, seeded, penalties, bias
+    request.stopping.max_new_tokens = 12;
+    request.stopping.ignore_eos = true;
+    const Outcome outcome = RunAndCompare(fixture, request, c.name);
+    EXPECT_EQ(outcome.end.cached_prompt_tokens, c.cached) << c.name;
+    const EngineStats stats = WaitUntilIdle(*fixture.engine);
+    // Prefill feeds what the cache did not hold but the last token; the decode step the rest.
+    const int64_t prompt = static_cast<int64_t>(c.prompt.size());
+    EXPECT_EQ(prefill_tokens.load() - fed_before, prompt - 1 - c.cached) << c.name;
+    EXPECT_EQ(decode_sequences.load() - decoded_before, 12) << c.name;
+    fed_before = prefill_tokens.load();
+    decoded_before = decode_sequences.load();
+    if (prompt >= 2) ++(c.cached > 0 ? hits : misses);
+    cached_total += c.cached;
+    EXPECT_EQ(stats.prefix_cache_hits, hits) << c.name;
+    EXPECT_EQ(stats.prefix_cache_misses, misses) << c.name;
+    EXPECT_EQ(stats.prefix_cache_tokens, cached_total) << c.name;
+    EXPECT_LE(stats.prefix_cache_entries, 2) << c.name;
+    EXPECT_EQ(stats.free_slots, 4) << c.name;
+  }
+  const EngineStats stats = WaitUntilIdle(*fixture.engine);
+  EXPECT_EQ(stats.prefix_cache_entries, 2);
+  EXPECT_EQ(stats.prefix_cache_evictions, 4);
+  int64_t all_prompts = 0;
+  for (const Case& c : cases) all_prompts += static_cast<int64_t>(c.prompt.size());
+  EXPECT_EQ(stats.prompt_tokens, all_prompts);  // cached tokens count as prompt tokens
+}
+
+// A cache of one entry under many concurrent requests from three families of shared prefixes
+// (hits, misses and evictions interleave with admission): every request still gives its oracle's
+// tokens, and every slot comes back.
+TEST(Engine, AOneEntryPrefixCacheUnderConcurrentRequestsStaysExact) {
+  EngineOptions options;
+  options.max_running = 3;
+  options.prefill_token_budget = 16;
+  options.swap_slots = 2;
+  Fixture probe("tiny-a", EngineOptions{});
+  ASSERT_NE(probe.engine, nullptr);
+  options.prefix_cache_bytes = static_cast<int64_t>(probe.engine->state_bytes());
+  Fixture fixture("tiny-a", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  const int64_t vocab = fixture.model->config().vocab_size;
+  std::vector<std::vector<int32_t>> families;
+  for (int f = 0; f < 3; ++f) families.push_back(RandomIds(12 + 9 * f, vocab, 500 + f));
+  constexpr int kRequests = 24;
+  std::vector<GenerationRequest> requests(kRequests);
+  std::vector<std::shared_ptr<GenerationStream>> streams;
+  for (int i = 0; i < kRequests; ++i) {
+    GenerationRequest& request = requests[i];
+    request.prompt = families[i % 3];
+    if (i % 4 != 0) {
+      const std::vector<int32_t> tail = RandomIds(i % 7, vocab, 600 + i);
+      request.prompt.insert(request.prompt.end(), tail.begin(), tail.end());
+    }
+    request.sampling = VariedSampling(i);
+    request.priority = i % 5 == 4 ? 1 : 0;  // some preempt others
+    request.stopping.max_new_tokens = 3 + i % 6;
+    request.stopping.ignore_eos = true;
+    streams.push_back(fixture.Submit(request));
+    ASSERT_NE(streams.back(), nullptr);
+  }
+  for (int i = 0; i < kRequests; ++i) {
+    const Outcome outcome = WaitFor(*streams[i]);
+    ASSERT_TRUE(outcome.end.status.ok()) << outcome.end.status;
+    ExpectSameTokens(outcome.tokens, fixture.Alone(requests[i]).tokens,
+                     absl::StrCat("request ", i));
+  }
+  const EngineStats stats = WaitUntilIdle(*fixture.engine);
+  EXPECT_EQ(stats.prefix_cache_hits + stats.prefix_cache_misses, kRequests);
+  EXPECT_GT(stats.prefix_cache_hits, 0);
+  EXPECT_GT(stats.prefix_cache_evictions, 0);
+  EXPECT_EQ(stats.prefix_cache_entries, 1);
+  EXPECT_EQ(stats.free_slots, 3);
+  EXPECT_EQ(stats.free_swap_slots, 2);
+}
+
+// GenerateMany: sample i is the single request with seed + i, the prompt is fed once (prefill
+// feeds all of it but its last token, which each sample's decode step feeds), and it counts once.
+TEST(Engine, GenerateManySharesOnePrefillAndEachSampleEqualsItsSingleRequest) {
+  std::atomic<int64_t> prefill_tokens{0};
+  EngineOptions options;
+  options.max_running = 6;
+  options.prefill_token_budget = 16;
+  options.on_step = [&](const StepReport& report) {
+    prefill_tokens.fetch_add(report.prefill_tokens);
+  };
+  Fixture fixture("tiny-conv", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  const int64_t vocab = fixture.model->config().vocab_size;
+  for (int setting : {1, 3, 4}) {  // plain; min-p with repetition penalty; penalties and bias
+    GenerationRequest request;
+    request.prompt = RandomIds(45, vocab, 700 + static_cast<uint64_t>(setting));
+    request.sampling = VariedSampling(setting);
+    request.sampling.temperature = 6.0f;  // the fixture's logits are steep: make draws differ
+    request.stopping.max_new_tokens = 10;
+    request.stopping.ignore_eos = true;
+    const int64_t fed_before = prefill_tokens.load();
+    const EngineStats before = WaitUntilIdle(*fixture.engine);
+    constexpr int32_t kSamples = 5;
+    absl::StatusOr<std::vector<std::shared_ptr<GenerationStream>>> streams =
+        fixture.engine->GenerateMany(request, kSamples);
+    ASSERT_TRUE(streams.ok()) << streams.status();
+    ASSERT_EQ(streams->size(), static_cast<size_t>(kSamples));
+    std::vector<std::vector<int32_t>> ids;
+    for (int32_t i = 0; i < kSamples; ++i) {
+      const Outcome outcome = WaitFor(*(*streams)[i]);
+      ASSERT_TRUE(outcome.end.status.ok()) << outcome.end.status;
+      EXPECT_EQ(outcome.end.prompt_tokens, 45);
+      GenerationRequest single = request;
+      *single.sampling.seed += static_cast<uint64_t>(i);
+      ExpectSameTokens(outcome.tokens, fixture.Alone(single).tokens,
+                       absl::StrCat("setting ", setting, ", sample ", i));
+      ids.emplace_back();
+      for (const SampledToken& token : outcome.tokens) ids.back().push_back(token.id);
+    }
+    EXPECT_NE(ids[0], ids[1]);  // else seed + i would not be checked
+    const EngineStats after = WaitUntilIdle(*fixture.engine);
+    EXPECT_EQ(prefill_tokens.load() - fed_before, 44);
+    EXPECT_EQ(after.prompt_tokens - before.prompt_tokens, 45);
+    EXPECT_EQ(after.generated_tokens - before.generated_tokens, kSamples * 10);
+    EXPECT_EQ(after.requests_finished - before.requests_finished, kSamples);
+    EXPECT_EQ(after.free_slots, 6);
+  }
+  // Unseeded: independent draws.
+  GenerationRequest unseeded;
+  unseeded.prompt = {1, 2, 3};
+  unseeded.sampling.temperature = 6.0f;
+  unseeded.stopping.max_new_tokens = 24;
+  unseeded.stopping.ignore_eos = true;
+  auto streams = *fixture.engine->GenerateMany(unseeded, 2);
+  const Outcome a = WaitFor(*streams[0]), b = WaitFor(*streams[1]);
+  ASSERT_TRUE(a.end.status.ok() && b.end.status.ok());
+  std::vector<int32_t> a_ids, b_ids;
+  for (const SampledToken& token : a.tokens) a_ids.push_back(token.id);
+  for (const SampledToken& token : b.tokens) b_ids.push_back(token.id);
+  EXPECT_NE(a_ids, b_ids);
+}
+
+// Each sample ends on its own: one cancelled while running, and the first cancelled while the
+// request waits for its seats (the next sample takes over its prefill).
+TEST(Engine, GenerateManySamplesEndOnTheirOwn) {
+  EngineOptions options;
+  options.max_running = 3;
+  Fixture fixture("tiny-a", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  const int64_t vocab = fixture.model->config().vocab_size;
+  GenerationRequest request;
+  request.prompt = RandomIds(20, vocab, 800);
+  request.sampling = VariedSampling(1);
+  request.stopping.max_new_tokens = 30;
+  request.stopping.ignore_eos = true;
+  auto expected = [&](int32_t i) {
+    GenerationRequest single = request;
+    *single.sampling.seed += static_cast<uint64_t>(i);
+    return fixture.Alone(single).tokens;
+  };
+
+  GenerationRequest endless = request;
+  endless.stopping.max_new_tokens = 100000;
+  {
+    auto streams = *fixture.engine->GenerateMany(endless, 3);
+    ASSERT_FALSE(streams[1]->Next().tokens.empty());
+    streams[1]->Cancel();
+    EXPECT_EQ(WaitFor(*streams[1]).end.status.code(), absl::StatusCode::kCancelled);
+    EXPECT_TRUE(streams[0]->Poll().end == std::nullopt);
+    EXPECT_TRUE(streams[2]->Poll().end == std::nullopt);
+    ASSERT_TRUE(fixture.engine->Cancel(streams[0]->id()).ok());
+    ASSERT_TRUE(fixture.engine->Cancel(streams[2]->id()).ok());
+    EXPECT_EQ(WaitFor(*streams[0]).end.status.code(), absl::StatusCode::kCancelled);
+    EXPECT_EQ(WaitFor(*streams[2]).end.status.code(), absl::StatusCode::kCancelled);
+  }
+  // One seat is taken: three samples wait for three.
+  auto blocker = fixture.Submit(endless);
+  ASSERT_FALSE(blocker->Next().tokens.empty());
+  auto streams = *fixture.engine->GenerateMany(request, 3);
+  EXPECT_EQ(fixture.engine->Stats().queued, 1);  // the request counts once
+  streams[0]->Cancel();
+  const Outcome cancelled = WaitFor(*streams[0]);
+  ExpectError(cancelled.end.status, absl::StatusCode::kCancelled,
+              {absl::StrCat("request ", streams[0]->id(), " cancelled")});
+  EXPECT_TRUE(cancelled.tokens.empty());
+  blocker->Cancel();
+  for (int32_t i = 1; i < 3; ++i) {
+    const Outcome outcome = WaitFor(*streams[i]);
+    ASSERT_TRUE(outcome.end.status.ok()) << outcome.end.status;
+    ExpectSameTokens(outcome.tokens, expected(i), absl::StrCat("sample ", i));
+  }
+  const EngineStats stats = WaitUntilIdle(*fixture.engine);
+  EXPECT_EQ(stats.free_slots, 3);
+  EXPECT_EQ(stats.queued, 0);
+}
+
+TEST(Engine, SessionRequestsRefuseBadArgumentsNamingTheProblem) {
+  EngineOptions options;
+  options.max_running = 8;
+  options.max_samples = 4;
+  Fixture fixture("tiny-a", options);
+  ASSERT_NE(fixture.engine, nullptr);
+  Engine& engine = *fixture.engine;
+  GenerationRequest good;
+  good.prompt = {1, 2};
+  ExpectError(engine.GenerateMany(good, 0).status(), absl::StatusCode::kInvalidArgument,
+              {"n must be in [1, 4]", "got 0"});
+  ExpectError(engine.GenerateMany(good, 5).status(), absl::StatusCode::kInvalidArgument,
+              {"n must be in [1, 4]", "max_samples 4", "got 5"});
+  for (int field = 0; field < 3; ++field) {
+    GenerationRequest bad = good;
+    if (field == 0) bad.return_final_state = true;
+    if (field == 1) bad.park_as = "s";
+    if (field == 2) bad.resume_parked = "s";
+    ExpectError(engine.GenerateMany(bad, 2).status(), absl::StatusCode::kInvalidArgument,
+                {"return_final_state, park_as or resume_parked"});
+  }
+  GenerationRequest bad = good;
+  bad.prompt = {1, 512};
+  ExpectError(engine.GenerateMany(bad, 2).status(), absl::StatusCode::kInvalidArgument,
+              {"token id 512 at position 1"});
+
+  ScoreRequest score;
+  score.initial_state = std::make_shared<SequenceState>();
+  ExpectError(engine.Score(score).status(), absl::StatusCode::kInvalidArgument,
+              {"at least 1 token after an initial_state"});
+  score.tokens = {4};
+  ExpectError(engine.Score(score).status(), absl::StatusCode::kInvalidArgument,
+              {"score: initial_state has 0 bytes", absl::StrCat("has ", engine.state_bytes())});
+  auto state = std::make_shared<SequenceState>();
+  state->bytes.resize(engine.state_bytes());
+  state->pending_token = -3;
+  score.initial_state = state;
+  ExpectError(engine.Score(score).status(), absl::StatusCode::kInvalidArgument,
+              {"pending token -3"});
+  EXPECT_EQ(engine.Stats().requests_finished, 0);
+  EXPECT_EQ(engine.Stats().queued, 0);
+
+  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  auto model = *Model::Load(TestDataDir() / "tiny-a", *backend);
+  EngineOptions bad_options;
+  bad_options.prefix_cache_bytes = -1;
+  ExpectError(Engine::Create(*model, bad_options).status(), absl::StatusCode::kInvalidArgument,
+              {"prefix_cache_bytes must not be negative"});
+  bad_options = EngineOptions{};
+  bad_options.max_samples = 0;
+  ExpectError(Engine::Create(*model, bad_options).status(), absl::StatusCode::kInvalidArgument,
+              {"max_samples must be positive"});
+}
+
+// On demand (--gtest_also_run_disabled_tests): the bundled demo model on the CPU, eight requests
+// that share a 1,000-token context, with the prefix cache off and on: wall time, prompt tokens
+// prefilled, and the same tokens both ways.
+TEST(Engine, DISABLED_PrefixCacheTimingOnTheDemoModel) {
+  const std::filesystem::path dir =
+      TestDataDir().parent_path().parent_path() / "models" / "hgrn2-demo";
+  std::unique_ptr<Backend> backend = MakeTestBackend();
+  auto model = *Model::Load(dir, *backend);
+  const int64_t vocab = model->config().vocab_size;
+  const std::vector<int32_t> context = RandomIds(1000, vocab, 900);
+  std::vector<std::vector<int32_t>> outputs[2];
+  for (int on = 0; on < 2; ++on) {
+    std::atomic<int64_t> prefilled{0};
+    EngineOptions options;
+    options.max_running = 8;
+    options.prefix_cache_bytes = on ? int64_t{1} << 26 : 0;
+    options.on_step = [&](const StepReport& report) { prefilled += report.prefill_tokens; };
+    auto engine = *Engine::Create(*model, options);
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::shared_ptr<GenerationStream>> streams;
+    for (int i = 0; i < 8; ++i) {
+      std::vector<int32_t> prompt = context;
+      const std::vector<int32_t> question = RandomIds(16, vocab, 910 + static_cast<uint64_t>(i));
+      prompt.insert(prompt.end(), question.begin(), question.end());
+      if (i == 0) prompt = context;  // the first request's prompt is the context itself
+      streams.push_back(*engine->Generate(GreedyRequest(prompt, 8)));
+      if (i == 0) WaitFor(*streams[0]);  // it fills the cache before the others come
+    }
+    for (auto& stream : streams) {
+      const Outcome outcome = WaitFor(*stream);
+      ASSERT_TRUE(outcome.end.status.ok()) << outcome.end.status;
+      outputs[on].emplace_back();
+      for (const SampledToken& token : outcome.tokens) outputs[on].back().push_back(token.id);
+    }
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const EngineStats stats = engine->Stats();
+    std::cout << "[prefix cache " << (on ? "on" : "off") << "] " << seconds << " s, "
+              << prefilled.load() << " prompt tokens prefilled of " << stats.prompt_tokens
+              << ", hits " << stats.prefix_cache_hits << ", tokens from the cache "
+              << stats.prefix_cache_tokens << "\n";
+  }
+  EXPECT_EQ(outputs[0], outputs[1]);
+}
+
 }  // namespace
 }  // namespace hgrn2
