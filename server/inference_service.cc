@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "engine/dtype.h"
+#include "engine/session/session_manager.h"
 #include "engine/tokenizer/stream_decoder.h"
 #include "server/grpc_status.h"
 #include "server/log.h"
@@ -82,59 +83,115 @@ class RefusedStream : public grpc::ServerWriteReactor<v1::GenerateResponse> {
   const absl::Time start_;
 };
 
-// One Generate call. Owned through shared_ptr: by itself from construction until gRPC's OnDone,
-// and by each queued Pump task, so a task never outlives it.
+// One sample's text as its tokens come: incremental detokenization (restarted after a token the
+// decoder cannot place) and stop strings. The stream's copy makes the text to send; with a session
+// to save, a second copy runs on the scheduler thread (GenerationRequest::stops_after) so the
+// engine stops at exactly the token the stream stops at.
+class TextTracker {
+ public:
+  TextTracker(const Tokenizer* tokenizer, absl::Span<const int32_t> prompt,
+              std::vector<std::string> stop_strings, std::string request_id)
+      : tokenizer_(tokenizer),
+        matcher_(std::move(stop_strings)),
+        request_id_(std::move(request_id)) {
+    if (tokenizer_ == nullptr) return;
+    const size_t context = std::min(prompt.size(), kDecoderContextIds);
+    decoder_.emplace(*tokenizer_, /*skip_special=*/true, prompt.subspan(prompt.size() - context));
+  }
+
+  // Adds the token's new text (what may be shown so far) to `text`; true when a stop string
+  // completed (stop_string() says which; nothing after it is shown).
+  bool Push(int32_t token, std::string& text) {
+    if (!decoder_) return false;
+    recent_ids_.push_back(token);
+    if (recent_ids_.size() > kDecoderContextIds) recent_ids_.erase(recent_ids_.begin());
+    absl::StatusOr<std::string> delta = decoder_->Push(token);
+    if (!delta.ok()) {
+      // An id the tokenizer does not know (a model vocabulary padded past the tokenizer's) has no
+      // text. Otherwise the decoder lost its footing (e.g. a run of byte pieces that decodes
+      // differently as it grows): this token's own text goes out, and decoding restarts after it.
+      if (!error_logged_ && !request_id_.empty()) {
+        error_logged_ = true;
+        Log(absl::StrCat("request ", request_id_, ": stream decoder: ", delta.status().message(),
+                         "; restarting it"));
+      }
+      delta = tokenizer_->Decode({token}, /*skip_special=*/true);
+      decoder_.emplace(*tokenizer_, /*skip_special=*/true, recent_ids_);
+      if (!delta.ok()) return false;
+    }
+    return !delta->empty() && AddText(*delta, text);
+  }
+
+  // The end without a stop string: text held back by the decoder and the matcher.
+  void Finish(std::string& text) {
+    if (decoder_) {
+      absl::StatusOr<std::string> tail = decoder_->Finish();
+      if (tail.ok() && !tail->empty()) AddText(*tail, text);
+    }
+    if (!stop_string_) text += matcher_.Finish();
+  }
+
+  const std::optional<std::string>& stop_string() const { return stop_string_; }
+
+ private:
+  bool AddText(absl::string_view delta, std::string& text) {
+    StopStringMatcher::Result shown = matcher_.Push(delta);
+    text += shown.text;
+    if (shown.stopped) stop_string_ = std::move(shown.stop_string);
+    return shown.stopped;
+  }
+
+  const Tokenizer* tokenizer_;
+  std::optional<StreamDecoder> decoder_;
+  std::vector<int32_t> recent_ids_;  // the last few ids, to restart the decoder
+  bool error_logged_ = false;
+  StopStringMatcher matcher_;
+  std::optional<std::string> stop_string_;
+  const std::string request_id_;  // for the log; empty: do not log
+};
+
+// One Generate call: one or n samples of a prompt, streamed on one gRPC stream. Owned through
+// shared_ptr: by itself from Begin until gRPC's OnDone, and by each queued task, so a task never
+// outlives it.
 //
 // Flow control: one write is in flight at a time. Tokens that arrive meanwhile wait in the
-// engine's stream (at most max_new_tokens of them) and go out together in the next message, so a
-// slow reader costs only its own stream, never the scheduler or other streams.
+// engine's streams (at most max_new_tokens of them each) and go out together in the next message,
+// so a slow reader costs only its own stream, never the scheduler or other streams.
 class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
                      public std::enable_shared_from_this<GenerateCall> {
  public:
-  GenerateCall(const ModelContext& model, ServerMetrics& metrics, CallTracker& calls,
-               WorkerPool& workers, std::string request_id, PreparedGeneration prepared,
-               absl::Time start)
-      : model_(model),
-        metrics_(metrics),
-        calls_(calls),
-        workers_(workers),
+  GenerateCall(const CallParts& parts, std::string request_id, std::string tenant,
+               PreparedGeneration prepared, absl::Time start)
+      : parts_(parts),
+        model_(*parts.model),
+        metrics_(*parts.metrics),
         request_id_(std::move(request_id)),
+        tenant_(std::move(tenant)),
         prepared_(std::move(prepared)),
-        start_(start),
-        matcher_(prepared_.stop_strings) {
-    if (model_.tokenizer != nullptr) {
-      const std::vector<int32_t>& prompt = prepared_.engine.prompt;
-      const size_t context = std::min(prompt.size(), kDecoderContextIds);
-      decoder_.emplace(*model_.tokenizer, /*skip_special=*/true,
-                       absl::MakeConstSpan(prompt).subspan(prompt.size() - context));
+        start_(start) {
+    samples_.resize(static_cast<size_t>(prepared_.num_samples));
+    for (Sample& sample : samples_) {
+      sample.text.emplace(model_.tokenizer, prepared_.engine.prompt, prepared_.stop_strings,
+                          request_id_);
     }
     metrics_.StreamStarted();
   }
 
-  // Keeps itself alive until OnDone and submits the request; a refusal finishes the call.
-  static GenerateCall* Start(std::shared_ptr<GenerateCall> call, Engine& engine,
+  // Keeps itself alive until OnDone and submits the request: at once, or after the session work
+  // (reading the session, reserving the id to save) on a session thread. A refusal finishes the
+  // call.
+  static GenerateCall* Begin(std::shared_ptr<GenerateCall> call, Engine& engine,
                              absl::Time deadline) {
     call->self_ = call;
     call->deadline_ = deadline;
-    GenerationRequest request = std::move(call->prepared_.engine);
-    request.deadline = deadline;
-    request.on_update = [weak = std::weak_ptr<GenerateCall>(call)] {
-      if (std::shared_ptr<GenerateCall> locked = weak.lock()) locked->Schedule();
-    };
-    absl::StatusOr<std::shared_ptr<GenerationStream>> stream = engine.Generate(std::move(request));
-    if (!stream.ok()) {
-      call->FinishWith(ToGrpcStatus(stream.status()));
-      return call.get();
+    GenerateCall* reactor = call.get();
+    if (call->prepared_.session_id.empty() && call->prepared_.save_session_as.empty()) {
+      call->Submit(engine);
+    } else {
+      call->parts_.session_workers->Post(
+          [call = std::move(call), &engine] { call->Submit(engine); });
     }
-    bool cancelled;
-    {
-      std::lock_guard<std::mutex> lock(call->mutex_);
-      call->stream_ = *std::move(stream);
-      cancelled = call->cancelled_;
-    }
-    if (cancelled) call->stream_->Cancel();
-    call->Schedule();
-    return call.get();
+    return reactor;
   }
 
   void OnWriteDone(bool ok) override {
@@ -143,7 +200,7 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
       busy_ = false;
       if (!ok) broken_ = true;
     }
-    if (!ok) CancelEngineRequest();
+    if (!ok) CancelEngineRequests();
     Pump();
   }
 
@@ -155,37 +212,108 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
       // us; a cancellation that close to the deadline is the deadline's.
       deadline_passed_ = absl::Now() + kDeadlineSlack >= deadline_;
     }
-    CancelEngineRequest();
+    CancelEngineRequests();
   }
 
   void OnDone() override {
     metrics_.RecordRequest("Generate", final_code_, SecondsSince(start_));
     metrics_.StreamEnded();
-    calls_.End();
+    parts_.calls->End();
     std::shared_ptr<GenerateCall> self = std::move(self_);  // may be the last reference
   }
 
  private:
+  // One of the n samples: its engine stream and how far its text has got.
+  struct Sample {
+    std::shared_ptr<GenerationStream> stream;
+    std::optional<TextTracker> text;
+    bool stopped = false;  // a stop string completed: nothing after it is sent
+    int64_t sent_tokens = 0;
+    bool engine_ended = false;  // the engine reported the end
+    bool done = false;          // its last message is written (or on its way)
+  };
+
+  // Reads the session and reserves the id to save (when asked), then hands the request to the
+  // engine. Runs on the handler thread, or on a session thread when there is session work.
+  void Submit(Engine& engine) {
+    GenerationRequest request = std::move(prepared_.engine);
+    if (!prepared_.save_session_as.empty()) {
+      absl::StatusOr<session::SaveReservation> reserved =
+          parts_.sessions->Reserve({tenant_, prepared_.save_session_as});
+      if (!reserved.ok()) return FinishWith(ToGrpcStatus(reserved.status()));
+      reservation_ = *std::move(reserved);
+      request.return_final_state = true;
+      if (!prepared_.stop_strings.empty() && model_.tokenizer != nullptr) {
+        // The saved state must end at the token the stream stops at: the engine watches the
+        // text too, with its own tracker, on the scheduler thread.
+        auto watcher = std::make_shared<TextTracker>(model_.tokenizer, request.prompt,
+                                                     prepared_.stop_strings, std::string());
+        request.stops_after = [watcher](const SampledToken& token) {
+          std::string ignored;
+          return watcher->Push(token.id, ignored);
+        };
+      }
+    }
+    if (!prepared_.session_id.empty()) {
+      absl::StatusOr<session::LoadedSession> loaded =
+          parts_.sessions->Load({tenant_, prepared_.session_id});
+      if (!loaded.ok()) {
+        return FinishWith(ToGrpcStatus(absl::Status(
+            loaded.status().code(), absl::StrCat("session_id: ", loaded.status().message()))));
+      }
+      request.initial_state = std::move(loaded->state);
+      history_tokens_ = loaded->num_tokens;
+    }
+    request.deadline = deadline_;
+    request.on_update = [weak = std::weak_ptr<GenerateCall>(shared_from_this())] {
+      if (std::shared_ptr<GenerateCall> locked = weak.lock()) locked->Schedule();
+    };
+    absl::StatusOr<std::vector<std::shared_ptr<GenerationStream>>> streams;
+    if (samples_.size() == 1) {
+      absl::StatusOr<std::shared_ptr<GenerationStream>> stream =
+          engine.Generate(std::move(request));
+      if (stream.ok()) {
+        streams = std::vector<std::shared_ptr<GenerationStream>>{*std::move(stream)};
+      } else {
+        streams = stream.status();
+      }
+    } else {
+      streams = engine.GenerateMany(std::move(request), static_cast<int32_t>(samples_.size()));
+    }
+    if (!streams.ok()) return FinishWith(ToGrpcStatus(streams.status()));
+    bool cancelled;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (size_t i = 0; i < samples_.size(); ++i) samples_[i].stream = (*streams)[i];
+      submitted_ = true;
+      cancelled = cancelled_;
+    }
+    if (cancelled) CancelEngineRequests();
+    Pump();
+  }
+
   // Called on the scheduler thread: queues one Pump unless one is queued already.
   void Schedule() {
     if (pump_queued_.exchange(true)) return;
-    workers_.Post([self = shared_from_this()] {
+    parts_.workers->Post([self = shared_from_this()] {
       self->pump_queued_.store(false);
       self->Pump();
     });
   }
 
-  void CancelEngineRequest() {
-    std::shared_ptr<GenerationStream> stream;
+  void CancelEngineRequests() {
+    std::vector<std::shared_ptr<GenerationStream>> streams;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      stream = stream_;
+      if (!submitted_) return;
+      for (const Sample& sample : samples_) streams.push_back(sample.stream);
     }
-    if (stream) stream->Cancel();
+    for (const auto& stream : streams) stream->Cancel();
   }
 
   // Finishes without a last message (errors, cancellation).
   void FinishWith(const grpc::Status& status) {
+    MarkFinished();
     final_code_ = status.error_code();
     Finish(status);
   }
@@ -195,23 +323,23 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
     while (true) {
       {
         std::lock_guard<std::mutex> lock(mutex_);
-        if (busy_ || finished_ || !stream_) {
+        if (busy_ || finished_ || !submitted_) {
           again_ = true;
           return;
         }
         busy_ = true;
         again_ = false;
       }
-      if (Step()) return;  // a write or the finish is in flight
+      if (Step()) return;  // a write, a save or the finish is in flight
       std::lock_guard<std::mutex> lock(mutex_);
       busy_ = false;
       if (!again_) return;
     }
   }
 
-  // Takes the stream's news and starts a write or the finish; false when there was nothing.
+  // Takes the streams' news and starts a write, a save or the finish; false when there was
+  // nothing to do.
   bool Step() {
-    StreamUpdate update = stream_->Poll();
     bool gone;
     bool deadline_passed;
     {
@@ -219,107 +347,142 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
       gone = broken_ || cancelled_;
       deadline_passed = deadline_passed_;
     }
-    if (gone) {
-      // Nothing more goes out; the engine's end (it was cancelled) finishes the call.
+    if (gone) return StepGone(deadline_passed);
+    // Round robin over the samples, so each gets its turn on the stream.
+    for (size_t k = 0; k < samples_.size(); ++k) {
+      const size_t index = (next_sample_ + k) % samples_.size();
+      Sample& sample = samples_[index];
+      if (sample.done) continue;
+      StreamUpdate update = sample.stream->Poll();
+      if (update.tokens.empty() && !update.end) continue;
+      next_sample_ = index + 1;
+      if (StepSample(index, std::move(update))) return true;
+    }
+    return false;
+  }
+
+  // The client is gone: nothing more goes out; once every engine request has ended (they were
+  // cancelled), the call finishes.
+  bool StepGone(bool deadline_passed) {
+    absl::Status ended_with;
+    for (Sample& sample : samples_) {
+      if (sample.engine_ended) continue;
+      StreamUpdate update = sample.stream->Poll();
       if (!update.end) return false;
-      MarkFinished();
-      if (absl::IsDeadlineExceeded(update.end->status) || deadline_passed ||
-          absl::Now() >= deadline_) {
-        FinishWith(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the deadline passed"));
-      } else {
-        FinishWith(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
-      }
-      return true;
+      sample.engine_ended = true;
+      ended_with = update.end->status;
     }
-    message_.Clear();
-    std::string text;
-    int32_t new_tokens = 0;
-    for (const SampledToken& token : update.tokens) {
-      if (stop_string_) break;  // tokens after a stop string are not sent
-      AddToken(token, text);
-      ++new_tokens;
+    if (absl::IsDeadlineExceeded(ended_with) || deadline_passed || absl::Now() >= deadline_) {
+      FinishWith(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the deadline passed"));
+    } else {
+      FinishWith(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
     }
-    if (update.end) {
-      const GenerationEnd& end = *update.end;
-      const bool stopped_here =
-          stop_string_.has_value() && (end.status.ok() || absl::IsCancelled(end.status));
-      if (!end.status.ok() && !stopped_here) {
-        MarkFinished();
-        FinishWith(absl::IsUnavailable(end.status)
-                       ? grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                      "the server shut down before the generation finished")
-                       : ToGrpcStatus(end.status));
-        return true;
-      }
-      if (!stop_string_) FlushText(text);
-      message_.set_text(std::move(text));
-      message_.set_finish_reason(stop_string_ ? v1::STOP : ToProto(end.finish_reason));
-      if (stop_string_) message_.set_stop_string(*stop_string_);
-      v1::Usage& usage = *message_.mutable_usage();
-      usage.set_prompt_tokens(static_cast<uint32_t>(end.prompt_tokens));
-      usage.set_generated_tokens(static_cast<uint32_t>(sent_tokens_));
-      metrics_.RecordQueueTime(absl::ToDoubleSeconds(end.queue_time));
-      RecordTokenTimes(new_tokens);
-      if (!request_id_sent_) message_.set_request_id(request_id_);
-      MarkFinished();
-      final_code_ = grpc::StatusCode::OK;
-      StartWriteAndFinish(&message_, grpc::WriteOptions(), grpc::Status::OK);
-      return true;
-    }
-    if (new_tokens == 0 && text.empty()) return false;
-    message_.set_text(std::move(text));
-    RecordTokenTimes(new_tokens);
-    if (!request_id_sent_) {
-      message_.set_request_id(request_id_);
-      request_id_sent_ = true;
-    }
-    StartWrite(&message_);
     return true;
   }
 
-  void AddToken(const SampledToken& token, std::string& text) {
+  // Writes one sample's news (its last message when it ended); true when something is in flight.
+  bool StepSample(size_t index, StreamUpdate update) {
+    Sample& sample = samples_[index];
+    message_.Clear();
+    message_.set_index(static_cast<uint32_t>(index));
+    std::string text;
+    int32_t new_tokens = 0;
+    for (const SampledToken& token : update.tokens) {
+      if (sample.stopped) break;  // tokens after a stop string are not sent
+      AddToken(sample, token, text);
+      ++new_tokens;
+    }
+    if (!update.end) {
+      if (new_tokens == 0 && text.empty()) return false;
+      message_.set_text(std::move(text));
+      RecordTokenTimes(new_tokens);
+      AddRequestId();
+      StartWrite(&message_);
+      return true;
+    }
+    sample.engine_ended = true;
+    const GenerationEnd& end = *update.end;
+    const bool stopped_here = sample.stopped && (end.status.ok() || absl::IsCancelled(end.status));
+    if (!end.status.ok() && !stopped_here) {
+      // One sample failing ends the call; the others are cancelled.
+      CancelEngineRequests();
+      FinishWith(absl::IsUnavailable(end.status)
+                     ? grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                    "the server shut down before the generation finished")
+                     : ToGrpcStatus(end.status));
+      return true;
+    }
+    if (!sample.stopped) sample.text->Finish(text);
+    message_.set_text(std::move(text));
+    message_.set_finish_reason(sample.stopped ? v1::STOP : ToProto(end.finish_reason));
+    if (sample.stopped) message_.set_stop_string(*sample.text->stop_string());
+    v1::Usage& usage = *message_.mutable_usage();
+    usage.set_prompt_tokens(static_cast<uint32_t>(prepared_.prompt_tokens));
+    usage.set_generated_tokens(static_cast<uint32_t>(sample.sent_tokens));
+    usage.set_cached_prompt_tokens(static_cast<uint32_t>(end.cached_prompt_tokens));
+    metrics_.RecordQueueTime(absl::ToDoubleSeconds(end.queue_time));
+    RecordTokenTimes(new_tokens);
+    AddRequestId();
+    sample.done = true;
+    const bool last =
+        std::all_of(samples_.begin(), samples_.end(), [](const Sample& s) { return s.done; });
+    if (reservation_.held()) {
+      // The save is durable before the client hears the generation ended.
+      SaveThenFinish(end);
+      return true;
+    }
+    if (!last) {
+      StartWrite(&message_);
+      return true;
+    }
+    MarkFinished();
+    final_code_ = grpc::StatusCode::OK;
+    StartWriteAndFinish(&message_, grpc::WriteOptions(), grpc::Status::OK);
+    return true;
+  }
+
+  // Saves the final state on a session thread, then writes the last message (n is 1 here).
+  void SaveThenFinish(const GenerationEnd& end) {
+    std::shared_ptr<const SequenceState> state = end.final_state;
+    // The session holds every token it has read and written: its history, this prompt, and what
+    // was generated (the last one pending). With a stop string the engine stopped at the
+    // token that completed it.
+    const int64_t num_tokens = history_tokens_ + prepared_.prompt_tokens + end.generated_tokens;
+    parts_.session_workers->Post([self = shared_from_this(), state, num_tokens] {
+      absl::Status saved =
+          state == nullptr
+              ? absl::InternalError("the engine returned no final state")
+              : self->parts_.sessions->Save(self->reservation_, *state, num_tokens).status();
+      self->reservation_.Release();
+      if (!saved.ok()) {
+        self->FinishWith(ToGrpcStatus(absl::Status(
+            saved.code(), absl::StrCat("saving session \"", self->prepared_.save_session_as,
+                                       "\": ", saved.message()))));
+        return;
+      }
+      self->MarkFinished();
+      self->final_code_ = grpc::StatusCode::OK;
+      self->StartWriteAndFinish(&self->message_, grpc::WriteOptions(), grpc::Status::OK);
+    });
+  }
+
+  void AddRequestId() {
+    if (request_id_sent_) return;
+    message_.set_request_id(request_id_);
+    request_id_sent_ = true;
+  }
+
+  void AddToken(Sample& sample, const SampledToken& token, std::string& text) {
     message_.add_token_ids(token.id);
     v1::TokenLogprob& logprob = *message_.add_logprobs();
     logprob.set_token_id(token.id);
     logprob.set_logprob(token.logprob);
     AddAlternatives(token.top, model_.tokenizer, logprob);
-    ++sent_tokens_;
-    if (!decoder_) return;
-    recent_ids_.push_back(token.id);
-    if (recent_ids_.size() > kDecoderContextIds) recent_ids_.erase(recent_ids_.begin());
-    absl::StatusOr<std::string> delta = decoder_->Push(token.id);
-    if (!delta.ok()) {
-      // An id the tokenizer does not know (a model vocabulary padded past the tokenizer's) has no
-      // text. Otherwise the decoder lost its footing (e.g. a run of byte pieces that decodes
-      // differently as it grows): this token's own text goes out, and decoding restarts after it.
-      if (!decoder_error_logged_) {
-        decoder_error_logged_ = true;
-        Log(absl::StrCat("request ", request_id_, ": stream decoder: ", delta.status().message(),
-                         "; restarting it"));
-      }
-      delta = model_.tokenizer->Decode({token.id}, /*skip_special=*/true);
-      decoder_.emplace(*model_.tokenizer, /*skip_special=*/true, recent_ids_);
-      if (!delta.ok()) return;
+    ++sample.sent_tokens;
+    if (sample.text->Push(token.id, text)) {
+      sample.stopped = true;
+      sample.stream->Cancel();  // already ended when the engine watched the text too
     }
-    if (!delta->empty()) AddText(*delta, text);
-  }
-
-  void AddText(absl::string_view delta, std::string& text) {
-    StopStringMatcher::Result shown = matcher_.Push(delta);
-    text += shown.text;
-    if (shown.stopped) {
-      stop_string_ = std::move(shown.stop_string);
-      CancelEngineRequest();
-    }
-  }
-
-  // The end without a stop string: text held back by the decoder and the matcher goes out.
-  void FlushText(std::string& text) {
-    if (decoder_) {
-      absl::StatusOr<std::string> tail = decoder_->Finish();
-      if (tail.ok() && !tail->empty()) AddText(*tail, text);
-    }
-    if (!stop_string_) text += matcher_.Finish();
   }
 
   void RecordTokenTimes(int32_t new_tokens) {
@@ -341,34 +504,32 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
     finished_ = true;
   }
 
+  const CallParts& parts_;
   const ModelContext& model_;
   ServerMetrics& metrics_;
-  CallTracker& calls_;
-  WorkerPool& workers_;
   const std::string request_id_;
+  const std::string tenant_;
   PreparedGeneration prepared_;
   const absl::Time start_;
   absl::Time deadline_ = absl::InfiniteFuture();
   std::shared_ptr<GenerateCall> self_;
   std::atomic<bool> pump_queued_{false};
+  session::SaveReservation reservation_;  // held while this call will save a session
+  int64_t history_tokens_ = 0;            // tokens in the session it started from
 
   std::mutex mutex_;
-  std::shared_ptr<GenerationStream> stream_;  // set once the engine took the request
-  bool busy_ = false;                         // a thread is in Step, or a write is in flight
-  bool again_ = false;                        // news arrived while busy
-  bool finished_ = false;                     // Finish has been called
-  bool cancelled_ = false;                    // the client cancelled (or its deadline passed)
-  bool deadline_passed_ = false;              // OnCancel came at (or just before) the deadline
-  bool broken_ = false;                       // a write failed
+  bool submitted_ = false;        // the engine took the request; the samples' streams are set
+  bool busy_ = false;             // a thread is in Step, or a write or save is in flight
+  bool again_ = false;            // news arrived while busy
+  bool finished_ = false;         // Finish has been called
+  bool cancelled_ = false;        // the client cancelled (or its deadline passed)
+  bool deadline_passed_ = false;  // OnCancel came at (or just before) the deadline
+  bool broken_ = false;           // a write failed
 
-  // Used by the one thread in Step at a time.
+  // Used by the one thread in Step (or the save) at a time.
+  std::vector<Sample> samples_;
+  size_t next_sample_ = 0;
   v1::GenerateResponse message_;
-  std::optional<StreamDecoder> decoder_;
-  std::vector<int32_t> recent_ids_;  // the last few generated ids, to restart the decoder
-  bool decoder_error_logged_ = false;
-  StopStringMatcher matcher_;
-  std::optional<std::string> stop_string_;
-  int64_t sent_tokens_ = 0;
   bool request_id_sent_ = false;
   absl::Time last_tokens_at_ = absl::InfinitePast();
   grpc::StatusCode final_code_ = grpc::StatusCode::UNKNOWN;
@@ -377,19 +538,35 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
 // One Score call: submitted on the handler thread, answered by a worker once the engine is done.
 class ScoreCall : public grpc::ServerUnaryReactor {
  public:
-  ScoreCall(const ModelContext& model, ServerMetrics& metrics, CallTracker& calls,
-            WorkerPool& workers, std::string request_id, PreparedScore prepared,
-            v1::ScoreResponse* response, absl::Time start)
-      : model_(model),
-        metrics_(metrics),
-        calls_(calls),
-        workers_(workers),
+  ScoreCall(const CallParts& parts, std::string request_id, std::string tenant,
+            PreparedScore prepared, v1::ScoreResponse* response, absl::Time start)
+      : parts_(parts),
+        model_(*parts.model),
+        metrics_(*parts.metrics),
+        calls_(*parts.calls),
+        workers_(*parts.workers),
         request_id_(std::move(request_id)),
+        tenant_(std::move(tenant)),
         prepared_(std::move(prepared)),
         response_(response),
         start_(start) {}
 
+  // Submits the request: at once, or after reading its session on a session thread.
   void Start(Engine& engine, absl::Time deadline) {
+    if (prepared_.session_id.empty()) return Submit(engine, deadline);
+    parts_.session_workers->Post([this, &engine, deadline] {
+      absl::StatusOr<session::LoadedSession> loaded =
+          parts_.sessions->Load({tenant_, prepared_.session_id});
+      if (!loaded.ok()) {
+        return Complete(ToGrpcStatus(absl::Status(
+            loaded.status().code(), absl::StrCat("session_id: ", loaded.status().message()))));
+      }
+      prepared_.engine.initial_state = std::move(loaded->state);
+      Submit(engine, deadline);
+    });
+  }
+
+  void Submit(Engine& engine, absl::Time deadline) {
     ScoreRequest request = std::move(prepared_.engine);
     request.deadline = deadline;
     // The engine calls on_done exactly once (also when it stops), so `this` lives until then.
@@ -465,11 +642,13 @@ class ScoreCall : public grpc::ServerUnaryReactor {
     Finish(status);
   }
 
+  const CallParts& parts_;
   const ModelContext& model_;
   ServerMetrics& metrics_;
   CallTracker& calls_;
   WorkerPool& workers_;
   const std::string request_id_;
+  const std::string tenant_;
   PreparedScore prepared_;
   v1::ScoreResponse* const response_;
   const absl::Time start_;
@@ -485,18 +664,22 @@ grpc::Status Unavailable() {
                       "the server is shutting down and takes no new requests");
 }
 
+grpc::Status SessionsOff() {
+  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                      "sessions are off on this server (--session-store none)");
+}
+
 }  // namespace
 
-InferenceService::InferenceService(Engine& engine, const ModelContext& model,
-                                   const EngineOptions& engine_options, ServedModel served,
-                                   ServerMetrics& metrics, CallTracker& calls, WorkerPool& workers)
+InferenceService::InferenceService(Engine& engine, const EngineOptions& engine_options,
+                                   ServedModel served, const CallParts& parts)
     : engine_(engine),
-      model_(model),
       engine_options_(engine_options),
       served_(std::move(served)),
-      metrics_(metrics),
-      calls_(calls),
-      workers_(workers) {}
+      parts_(parts),
+      model_(*parts.model),
+      metrics_(*parts.metrics),
+      calls_(*parts.calls) {}
 
 grpc::ServerUnaryReactor* InferenceService::Answer(grpc::CallbackServerContext* context,
                                                    const std::string& rpc,
@@ -516,10 +699,15 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
   }
   absl::StatusOr<PreparedGeneration> prepared = PrepareGenerate(*request, model_);
   if (!prepared.ok()) return new RefusedStream(ToGrpcStatus(prepared.status()), metrics_, start);
+  if (!prepared->session_id.empty() || !prepared->save_session_as.empty()) {
+    if (parts_.sessions == nullptr) {
+      return new RefusedStream(SessionsOff(), metrics_, start);
+    }
+  }
   if (!calls_.TryBegin()) return new RefusedStream(Unavailable(), metrics_, start);
-  auto call = std::make_shared<GenerateCall>(model_, metrics_, calls_, workers_,
-                                             *std::move(request_id), *std::move(prepared), start);
-  return GenerateCall::Start(std::move(call), engine_, DeadlineOf(*context));
+  auto call = std::make_shared<GenerateCall>(parts_, *std::move(request_id), TenantOf(*context),
+                                             *std::move(prepared), start);
+  return GenerateCall::Begin(std::move(call), engine_, DeadlineOf(*context));
 }
 
 grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* context,
@@ -530,8 +718,11 @@ grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* c
   if (!request_id.ok()) return Answer(context, "Score", ToGrpcStatus(request_id.status()), start);
   absl::StatusOr<PreparedScore> prepared = PrepareScore(*request, model_);
   if (!prepared.ok()) return Answer(context, "Score", ToGrpcStatus(prepared.status()), start);
+  if (!prepared->session_id.empty() && parts_.sessions == nullptr) {
+    return Answer(context, "Score", SessionsOff(), start);
+  }
   if (!calls_.TryBegin()) return Answer(context, "Score", Unavailable(), start);
-  auto* call = new ScoreCall(model_, metrics_, calls_, workers_, *std::move(request_id),
+  auto* call = new ScoreCall(parts_, *std::move(request_id), TenantOf(*context),
                              *std::move(prepared), response, start);
   call->Start(engine_, DeadlineOf(*context));
   return call;
@@ -609,6 +800,8 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
   limits.set_max_logprobs(static_cast<uint32_t>(l.max_logprobs));
   limits.set_max_running(static_cast<uint32_t>(engine_options_.max_running));
   limits.set_max_queued(static_cast<uint32_t>(engine_options_.max_queued));
+  limits.set_max_n(static_cast<uint32_t>(l.max_samples));
+  response->set_model_fingerprint(served_.fingerprint);
   response->set_server_version(HGRN2_VERSION);
   return Answer(context, "GetModelInfo", grpc::Status::OK, start);
 }

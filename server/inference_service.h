@@ -7,10 +7,7 @@
 #include "engine/engine.h"
 #include "engine/model.h"
 #include "hgrn2/v1/inference.grpc.pb.h"
-#include "server/call_tracker.h"
-#include "server/metrics.h"
-#include "server/requests.h"
-#include "server/worker_pool.h"
+#include "server/call_parts.h"
 
 namespace hgrn2::server {
 
@@ -20,15 +17,14 @@ struct ServedModel {
   std::string backend;  // "cpu" or "cuda"
   std::string dtype;
   std::string state_dtype;
+  std::string fingerprint;  // hex
 };
 
 class InferenceService final : public v1::Inference::CallbackService {
  public:
-  // Everything passed in must outlive the service. `workers` turn engine tokens into stream
-  // messages off the scheduler thread.
-  InferenceService(Engine& engine, const ModelContext& model, const EngineOptions& engine_options,
-                   ServedModel served, ServerMetrics& metrics, CallTracker& calls,
-                   WorkerPool& workers);
+  // Everything passed in must outlive the service.
+  InferenceService(Engine& engine, const EngineOptions& engine_options, ServedModel served,
+                   const CallParts& parts);
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
@@ -51,12 +47,12 @@ class InferenceService final : public v1::Inference::CallbackService {
                                    const grpc::Status& status, absl::Time start);
 
   Engine& engine_;
-  const ModelContext model_;
   const EngineOptions engine_options_;
   const ServedModel served_;
+  const CallParts parts_;
+  const ModelContext& model_;
   ServerMetrics& metrics_;
   CallTracker& calls_;
-  WorkerPool& workers_;
 };
 
 }  // namespace hgrn2::server

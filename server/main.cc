@@ -8,6 +8,8 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "server/log.h"
 #include "server/options.h"
@@ -44,6 +46,8 @@ int main(int argc, char** argv) {
   options.model_dir = DefaultModel();
   double drain_seconds = absl::ToDoubleSeconds(options.drain_timeout);
   double health_interval_seconds = absl::ToDoubleSeconds(options.health_check_interval);
+  std::string session_store = absl::StrJoin(options.sessions.kinds, ",");
+  double session_ttl_seconds = absl::ToDoubleSeconds(options.sessions.ttl);
   CLI::App app{"hgrn2-server: the hgrn2.v1 gRPC inference server for HGRN2 models"};
   app.add_option("--model", options.model_dir,
                  "model folder: config.json, safetensors weights, optionally a tokenizer")
@@ -95,6 +99,33 @@ int main(int argc, char** argv) {
   app.add_option("--stream-threads", options.stream_threads,
                  "threads that turn tokens into stream messages")
       ->capture_default_str();
+  app.add_option("--max-n", options.limits.max_samples,
+                 "most samples one Generate request may ask for (n)")
+      ->capture_default_str();
+  app.add_option("--prefix-cache-bytes", options.engine.prefix_cache_bytes,
+                 "device memory for the states of recent prompts, so prompts that extend them "
+                 "skip their prefill (0 = off)")
+      ->capture_default_str();
+  app.add_option("--session-store", session_store,
+                 "where sessions live: memory, dir, redis, or a chain front to back such as "
+                 "memory,dir or memory,redis (none = sessions off)")
+      ->capture_default_str();
+  app.add_option("--session-dir", options.sessions.dir,
+                 "folder of the dir store (durable: a saved session survives a crash)");
+  app.add_option("--redis-url", options.sessions.redis_url,
+                 "Redis of the redis store: redis://[:password@]host:port[/db]");
+  app.add_option("--session-ttl", session_ttl_seconds,
+                 "seconds a saved session is kept after its last save (0 = until evicted)")
+      ->capture_default_str();
+  app.add_option("--session-memory-bytes", options.sessions.memory_bytes,
+                 "byte budget of the memory store (least recently used go first)")
+      ->capture_default_str();
+  app.add_option("--session-dir-max-bytes", options.sessions.dir_max_bytes,
+                 "byte cap of the dir store (0 = no cap)")
+      ->capture_default_str();
+  app.add_option("--session-threads", options.session_threads,
+                 "threads for session store reads and writes")
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -103,17 +134,23 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "hgrn2-server: %s (see --help)\n", e.what());
     return kExitUsage;
   }
-  if (drain_seconds < 0 || health_interval_seconds < 0 || options.stream_threads < 1 ||
+  if (drain_seconds < 0 || health_interval_seconds < 0 || session_ttl_seconds < 0 ||
+      options.stream_threads < 1 || options.session_threads < 1 ||
       options.limits.default_max_new_tokens < 1 ||
       options.limits.default_max_new_tokens > options.limits.max_new_tokens) {
     std::fprintf(stderr,
-                 "hgrn2-server: --drain-timeout and --health-check-interval must be >= 0, "
-                 "--stream-threads >= 1, and --default-max-new-tokens in [1, "
-                 "--max-new-tokens]\n");
+                 "hgrn2-server: --drain-timeout, --health-check-interval and --session-ttl must "
+                 "be >= 0, --stream-threads and --session-threads >= 1, and "
+                 "--default-max-new-tokens in [1, --max-new-tokens]\n");
     return kExitUsage;
   }
   options.drain_timeout = absl::Seconds(drain_seconds);
   options.health_check_interval = absl::Seconds(health_interval_seconds);
+  options.sessions.ttl = absl::Seconds(session_ttl_seconds);
+  options.sessions.kinds.clear();
+  if (session_store != "none") {
+    options.sessions.kinds = absl::StrSplit(session_store, ',', absl::SkipEmpty());
+  }
 
   const sigset_t signals = BlockShutdownSignals();
   absl::StatusOr<std::unique_ptr<hgrn2::server::Server>> server =

@@ -1,6 +1,8 @@
 // The server's Prometheus metrics: families, buckets, and the engine collector read at scrape.
 #include "server/metrics.h"
 
+#include <sys/socket.h>
+
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -44,15 +46,31 @@ class ServerMetrics::EngineCollector {
     std::lock_guard<std::mutex> lock(mutex_);
     source_ = std::move(source);
   }
+  void SetSessionSource(std::function<SessionMetrics()> source) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    session_source_ = std::move(source);
+  }
 
   std::vector<prometheus::MetricFamily> Collect() const {
     std::function<EngineStats()> source;
+    std::function<SessionMetrics()> session_source;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       source = source_;
+      session_source = session_source_;
     }
-    if (!source) return {};
-    const EngineStats s = source();
+    std::vector<prometheus::MetricFamily> families;
+    if (source) families = EngineFamilies(source());
+    if (session_source) {
+      for (prometheus::MetricFamily& family : SessionFamilies(session_source())) {
+        families.push_back(std::move(family));
+      }
+    }
+    return families;
+  }
+
+ private:
+  static std::vector<prometheus::MetricFamily> EngineFamilies(const EngineStats& s) {
     using prometheus::MetricType;
     const auto d = [](int64_t v) { return static_cast<double>(v); };
     return {
@@ -77,12 +95,61 @@ class ServerMetrics::EngineCollector {
                "sequence.",
                MetricType::Gauge, d(s.num_slots - s.free_slots)),
         Single("hgrn2_state_slots_total", "Device state slots.", MetricType::Gauge, d(s.num_slots)),
+        Single("hgrn2_prefix_cache_hits_total",
+               "Requests that started from a cached prompt-prefix state.", MetricType::Counter,
+               d(s.prefix_cache_hits)),
+        Single("hgrn2_prefix_cache_misses_total",
+               "Requests that looked in the prefix cache and found no prefix.", MetricType::Counter,
+               d(s.prefix_cache_misses)),
+        Single("hgrn2_prefix_cache_evictions_total", "Prefix cache entries evicted (LRU).",
+               MetricType::Counter, d(s.prefix_cache_evictions)),
+        Single("hgrn2_prefix_cache_tokens_total",
+               "Prompt tokens not fed because their state came from the prefix cache.",
+               MetricType::Counter, d(s.prefix_cache_tokens)),
+        Single("hgrn2_prefix_cache_entries", "States in the prefix cache.", MetricType::Gauge,
+               d(s.prefix_cache_entries)),
+        Single("hgrn2_prefix_cache_capacity", "States the prefix cache can hold.",
+               MetricType::Gauge, d(s.prefix_cache_capacity)),
     };
   }
 
- private:
+  static std::vector<prometheus::MetricFamily> SessionFamilies(const SessionMetrics& m) {
+    using prometheus::MetricType;
+    const auto d = [](int64_t v) { return static_cast<double>(v); };
+    const session::SessionStoreStats& s = m.store;
+    return {
+        Single("hgrn2_sessions_stored", "Sessions in the session store (its front store).",
+               MetricType::Gauge, d(s.sessions)),
+        Single("hgrn2_session_bytes", "Bytes of the sessions in the session store.",
+               MetricType::Gauge, d(s.bytes)),
+        Single("hgrn2_session_saves_total", "Sessions saved (requests and imports).",
+               MetricType::Counter, d(s.saves)),
+        Single("hgrn2_session_loads_total", "Session reads (resumes and exports).",
+               MetricType::Counter, d(s.loads)),
+        Single("hgrn2_session_hits_total", "Session reads that found the session.",
+               MetricType::Counter, d(s.hits)),
+        Single("hgrn2_session_misses_total", "Session reads that found none.", MetricType::Counter,
+               d(s.misses)),
+        Single("hgrn2_session_evictions_total", "Sessions dropped for the byte budget.",
+               MetricType::Counter, d(s.evictions)),
+        Single("hgrn2_session_expirations_total", "Sessions dropped at their TTL.",
+               MetricType::Counter, d(s.expirations)),
+        Single("hgrn2_session_store_errors_total",
+               "Session store operations that failed (disk, network).", MetricType::Counter,
+               d(s.errors)),
+        Single("hgrn2_session_export_bytes_total", "Snapshot bytes sent by ExportSession.",
+               MetricType::Counter, d(m.manager.export_bytes)),
+        Single("hgrn2_session_import_bytes_total", "Snapshot bytes stored by ImportSession.",
+               MetricType::Counter, d(m.manager.import_bytes)),
+        Single("hgrn2_session_save_conflicts_total",
+               "Saves refused because another request was saving the same session.",
+               MetricType::Counter, d(m.manager.save_conflicts)),
+    };
+  }
+
   mutable std::mutex mutex_;
   std::function<EngineStats()> source_;
+  std::function<SessionMetrics()> session_source_;
 };
 
 ServerMetrics::ServerMetrics()
@@ -145,6 +212,12 @@ ServerMetrics::~ServerMetrics() {
 
 absl::Status ServerMetrics::Serve(const std::string& host, int port) {
   auto http = std::make_unique<httplib::Server>();
+  // cpp-httplib's default also sets SO_REUSEPORT, which lets a second server bind the same port
+  // and take half the scrapes; SO_REUSEADDR alone makes a port in use an error.
+  http->set_socket_options([](socket_t socket) {
+    int yes = 1;
+    setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   http->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
     response.set_content(Render(), "text/plain; version=0.0.4; charset=utf-8");
   });
@@ -170,6 +243,10 @@ std::string ServerMetrics::Render() const {
 
 void ServerMetrics::SetEngineStatsSource(std::function<EngineStats()> source) {
   engine_collector_->SetSource(std::move(source));
+}
+
+void ServerMetrics::SetSessionStatsSource(std::function<SessionMetrics()> source) {
+  engine_collector_->SetSessionSource(std::move(source));
 }
 
 void ServerMetrics::SetModelInfo(const std::string& model, const std::string& backend,

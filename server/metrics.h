@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
+#include "engine/session/session_manager.h"
 #include "grpcpp/support/status.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -28,6 +29,12 @@ class Server;
 }  // namespace httplib
 
 namespace hgrn2::server {
+
+// The session counters a scrape reads.
+struct SessionMetrics {
+  session::SessionStoreStats store;
+  session::SessionManagerStats manager;
+};
 
 // Thread-safety: every method may be called from any thread.
 class ServerMetrics {
@@ -45,6 +52,8 @@ class ServerMetrics {
 
   // Where scrapes read the engine's counters; unset (or returning nothing) before the engine runs.
   void SetEngineStatsSource(std::function<EngineStats()> source);
+  // Where scrapes read the session counters; unset when sessions are off.
+  void SetSessionStatsSource(std::function<SessionMetrics()> source);
   // Static facts about what is served, exported as hgrn2_model_info{...} 1.
   void SetModelInfo(const std::string& model, const std::string& backend, const std::string& dtype);
   void SetServing(bool serving);

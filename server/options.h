@@ -8,6 +8,7 @@
 #include "absl/time/time.h"
 #include "engine/backend.h"
 #include "engine/engine.h"
+#include "engine/session/session_store.h"
 
 namespace hgrn2::server {
 
@@ -23,9 +24,16 @@ struct RequestLimits {
   int32_t max_logit_bias = 1024;
   int32_t max_request_id_bytes = 256;
   int64_t max_text_bytes = 4 << 20;  // a text prompt or continuation
+  int32_t max_samples = 16;          // GenerateRequest.n
 };
 
 struct ServerOptions {
+  // The server's defaults beyond the engine's: a prefix cache, sessions in host memory.
+  ServerOptions() {
+    engine.prefix_cache_bytes = int64_t{1} << 30;
+    sessions.kinds = {"memory"};
+  }
+
   std::string model_dir;  // config.json, weights and (optionally) a tokenizer
   std::string host = "0.0.0.0";
   int port = 50051;             // 0 = any free port (the bound one is logged and in Server::port())
@@ -48,6 +56,11 @@ struct ServerOptions {
   int stream_threads = 2;
   // Largest request message accepted (bytes).
   int max_receive_message_bytes = 16 << 20;
+  // Where sessions are kept (kinds "memory", "dir", "redis", chained front to back); empty
+  // kinds turn sessions off.
+  session::SessionStoreOptions sessions;
+  // Threads for session store I/O (loads, saves, exports), which may block on disk or network.
+  int session_threads = 4;
 };
 
 }  // namespace hgrn2::server

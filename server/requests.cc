@@ -20,10 +20,7 @@ absl::Status Invalid(absl::string_view field, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
 }
 
-absl::Status NoSessions(absl::string_view field) {
-  return absl::UnimplementedError(
-      absl::StrCat(field, ": sessions are not available in this server version"));
-}
+constexpr size_t kMaxSessionIdBytes = 128;
 
 absl::Status CheckIds(absl::Span<const int32_t> ids, absl::string_view field,
                       const ModelConfig& config) {
@@ -149,11 +146,40 @@ absl::Status CheckStopStrings(const v1::GenerateRequest& request, const ModelCon
 
 }  // namespace
 
+absl::Status CheckSessionId(absl::string_view id, absl::string_view field) {
+  if (id.empty()) return Invalid(field, "empty");
+  if (id.size() > kMaxSessionIdBytes) {
+    return Invalid(field, absl::StrCat(id.size(), " bytes, the limit is ", kMaxSessionIdBytes));
+  }
+  if (id.front() == '.') return Invalid(field, "must not start with '.'");
+  for (char c : id) {
+    const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                         (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' || c == '-';
+    if (!allowed) return Invalid(field, "only letters, digits and . _ : - are allowed");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PreparedGeneration> PrepareGenerate(const v1::GenerateRequest& request,
                                                    const ModelContext& model) {
-  if (!request.session_id().empty()) return NoSessions("session_id");
-  if (!request.save_session_as().empty()) return NoSessions("save_session_as");
   PreparedGeneration out;
+  if (!request.session_id().empty()) {
+    HGRN2_RETURN_IF_ERROR(CheckSessionId(request.session_id(), "session_id"));
+    out.session_id = request.session_id();
+  }
+  if (!request.save_session_as().empty()) {
+    HGRN2_RETURN_IF_ERROR(CheckSessionId(request.save_session_as(), "save_session_as"));
+    out.save_session_as = request.save_session_as();
+  }
+  const bool resumes = !out.session_id.empty();
+  if (request.n() > static_cast<uint32_t>(model.limits.max_samples)) {
+    return Invalid("n", absl::StrCat("must be at most ", model.limits.max_samples,
+                                     " (--max-n), got ", request.n()));
+  }
+  out.num_samples = request.n() == 0 ? 1 : static_cast<int32_t>(request.n());
+  if (out.num_samples > 1 && !out.save_session_as.empty()) {
+    return Invalid("save_session_as", "cannot save a session from n > 1 samples");
+  }
   switch (request.prompt_case()) {
     case v1::GenerateRequest::kText: {
       HGRN2_ASSIGN_OR_RETURN(const Tokenizer* tokenizer, TokenizerFor("text", model));
@@ -161,21 +187,26 @@ absl::StatusOr<PreparedGeneration> PrepareGenerate(const v1::GenerateRequest& re
         return Invalid("text", absl::StrCat(request.text().size(), " bytes, the limit is ",
                                             model.limits.max_text_bytes));
       }
-      // The tokenizer's own post-processor: what the model saw around texts in training.
-      const bool add_special = !request.has_add_special_tokens() || request.add_special_tokens();
+      // The tokenizer's own post-processor: what the model saw around texts in training. A
+      // session's history goes on, so it gets none unless asked.
+      const bool add_special =
+          request.has_add_special_tokens() ? request.add_special_tokens() : !resumes;
       absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(request.text(), add_special);
       if (!ids.ok()) return Invalid("text", ids.status().message());
-      if (ids->empty()) return Invalid("text", "encodes to no tokens");
+      if (ids->empty() && !resumes) return Invalid("text", "encodes to no tokens");
       out.engine.prompt = *std::move(ids);
       break;
     }
     case v1::GenerateRequest::kTokenIds:
-      if (request.token_ids().ids().empty()) return Invalid("token_ids", "empty prompt");
+      if (request.token_ids().ids().empty() && !resumes) {
+        return Invalid("token_ids", "empty prompt");
+      }
       HGRN2_RETURN_IF_ERROR(CheckIds(request.token_ids().ids(), "token_ids", *model.config));
       out.engine.prompt.assign(request.token_ids().ids().begin(), request.token_ids().ids().end());
       break;
     default:
-      return Invalid("prompt", "missing: give text or token_ids");
+      // A session goes on generating from where it stopped.
+      if (!resumes) return Invalid("prompt", "missing: give text or token_ids");
   }
   HGRN2_RETURN_IF_ERROR(
       CheckLength(static_cast<int64_t>(out.engine.prompt.size()), "prompt", model));
@@ -190,12 +221,13 @@ absl::StatusOr<PreparedGeneration> PrepareGenerate(const v1::GenerateRequest& re
 
 absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request,
                                            const ModelContext& model) {
-  if (!request.session_id().empty()) return NoSessions("session_id");
+  const bool resumes = !request.session_id().empty();
+  if (resumes) HGRN2_RETURN_IF_ERROR(CheckSessionId(request.session_id(), "session_id"));
   if (request.top_logprobs() > static_cast<uint32_t>(model.limits.max_logprobs)) {
     return Invalid("top_logprobs", absl::StrCat("must be at most ", model.limits.max_logprobs,
                                                 ", got ", request.top_logprobs()));
   }
-  const bool add_bos = !request.has_add_special_tokens() || request.add_special_tokens();
+  const bool add_bos = request.has_add_special_tokens() ? request.add_special_tokens() : !resumes;
   std::vector<int32_t> context, continuation;
   switch (request.continuation_case()) {
     case v1::ScoreRequest::kContinuationText:
@@ -251,7 +283,10 @@ absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request,
 
   PreparedScore out;
   out.context_tokens = static_cast<int32_t>(context.size());
-  if (context.empty()) {
+  if (resumes) {
+    // The session's pending token is the context of the first one.
+    out.session_id = request.session_id();
+  } else if (context.empty()) {
     if (continuation.size() < 2) {
       return Invalid("continuation",
                      "one token and no context: nothing to score (the first "

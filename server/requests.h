@@ -24,26 +24,34 @@ struct ModelContext {
 };
 
 struct PreparedGeneration {
-  GenerationRequest engine;  // prompt, sampling, stopping and priority; callbacks unset
+  // Prompt (empty only with a session), sampling, stopping and priority; callbacks, the initial
+  // state and return_final_state unset.
+  GenerationRequest engine;
   std::vector<std::string> stop_strings;
   int32_t prompt_tokens = 0;
+  int32_t num_samples = 1;      // GenerateRequest.n
+  std::string session_id;       // start from this session (checked id), or empty
+  std::string save_session_as;  // save the final state under this id, or empty
 };
 
 struct PreparedScore {
-  ScoreRequest engine;              // tokens and alternatives; callbacks unset
+  ScoreRequest engine;              // tokens and alternatives; callbacks and initial state unset
   std::vector<int32_t> scored_ids;  // the continuation tokens that get a log-probability
   int32_t context_tokens = 0;
   int32_t unscored_tokens = 0;  // leading continuation tokens used as context only
+  std::string session_id;       // condition on this session (checked id), or empty
 };
 
-// INVALID_ARGUMENT naming the field and the reason (UNIMPLEMENTED for sessions, which this
-// version does not have).
+// INVALID_ARGUMENT naming the field and the reason.
 absl::StatusOr<PreparedGeneration> PrepareGenerate(const v1::GenerateRequest& request,
                                                    const ModelContext& model);
 absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request,
                                            const ModelContext& model);
 absl::StatusOr<std::vector<int32_t>> PrepareTokenize(const v1::TokenizeRequest& request,
                                                      const ModelContext& model);
+// OK for a session id: 1 to 128 bytes of [A-Za-z0-9._:-], not starting with '.';
+// INVALID_ARGUMENT naming `field` otherwise.
+absl::Status CheckSessionId(absl::string_view id, absl::string_view field);
 // The request id to use: the client's (checked for length and printable ASCII) or a new one.
 absl::StatusOr<std::string> RequestIdOf(const std::string& given, const RequestLimits& limits);
 

@@ -76,6 +76,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   const std::string address = absl::StrCat(options.host, ":", options.port);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &server->port_);
   builder.RegisterService(server->inference_.get());
+  if (server->sessions_service_ != nullptr)
+    builder.RegisterService(server->sessions_service_.get());
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   server->grpc_server_ = builder.BuildAndStart();
   if (server->grpc_server_ == nullptr || server->port_ == 0) {
@@ -138,13 +140,32 @@ absl::Status Server::Load() {
   ServedModel served{.path = options_.model_dir,
                      .backend = std::string(backend_->name()),
                      .dtype = FlagName(backend_->compute_dtype()),
-                     .state_dtype = FlagName(*state_dtype)};
+                     .state_dtype = FlagName(*state_dtype),
+                     .fingerprint = model_->fingerprint().ToHex()};
   metrics_.SetModelInfo(served.path, served.backend, served.dtype);
   workers_ = std::make_unique<WorkerPool>(options_.stream_threads);
-  const ModelContext context{
+  model_context_ = ModelContext{
       .config = &model_->config(), .tokenizer = tokenizer_.get(), .limits = options_.limits};
-  inference_ = std::make_unique<InferenceService>(*engine_, context, engine_options,
-                                                  std::move(served), metrics_, calls_, *workers_);
+  parts_ = CallParts{
+      .model = &model_context_, .metrics = &metrics_, .calls = &calls_, .workers = workers_.get()};
+  if (!options_.sessions.kinds.empty()) {
+    absl::StatusOr<std::unique_ptr<session::SessionStore>> store =
+        session::MakeSessionStore(options_.sessions);
+    if (!store.ok()) return WithContext(store.status(), "--session-store");
+    const session::SnapshotExpectation expected =
+        session::SessionManager::ExpectationFor(*model_, *state_dtype);
+    sessions_ = std::make_unique<session::SessionManager>(*std::move(store), expected);
+    session_workers_ = std::make_unique<WorkerPool>(options_.session_threads);
+    parts_.session_workers = session_workers_.get();
+    parts_.sessions = sessions_.get();
+    sessions_service_ = std::make_unique<SessionsService>(
+        parts_, session::SessionManager::MaxSnapshotBytes(expected));
+    metrics_.SetSessionStatsSource([sessions = sessions_.get()] {
+      return SessionMetrics{sessions->StoreStats(), sessions->Stats()};
+    });
+  }
+  inference_ =
+      std::make_unique<InferenceService>(*engine_, engine_options, std::move(served), parts_);
   const ModelConfig& c = model_->config();
   Log(absl::StrCat("loaded ", options_.model_dir, ": ", c.num_layers, " layers, hidden ",
                    c.hidden_size, ", vocabulary ", c.vocab_size, ", ", c.num_parameters(),
@@ -243,6 +264,7 @@ void Server::Shutdown(absl::Duration drain_timeout) {
     grpc_server_->Wait();
   }
   workers_.reset();
+  session_workers_.reset();  // runs the saves still queued
   Log("stopped");
   {
     std::lock_guard<std::mutex> lock(mutex_);

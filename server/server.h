@@ -17,6 +17,7 @@
 #include "server/inference_service.h"
 #include "server/metrics.h"
 #include "server/options.h"
+#include "server/sessions_service.h"
 #include "server/worker_pool.h"
 
 namespace hgrn2::server {
@@ -61,8 +62,13 @@ class Server {
   ServerMetrics metrics_;
   std::unique_ptr<Engine> engine_;
   CallTracker calls_;
+  ModelContext model_context_;
   std::unique_ptr<WorkerPool> workers_;
+  std::unique_ptr<WorkerPool> session_workers_;
+  std::unique_ptr<session::SessionManager> sessions_;
+  CallParts parts_;
   std::unique_ptr<InferenceService> inference_;
+  std::unique_ptr<SessionsService> sessions_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   int port_ = 0;
 

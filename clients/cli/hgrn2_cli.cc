@@ -11,11 +11,13 @@
 #include <signal.h>
 #include <time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iterator>
 #include <limits>
 #include <mutex>
@@ -35,10 +37,12 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "absl/time/time.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "hgrn2/v1/inference.grpc.pb.h"
+#include "hgrn2/v1/sessions.grpc.pb.h"
 
 namespace hgrn2::cli {
 namespace {
@@ -297,8 +301,11 @@ int Generate(Connection& connection, const GenerateOptions& options) {
   } else {
     absl::StatusOr<std::vector<int32_t>> ids = ParseIds(options.ids, "--ids");
     if (!ids.ok()) return Fail(kExitUsage, ids.status().message());
-    if (ids->empty()) return Fail(kExitUsage, "generate: give the prompt as TEXT or --ids IDS");
-    request.mutable_token_ids()->mutable_ids()->Assign(ids->begin(), ids->end());
+    if (ids->empty() && options.session_id.empty()) {
+      return Fail(kExitUsage, "generate: give the prompt as TEXT or --ids IDS (or --session)");
+    }
+    // With a session and no prompt, generation goes on from where the session stopped.
+    if (!ids->empty()) request.mutable_token_ids()->mutable_ids()->Assign(ids->begin(), ids->end());
   }
   pb::SamplingParams& sampling = *request.mutable_sampling();
   if (options.temperature) sampling.set_temperature(*options.temperature);
@@ -627,6 +634,121 @@ int Services(Connection& connection) {
   return 0;
 }
 
+// What `hgrn2-cli session ...` was asked.
+struct SessionOptions {
+  std::string id;
+  std::string file;  // export: where to write ("-" = stdout); import: what to read
+  bool json = false;
+};
+
+std::string SessionLine(const pb::SessionInfo& info) {
+  std::string saved = "-";
+  if (info.saved_at_unix_ms() > 0) {
+    saved = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(info.saved_at_unix_ms()),
+                             absl::UTCTimeZone());
+  }
+  return absl::StrCat(info.session_id(), "\t", info.num_tokens(), " tokens\t",
+                      Bytes(info.size_bytes()), "\tsaved ", saved,
+                      info.expires_at_unix_ms() > 0 ? "\texpires" : "", "\n");
+}
+
+int SessionExport(Connection& connection, const SessionOptions& options) {
+  auto stub = pb::Sessions::NewStub(connection.channel());
+  pb::ExportSessionRequest request;
+  request.set_session_id(options.id);
+  grpc::ClientContext context;
+  connection.Start(context);
+  auto reader = stub->ExportSession(&context, request);
+  std::string data;
+  pb::SessionChunk chunk;
+  while (reader->Read(&chunk)) data += chunk.data();
+  const grpc::Status status = reader->Finish();
+  connection.Finish();
+  if (!status.ok()) return connection.Report(status);
+  if (options.file == "-") {
+    std::fwrite(data.data(), 1, data.size(), stdout);
+    return std::fflush(stdout) == 0 ? 0 : Fail(kExitFailure, "writing to standard output failed");
+  }
+  std::ofstream out(options.file, std::ios::binary | std::ios::trunc);
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+  out.close();
+  if (!out) return Fail(kExitFailure, absl::StrCat("cannot write ", options.file));
+  std::fprintf(stderr, "exported %s: %s to %s\n", options.id.c_str(), Bytes(data.size()).c_str(),
+               options.file.c_str());
+  return 0;
+}
+
+int SessionImport(Connection& connection, const SessionOptions& options) {
+  std::ifstream in(options.file, std::ios::binary);
+  if (!in) return Fail(kExitUsage, absl::StrCat("cannot read ", options.file));
+  const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto stub = pb::Sessions::NewStub(connection.channel());
+  grpc::ClientContext context;
+  connection.Start(context);
+  pb::SessionInfo info;
+  auto writer = stub->ImportSession(&context, &info);
+  constexpr size_t kChunk = 1 << 20;
+  size_t offset = 0;
+  do {
+    pb::SessionChunk chunk;
+    if (offset == 0) chunk.set_session_id(options.id);
+    const size_t n = std::min(kChunk, data.size() - offset);
+    chunk.set_data(data.data() + offset, n);
+    offset += n;
+    if (!writer->Write(chunk)) break;  // the server answered early: Finish says why
+  } while (offset < data.size());
+  writer->WritesDone();
+  const grpc::Status status = writer->Finish();
+  connection.Finish();
+  if (!status.ok()) return connection.Report(status);
+  Write(options.json ? ToJson(info) + "\n" : SessionLine(info));
+  return 0;
+}
+
+int SessionInfoCommand(Connection& connection, const SessionOptions& options) {
+  auto stub = pb::Sessions::NewStub(connection.channel());
+  pb::GetSessionRequest request;
+  request.set_session_id(options.id);
+  pb::SessionInfo info;
+  const grpc::Status status = connection.Unary(
+      request, &info, [&](grpc::ClientContext* context, const auto& r, auto* response) {
+        return stub->GetSession(context, r, response);
+      });
+  if (!status.ok()) return connection.Report(status);
+  Write(options.json ? ToJson(info) + "\n" : SessionLine(info));
+  return 0;
+}
+
+int SessionList(Connection& connection, bool json) {
+  auto stub = pb::Sessions::NewStub(connection.channel());
+  pb::ListSessionsResponse response;
+  const grpc::Status status =
+      connection.Unary(pb::ListSessionsRequest(), &response,
+                       [&](grpc::ClientContext* context, const auto& r, auto* out) {
+                         return stub->ListSessions(context, r, out);
+                       });
+  if (!status.ok()) return connection.Report(status);
+  if (json) {
+    Write(ToJson(response) + "\n");
+  } else {
+    for (const pb::SessionInfo& info : response.sessions()) Write(SessionLine(info));
+  }
+  return 0;
+}
+
+int SessionDelete(Connection& connection, const SessionOptions& options) {
+  auto stub = pb::Sessions::NewStub(connection.channel());
+  pb::DeleteSessionRequest request;
+  request.set_session_id(options.id);
+  pb::DeleteSessionResponse response;
+  const grpc::Status status = connection.Unary(
+      request, &response, [&](grpc::ClientContext* context, const auto& r, auto* out) {
+        return stub->DeleteSession(context, r, out);
+      });
+  if (!status.ok()) return connection.Report(status);
+  return 0;
+}
+
 }  // namespace
 }  // namespace hgrn2::cli
 
@@ -639,6 +761,7 @@ int main(int argc, char** argv) {
   DetokenizeOptions detokenize;
   bool info_json = false;
   std::string health_service;
+  SessionOptions session;
 
   CLI::App app{"hgrn2-cli: a command-line client of hgrn2-server"};
   app.require_subcommand(1);
@@ -726,6 +849,26 @@ int main(int argc, char** argv) {
   CLI::App* services_cmd =
       app.add_subcommand("services", "the services the server offers (gRPC server reflection)");
 
+  CLI::App* session_cmd = app.add_subcommand("session", "saved sessions on the server");
+  session_cmd->require_subcommand(1);
+  CLI::App* export_cmd =
+      session_cmd->add_subcommand("export", "write a session's snapshot to a file");
+  export_cmd->add_option("id", session.id, "the session")->required();
+  export_cmd->add_option("file", session.file, "where to write it (- = standard output)")
+      ->required();
+  CLI::App* import_cmd =
+      session_cmd->add_subcommand("import", "store a snapshot file as a session");
+  import_cmd->add_option("id", session.id, "the session to store it as")->required();
+  import_cmd->add_option("file", session.file, "the snapshot file")->required();
+  import_cmd->add_flag("--json", session.json, "print the stored session as JSON");
+  CLI::App* session_info_cmd = session_cmd->add_subcommand("info", "one session's facts");
+  session_info_cmd->add_option("id", session.id, "the session")->required();
+  session_info_cmd->add_flag("--json", session.json, "print the response as JSON");
+  CLI::App* list_cmd = session_cmd->add_subcommand("list", "the sessions, by id");
+  list_cmd->add_flag("--json", session.json, "print the response as JSON");
+  CLI::App* delete_cmd = session_cmd->add_subcommand("delete", "delete a session");
+  delete_cmd->add_option("id", session.id, "the session")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -748,5 +891,10 @@ int main(int argc, char** argv) {
   if (detokenize_cmd->parsed()) return Detokenize(connection, detokenize);
   if (info_cmd->parsed()) return Info(connection, info_json);
   if (services_cmd->parsed()) return Services(connection);
+  if (export_cmd->parsed()) return SessionExport(connection, session);
+  if (import_cmd->parsed()) return SessionImport(connection, session);
+  if (session_info_cmd->parsed()) return SessionInfoCommand(connection, session);
+  if (list_cmd->parsed()) return SessionList(connection, session.json);
+  if (delete_cmd->parsed()) return SessionDelete(connection, session);
   return Health(connection, health_service);
 }

@@ -30,6 +30,7 @@
 #include "gtest/gtest.h"
 #include "hgrn2/v1/inference.grpc.pb.h"
 #include "tests/failing_backend.h"
+#include "tests/server/test_client.h"
 #include "tests/test_support.h"
 
 namespace hgrn2::server {
@@ -48,113 +49,6 @@ std::filesystem::path ModelWithTokenizer(const std::string& tokenizer_file) {
   std::filesystem::copy_file(testing::TestDataDir() / "tokenizers" / "llama-sp" / tokenizer_file,
                              dir / tokenizer_file);
   return dir;
-}
-
-ServerOptions TestOptions(const std::filesystem::path& model) {
-  ServerOptions options;
-  options.model_dir = model.string();
-  options.host = "127.0.0.1";
-  options.port = 0;
-  options.metrics_port = 0;
-  options.device = "cpu";
-  options.engine.max_running = 16;
-  options.engine.max_queued = 256;
-  options.limits.max_new_tokens = 100000;
-  options.health_check_interval = absl::ZeroDuration();
-  return options;
-}
-
-class Client {
- public:
-  explicit Client(int port)
-      : channel_(grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                                     grpc::InsecureChannelCredentials())),
-        stub_(v1::Inference::NewStub(channel_)),
-        health_(grpc::health::v1::Health::NewStub(channel_)) {}
-
-  struct Stream {
-    grpc::Status status;
-    std::vector<v1::GenerateResponse> messages;
-    std::vector<int32_t> ids;
-    std::string text;
-  };
-
-  Stream Generate(const v1::GenerateRequest& request, absl::Duration timeout = absl::Seconds(60)) {
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-    auto reader = stub_->Generate(&context, request);
-    Stream out;
-    v1::GenerateResponse message;
-    while (reader->Read(&message)) {
-      out.ids.insert(out.ids.end(), message.token_ids().begin(), message.token_ids().end());
-      out.text += message.text();
-      out.messages.push_back(message);
-    }
-    out.status = reader->Finish();
-    return out;
-  }
-
-  grpc::Status Score(const v1::ScoreRequest& request, v1::ScoreResponse* response) {
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
-    return stub_->Score(&context, request, response);
-  }
-
-  HealthCheckResponse::ServingStatus Health(const std::string& service) {
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-    HealthCheckRequest request;
-    request.set_service(service);
-    HealthCheckResponse response;
-    const grpc::Status status = health_->Check(&context, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return response.status();
-  }
-
-  v1::Inference::Stub& stub() { return *stub_; }
-
- private:
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Inference::Stub> stub_;
-  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
-};
-
-v1::GenerateRequest IdsRequest(const std::vector<int32_t>& ids, uint32_t max_new_tokens) {
-  v1::GenerateRequest request;
-  for (int32_t id : ids) request.mutable_token_ids()->add_ids(id);
-  request.set_max_new_tokens(max_new_tokens);
-  return request;
-}
-
-// GET /metrics over a plain socket; the body.
-std::string Scrape(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    close(fd);
-    return {};
-  }
-  const std::string request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  EXPECT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
-  std::string response;
-  char buffer[4096];
-  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) response.append(buffer, n);
-  close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  return body == std::string::npos ? response : response.substr(body + 4);
-}
-
-// The value of one sample line `name` (with its labels, exactly) in a scrape; -1 when absent.
-double MetricValue(const std::string& scrape, const std::string& sample) {
-  for (absl::string_view line : absl::StrSplit(scrape, '\n')) {
-    if (absl::StartsWith(line, sample + " ")) {
-      return std::stod(std::string(line.substr(sample.size() + 1)));
-    }
-  }
-  return -1.0;
 }
 
 class ServerTest : public ::testing::Test {
@@ -310,8 +204,21 @@ TEST_F(ServerTest, BadRequestsGetCodesNamingTheField) {
        grpc::StatusCode::INVALID_ARGUMENT, "stop_token_ids[0]"},
       {"request id with a space", [](v1::GenerateRequest& r) { r.set_request_id("a b"); },
        grpc::StatusCode::INVALID_ARGUMENT, "request_id"},
-      {"session", [](v1::GenerateRequest& r) { r.set_session_id("chat-1"); },
-       grpc::StatusCode::UNIMPLEMENTED, "session_id"},
+      {"no such session", [](v1::GenerateRequest& r) { r.set_session_id("chat-1"); },
+       grpc::StatusCode::NOT_FOUND, "session_id: session \"chat-1\" not found"},
+      {"session id with a slash", [](v1::GenerateRequest& r) { r.set_session_id("a/b"); },
+       grpc::StatusCode::INVALID_ARGUMENT, "session_id"},
+      {"save as an id too long",
+       [](v1::GenerateRequest& r) { r.set_save_session_as(std::string(129, 'x')); },
+       grpc::StatusCode::INVALID_ARGUMENT, "save_session_as: 129 bytes"},
+      {"n over the limit", [](v1::GenerateRequest& r) { r.set_n(17); },
+       grpc::StatusCode::INVALID_ARGUMENT, "n: must be at most 16"},
+      {"n > 1 saving a session",
+       [](v1::GenerateRequest& r) {
+         r.set_n(2);
+         r.set_save_session_as("s");
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "save_session_as"},
   };
   for (const Case& c : cases) {
     v1::GenerateRequest request = IdsRequest({1, 2, 3}, 4);

@@ -1,0 +1,33 @@
+// CallParts: what every call handler shares (model, metrics, call tracking, worker threads,
+// sessions), and TenantOf, the namespace a call's sessions live in.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <string>
+
+#include "engine/session/session_manager.h"
+#include "server/call_tracker.h"
+#include "server/metrics.h"
+#include "server/requests.h"
+#include "server/worker_pool.h"
+
+namespace hgrn2::server {
+
+// Owned by Server; everything outlives the services that hold it.
+struct CallParts {
+  const ModelContext* model = nullptr;
+  ServerMetrics* metrics = nullptr;
+  CallTracker* calls = nullptr;
+  // Turn engine tokens into stream messages off the scheduler thread; never block.
+  WorkerPool* workers = nullptr;
+  // Session store I/O (reads, saves, exports), which may block on disk or the network.
+  WorkerPool* session_workers = nullptr;
+  session::SessionManager* sessions = nullptr;  // null: sessions are off
+};
+
+// The tenant whose sessions a call may see. Every caller shares the one namespace "" until API
+// keys name tenants.
+inline std::string TenantOf(const grpc::CallbackServerContext& /*context*/) { return ""; }
+
+}  // namespace hgrn2::server

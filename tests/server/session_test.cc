@@ -1,0 +1,474 @@
+// Sessions through the public gRPC API (CPU backend, fixture models): exact resumption for greedy
+// and seeded sampling, forks, scoring on a session, export and import between servers, every
+// corruption of an import, concurrent saves, the dir store across a restart, n samples sharing
+// one prefill, the prefix cache, and the session metrics.
+#include <algorithm>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/server.h"
+#include "tests/server/test_client.h"
+#include "tests/test_support.h"
+
+namespace hgrn2::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::vector<int32_t> Concat(std::initializer_list<std::vector<int32_t>> parts) {
+  std::vector<int32_t> out;
+  for (const std::vector<int32_t>& part : parts) out.insert(out.end(), part.begin(), part.end());
+  return out;
+}
+
+std::vector<float> Logprobs(const Client::Stream& stream) {
+  std::vector<float> out;
+  for (const v1::GenerateResponse& message : stream.messages) {
+    for (const v1::TokenLogprob& logprob : message.logprobs()) out.push_back(logprob.logprob());
+  }
+  return out;
+}
+
+// Sampling of the resumption tests: greedy, or seeded with top-k and top-p.
+v1::GenerateRequest Request(const std::vector<int32_t>& prompt, uint32_t max_new_tokens,
+                            bool seeded) {
+  v1::GenerateRequest request = IdsRequest(prompt, max_new_tokens);
+  request.set_ignore_eos(true);
+  if (seeded) {
+    request.mutable_sampling()->set_temperature(0.9f);
+    request.mutable_sampling()->set_top_k(50);
+    request.mutable_sampling()->set_top_p(0.95f);
+    request.mutable_sampling()->set_seed(4242);
+  } else {
+    request.mutable_sampling()->set_temperature(0.0f);
+  }
+  return request;
+}
+
+grpc::Status GetSession(Client& client, const std::string& id, v1::SessionInfo* info) {
+  grpc::ClientContext context;
+  v1::GetSessionRequest request;
+  request.set_session_id(id);
+  return client.sessions().GetSession(&context, request, info);
+}
+
+// The whole exported snapshot, or the status.
+grpc::Status Export(Client& client, const std::string& id, std::string* data) {
+  grpc::ClientContext context;
+  v1::ExportSessionRequest request;
+  request.set_session_id(id);
+  auto reader = client.sessions().ExportSession(&context, request);
+  v1::SessionChunk chunk;
+  data->clear();
+  bool first = true;
+  while (reader->Read(&chunk)) {
+    EXPECT_EQ(chunk.session_id(), first ? id : "");
+    EXPECT_LE(chunk.data().size(), SessionsService::kChunkBytes);
+    first = false;
+    *data += chunk.data();
+  }
+  return reader->Finish();
+}
+
+// Sends `data` in chunks of `chunk_bytes` under `id`.
+grpc::Status Import(Client& client, const std::string& id, const std::string& data,
+                    v1::SessionInfo* info, size_t chunk_bytes = 1000) {
+  grpc::ClientContext context;
+  auto writer = client.sessions().ImportSession(&context, info);
+  size_t offset = 0;
+  do {
+    v1::SessionChunk chunk;
+    if (offset == 0) chunk.set_session_id(id);
+    const size_t n = std::min(chunk_bytes, data.size() - offset);
+    chunk.set_data(data.substr(offset, n));
+    offset += n;
+    if (!writer->Write(chunk)) break;
+  } while (offset < data.size());
+  writer->WritesDone();
+  return writer->Finish();
+}
+
+class SessionTest : public ::testing::Test {
+ protected:
+  ServerOptions Options() {
+    ServerOptions options = TestOptions(testing::TestDataDir() / "tiny-a");
+    options.engine.prefix_cache_bytes = 0;  // the prefix cache has its own test
+    return options;
+  }
+  std::unique_ptr<Server> Start(const ServerOptions& options) {
+    absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options);
+    EXPECT_TRUE(server.ok()) << server.status();
+    return server.ok() ? *std::move(server) : nullptr;
+  }
+};
+
+// Generate on A and save; continue with B: the same tokens and log-probabilities as one request
+// on A + the generated tokens + B. Greedy and seeded; the session's token count adds up.
+TEST_F(SessionTest, ResumingGivesExactlyTheUninterruptedRun) {
+  std::unique_ptr<Server> server = Start(Options());
+  ASSERT_NE(server, nullptr);
+  Client client(server->port());
+  const std::vector<int32_t> a = {5, 17, 301, 44, 9, 120, 77};
+  const std::vector<int32_t> b = {300, 2, 18, 41};
+  for (bool seeded : {false, true}) {
+    const std::string id = seeded ? "chat.seeded" : "chat.greedy";
+    v1::GenerateRequest first = Request(a, 9, seeded);
+    first.set_save_session_as(id);
+    const Client::Stream one = client.Generate(first);
+    ASSERT_TRUE(one.status.ok()) << one.status.error_message();
+    ASSERT_EQ(one.ids.size(), 9u);
+
+    v1::GenerateRequest second = Request(b, 11, seeded);
+    second.set_session_id(id);
+    second.set_save_session_as(id);
+    const Client::Stream two = client.Generate(second);
+    ASSERT_TRUE(two.status.ok()) << two.status.error_message();
+    EXPECT_EQ(two.messages.back().usage().prompt_tokens(), b.size());
+
+    const Client::Stream whole = client.Generate(Request(Concat({a, one.ids, b}), 11, seeded));
+    ASSERT_TRUE(whole.status.ok()) << whole.status.error_message();
+    EXPECT_EQ(two.ids, whole.ids) << (seeded ? "seeded" : "greedy");
+    EXPECT_EQ(Logprobs(two), Logprobs(whole)) << (seeded ? "seeded" : "greedy");
+
+    v1::SessionInfo info;
+    ASSERT_TRUE(GetSession(client, id, &info).ok());
+    EXPECT_EQ(info.num_tokens(), a.size() + 9 + b.size() + 11);
+    EXPECT_EQ(info.session_id(), id);
+    EXPECT_GT(info.size_bytes(), 0u);
+    EXPECT_EQ(info.state_dtype(), "f32");
+    EXPECT_FALSE(info.model_fingerprint().empty());
+
+    // An empty prompt goes on generating from where the session stopped.
+    v1::GenerateRequest third = Request({}, 5, seeded);
+    third.clear_token_ids();
+    third.set_session_id(id);
+    const Client::Stream three = client.Generate(third);
+    ASSERT_TRUE(three.status.ok()) << three.status.error_message();
+    const Client::Stream whole3 =
+        client.Generate(Request(Concat({a, one.ids, b, two.ids}), 5, seeded));
+    EXPECT_EQ(three.ids, whole3.ids);
+  }
+}
+
+// Saving under another id forks: the original is unchanged and both go on independently.
+TEST_F(SessionTest, ForkLeavesTheOriginalUnchanged) {
+  std::unique_ptr<Server> server = Start(Options());
+  ASSERT_NE(server, nullptr);
+  Client client(server->port());
+  v1::GenerateRequest start = Request({7, 8, 9, 10}, 6, false);
+  start.set_save_session_as("root");
+  const Client::Stream root = client.Generate(start);
+  ASSERT_TRUE(root.status.ok());
+  v1::GenerateRequest fork = Request({100, 101}, 6, false);
+  fork.set_session_id("root");
+  fork.set_save_session_as("branch");
+  ASSERT_TRUE(client.Generate(fork).status.ok());
+  // "root" still continues as if the fork never happened.
+  v1::GenerateRequest again = Request({200}, 6, false);
+  again.set_session_id("root");
+  const Client::Stream from_root = client.Generate(again);
+  const Client::Stream whole =
+      client.Generate(Request(Concat({{7, 8, 9, 10}, root.ids, {200}}), 6, false));
+  EXPECT_EQ(from_root.ids, whole.ids);
+  v1::SessionInfo root_info, branch_info;
+  ASSERT_TRUE(GetSession(client, "root", &root_info).ok());
+  ASSERT_TRUE(GetSession(client, "branch", &branch_info).ok());
+  EXPECT_EQ(root_info.num_tokens(), 10u);
+  EXPECT_EQ(branch_info.num_tokens(), 18u);
+  // List, delete, and the deleted one is gone.
+  grpc::ClientContext list_context;
+  v1::ListSessionsResponse list;
+  ASSERT_TRUE(client.sessions().ListSessions(&list_context, {}, &list).ok());
+  ASSERT_EQ(list.sessions_size(), 2);
+  EXPECT_EQ(list.sessions(0).session_id(), "branch");
+  EXPECT_EQ(list.sessions(1).session_id(), "root");
+  grpc::ClientContext delete_context;
+  v1::DeleteSessionRequest remove;
+  remove.set_session_id("branch");
+  v1::DeleteSessionResponse removed;
+  ASSERT_TRUE(client.sessions().DeleteSession(&delete_context, remove, &removed).ok());
+  v1::SessionInfo gone;
+  EXPECT_EQ(GetSession(client, "branch", &gone).error_code(), grpc::StatusCode::NOT_FOUND);
+  grpc::ClientContext again_context;
+  EXPECT_EQ(client.sessions().DeleteSession(&again_context, remove, &removed).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+// Score on a session equals scoring the session's whole history as context; every continuation
+// token is scored; the session is not changed.
+TEST_F(SessionTest, ScoringOnASessionConditionsOnItsHistory) {
+  std::unique_ptr<Server> server = Start(Options());
+  ASSERT_NE(server, nullptr);
+  Client client(server->port());
+  const std::vector<int32_t> a = {11, 12, 13, 14, 15};
+  v1::GenerateRequest start = Request(a, 7, false);
+  start.set_save_session_as("doc");
+  const Client::Stream generated = client.Generate(start);
+  ASSERT_TRUE(generated.status.ok());
+  const std::vector<int32_t> continuation = {33, 2, 400, 401};
+
+  v1::ScoreRequest on_session;
+  on_session.set_session_id("doc");
+  for (int32_t id : continuation) on_session.mutable_continuation_ids()->add_ids(id);
+  v1::ScoreResponse scored;
+  ASSERT_TRUE(client.Score(on_session, &scored).ok());
+  EXPECT_EQ(scored.unscored_tokens(), 0u);
+  ASSERT_EQ(scored.token_logprobs_size(), 4);
+
+  v1::ScoreRequest whole;
+  for (int32_t id : Concat({a, generated.ids})) whole.mutable_context_ids()->add_ids(id);
+  for (int32_t id : continuation) whole.mutable_continuation_ids()->add_ids(id);
+  v1::ScoreResponse want;
+  ASSERT_TRUE(client.Score(whole, &want).ok());
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_NEAR(scored.token_logprobs(i), want.token_logprobs(i), 1e-5) << i;
+  }
+  v1::SessionInfo info;
+  ASSERT_TRUE(GetSession(client, "doc", &info).ok());
+  EXPECT_EQ(info.num_tokens(), a.size() + 7);
+}
+
+// A session exported from one server and imported into another continues there exactly as it
+// would have on the first. Imports that are not whole, intact snapshots of this model are
+// refused with their own codes, and store nothing.
+TEST_F(SessionTest, ExportImportBetweenServersAndCorruptImports) {
+  std::unique_ptr<Server> first = Start(Options());
+  std::unique_ptr<Server> second = Start(Options());
+  ASSERT_NE(first, nullptr);
+  ASSERT_NE(second, nullptr);
+  Client one(first->port()), two(second->port());
+  v1::GenerateRequest start = Request({1, 2, 3, 4, 5, 6}, 8, true);
+  start.set_save_session_as("travel");
+  ASSERT_TRUE(one.Generate(start).status.ok());
+  std::string snapshot;
+  ASSERT_TRUE(Export(one, "travel", &snapshot).ok());
+  v1::SessionInfo imported;
+  ASSERT_TRUE(Import(two, "arrived", snapshot, &imported).ok());
+  EXPECT_EQ(imported.session_id(), "arrived");
+  EXPECT_EQ(imported.num_tokens(), 14u);
+  EXPECT_EQ(imported.size_bytes(), snapshot.size());
+
+  v1::GenerateRequest go_on = Request({9, 10}, 10, true);
+  go_on.set_session_id("travel");
+  const Client::Stream there = one.Generate(go_on);
+  go_on.set_session_id("arrived");
+  const Client::Stream here = two.Generate(go_on);
+  ASSERT_TRUE(there.status.ok() && here.status.ok());
+  EXPECT_EQ(here.ids, there.ids);
+  EXPECT_EQ(Logprobs(here), Logprobs(there));
+
+  struct Case {
+    std::string name;
+    std::string data;
+    grpc::StatusCode code;
+  };
+  std::string flipped_header = snapshot;
+  flipped_header[10] ^= 0x01;
+  std::string flipped_payload = snapshot;
+  flipped_payload[snapshot.size() / 2] ^= 0x40;
+  std::string bad_magic = snapshot;
+  bad_magic[0] = 'X';
+  const std::vector<Case> cases = {
+      {"truncated", snapshot.substr(0, snapshot.size() - 100), grpc::StatusCode::INVALID_ARGUMENT},
+      {"header byte flipped", flipped_header, grpc::StatusCode::UNKNOWN},
+      {"payload byte flipped", flipped_payload, grpc::StatusCode::UNKNOWN},
+      {"wrong magic", bad_magic, grpc::StatusCode::INVALID_ARGUMENT},
+      {"trailing bytes", snapshot + "xx", grpc::StatusCode::INVALID_ARGUMENT},
+  };
+  for (const Case& c : cases) {
+    v1::SessionInfo info;
+    const grpc::Status status = Import(two, "broken", c.data, &info);
+    EXPECT_FALSE(status.ok()) << c.name;
+    if (c.code != grpc::StatusCode::UNKNOWN) {
+      EXPECT_EQ(status.error_code(), c.code) << c.name;
+    }
+    EXPECT_THAT(status.error_message(), HasSubstr("broken")) << c.name;
+    v1::SessionInfo none;
+    EXPECT_EQ(GetSession(two, "broken", &none).error_code(), grpc::StatusCode::NOT_FOUND) << c.name;
+  }
+  // Another model's session: FAILED_PRECONDITION naming the fingerprints.
+  ServerOptions other = Options();
+  other.model_dir = (testing::TestDataDir() / "u-k3-nolb").string();
+  std::unique_ptr<Server> third = Start(other);
+  ASSERT_NE(third, nullptr);
+  Client three(third->port());
+  v1::SessionInfo info;
+  const grpc::Status foreign = Import(three, "foreign", snapshot, &info);
+  EXPECT_EQ(foreign.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << foreign.error_message();
+  // Nothing at all, and an export of nothing.
+  EXPECT_EQ(Import(two, "empty", "", &info).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  std::string nothing;
+  EXPECT_EQ(Export(two, "nobody", &nothing).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// Two requests saving one session at once: the second gets ABORTED; the first's save stands.
+TEST_F(SessionTest, ConcurrentSavesToOneSessionAreRefused) {
+  std::unique_ptr<Server> server = Start(Options());
+  ASSERT_NE(server, nullptr);
+  Client client(server->port());
+  v1::GenerateRequest slow = Request({1, 2, 3}, 3000, false);
+  slow.set_save_session_as("busy");
+  grpc::ClientContext context;
+  auto reader = client.stub().Generate(&context, slow);
+  // Once the first message is here, the first request holds the id (taken before it started).
+  v1::GenerateResponse message;
+  ASSERT_TRUE(reader->Read(&message));
+  v1::GenerateRequest quick = Request({4, 5}, 2, false);
+  quick.set_save_session_as("busy");
+  const Client::Stream second = client.Generate(quick);
+  EXPECT_EQ(second.status.error_code(), grpc::StatusCode::ABORTED) << second.status.error_message();
+  while (reader->Read(&message)) {
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  v1::SessionInfo info;
+  ASSERT_TRUE(GetSession(client, "busy", &info).ok());
+  EXPECT_EQ(info.num_tokens(), 3003u);
+  // Once it ended, the id can be saved again.
+  EXPECT_TRUE(client.Generate(quick).status.ok());
+}
+
+// With the dir store, a saved session survives a restart of the server.
+TEST_F(SessionTest, DirStoreSurvivesARestart) {
+  ServerOptions options = Options();
+  options.sessions.kinds = {"memory", "dir"};
+  options.sessions.dir = (testing::MakeTempDir() / "sessions").string();
+  std::vector<int32_t> generated;
+  {
+    std::unique_ptr<Server> server = Start(options);
+    ASSERT_NE(server, nullptr);
+    Client client(server->port());
+    v1::GenerateRequest start = Request({3, 1, 4, 1, 5}, 6, true);
+    start.set_save_session_as("kept");
+    const Client::Stream stream = client.Generate(start);
+    ASSERT_TRUE(stream.status.ok()) << stream.status.error_message();
+    generated = stream.ids;
+  }
+  std::unique_ptr<Server> server = Start(options);
+  ASSERT_NE(server, nullptr);
+  Client client(server->port());
+  v1::GenerateRequest go_on = Request({9, 2, 6}, 7, true);
+  go_on.set_session_id("kept");
+  const Client::Stream resumed = client.Generate(go_on);
+  ASSERT_TRUE(resumed.status.ok()) << resumed.status.error_message();
+  EXPECT_EQ(resumed.ids,
+            client.Generate(Request(Concat({{3, 1, 4, 1, 5}, generated, {9, 2, 6}}), 7, true)).ids);
+}
+
+// n samples share one prefill: sample i equals a single request with seed + i, each ends with its
+// own last message, told apart by index.
+TEST_F(SessionTest, SamplesShareOnePrefill) {
+  std::unique_ptr<Server> server = Start(Options());
+  ASSERT_NE(server, nullptr);
+  Client client(server->port());
+  v1::GenerateRequest request = Request({8, 16, 32, 64, 128}, 12, true);
+  request.set_n(3);
+  const Client::Stream stream = client.Generate(request);
+  ASSERT_TRUE(stream.status.ok()) << stream.status.error_message();
+  std::vector<std::vector<int32_t>> ids(3);
+  std::vector<int> last_messages(3, 0);
+  for (const v1::GenerateResponse& message : stream.messages) {
+    ASSERT_LT(message.index(), 3u);
+    ids[message.index()].insert(ids[message.index()].end(), message.token_ids().begin(),
+                                message.token_ids().end());
+    if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+      ++last_messages[message.index()];
+      EXPECT_EQ(message.usage().generated_tokens(), 12u);
+      EXPECT_EQ(message.usage().prompt_tokens(), 5u);
+    }
+  }
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(last_messages[i], 1) << i;
+    v1::GenerateRequest single = Request({8, 16, 32, 64, 128}, 12, true);
+    single.mutable_sampling()->set_seed(4242 + static_cast<uint64_t>(i));
+    EXPECT_EQ(ids[i], client.Generate(single).ids) << "sample " << i;
+  }
+  EXPECT_NE(ids[0], ids[1]);
+}
+
+// The prefix cache: a prompt that extends (or repeats) a recent one reports its cached tokens and
+// gives exactly what it gives without the cache.
+TEST_F(SessionTest, PrefixCacheGivesTheSameTokens) {
+  ServerOptions cached = Options();
+  cached.engine.prefix_cache_bytes = 64 << 20;
+  std::unique_ptr<Server> with = Start(cached);
+  std::unique_ptr<Server> without = Start(Options());
+  ASSERT_NE(with, nullptr);
+  ASSERT_NE(without, nullptr);
+  Client on(with->port()), off(without->port());
+  std::vector<int32_t> system;
+  for (int i = 0; i < 40; ++i) system.push_back((i * 37 + 11) % 500);
+  const Client::Stream warm = on.Generate(Request(system, 4, true));
+  ASSERT_TRUE(warm.status.ok());
+  for (const std::vector<int32_t>& prompt :
+       {system, Concat({system, {1, 2, 3}}), Concat({system, {400}})}) {
+    const Client::Stream hit = on.Generate(Request(prompt, 8, true));
+    const Client::Stream miss = off.Generate(Request(prompt, 8, true));
+    ASSERT_TRUE(hit.status.ok() && miss.status.ok());
+    EXPECT_EQ(hit.ids, miss.ids);
+    EXPECT_EQ(Logprobs(hit), Logprobs(miss));
+    EXPECT_GE(hit.messages.back().usage().cached_prompt_tokens(), system.size() - 1);
+    EXPECT_EQ(miss.messages.back().usage().cached_prompt_tokens(), 0u);
+  }
+}
+
+// A generation that ends at a stop string saves the state of exactly the tokens it sent (the
+// engine stops at the same token), so the session resumes exactly.
+TEST_F(SessionTest, StopStringSaveResumesExactly) {
+  ServerOptions options = Options();
+  options.model_dir =
+      (testing::TestDataDir().parent_path().parent_path() / "models" / "hgrn2-demo").string();
+  std::unique_ptr<Server> server = Start(options);
+  ASSERT_NE(server, nullptr);
+  Client client(server->port());
+  grpc::ClientContext tokenize_context;
+  v1::TokenizeRequest tokenize;
+  tokenize.set_text("It is a truth universally acknowledged");
+  v1::TokenizeResponse prompt;
+  ASSERT_TRUE(client.stub().Tokenize(&tokenize_context, tokenize, &prompt).ok());
+  const std::vector<int32_t> prompt_ids(prompt.token_ids().begin(), prompt.token_ids().end());
+
+  v1::GenerateRequest first;
+  first.set_text(tokenize.text());
+  first.set_max_new_tokens(60);
+  first.mutable_sampling()->set_temperature(0.0f);
+  first.add_stop(",");
+  first.set_save_session_as("stopped");
+  const Client::Stream one = client.Generate(first);
+  ASSERT_TRUE(one.status.ok()) << one.status.error_message();
+  ASSERT_EQ(one.messages.back().finish_reason(), v1::STOP) << "no comma in 60 tokens: " << one.text;
+  EXPECT_EQ(one.messages.back().stop_string(), ",");
+  v1::SessionInfo info;
+  ASSERT_TRUE(GetSession(client, "stopped", &info).ok());
+  EXPECT_EQ(info.num_tokens(), prompt_ids.size() + one.ids.size());
+
+  const std::vector<int32_t> more = {310, 295, 1200};
+  v1::GenerateRequest second = Request(more, 12, false);
+  second.set_session_id("stopped");
+  const Client::Stream resumed = client.Generate(second);
+  const Client::Stream whole =
+      client.Generate(Request(Concat({prompt_ids, one.ids, more}), 12, false));
+  ASSERT_TRUE(resumed.status.ok() && whole.status.ok());
+  EXPECT_EQ(resumed.ids, whole.ids);
+}
+
+// Sessions off: session requests get FAILED_PRECONDITION.
+TEST_F(SessionTest, SessionsOff) {
+  ServerOptions options = Options();
+  options.sessions.kinds.clear();
+  std::unique_ptr<Server> server = Start(options);
+  ASSERT_NE(server, nullptr);
+  Client client(server->port());
+  v1::GenerateRequest request = Request({1, 2}, 2, false);
+  request.set_save_session_as("x");
+  const Client::Stream stream = client.Generate(request);
+  EXPECT_EQ(stream.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(stream.status.error_message(), HasSubstr("--session-store"));
+}
+
+}  // namespace
+}  // namespace hgrn2::server
