@@ -1,0 +1,64 @@
+"""Sessions through the client (sessions.proto): continue-and-save, fork, export/import, list/delete."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from hgrn2_client import Client, NotFoundError, SamplingOptions
+
+GREEDY: SamplingOptions = {"max_new_tokens": 8, "temperature": 0, "ignore_eos": True}
+
+
+def new_id() -> str:
+    """A session id no other test uses."""
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+def test_send_twice_equals_one_generate(sessions: Client) -> None:
+    session = sessions.session(new_id())
+    first = session.send([1, 17, 42], **GREEDY)
+    second = session.send([5, 6], **GREEDY)
+    whole = sessions.generate([1, 17, 42, *first.token_ids, 5, 6], **GREEDY)
+    assert second.token_ids == whole.token_ids
+    assert session.info().num_tokens == 3 + 8 + 2 + 8
+    session.delete()
+
+
+def test_fork_leaves_the_parent(sessions: Client) -> None:
+    parent = sessions.session(new_id())
+    parent.send([1, 17, 42], **GREEDY)
+    child = parent.fork(new_id())
+    a = child.send([9], **GREEDY)
+    b = parent.send([9], **GREEDY)
+    assert a.token_ids == b.token_ids  # the fork read the parent's state, which stayed as it was
+    child.delete()
+    parent.delete()
+
+
+def test_export_import_round_trip(sessions: Client, tmp_path: Path) -> None:
+    session = sessions.session(new_id())
+    session.send([1, 17, 42], **GREEDY)
+    path = tmp_path / "s.snapshot"
+    written = session.export(path)
+    assert written == path.stat().st_size == session.info().size_bytes
+    copy = sessions.session(new_id())
+    info = copy.import_(path)
+    assert info.num_tokens == session.info().num_tokens
+    assert copy.send([5], **GREEDY).token_ids == session.send([5], **GREEDY).token_ids
+    copy.delete()
+    session.delete()
+
+
+def test_list_and_delete(sessions: Client) -> None:
+    session = sessions.session(new_id())
+    session.send([1, 2, 3], **GREEDY)
+    assert session.id in [s.session_id for s in sessions.list_sessions()]
+    session.delete()
+    assert session.id not in [s.session_id for s in sessions.list_sessions()]
+    with pytest.raises(NotFoundError):
+        session.info()
+    with pytest.raises(NotFoundError):
+        sessions.delete_session(session.id)
