@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -63,6 +64,8 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Model& model,
   HGRN2_ASSIGN_OR_RETURN(
       scheduler->swap_,
       SwapArea::Create(model.backend(), scheduler->pool_->slot_bytes(), options.swap_slots));
+  HGRN2_ASSIGN_OR_RETURN(scheduler->transfer_,
+                         model.backend().AllocateHost(scheduler->pool_->slot_bytes()));
   scheduler->stats_.num_slots = num_slots;
   scheduler->stats_.free_slots = num_slots;
   scheduler->stats_.free_swap_slots = options.swap_slots;
@@ -310,7 +313,7 @@ absl::Status Scheduler::Start(Sequence& sequence) {
   if (sequence.score) {
     HGRN2_ASSIGN_OR_RETURN(sequence.slot, pool_->Allocate());
     if (sequence.initial_state) {
-      HGRN2_RETURN_IF_ERROR(pool_->WriteHost(sequence.slot, sequence.initial_state->bytes));
+      HGRN2_RETURN_IF_ERROR(WriteState(sequence.slot, sequence.initial_state->bytes));
       sequence.input.insert(sequence.input.begin(), sequence.initial_state->pending_token);
     }
     return absl::OkStatus();
@@ -324,7 +327,7 @@ absl::Status Scheduler::Start(Sequence& sequence) {
     parked_.erase(parked);
   } else if (sequence.initial_state) {
     HGRN2_ASSIGN_OR_RETURN(sequence.slot, pool_->Allocate());
-    HGRN2_RETURN_IF_ERROR(pool_->WriteHost(sequence.slot, sequence.initial_state->bytes));
+    HGRN2_RETURN_IF_ERROR(WriteState(sequence.slot, sequence.initial_state->bytes));
     pending = sequence.initial_state->pending_token;
   } else if (!sequence.resume_parked.empty()) {
     return absl::NotFoundError(
@@ -614,9 +617,8 @@ void Scheduler::End(Sequence& sequence, absl::Status status, FinishReason reason
   if (sequence.slot >= 0) {
     if (status.ok() && sequence.return_final_state) {
       auto state = std::make_shared<SequenceState>();
-      state->bytes.resize(pool_->slot_bytes());
       state->pending_token = sequence.last_token;
-      status = pool_->ReadHost(sequence.slot, absl::MakeSpan(state->bytes));
+      status = ReadState(sequence.slot, state->bytes);
       if (status.ok()) {
         final_state = std::move(state);
       } else {
@@ -665,6 +667,23 @@ void Scheduler::End(Sequence& sequence, absl::Status status, FinishReason reason
   } else {
     sequence.stream->Deliver({}, std::move(end));
   }
+}
+
+absl::Status Scheduler::WriteState(SlotId slot, absl::Span<const std::byte> bytes) {
+  if (bytes.size() != transfer_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("state pool write: ", bytes.size(),
+                                                   " bytes given, a slot has ", transfer_.size()));
+  }
+  std::memcpy(transfer_.data(), bytes.data(), bytes.size());
+  return pool_->WriteHost(
+      slot, absl::MakeConstSpan(static_cast<const std::byte*>(transfer_.data()), transfer_.size()));
+}
+
+absl::Status Scheduler::ReadState(SlotId slot, std::vector<std::byte>& bytes) {
+  auto* staged = static_cast<std::byte*>(transfer_.data());
+  HGRN2_RETURN_IF_ERROR(pool_->ReadHost(slot, absl::MakeSpan(staged, transfer_.size())));
+  bytes.assign(staged, staged + transfer_.size());  // one pass: no zeroing before the copy
+  return absl::OkStatus();
 }
 
 void Scheduler::RemoveEnded() {

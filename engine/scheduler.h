@@ -152,6 +152,11 @@ class Scheduler {
            const SampledToken* last = nullptr);
   void RemoveEnded();
   void PublishStats(double step_seconds, int64_t step_tokens);
+  // A slot's state from or to pageable host memory (a session's state), through transfer_: on
+  // CUDA a copy from or to pageable memory runs at a fraction of a page-locked one's rate, and
+  // the scheduler thread waits for it.
+  absl::Status WriteState(SlotId slot, absl::Span<const std::byte> bytes);
+  absl::Status ReadState(SlotId slot, std::vector<std::byte>& bytes);
 
   const Model& model_;
   const EngineOptions options_;
@@ -159,6 +164,7 @@ class Scheduler {
   std::unique_ptr<PrefixCache> prefix_cache_;  // null when off
   std::unique_ptr<ForwardPass> pass_;
   std::unique_ptr<SwapArea> swap_;
+  HostBuffer transfer_;  // one slot's bytes, page-locked on CUDA: WriteState and ReadState
 
   // Shared with submitting threads, under mutex_.
   mutable std::mutex mutex_;

@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "tests/session_test_support.h"
 #include "tests/test_support.h"
+#include "xxhash.h"
 
 namespace hgrn2::session {
 namespace {
@@ -150,6 +151,34 @@ TEST(Snapshot, RoundTrip) {
     EXPECT_EQ(header->num_tokens, snapshot.num_tokens);
     EXPECT_EQ(header->total_bytes(), bytes.size());
   }
+}
+
+TEST(Snapshot, LargePayloadChecksumIsXxh3OfThePayload) {
+  // Serialize hashes the payload in 64 KiB chunks while copying it; the stored checksum must be
+  // the one-shot XXH3-64 of the whole payload that docs/snapshot-format.md names, for a payload
+  // of several chunks and a ragged last one.
+  Snapshot snapshot = TestSnapshot(5);
+  snapshot.layout.num_layers = 5;
+  snapshot.layout.num_heads = 7;
+  snapshot.layout.key_dim = 37;
+  snapshot.layout.value_dim = 61;
+  snapshot.state.bytes.resize(snapshot.layout.state_bytes());
+  for (size_t i = 0; i < snapshot.state.bytes.size(); ++i) {
+    snapshot.state.bytes[i] = static_cast<std::byte>((i * 2654435761u) >> 13);
+  }
+  ASSERT_GT(snapshot.state.bytes.size(), size_t{3} << 16);
+  ASSERT_NE(snapshot.state.bytes.size() % (size_t{1} << 16), 0u);
+  const std::string bytes = Serialize(snapshot);
+  uint64_t stored;
+  std::memcpy(&stored, bytes.data() + 96, sizeof(stored));  // little-endian host
+  EXPECT_EQ(stored, XXH3_64bits(snapshot.state.bytes.data(), snapshot.state.bytes.size()));
+  EXPECT_EQ(bytes.substr(kSnapshotHeaderBytes),
+            std::string(reinterpret_cast<const char*>(snapshot.state.bytes.data()),
+                        snapshot.state.bytes.size()));
+  absl::StatusOr<Snapshot> parsed =
+      Parse(bytes, SnapshotExpectation{snapshot.model_fingerprint, snapshot.layout});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->state.bytes, snapshot.state.bytes);
 }
 
 TEST(Snapshot, TheFormatIsFixed) {

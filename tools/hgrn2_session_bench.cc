@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -121,6 +122,26 @@ absl::Status Run(const Flags& flags) {
                            return absl::OkStatus();
                          }));
   Report("  of which Serialize (copy + XXH3 checksums)", rate, bytes);
+
+  // The paths hgrn2-server takes (engine/scheduler.cc ReadState and WriteState, through one
+  // page-locked slot; engine/session/session_manager.cc), each blob kept as a store keeps it, so
+  // every save writes fresh memory.
+  std::vector<std::string> kept;
+  HGRN2_ASSIGN_OR_RETURN(rate, BestRate(flags.reps, bytes, [&] {
+                           HGRN2_RETURN_IF_ERROR(pool->ReadHost(slot, pinned_bytes));
+                           std::vector<std::byte> out(pinned_bytes.begin(), pinned_bytes.end());
+                           kept.push_back(serialize(out));
+                           return absl::OkStatus();
+                         }));
+  Report("save as the server does (pinned, copy out, Serialize)", rate, bytes);
+  kept.clear();
+  HGRN2_ASSIGN_OR_RETURN(rate, BestRate(flags.reps, bytes, [&]() -> absl::Status {
+                           HGRN2_ASSIGN_OR_RETURN(session::Snapshot parsed,
+                                                  session::Parse(blob, expected));
+                           std::memcpy(pinned_bytes.data(), parsed.state.bytes.data(), bytes);
+                           return pool->WriteHost(slot, pinned_bytes);
+                         }));
+  Report("resume as the server does (Parse, copy in, pinned)", rate, bytes);
 
   // Import: what resuming a session costs, from the snapshot's bytes to the slot.
   HGRN2_ASSIGN_OR_RETURN(rate, BestRate(flags.reps, bytes, [&]() -> absl::Status {

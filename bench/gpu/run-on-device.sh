@@ -3,7 +3,8 @@
 # made here (carry .gpu-bundle/run). Logs and JSON go to $OUT; a summary is printed last.
 #   bash bench/gpu/run-on-device.sh [tests|bench|scenarios|all] [extra hgrn2-bench flags]
 # (scenarios: the engine's scheduled decoding at B=256 against plain steps, and a mixed Poisson
-# run; not part of all)
+# run; sessions: session export/import rates of a 1.3B-size state and a session resumed through
+# hgrn2-server on the GPU compared with one uninterrupted request; neither is part of all)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RUN=$ROOT/.gpu-bundle/run
@@ -35,5 +36,14 @@ if [[ $what == scenarios ]]; then
   "$RUN/bin/hgrn2-bench" --preset 1.3b --skip-hardware --scenario mixed --scenario-batch 256 \
     --json "$OUT/scenario-mixed.json" "$@" 2>&1 | tee "$OUT/scenario-mixed.txt"
   summary+=("scenario mixed: exit ${PIPESTATUS[0]}")
+fi
+if [[ $what == sessions ]]; then
+  for dtype in f32 bf16; do
+    "$RUN/bin/hgrn2-session-bench" --preset 1.3b --device cuda --state-dtype "$dtype" 2>&1 |
+      tee "$OUT/session-bench-$dtype.txt"
+    summary+=("session bench $dtype: exit ${PIPESTATUS[0]}")
+  done
+  bash "$ROOT/bench/gpu/session-resume.sh" 2>&1 | tee "$OUT/session-resume.txt"
+  summary+=("session resume: exit ${PIPESTATUS[0]}")
 fi
 printf '%s\n' "${summary[@]}"

@@ -74,7 +74,8 @@ absl::StatusOr<std::shared_ptr<const std::string>> SessionManager::Export(const 
 }
 
 absl::StatusOr<SessionRecord> SessionManager::Import(const SessionKey& key, std::string snapshot) {
-  HGRN2_RETURN_IF_ERROR(Parse(snapshot, expected_).status());
+  // Checked in place (ParseView): the bytes are stored as they came, so nothing is copied.
+  HGRN2_RETURN_IF_ERROR(ParseView(snapshot, expected_).status());
   HGRN2_ASSIGN_OR_RETURN(SaveReservation reservation, Reserve(key));
   const int64_t size = static_cast<int64_t>(snapshot.size());
   HGRN2_RETURN_IF_ERROR(store_->Put(key, std::make_shared<const std::string>(std::move(snapshot))));

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -145,13 +146,25 @@ std::string Serialize(const ModelFingerprint& model_fingerprint, const StateLayo
   PutU64(h + kNumTokensAt, num_tokens);
   PutU32(h + kPendingTokenAt, static_cast<uint32_t>(pending_token));
   PutU64(h + kSavedAtAt, static_cast<uint64_t>(absl::ToUnixMicros(saved_at)));
-  PutU64(h + kPayloadChecksumAt, XXH3_64bits(state.data(), state.size()));
-  PutU64(h + kHeaderChecksumAt, XXH3_64bits(h, kHeaderChecksumAt));
-  // Appended, not resized and overwritten: a 24 MiB state is written once, not zeroed first.
+  // The payload is copied and hashed in chunks that stay in the CPU's cache: one pass over the
+  // state in memory instead of two (a 24 MiB state is read once, not once to hash and once to
+  // copy). Appended, not resized and overwritten, so it is not zeroed first either.
   std::string out;
   out.reserve(kSnapshotHeaderBytes + state.size());
-  out.append(h, kSnapshotHeaderBytes);
-  out.append(reinterpret_cast<const char*>(state.data()), state.size());
+  out.append(kSnapshotHeaderBytes, '\0');
+  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> hasher(XXH3_createState(),
+                                                                  &XXH3_freeState);
+  XXH3_64bits_reset(hasher.get());
+  constexpr size_t kChunkBytes = size_t{64} << 10;
+  const char* source = reinterpret_cast<const char*>(state.data());
+  for (size_t offset = 0; offset < state.size(); offset += kChunkBytes) {
+    const size_t length = std::min(kChunkBytes, state.size() - offset);
+    out.append(source + offset, length);
+    XXH3_64bits_update(hasher.get(), out.data() + kSnapshotHeaderBytes + offset, length);
+  }
+  PutU64(h + kPayloadChecksumAt, XXH3_64bits_digest(hasher.get()));
+  PutU64(h + kHeaderChecksumAt, XXH3_64bits(h, kHeaderChecksumAt));
+  std::memcpy(out.data(), h, kSnapshotHeaderBytes);
   return out;
 }
 
