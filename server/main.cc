@@ -49,9 +49,14 @@ int main(int argc, char** argv) {
   std::string session_store = absl::StrJoin(options.sessions.kinds, ",");
   double session_ttl_seconds = absl::ToDoubleSeconds(options.sessions.ttl);
   CLI::App app{"hgrn2-server: the hgrn2.v1 gRPC inference server for HGRN2 models"};
-  app.add_option("--model", options.model_dir,
-                 "model folder: config.json, safetensors weights, optionally a tokenizer")
-      ->capture_default_str();
+  CLI::Option* model_flag =
+      app.add_option("--model", options.model_dir,
+                     "model folder: config.json, safetensors weights, optionally a tokenizer")
+          ->capture_default_str();
+  app.add_option("--preset", options.preset,
+                 "instead of --model: random weights of a benchmark shape (1.3b, 370m, tiny), "
+                 "token ids only")
+      ->excludes(model_flag);
   app.add_option("--host", options.host, "address to listen on")->capture_default_str();
   app.add_option("--port", options.port, "gRPC port (0 = any free port)")->capture_default_str();
   app.add_option("--metrics-port", options.metrics_port,
@@ -160,7 +165,7 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   Log(absl::StrCat(
-      "serving ", options.model_dir, " on ", options.host, ":", (*server)->port(),
+      "serving ", options.preset.empty() ? options.model_dir : "preset " + options.preset, " on ", options.host, ":", (*server)->port(),
       (*server)->metrics_port() > 0
           ? absl::StrCat(", metrics on ",
                          options.metrics_host.empty() ? options.host : options.metrics_host, ":",

@@ -35,6 +35,9 @@ struct ServerOptions {
   }
 
   std::string model_dir;  // config.json, weights and (optionally) a tokenizer
+  // Instead of model_dir: random weights of a named shape (engine/model_presets.h), no tokenizer;
+  // for benchmarks of the serving path (bench/serving/).
+  std::string preset;
   std::string host = "0.0.0.0";
   int port = 50051;             // 0 = any free port (the bound one is logged and in Server::port())
   int metrics_port = 9400;      // 0 = no metrics endpoint

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "engine/dtype.h"
+#include "engine/model_presets.h"
 #include "engine/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -112,18 +113,29 @@ absl::Status Server::Load() {
     backend_ = *std::move(backend);
   }
 
-  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(options_.model_dir, *backend_);
-  if (!model.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model ", options_.model_dir, ": ", model.status().message()));
-  }
-  model_ = *std::move(model);
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(options_.model_dir);
-  if (tokenizer.ok()) {
-    tokenizer_ = *std::move(tokenizer);
-  } else if (!absl::IsNotFound(tokenizer.status())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tokenizer in ", options_.model_dir, ": ", tokenizer.status().message()));
+  const std::string model_name =
+      options_.preset.empty() ? options_.model_dir : absl::StrCat("random:", options_.preset);
+  if (!options_.preset.empty()) {
+    absl::StatusOr<ModelConfig> config = ModelPreset(options_.preset);
+    if (!config.ok()) return WithContext(config.status(), "--preset");
+    absl::StatusOr<std::unique_ptr<Model>> model =
+        Model::CreateRandom(*config, *backend_, kPresetSeed);
+    if (!model.ok()) return WithContext(model.status(), "--preset");
+    model_ = *std::move(model);
+  } else {
+    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(options_.model_dir, *backend_);
+    if (!model.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model ", options_.model_dir, ": ", model.status().message()));
+    }
+    model_ = *std::move(model);
+    absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(options_.model_dir);
+    if (tokenizer.ok()) {
+      tokenizer_ = *std::move(tokenizer);
+    } else if (!absl::IsNotFound(tokenizer.status())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tokenizer in ", options_.model_dir, ": ", tokenizer.status().message()));
+    }
   }
 
   EngineOptions engine_options = options_.engine;
@@ -137,7 +149,7 @@ absl::Status Server::Load() {
   engine_ = *std::move(engine);
   metrics_.SetEngineStatsSource([engine = engine_.get()] { return engine->Stats(); });
 
-  ServedModel served{.path = options_.model_dir,
+  ServedModel served{.path = model_name,
                      .backend = std::string(backend_->name()),
                      .dtype = FlagName(backend_->compute_dtype()),
                      .state_dtype = FlagName(*state_dtype),
@@ -167,7 +179,7 @@ absl::Status Server::Load() {
   inference_ =
       std::make_unique<InferenceService>(*engine_, engine_options, std::move(served), parts_);
   const ModelConfig& c = model_->config();
-  Log(absl::StrCat("loaded ", options_.model_dir, ": ", c.num_layers, " layers, hidden ",
+  Log(absl::StrCat("loaded ", model_name, ": ", c.num_layers, " layers, hidden ",
                    c.hidden_size, ", vocabulary ", c.vocab_size, ", ", c.num_parameters(),
                    " parameters, on ", backend_->name(), " (", FlagName(backend_->compute_dtype()),
                    "); ",

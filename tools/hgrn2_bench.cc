@@ -19,6 +19,7 @@
 #include "engine/engine.h"
 #include "engine/forward_pass.h"
 #include "engine/model.h"
+#include "engine/model_presets.h"
 #include "engine/model_config.h"
 #include "engine/sampler.h"
 #include "engine/state_pool.h"
@@ -55,31 +56,6 @@ struct Flags {
   bench::MixedScenario mixed;
   std::string json_path;
 };
-
-absl::StatusOr<ModelConfig> PresetConfig(const std::string& preset) {
-  ModelConfig c;  // the defaults are fla's HGRN2 1.3B shape
-  if (preset == "1.3b") return c;
-  if (preset == "370m") {
-    c.hidden_size = 1024;
-    c.num_layers = 24;
-    c.num_heads = 8;
-    c.value_dim = 128;
-    c.intermediate_size = 2816;
-    return c;
-  }
-  if (preset == "tiny") {  // for smoke runs on the CPU
-    c.vocab_size = 512;
-    c.hidden_size = 128;
-    c.num_layers = 2;
-    c.num_heads = 2;
-    c.key_dim = 64;
-    c.value_dim = 64;
-    c.intermediate_size = 352;
-    return c;
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown --preset \"", preset, "\": expected 1.3b, 370m or tiny"));
-}
 
 // Bytes of weights a decode step reads, in the compute dtype (lower bounds in float32).
 int64_t WeightBytes(const ModelConfig& c, DType dtype) {
@@ -326,9 +302,9 @@ int Run(const Flags& flags) {
     model = *std::move(loaded);
     report["model"] = flags.model_dir;
   } else {
-    absl::StatusOr<ModelConfig> config = PresetConfig(flags.preset);
+    absl::StatusOr<ModelConfig> config = ModelPreset(flags.preset);
     if (!config.ok()) return fail(config.status());
-    absl::StatusOr<std::unique_ptr<Model>> created = Model::CreateRandom(*config, *backend, 1234);
+    absl::StatusOr<std::unique_ptr<Model>> created = Model::CreateRandom(*config, *backend, kPresetSeed);
     if (!created.ok()) return fail(created.status());
     model = *std::move(created);
     report["preset"] = flags.preset;

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/backend.h"
 #include "engine/model_config.h"
+#include "engine/model_presets.h"
 #include "engine/session/fingerprint.h"
 #include "engine/session/session_store.h"
 #include "engine/session/snapshot.h"
@@ -35,27 +36,6 @@ struct Flags {
   std::string dir;    // dir store folder (default: a fresh one under the temp dir)
 };
 
-absl::StatusOr<ModelConfig> PresetConfig(const std::string& preset) {
-  ModelConfig c;  // fla's HGRN2 1.3B shape: 24 MiB of float32 state
-  if (preset == "1.3b") return c;
-  if (preset == "370m") {
-    c.hidden_size = 1024;
-    c.num_heads = 8;
-    c.intermediate_size = 2816;
-    return c;
-  }
-  if (preset == "tiny") {
-    c.hidden_size = 128;
-    c.num_layers = 2;
-    c.num_heads = 2;
-    c.key_dim = 64;
-    c.value_dim = 64;
-    return c;
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown --preset \"", preset, "\": expected 1.3b, 370m or tiny"));
-}
-
 // Runs `body` `reps` times after one warm-up; returns the best rate in GB/s for `bytes` each.
 absl::StatusOr<double> BestRate(int reps, size_t bytes, const std::function<absl::Status()>& body) {
   HGRN2_RETURN_IF_ERROR(body());
@@ -74,7 +54,7 @@ void Report(const char* what, double gb_per_s, size_t bytes) {
 }
 
 absl::Status Run(const Flags& flags) {
-  HGRN2_ASSIGN_OR_RETURN(const ModelConfig config, PresetConfig(flags.preset));
+  HGRN2_ASSIGN_OR_RETURN(const ModelConfig config, ModelPreset(flags.preset));
   if (flags.state_dtype != "f32" && flags.state_dtype != "bf16") {
     return absl::InvalidArgumentError("--state-dtype must be f32 or bf16");
   }
@@ -83,7 +63,7 @@ absl::Status Run(const Flags& flags) {
   HGRN2_ASSIGN_OR_RETURN(std::unique_ptr<StatePool> pool,
                          StatePool::Create(*backend, config, 2, state_dtype));
   const size_t bytes = pool->slot_bytes();
-  const session::SnapshotExpectation expected{session::FingerprintRandomModel(config, 1234),
+  const session::SnapshotExpectation expected{session::FingerprintRandomModel(config, kPresetSeed),
                                               session::StateLayout::For(config, state_dtype)};
   std::printf("device %s, preset %s, %s states: %.1f MiB per session\n",
               std::string(backend->name()).c_str(), flags.preset.c_str(), flags.state_dtype.c_str(),

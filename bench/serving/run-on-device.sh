@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# On the GPU test machine, in one go: the end-to-end serving benchmark of docs/performance.md.
+#   serve:     hgrn2-server --preset 1.3b (random weights) on the GPU, hgrn2-loadgen over loopback
+#              at each concurrency of $LEVELS (128-id prompts, 128-512 generated tokens, closed
+#              loop) and one Poisson run; /metrics scraped after each
+#   engine:    hgrn2-bench with the same request mix through the Engine alone (no gRPC), and its
+#              scheduled-against-plain decode comparison at B=256
+#   reference: fla + Hugging Face (bench/serving/reference_fla.py) on the same shapes, from the
+#              wheels in .gpu-bundle/wheels
+#   plot:      bench/serving/plot.py: the table (summary.md) and the PNG plots
+# Usage: bash bench/serving/run-on-device.sh [serve|engine|reference|plot|all]...  (default all)
+# Binaries from scripts/gpu-bundle (.gpu-bundle/run). Results under $OUT (default
+# .gpu-bundle/serving-out): summary.md, the plots, and serving.tar.gz with every JSON and log.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+RUN=${RUN:-$ROOT/.gpu-bundle/run}
+WHEELS=${WHEELS:-$ROOT/.gpu-bundle/wheels}
+OUT=${OUT:-$ROOT/.gpu-bundle/serving-out}
+PRESET=${PRESET:-1.3b}
+LEVELS=${LEVELS:-1 16 64 256 512 1024}
+DURATION=${DURATION:-15}       # seconds of issuing calls per level (calls in flight are waited for)
+POISSON_RATE=${POISSON_RATE:-60}
+PROMPT=${PROMPT:-128}
+OUTPUT=${OUTPUT:-128:512}
+RESULTS=$OUT/serving
+mkdir -p "$RESULTS"
+export LD_LIBRARY_PATH=$RUN/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+stages=("$@")
+((${#stages[@]})) || stages=(all)
+want() { [[ " ${stages[*]} " == *" $1 "* || " ${stages[*]} " == *" all "* ]]; }
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || cat "$RUN/commit" 2>/dev/null)"
+  nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv,noheader
+  echo "cpu: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+  echo "preset: $PRESET, prompt $PROMPT ids, output $OUTPUT tokens, levels $LEVELS, $DURATION s each"
+} >"$RESULTS/machine.txt" 2>&1
+cat "$RESULTS/machine.txt"
+
+if want serve; then
+  port=50151
+  metrics_port=50152
+  "$RUN/bin/hgrn2-server" --preset "$PRESET" --device "${DEVICE:-cuda}" --host 127.0.0.1 --port $port \
+    --metrics-port $metrics_port --max-running 1024 --max-queued 16384 \
+    --health-check-interval 0 >"$RESULTS/server.log" 2>&1 &
+  server=$!
+  for _ in $(seq 300); do grep -q "serving" "$RESULTS/server.log" && break; sleep 0.5; done
+  grep "serving\|loaded" "$RESULTS/server.log"
+  loadgen() {  # name, then loadgen flags
+    local name=$1
+    shift
+    "$RUN/bin/hgrn2-loadgen" --addr 127.0.0.1:$port --prompt-ids "$PROMPT" --output-tokens "$OUTPUT" \
+      --quiet --json "$RESULTS/loadgen-$name.json" "$@" 2>&1 | tee "$RESULTS/loadgen-$name.txt"
+    curl -s "http://127.0.0.1:$metrics_port/metrics" >"$RESULTS/metrics-$name.txt"
+  }
+  for c in $LEVELS; do
+    echo "== concurrency $c"
+    loadgen "c$c" --concurrency "$c" --duration "$DURATION" --warmup "$((c < 8 ? 8 : c))"
+  done
+  echo "== Poisson arrivals, $POISSON_RATE/s"
+  loadgen poisson --rate "$POISSON_RATE" --concurrency 1024 --duration "$((DURATION * 2))" --warmup 64
+  kill -TERM $server
+  wait $server
+fi
+
+if want engine; then
+  # The same mix through the Engine alone: all requests arrive at once (a rate far above what is
+  # served), and at most B run, so the engine works as the closed loop at concurrency B does.
+  for b in 1 16 64 256; do
+    echo "== engine alone, B=$b"
+    "$RUN/bin/hgrn2-bench" --preset "$PRESET" --device "${DEVICE:-cuda}" --skip-hardware --scenario mixed --scenario-batch "$b" \
+      --requests "$((b < 4 ? 8 : 4 * b))" --rate 1000000 --prompt-min "$PROMPT" --prompt-max "$PROMPT" \
+      --output-min "${OUTPUT%%:*}" --output-max "${OUTPUT##*:}" \
+      --json "$RESULTS/engine-b$b.json" 2>&1 | tee "$RESULTS/engine-b$b.txt"
+  done
+  echo "== engine alone, scheduled decode against a plain loop, B=256"
+  "$RUN/bin/hgrn2-bench" --preset "$PRESET" --device "${DEVICE:-cuda}" --skip-hardware --scenario decode --scenario-batch 256 \
+    --scenario-steps 64 --json "$RESULTS/engine-decode-b256.json" 2>&1 |
+    tee "$RESULTS/engine-decode-b256.txt"
+  echo "== engine alone, decode steps and the bandwidth limit"
+  "$RUN/bin/hgrn2-bench" --preset "$PRESET" --device "${DEVICE:-cuda}" --batches 1,16,64,256,512,1024 --prefill 1x128,16x128 \
+    --steps 20 --json "$RESULTS/engine-tables.json" 2>&1 | tee "$RESULTS/engine-tables.txt"
+fi
+
+if want reference; then
+  site=$(mktemp -d /tmp/fla-site.XXXXXX)
+  if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" \
+    "$WHEELS"/*.whl; then
+    PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" python3 "$ROOT/bench/serving/reference_fla.py" \
+      --batches 1,16,64,256 --prompt "$PROMPT" --output "${OUTPUT##*:}" \
+      --json "$RESULTS/reference.json" 2>&1 | tee "$RESULTS/reference.txt"
+  else
+    echo "pip install of the fla wheels in $WHEELS failed" | tee "$RESULTS/reference.txt"
+  fi
+fi
+
+if want plot; then
+  python3 "$ROOT/bench/serving/plot.py" "$RESULTS" "$OUT" 2>&1 | tee "$RESULTS/plot.txt"
+fi
+tar czf "$OUT/serving.tar.gz" -C "$OUT" serving
+ls -l "$OUT"
