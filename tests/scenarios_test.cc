@@ -30,6 +30,39 @@ TEST(MixedScenario, SummarizeTakesNearestRankPercentiles) {
   EXPECT_EQ(Summarize({}).count, 0);
 }
 
+TEST(MixedScenario, AClosedLoopKeepsItsConcurrencyAndCountsOnlyTheWindow) {
+  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  auto model = *Model::Load(::hgrn2::testing::TestDataDir() / "tiny-a", *backend);
+  EngineOptions options;
+  options.max_running = 4;
+  auto engine = *Engine::Create(*model, options);
+  MixedScenario scenario;
+  scenario.concurrency = 4;
+  scenario.warmup_seconds = 0.2;
+  scenario.duration_seconds = 0.5;
+  scenario.min_prompt_tokens = 1;
+  scenario.max_prompt_tokens = 20;
+  scenario.min_output_tokens = 2;
+  scenario.max_output_tokens = 8;
+  absl::StatusOr<MixedResult> result = RunMixedScenario(*engine, scenario);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->failed, 0);
+  EXPECT_GT(result->completed, 4);
+  EXPECT_EQ(result->time_to_first_token.count, result->completed);
+  // Tokens of the warm-up and of requests cancelled at the end are generated but not all counted.
+  EXPECT_GT(result->generated_tokens, 0);
+  EXPECT_LT(result->generated_tokens, result->engine.generated_tokens);
+  EXPECT_DOUBLE_EQ(result->wall_seconds, 0.5);
+  // Never more than the concurrency in flight: nothing waited beyond max_running.
+  EXPECT_EQ(result->engine.preemptions, 0);
+
+  scenario.concurrency = -1;
+  ExpectError(scenario.Validate(), absl::StatusCode::kInvalidArgument, {"concurrency"});
+  scenario.concurrency = 2;
+  scenario.duration_seconds = 0;
+  ExpectError(scenario.Validate(), absl::StatusCode::kInvalidArgument, {"duration_seconds"});
+}
+
 TEST(MixedScenario, AShortRunCompletesEveryRequestAndCountsEveryToken) {
   std::unique_ptr<Backend> backend = MakeCpuBackend();
   auto model = *Model::Load(::hgrn2::testing::TestDataDir() / "tiny-a", *backend);

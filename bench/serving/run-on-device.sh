@@ -31,7 +31,7 @@ want() { [[ " ${stages[*]} " == *" $1 "* || " ${stages[*]} " == *" all "* ]]; }
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || cat "$RUN/commit" 2>/dev/null)"
+  echo "commit: $(cat "$RUN/commit" 2>/dev/null || git -C "$ROOT" rev-parse --short HEAD)"
   nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv,noheader
   echo "cpu: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
   echo "preset: $PRESET, prompt $PROMPT ids, output $OUTPUT tokens, levels $LEVELS, $DURATION s each"
@@ -56,7 +56,7 @@ if want serve; then
   }
   for c in $LEVELS; do
     echo "== concurrency $c"
-    loadgen "c$c" --concurrency "$c" --duration "$DURATION" --warmup "$((c < 8 ? 8 : c))"
+    loadgen "c$c" --seed "$c" --concurrency "$c" --duration "$DURATION" --warmup "$((c < 8 ? 8 : c))"
   done
   echo "== Poisson arrivals, $POISSON_RATE/s"
   loadgen poisson --rate "$POISSON_RATE" --concurrency 1024 --duration "$((DURATION * 2))" --warmup 64
@@ -65,12 +65,13 @@ if want serve; then
 fi
 
 if want engine; then
-  # The same mix through the Engine alone: all requests arrive at once (a rate far above what is
-  # served), and at most B run, so the engine works as the closed loop at concurrency B does.
-  for b in 1 16 64 256; do
-    echo "== engine alone, B=$b"
-    "$RUN/bin/hgrn2-bench" --preset "$PRESET" --device "${DEVICE:-cuda}" --skip-hardware --scenario mixed --scenario-batch "$b" \
-      --requests "$((b < 4 ? 8 : 4 * b))" --rate 1000000 --prompt-min "$PROMPT" --prompt-max "$PROMPT" \
+  # The same mix through the Engine alone (no gRPC, no tokenizer, no streams to write): a closed
+  # loop of B requests in flight, as hgrn2-loadgen --concurrency B keeps through the server.
+  for b in ${ENGINE_LEVELS:-1 16 64 256}; do
+    echo "== engine alone, closed loop of $b"
+    "$RUN/bin/hgrn2-bench" --preset "$PRESET" --device "${DEVICE:-cuda}" --skip-hardware \
+      --scenario mixed --scenario-batch "$b" --concurrency "$b" --warmup-seconds 4 \
+      --duration "$DURATION" --prompt-min "$PROMPT" --prompt-max "$PROMPT" \
       --output-min "${OUTPUT%%:*}" --output-max "${OUTPUT##*:}" \
       --json "$RESULTS/engine-b$b.json" 2>&1 | tee "$RESULTS/engine-b$b.txt"
   done
@@ -79,7 +80,7 @@ if want engine; then
     --scenario-steps 64 --json "$RESULTS/engine-decode-b256.json" 2>&1 |
     tee "$RESULTS/engine-decode-b256.txt"
   echo "== engine alone, decode steps and the bandwidth limit"
-  "$RUN/bin/hgrn2-bench" --preset "$PRESET" --device "${DEVICE:-cuda}" --batches 1,16,64,256,512,1024 --prefill 1x128,16x128 \
+  "$RUN/bin/hgrn2-bench" --preset "$PRESET" --device "${DEVICE:-cuda}" --batches ${TABLE_BATCHES:-1,16,64,256,512} --prefill 1x128,16x128 \
     --steps 20 --json "$RESULTS/engine-tables.json" 2>&1 | tee "$RESULTS/engine-tables.txt"
 fi
 
@@ -88,7 +89,7 @@ if want reference; then
   if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" \
     "$WHEELS"/*.whl; then
     PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" python3 "$ROOT/bench/serving/reference_fla.py" \
-      --batches 1,16,64,256 --prompt "$PROMPT" --output "${OUTPUT##*:}" \
+      --batches 1,16,64,256 --prompt "$PROMPT" --output "${REFERENCE_OUTPUT:-256}" \
       --json "$RESULTS/reference.json" 2>&1 | tee "$RESULTS/reference.txt"
   else
     echo "pip install of the fla wheels in $WHEELS failed" | tee "$RESULTS/reference.txt"

@@ -421,11 +421,16 @@ TEST_F(ServerTest, CancellationAndDeadlinesFreeTheSequence) {
   EXPECT_EQ(MetricValue(scrape, "hgrn2_running_sequences"), 0) << scrape;
   EXPECT_EQ(MetricValue(scrape, "hgrn2_active_streams"), 0) << scrape;
   EXPECT_EQ(MetricValue(scrape, "hgrn2_state_slots_used"), 0) << scrape;
-  EXPECT_EQ(MetricValue(scrape, "hgrn2_requests_total{code=\"CANCELLED\",rpc=\"Generate\"}"), 1)
-      << scrape;
-  EXPECT_EQ(
-      MetricValue(scrape, "hgrn2_requests_total{code=\"DEADLINE_EXCEEDED\",rpc=\"Generate\"}"), 1)
-      << scrape;
+  // The server learns of a passed deadline either from its own timer or from the client's
+  // cancellation, which can come first on a loaded machine; it counts DEADLINE_EXCEEDED when the
+  // cancellation is within kDeadlineSlack of the deadline, else CANCELLED. So the second call is
+  // one or the other, and the first is CANCELLED.
+  const double cancelled =
+      MetricValue(scrape, "hgrn2_requests_total{code=\"CANCELLED\",rpc=\"Generate\"}");
+  const double deadline_exceeded =
+      MetricValue(scrape, "hgrn2_requests_total{code=\"DEADLINE_EXCEEDED\",rpc=\"Generate\"}");
+  EXPECT_GE(cancelled, 1) << scrape;
+  EXPECT_EQ(cancelled + std::max(deadline_exceeded, 0.0), 2) << scrape;
   EXPECT_GT(MetricValue(scrape, "hgrn2_generated_tokens_total"), 0);
   EXPECT_GT(MetricValue(scrape, "hgrn2_time_to_first_token_seconds_count"), 0);
   EXPECT_GT(MetricValue(scrape, "hgrn2_decode_batch_size_count"), 0);

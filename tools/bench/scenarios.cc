@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -34,11 +35,20 @@ struct Timeline {
 }  // namespace
 
 absl::Status MixedScenario::Validate() const {
-  if (num_requests <= 0) {
+  if (concurrency < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("mixed scenario: concurrency must not be negative, got ", concurrency));
+  }
+  if (concurrency > 0 && (!(warmup_seconds >= 0.0) || !(duration_seconds > 0.0))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "mixed scenario: a closed loop needs warmup_seconds >= 0 and duration_seconds > 0, got ",
+        warmup_seconds, " and ", duration_seconds));
+  }
+  if (concurrency == 0 && num_requests <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("mixed scenario: num_requests must be positive, got ", num_requests));
   }
-  if (!(arrivals_per_second > 0.0) || !std::isfinite(arrivals_per_second)) {
+  if (concurrency == 0 && (!(arrivals_per_second > 0.0) || !std::isfinite(arrivals_per_second))) {
     return absl::InvalidArgumentError(absl::StrCat(
         "mixed scenario: arrivals_per_second must be positive, got ", arrivals_per_second));
   }
@@ -75,8 +85,136 @@ LatencySummary Summarize(std::vector<double> seconds) {
   return summary;
 }
 
+namespace {
+
+// The closed loop of MixedScenario::concurrency: the calling thread keeps that many requests in
+// flight, woken by their on_update callbacks.
+absl::StatusOr<MixedResult> RunClosedLoop(Engine& engine, const MixedScenario& scenario) {
+  const int64_t vocab = engine.config().vocab_size;
+  std::mt19937_64 rng(scenario.seed);
+  std::uniform_int_distribution<int32_t> prompt_length(scenario.min_prompt_tokens,
+                                                       scenario.max_prompt_tokens);
+  std::uniform_int_distribution<int32_t> output_length(scenario.min_output_tokens,
+                                                       scenario.max_output_tokens);
+  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(vocab) - 1);
+  std::mutex wake_mutex;
+  std::condition_variable wake;
+  bool woken = false;
+  struct InFlight {
+    std::shared_ptr<GenerationStream> stream;
+    std::unique_ptr<Timeline> timeline;
+    int64_t generated = 0;
+  };
+  uint64_t submitted = 0;
+  auto submit = [&]() -> absl::StatusOr<InFlight> {
+    GenerationRequest request;
+    request.prompt.resize(static_cast<size_t>(prompt_length(rng)));
+    for (int32_t& id : request.prompt) id = token(rng);
+    request.sampling.temperature = scenario.temperature;
+    request.sampling.seed = scenario.seed * 1000003 + submitted++;
+    request.stopping.max_new_tokens = output_length(rng);
+    request.stopping.ignore_eos = true;
+    InFlight in_flight;
+    in_flight.timeline = std::make_unique<Timeline>();
+    in_flight.timeline->arrival = Clock::now();
+    request.on_update = [t = in_flight.timeline.get(), &wake_mutex, &wake, &woken] {
+      const Clock::time_point now = Clock::now();
+      {
+        std::lock_guard<std::mutex> lock(t->mutex);
+        t->tokens.push_back(now);
+      }
+      {
+        std::lock_guard<std::mutex> lock(wake_mutex);
+        woken = true;
+      }
+      wake.notify_one();
+    };
+    HGRN2_ASSIGN_OR_RETURN(in_flight.stream, engine.Generate(std::move(request)));
+    return in_flight;
+  };
+
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point window_start =
+      start + std::chrono::duration_cast<Clock::duration>(
+                  std::chrono::duration<double>(scenario.warmup_seconds));
+  const Clock::time_point window_end =
+      window_start + std::chrono::duration_cast<Clock::duration>(
+                         std::chrono::duration<double>(scenario.duration_seconds));
+  std::vector<InFlight> in_flight;
+  for (int32_t i = 0; i < scenario.concurrency; ++i) {
+    HGRN2_ASSIGN_OR_RETURN(InFlight next, submit());
+    in_flight.push_back(std::move(next));
+  }
+  MixedResult result;
+  std::vector<double> ttft, itl, e2e;
+  int64_t window_tokens = 0;
+  auto tokens_in_window = [&](Timeline& timeline) {
+    std::lock_guard<std::mutex> lock(timeline.mutex);
+    int64_t count = 0;
+    for (const Clock::time_point at : timeline.tokens) {
+      count += at >= window_start && at < window_end;
+    }
+    return count;
+  };
+  while (Clock::now() < window_end) {
+    {
+      std::unique_lock<std::mutex> lock(wake_mutex);
+      wake.wait_for(lock, std::chrono::milliseconds(5), [&] { return woken; });
+      woken = false;
+    }
+    for (InFlight& request : in_flight) {
+      StreamUpdate update = request.stream->Poll();
+      request.generated += static_cast<int64_t>(update.tokens.size());
+      if (!update.end) continue;
+      Timeline& timeline = *request.timeline;
+      const bool measured = timeline.arrival >= window_start && timeline.arrival < window_end;
+      if (!update.end->status.ok()) {
+        ++result.failed;
+      } else if (measured) {
+        // The last callback runs just after the end becomes readable.
+        const auto expected = static_cast<size_t>(update.end->generated_tokens);
+        while (true) {
+          {
+            std::lock_guard<std::mutex> lock(timeline.mutex);
+            if (timeline.tokens.size() >= expected) break;
+          }
+          std::this_thread::sleep_for(std::chrono::microseconds(50));
+        }
+        std::lock_guard<std::mutex> lock(timeline.mutex);
+        const std::vector<Clock::time_point>& times = timeline.tokens;
+        ttft.push_back(Seconds(times.front() - timeline.arrival));
+        for (size_t t = 1; t < times.size(); ++t) itl.push_back(Seconds(times[t] - times[t - 1]));
+        e2e.push_back(Seconds(times.back() - timeline.arrival));
+        ++result.completed;
+        result.prompt_tokens += update.end->prompt_tokens;
+      }
+      window_tokens += tokens_in_window(timeline);
+      HGRN2_ASSIGN_OR_RETURN(request, submit());
+    }
+  }
+  for (InFlight& request : in_flight) {
+    request.stream->Cancel();
+    request.stream->Wait();
+    window_tokens += tokens_in_window(*request.timeline);
+  }
+  result.wall_seconds = scenario.duration_seconds;
+  result.generated_tokens = window_tokens;
+  result.output_tokens_per_second = static_cast<double>(window_tokens) / result.wall_seconds;
+  result.total_tokens_per_second =
+      static_cast<double>(window_tokens + result.prompt_tokens) / result.wall_seconds;
+  result.requests_per_second = result.completed / result.wall_seconds;
+  result.time_to_first_token = Summarize(std::move(ttft));
+  result.inter_token = Summarize(std::move(itl));
+  result.end_to_end = Summarize(std::move(e2e));
+  result.engine = engine.Stats();
+  return result;
+}
+
+}  // namespace
+
 absl::StatusOr<MixedResult> RunMixedScenario(Engine& engine, const MixedScenario& scenario) {
   HGRN2_RETURN_IF_ERROR(scenario.Validate());
+  if (scenario.concurrency > 0) return RunClosedLoop(engine, scenario);
   const int64_t vocab = engine.config().vocab_size;
   std::mt19937_64 rng(scenario.seed);
   std::exponential_distribution<double> gap(scenario.arrivals_per_second);
@@ -177,9 +315,14 @@ std::string FormatMixedResult(const MixedScenario& scenario, const MixedResult& 
     return absl::StrFormat("p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms", s.p50 * 1e3,
                            s.p90 * 1e3, s.p99 * 1e3, s.max * 1e3);
   };
+  const std::string arrivals =
+      scenario.concurrency > 0
+          ? absl::StrFormat("closed loop of %d for %.1f s after %.1f s", scenario.concurrency,
+                            scenario.duration_seconds, scenario.warmup_seconds)
+          : absl::StrFormat("%d requests at %.1f/s", scenario.num_requests,
+                            scenario.arrivals_per_second);
   return absl::StrCat(
-      absl::StrFormat("mixed: %d requests at %.1f/s, prompts %d-%d, outputs %d-%d tokens\n",
-                      scenario.num_requests, scenario.arrivals_per_second,
+      absl::StrFormat("mixed: %s, prompts %d-%d, outputs %d-%d tokens\n", arrivals,
                       scenario.min_prompt_tokens, scenario.max_prompt_tokens,
                       scenario.min_output_tokens, scenario.max_output_tokens),
       absl::StrFormat("completed %d, failed %d in %.2f s: %.1f output tok/s, %.1f total tok/s, "

@@ -22,6 +22,14 @@ struct MixedScenario {
   int32_t max_output_tokens = 256;
   float temperature = 1.0f;  // seeded per request, so a run is reproducible on the CPU
   uint64_t seed = 1;
+  // > 0: a closed loop instead of arrivals: `concurrency` requests in flight, a new one submitted
+  // as soon as one ends (what hgrn2-loadgen --concurrency does through the server), for
+  // warmup_seconds and then duration_seconds; num_requests and the rate are not used. Throughput
+  // counts the tokens delivered inside the measured window; latencies are those of the requests
+  // that arrived in it.
+  int32_t concurrency = 0;
+  double warmup_seconds = 3.0;
+  double duration_seconds = 10.0;
 
   // InvalidArgument naming the field.
   absl::Status Validate() const;
