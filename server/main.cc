@@ -165,7 +165,8 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   Log(absl::StrCat(
-      "serving ", options.preset.empty() ? options.model_dir : "preset " + options.preset, " on ", options.host, ":", (*server)->port(),
+      "serving ", options.preset.empty() ? options.model_dir : "preset " + options.preset, " on ",
+      options.host, ":", (*server)->port(),
       (*server)->metrics_port() > 0
           ? absl::StrCat(", metrics on ",
                          options.metrics_host.empty() ? options.host : options.metrics_host, ":",

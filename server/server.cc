@@ -179,10 +179,9 @@ absl::Status Server::Load() {
   inference_ =
       std::make_unique<InferenceService>(*engine_, engine_options, std::move(served), parts_);
   const ModelConfig& c = model_->config();
-  Log(absl::StrCat("loaded ", model_name, ": ", c.num_layers, " layers, hidden ",
-                   c.hidden_size, ", vocabulary ", c.vocab_size, ", ", c.num_parameters(),
-                   " parameters, on ", backend_->name(), " (", FlagName(backend_->compute_dtype()),
-                   "); ",
+  Log(absl::StrCat("loaded ", model_name, ": ", c.num_layers, " layers, hidden ", c.hidden_size,
+                   ", vocabulary ", c.vocab_size, ", ", c.num_parameters(), " parameters, on ",
+                   backend_->name(), " (", FlagName(backend_->compute_dtype()), "); ",
                    tokenizer_ ? tokenizer_->kind() : std::string("no tokenizer: token ids only")));
   return absl::OkStatus();
 }

@@ -19,8 +19,8 @@
 #include "engine/engine.h"
 #include "engine/forward_pass.h"
 #include "engine/model.h"
-#include "engine/model_presets.h"
 #include "engine/model_config.h"
+#include "engine/model_presets.h"
 #include "engine/sampler.h"
 #include "engine/state_pool.h"
 #include "engine/status_macros.h"
@@ -306,7 +306,8 @@ int Run(const Flags& flags) {
   } else {
     absl::StatusOr<ModelConfig> config = ModelPreset(flags.preset);
     if (!config.ok()) return fail(config.status());
-    absl::StatusOr<std::unique_ptr<Model>> created = Model::CreateRandom(*config, *backend, kPresetSeed);
+    absl::StatusOr<std::unique_ptr<Model>> created =
+        Model::CreateRandom(*config, *backend, kPresetSeed);
     if (!created.ok()) return fail(created.status());
     model = *std::move(created);
     report["preset"] = flags.preset;
@@ -533,8 +534,7 @@ int main(int argc, char** argv) {
   app.add_option("--output-max", flags.mixed.max_output_tokens, "mixed: longest output");
   app.add_option("--concurrency", flags.mixed.concurrency,
                  "mixed: a closed loop of this many requests in flight instead of arrivals");
-  app.add_option("--duration", flags.mixed.duration_seconds,
-                 "mixed closed loop: measured seconds");
+  app.add_option("--duration", flags.mixed.duration_seconds, "mixed closed loop: measured seconds");
   app.add_option("--warmup-seconds", flags.mixed.warmup_seconds,
                  "mixed closed loop: seconds before the measurement");
   app.add_option("--json", flags.json_path, "Also write the results as JSON to this file");
