@@ -189,6 +189,8 @@ class Backend {
   }
   // Drops every recording made for `owner`.
   virtual void ForgetRecordings(const void* /*owner*/) {}
+  // Whether RunRecorded records (CUDA graphs): the first run of each key then costs a recording.
+  virtual bool RecordsWork() const { return false; }
 
  protected:
   friend class DeviceBuffer;

@@ -433,6 +433,8 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  bool RecordsWork() const override { return options_.use_graphs; }
+
   absl::Status RunRecorded(const void* owner, uint64_t key,
                            absl::FunctionRef<absl::Status()> enqueue) override {
     if (!options_.use_graphs) return enqueue();

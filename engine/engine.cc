@@ -104,6 +104,11 @@ absl::Status EngineOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("engine options: swap_slots must not be negative, got ", swap_slots));
   }
+  if (warm_decode_batches < kWarmAllBatches) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("engine options: warm_decode_batches must be >= 0 (or kWarmAllBatches), got ",
+                     warm_decode_batches));
+  }
   if (prefill_chunk_size < ForwardPass::Options::kBackendDefault) {
     return absl::InvalidArgumentError(
         absl::StrCat("engine options: prefill_chunk_size must be >= 0 (or kBackendDefault), got ",

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"
 
@@ -70,6 +71,10 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Model& model,
   scheduler->stats_.free_slots = num_slots;
   scheduler->stats_.free_swap_slots = options.swap_slots;
   scheduler->stats_.prefix_cache_capacity = cache_slots;
+  const int32_t warm = options.warm_decode_batches == EngineOptions::kWarmAllBatches
+                           ? (model.backend().RecordsWork() ? options.max_running : 0)
+                           : std::min(options.warm_decode_batches, options.max_running);
+  HGRN2_RETURN_IF_ERROR(scheduler->WarmDecodeBatches(warm));
   scheduler->thread_ = std::thread([s = scheduler.get()] { s->Run(); });
   return scheduler;
 }
@@ -667,6 +672,38 @@ void Scheduler::End(Sequence& sequence, absl::Status status, FinishReason reason
   } else {
     sequence.stream->Deliver({}, std::move(end));
   }
+}
+
+absl::Status Scheduler::WarmDecodeBatches(int32_t up_to) {
+  if (up_to <= 0) return absl::OkStatus();
+  std::vector<SlotId> slots;
+  absl::Cleanup free_slots = [&] {
+    for (SlotId slot : slots) pool_->Free(slot).IgnoreError();
+  };
+  for (int32_t i = 0; i < up_to; ++i) {
+    HGRN2_ASSIGN_OR_RETURN(const SlotId slot, pool_->Allocate());
+    slots.push_back(slot);
+  }
+  const std::vector<int32_t> tokens(static_cast<size_t>(up_to), 0);
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  std::vector<Sampler> samplers;
+  samplers.reserve(static_cast<size_t>(up_to));
+  for (int32_t i = 0; i < up_to; ++i) {
+    samplers.emplace_back(greedy, model_.config().vocab_size, absl::Span<const int32_t>());
+  }
+  std::vector<Sampler*> sampler_ptrs;
+  for (Sampler& sampler : samplers) sampler_ptrs.push_back(&sampler);
+  std::vector<SampledToken> sampled(static_cast<size_t>(up_to));
+  for (int32_t batch = 1; batch <= up_to; ++batch) {
+    const auto n = static_cast<size_t>(batch);
+    HGRN2_ASSIGN_OR_RETURN(
+        DeviceTensor logits,
+        pass_->Decode(absl::MakeConstSpan(slots).first(n), absl::MakeConstSpan(tokens).first(n)));
+    HGRN2_RETURN_IF_ERROR(model_.backend().Sample(logits, absl::MakeSpan(sampler_ptrs).first(n),
+                                                  absl::MakeSpan(sampled).first(n)));
+  }
+  return model_.backend().Synchronize();
 }
 
 absl::Status Scheduler::WriteState(SlotId slot, absl::Span<const std::byte> bytes) {

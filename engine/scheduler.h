@@ -150,6 +150,9 @@ class Scheduler {
   // Ends the request: releases or parks its state, reports `status` (and `last` token).
   void End(Sequence& sequence, absl::Status status, FinishReason reason = FinishReason::kNone,
            const SampledToken* last = nullptr);
+  // Runs a decode step (and greedy sampling) at every batch size 1..up_to on zeroed slots, before
+  // the scheduler thread starts: see EngineOptions::warm_decode_batches.
+  absl::Status WarmDecodeBatches(int32_t up_to);
   void RemoveEnded();
   void PublishStats(double step_seconds, int64_t step_tokens);
   // A slot's state from or to pageable host memory (a session's state), through transfer_: on

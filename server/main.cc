@@ -83,6 +83,10 @@ int main(int argc, char** argv) {
   app.add_option("--prefill-token-budget", options.engine.prefill_token_budget,
                  "prompt tokens fed per scheduler iteration")
       ->capture_default_str();
+  app.add_option("--warm-batches", options.engine.warm_decode_batches,
+                 "decode batch sizes 1..N run at start-up so no request waits for a new size's "
+                 "graph (-1 = every size up to --max-running on cuda, none on cpu)")
+      ->capture_default_str();
   app.add_option("--swap-slots", options.engine.swap_slots,
                  "host slots for preempted sequences (0 = no preemption)")
       ->capture_default_str();

@@ -1010,6 +1010,37 @@ Outcome RunAndCompare(Fixture& fixture, const GenerationRequest& request, const 
   return outcome;
 }
 
+// Warming the decode batch sizes at start-up leaves every slot free and zeroed: the requests
+// after it give the oracle's tokens.
+TEST(Engine, WarmingDecodeBatchesChangesNoResult) {
+  EngineOptions options;
+  options.max_running = 6;
+  options.warm_decode_batches = 6;
+  Fixture f("tiny-a", options);
+  ASSERT_NE(f.engine, nullptr);
+  EXPECT_EQ(f.engine->Stats().free_slots, 6);
+  std::vector<std::shared_ptr<GenerationStream>> streams;
+  std::vector<GenerationRequest> requests;
+  for (int i = 0; i < 6; ++i) {
+    GenerationRequest request;
+    request.prompt = {1, 17 + i, 42, 7 * i + 3};
+    request.sampling.temperature = 0.8f;
+    request.sampling.seed = 100 + i;
+    request.stopping.max_new_tokens = 9;
+    request.stopping.ignore_eos = true;
+    requests.push_back(request);
+    streams.push_back(f.Submit(request));
+  }
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_NE(streams[i], nullptr);
+    const Outcome outcome = WaitFor(*streams[i]);
+    ASSERT_TRUE(outcome.end.status.ok()) << outcome.end.status;
+    ExpectSameTokens(outcome.tokens, f.Alone(requests[i]).tokens, absl::StrCat("request ", i));
+  }
+  options.warm_decode_batches = -2;
+  EXPECT_FALSE(options.Validate().ok());
+}
+
 // One request after another, so the cache's content is known: extend, equal, partly shared,
 // shorter, and evicted prompts all give the tokens and log-probabilities of the cache-off oracle;
 // hits skip exactly the cached prefix's tokens but its last.

@@ -17,7 +17,7 @@ RUN=${RUN:-$ROOT/.gpu-bundle/run}
 WHEELS=${WHEELS:-$ROOT/.gpu-bundle/wheels}
 OUT=${OUT:-$ROOT/.gpu-bundle/serving-out}
 PRESET=${PRESET:-1.3b}
-LEVELS=${LEVELS:-1 16 64 256 512 1024}
+LEVELS=${LEVELS:-1 16 64 256 512}
 DURATION=${DURATION:-15}       # seconds of issuing calls per level (calls in flight are waited for)
 POISSON_RATE=${POISSON_RATE:-60}
 PROMPT=${PROMPT:-128}
@@ -42,7 +42,7 @@ if want serve; then
   port=50151
   metrics_port=50152
   "$RUN/bin/hgrn2-server" --preset "$PRESET" --device "${DEVICE:-cuda}" --host 127.0.0.1 --port $port \
-    --metrics-port $metrics_port --max-running 1024 --max-queued 16384 \
+    --metrics-port $metrics_port --max-running 512 --max-queued 16384 \
     --health-check-interval 0 >"$RESULTS/server.log" 2>&1 &
   server=$!
   for _ in $(seq 300); do grep -q "serving" "$RESULTS/server.log" && break; sleep 0.5; done
@@ -59,7 +59,7 @@ if want serve; then
     loadgen "c$c" --seed "$c" --concurrency "$c" --duration "$DURATION" --warmup "$((c < 8 ? 8 : c))"
   done
   echo "== Poisson arrivals, $POISSON_RATE/s"
-  loadgen poisson --rate "$POISSON_RATE" --concurrency 1024 --duration "$((DURATION * 2))" --warmup 64
+  loadgen poisson --seed 7 --rate "$POISSON_RATE" --concurrency 512 --duration "$((DURATION * 2))" --warmup 64
   kill -TERM $server
   wait $server
 fi
