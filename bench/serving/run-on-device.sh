@@ -6,7 +6,7 @@
 #   engine:    hgrn2-bench with the same request mix through the Engine alone (no gRPC), and its
 #              scheduled-against-plain decode comparison at B=256
 #   reference: fla + Hugging Face (bench/serving/reference_fla.py) on the same shapes, from the
-#              wheels in .gpu-bundle/wheels
+#              wheels in .gpu-bundle/wheels (Triton's kernel cache in and out: see the stage)
 #   plot:      bench/serving/plot.py: the table (summary.md) and the PNG plots
 # Usage: bash bench/serving/run-on-device.sh [serve|engine|reference|plot|all]...  (default all)
 # Binaries from scripts/gpu-bundle (.gpu-bundle/run). Results under $OUT (default
@@ -85,6 +85,14 @@ if want engine; then
 fi
 
 if want reference; then
+  # Triton compiles and tunes fla's kernels for each new shape (minutes per batch size). Its cache
+  # comes back as $OUT/triton-cache.tar.gz; put that file in .gpu-bundle/ and carry it, and the
+  # next run starts with the kernels built.
+  export TRITON_CACHE_DIR=/tmp/hgrn2-triton-cache
+  mkdir -p "$TRITON_CACHE_DIR"
+  if [[ -f $ROOT/.gpu-bundle/triton-cache.tar.gz ]]; then
+    tar xzf "$ROOT/.gpu-bundle/triton-cache.tar.gz" -C "$TRITON_CACHE_DIR"
+  fi
   site=$(mktemp -d /tmp/fla-site.XXXXXX)
   if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" \
     "$WHEELS"/*.whl; then
@@ -94,6 +102,7 @@ if want reference; then
   else
     echo "pip install of the fla wheels in $WHEELS failed" | tee "$RESULTS/reference.txt"
   fi
+  tar czf "$OUT/triton-cache.tar.gz" -C "$TRITON_CACHE_DIR" .
 fi
 
 if want plot; then
