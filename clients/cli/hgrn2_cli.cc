@@ -88,8 +88,16 @@ struct GenerateOptions {
   std::string request_id;
   std::string session_id;
   std::string save_session_as;
+  uint32_t n = 1;  // samples from one prompt
   bool print_ids = false;
   bool json = false;
+};
+
+// One of n samples, gathered until its last message (n > 1 prints them when all are done).
+struct Sample {
+  std::string text;
+  std::vector<int32_t> ids;
+  pb::GenerateResponse last;  // finish_reason and usage
 };
 
 struct ScoreOptions {
@@ -293,6 +301,41 @@ std::string LogprobLine(size_t index, const pb::TokenLogprob& logprob) {
   return line;
 }
 
+// The end of a Generate call with n > 1: each sample on its own line ('i<TAB>ids' with
+// --print-ids, else 'i<TAB>text' with the text's escapes shown), then a summary on stderr.
+int FinishSamples(Connection& connection, const grpc::Status& status,
+                  const std::vector<Sample>& samples, const GenerateOptions& options,
+                  const std::optional<std::chrono::steady_clock::time_point>& first_token,
+                  std::chrono::steady_clock::time_point start, double seconds) {
+  int64_t generated = 0;
+  std::vector<std::string> finishes;
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const Sample& sample = samples[i];
+    generated += sample.last.usage().generated_tokens();
+    finishes.push_back(absl::AsciiStrToLower(pb::FinishReason_Name(sample.last.finish_reason())));
+    if (options.json) continue;
+    const bool as_ids = options.print_ids || (sample.text.empty() && !sample.ids.empty());
+    Write(absl::StrCat(i, "\t",
+                       as_ids ? absl::StrJoin(sample.ids, ",") : absl::Utf8SafeCEscape(sample.text),
+                       "\n"));
+  }
+  std::fflush(stdout);
+  if (!status.ok()) {
+    if (!connection.interrupted()) return connection.Report(status);
+    return Fail(connection.InterruptedExitCode(), "cancelled");
+  }
+  std::string summary = absl::StrCat(
+      "[", samples.size(), " samples: ", absl::StrJoin(finishes, " "), "; ",
+      samples.front().last.usage().prompt_tokens(), " prompt + ", generated, " generated tokens");
+  if (first_token) {
+    absl::StrAppendFormat(&summary, ", first token %.0f ms",
+                          1e3 * std::chrono::duration<double>(*first_token - start).count());
+  }
+  absl::StrAppendFormat(&summary, ", %.1f tok/s]\n", seconds > 0 ? generated / seconds : 0.0);
+  std::fputs(summary.c_str(), stderr);
+  return 0;
+}
+
 int Generate(Connection& connection, const GenerateOptions& options) {
   pb::GenerateRequest request;
   if (options.text) {
@@ -351,6 +394,9 @@ int Generate(Connection& connection, const GenerateOptions& options) {
   request.set_request_id(options.request_id);
   request.set_session_id(options.session_id);
   request.set_save_session_as(options.save_session_as);
+  request.set_n(options.n);
+  const bool many = options.n > 1;
+  std::vector<Sample> samples(options.n);
 
   auto stub = pb::Inference::NewStub(connection.channel());
   grpc::ClientContext context;
@@ -369,7 +415,16 @@ int Generate(Connection& connection, const GenerateOptions& options) {
     if (!first_token && response.token_ids_size() > 0) {
       first_token = std::chrono::steady_clock::now();
     }
-    if (options.json) {
+    if (many) {
+      if (options.json) Write(ToJson(response) + "\n");
+      if (response.index() >= samples.size()) continue;  // the server checks n; never here
+      Sample& sample = samples[response.index()];
+      sample.text += response.text();
+      sample.ids.insert(sample.ids.end(), response.token_ids().begin(), response.token_ids().end());
+      if (response.finish_reason() != pb::FINISH_REASON_UNSPECIFIED || response.has_usage()) {
+        sample.last = response;
+      }
+    } else if (options.json) {
       Write(ToJson(response));
       Write("\n");
     } else if (options.print_ids) {
@@ -394,6 +449,7 @@ int Generate(Connection& connection, const GenerateOptions& options) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (write_failed) return Fail(kExitFailure, "writing to standard output failed");
+  if (many) return FinishSamples(connection, status, samples, options, first_token, start, seconds);
 
   if (!options.json) {
     // A model without a tokenizer sends no text: its ids are the output.
@@ -804,6 +860,11 @@ int main(int argc, char** argv) {
                          "text prompts: do not add the tokenizer's special tokens (BOS)");
   generate_cmd->add_option("--request-id", gen.request_id, "shown in the server's logs");
   generate_cmd->add_option("--session", gen.session_id, "start from this saved session");
+  generate_cmd
+      ->add_option("--n", gen.n,
+                   "samples from one prompt (one prefill); n > 1 prints 'i<TAB>text' per "
+                   "sample when all are done; with --seed, sample i uses seed + i")
+      ->check(CLI::Range(1u, 1024u));
   generate_cmd->add_option("--save-session", gen.save_session_as,
                            "save the final state under this session id");
   CLI::Option* print_ids = generate_cmd->add_flag(

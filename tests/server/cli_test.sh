@@ -77,6 +77,12 @@ a=$(c generate --ids $prompt --max-new-tokens 32 --seed 7 --ignore-eos --print-i
 b=$(c generate --ids $prompt --max-new-tokens 32 --seed 7 --ignore-eos --print-ids 2>/dev/null)
 d=$(c generate --ids $prompt --max-new-tokens 32 --seed 8 --ignore-eos --print-ids 2>/dev/null)
 [[ -n $a && $a == "$b" && $a != "$d" ]]; check "same seed, same ids; another seed, other ids" $?
+# n samples share one prefill; sample i draws with seed + i, so it equals a single request.
+# shellcheck disable=SC2086
+many=$(c generate --ids $prompt --max-new-tokens 32 --seed 7 --ignore-eos --print-ids --n 2 \
+  2>"$scratch/err")
+[[ $many == "$(printf '0\t%s\n1\t%s' "$a" "$d")" ]] && grep -q '^\[2 samples: length length;' "$scratch/err"
+check "generate --n 2 --seed 7: the ids of --seed 7 and --seed 8, and a summary ($many)" $?
 
 greedy=$(c generate --ids $prompt --max-new-tokens 40 --temperature 0 --ignore-eos --print-ids \
            2>"$scratch/err")
