@@ -32,6 +32,27 @@ struct Timeline {
   std::vector<Clock::time_point> tokens;
 };
 
+// A finished request's time to first token, gaps between tokens and end-to-end time, added to
+// the lists once its last token callback has run (just after the end becomes readable); returns
+// its last token's time.
+Clock::time_point AddLatencies(Timeline& timeline, int64_t generated, std::vector<double>& ttft,
+                               std::vector<double>& itl, std::vector<double>& e2e) {
+  const auto expected = static_cast<size_t>(generated);
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(timeline.mutex);
+      if (timeline.tokens.size() >= expected) break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  std::lock_guard<std::mutex> lock(timeline.mutex);
+  const std::vector<Clock::time_point>& times = timeline.tokens;
+  ttft.push_back(Seconds(times.front() - timeline.arrival));
+  for (size_t t = 1; t < times.size(); ++t) itl.push_back(Seconds(times[t] - times[t - 1]));
+  e2e.push_back(Seconds(times.back() - timeline.arrival));
+  return times.back();
+}
+
 }  // namespace
 
 absl::Status MixedScenario::Validate() const {
@@ -171,20 +192,7 @@ absl::StatusOr<MixedResult> RunClosedLoop(Engine& engine, const MixedScenario& s
       if (!update.end->status.ok()) {
         ++result.failed;
       } else if (measured) {
-        // The last callback runs just after the end becomes readable.
-        const auto expected = static_cast<size_t>(update.end->generated_tokens);
-        while (true) {
-          {
-            std::lock_guard<std::mutex> lock(timeline.mutex);
-            if (timeline.tokens.size() >= expected) break;
-          }
-          std::this_thread::sleep_for(std::chrono::microseconds(50));
-        }
-        std::lock_guard<std::mutex> lock(timeline.mutex);
-        const std::vector<Clock::time_point>& times = timeline.tokens;
-        ttft.push_back(Seconds(times.front() - timeline.arrival));
-        for (size_t t = 1; t < times.size(); ++t) itl.push_back(Seconds(times[t] - times[t - 1]));
-        e2e.push_back(Seconds(times.back() - timeline.arrival));
+        AddLatencies(timeline, update.end->generated_tokens, ttft, itl, e2e);
         ++result.completed;
         result.prompt_tokens += update.end->prompt_tokens;
       }
@@ -278,22 +286,8 @@ absl::StatusOr<MixedResult> RunMixedScenario(Engine& engine, const MixedScenario
     ++result.completed;
     result.prompt_tokens += update.end->prompt_tokens;
     result.generated_tokens += update.end->generated_tokens;
-    Timeline& timeline = *timelines[i];
-    const auto expected = static_cast<size_t>(update.end->generated_tokens);
-    // The last callback runs just after the end becomes readable.
-    while (true) {
-      {
-        std::lock_guard<std::mutex> lock(timeline.mutex);
-        if (timeline.tokens.size() >= expected) break;
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
-    std::lock_guard<std::mutex> lock(timeline.mutex);
-    const std::vector<Clock::time_point>& times = timeline.tokens;
-    ttft.push_back(Seconds(times.front() - timeline.arrival));
-    for (size_t t = 1; t < times.size(); ++t) itl.push_back(Seconds(times[t] - times[t - 1]));
-    e2e.push_back(Seconds(times.back() - timeline.arrival));
-    last_end = std::max(last_end, times.back());
+    last_end = std::max(last_end,
+                        AddLatencies(*timelines[i], update.end->generated_tokens, ttft, itl, e2e));
   }
   result.wall_seconds = Seconds(last_end - start);
   if (result.wall_seconds > 0.0) {
