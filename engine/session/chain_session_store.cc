@@ -39,14 +39,8 @@ class ChainSessionStore final : public SessionStore {
   // that other replicas write), a cache's copy is used only while its header checksum is still
   // the shared store's: one small read instead of the whole snapshot.
   absl::StatusOr<std::shared_ptr<const std::string>> Get(const SessionKey& key) override {
-    counters_.loads.fetch_add(1, std::memory_order_relaxed);
     absl::StatusOr<std::shared_ptr<const std::string>> found = GetImpl(key);
-    counters_.CountError(found.status());
-    if (found.ok()) {
-      counters_.hits.fetch_add(1, std::memory_order_relaxed);
-    } else if (absl::IsNotFound(found.status())) {
-      counters_.misses.fetch_add(1, std::memory_order_relaxed);
-    }
+    counters_.CountGet(found.status());
     return found;
   }
 

@@ -89,20 +89,13 @@ class DirSessionStore final : public SessionStore {
 
   absl::Status Put(const SessionKey& key, std::shared_ptr<const std::string> snapshot) override {
     absl::Status status = PutImpl(key, snapshot);
-    counters_.CountError(status);
-    if (status.ok()) counters_.saves.fetch_add(1, std::memory_order_relaxed);
+    counters_.CountPut(status);
     return status;
   }
 
   absl::StatusOr<std::shared_ptr<const std::string>> Get(const SessionKey& key) override {
-    counters_.loads.fetch_add(1, std::memory_order_relaxed);
     absl::StatusOr<std::shared_ptr<const std::string>> snapshot = GetImpl(key);
-    counters_.CountError(snapshot.status());
-    if (snapshot.ok()) {
-      counters_.hits.fetch_add(1, std::memory_order_relaxed);
-    } else if (absl::IsNotFound(snapshot.status())) {
-      counters_.misses.fetch_add(1, std::memory_order_relaxed);
-    }
+    counters_.CountGet(snapshot.status());
     return snapshot;
   }
 

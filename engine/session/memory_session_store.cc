@@ -18,21 +18,20 @@ class MemorySessionStore final : public SessionStore {
 
   absl::Status Put(const SessionKey& key, std::shared_ptr<const std::string> snapshot) override {
     absl::Status status = PutImpl(key, std::move(snapshot));
-    counters_.CountError(status);
-    if (status.ok()) counters_.saves.fetch_add(1, std::memory_order_relaxed);
+    counters_.CountPut(status);
     return status;
   }
 
   absl::StatusOr<std::shared_ptr<const std::string>> Get(const SessionKey& key) override {
-    counters_.loads.fetch_add(1, std::memory_order_relaxed);
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = FindLiveLocked(key);
     if (it == entries_.end()) {
-      counters_.misses.fetch_add(1, std::memory_order_relaxed);
-      return internal::SessionNotFound(key);
+      absl::Status missing = internal::SessionNotFound(key);
+      counters_.CountGet(missing);
+      return missing;
     }
     lru_.splice(lru_.begin(), lru_, it->second.lru);
-    counters_.hits.fetch_add(1, std::memory_order_relaxed);
+    counters_.CountGet(absl::OkStatus());
     return it->second.snapshot;
   }
 

@@ -43,6 +43,21 @@ struct StoreCounters {
   void CountError(const absl::Status& status) {
     if (!status.ok() && !absl::IsNotFound(status)) errors.fetch_add(1, std::memory_order_relaxed);
   }
+  // A Put's outcome: a save, or an error.
+  void CountPut(const absl::Status& status) {
+    CountError(status);
+    if (status.ok()) saves.fetch_add(1, std::memory_order_relaxed);
+  }
+  // A Get's outcome: a load, and then a hit, a miss (NOT_FOUND) or an error.
+  void CountGet(const absl::Status& status) {
+    loads.fetch_add(1, std::memory_order_relaxed);
+    CountError(status);
+    if (status.ok()) {
+      hits.fetch_add(1, std::memory_order_relaxed);
+    } else if (absl::IsNotFound(status)) {
+      misses.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
   SessionStoreStats Snapshot(int64_t sessions, int64_t bytes) const {
     SessionStoreStats s;
     s.sessions = sessions;

@@ -25,6 +25,14 @@ def credentials(tls: TlsOption) -> grpc.ChannelCredentials | None:
     return tls
 
 
+def open_channel(grpc_module, addr: str, tls: TlsOption):
+    """A channel to ``addr`` from ``grpc_module`` (``grpc`` or ``grpc.aio``), plaintext or TLS."""
+    creds = credentials(tls)
+    if creds is None:
+        return grpc_module.insecure_channel(addr, options=CHANNEL_OPTIONS)
+    return grpc_module.secure_channel(addr, creds, options=CHANNEL_OPTIONS)
+
+
 def metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
     """Call metadata: ``authorization: Bearer <key>`` when an API key is given."""
     return (("authorization", f"Bearer {api_key}"),) if api_key else ()

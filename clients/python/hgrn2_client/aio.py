@@ -10,7 +10,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from . import _convert
-from ._channel import CHANNEL_OPTIONS, TlsOption, credentials, metadata
+from ._channel import TlsOption, metadata, open_channel
 from ._proto import inference_pb2 as pb
 from ._proto import inference_pb2_grpc as pb_grpc
 from ._proto import sessions_pb2 as spb
@@ -38,11 +38,7 @@ class AsyncClient:
         tls: TlsOption = None,
         timeout: float | None = None,
     ) -> None:
-        creds = credentials(tls)
-        if creds is None:
-            self._channel = grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
-        else:
-            self._channel = grpc.aio.secure_channel(addr, creds, options=CHANNEL_OPTIONS)
+        self._channel = open_channel(grpc.aio, addr, tls)
         self._metadata = metadata(api_key)
         self._timeout = timeout
         self._inference = pb_grpc.InferenceStub(self._channel)  # type: ignore[no-untyped-call]
