@@ -301,6 +301,20 @@ std::string LogprobLine(size_t index, const pb::TokenLogprob& logprob) {
   return line;
 }
 
+// The end of a Generate summary line: the time to the first token (when one came) and the rate.
+std::string WithTiming(std::string summary,
+                       const std::optional<std::chrono::steady_clock::time_point>& first_token,
+                       std::chrono::steady_clock::time_point start, int64_t generated,
+                       double seconds) {
+  if (first_token) {
+    absl::StrAppendFormat(&summary, ", first token %.0f ms",
+                          1e3 * std::chrono::duration<double>(*first_token - start).count());
+  }
+  absl::StrAppendFormat(&summary, ", %.1f tok/s]\n",
+                        seconds > 0 ? static_cast<double>(generated) / seconds : 0.0);
+  return summary;
+}
+
 // The end of a Generate call with n > 1: each sample on its own line ('i<TAB>ids' with
 // --print-ids, else 'i<TAB>text' with the text's escapes shown), then a summary on stderr.
 int FinishSamples(Connection& connection, const grpc::Status& status,
@@ -327,12 +341,7 @@ int FinishSamples(Connection& connection, const grpc::Status& status,
   std::string summary = absl::StrCat(
       "[", samples.size(), " samples: ", absl::StrJoin(finishes, " "), "; ",
       samples.front().last.usage().prompt_tokens(), " prompt + ", generated, " generated tokens");
-  if (first_token) {
-    absl::StrAppendFormat(&summary, ", first token %.0f ms",
-                          1e3 * std::chrono::duration<double>(*first_token - start).count());
-  }
-  absl::StrAppendFormat(&summary, ", %.1f tok/s]\n", seconds > 0 ? generated / seconds : 0.0);
-  std::fputs(summary.c_str(), stderr);
+  std::fputs(WithTiming(summary, first_token, start, generated, seconds).c_str(), stderr);
   return 0;
 }
 
@@ -477,13 +486,8 @@ int Generate(Connection& connection, const GenerateOptions& options) {
     absl::StrAppend(&summary, " (", usage.cached_prompt_tokens(), " cached)");
   }
   absl::StrAppend(&summary, " + ", usage.generated_tokens(), " generated tokens");
-  if (first_token) {
-    absl::StrAppendFormat(&summary, ", first token %.0f ms",
-                          1e3 * std::chrono::duration<double>(*first_token - start).count());
-  }
-  absl::StrAppendFormat(&summary, ", %.1f tok/s]\n",
-                        seconds > 0 ? usage.generated_tokens() / seconds : 0.0);
-  std::fputs(summary.c_str(), stderr);
+  std::fputs(WithTiming(summary, first_token, start, usage.generated_tokens(), seconds).c_str(),
+             stderr);
   return 0;
 }
 
