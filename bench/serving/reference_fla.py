@@ -93,11 +93,12 @@ def main() -> int:
               f"{row['request_generated_tokens_per_s']:10.1f} tok/s", flush=True)
         del cache, out
         torch.cuda.empty_cache()
-
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"fla": fla.__version__, "torch": torch.__version__, "prompt": args.prompt,
-                       "output": args.output, "rows": rows}, f, indent=2)
+        # Written after each batch size, so a run stopped by the caller's time limit keeps the rows
+        # it finished.
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"fla": fla.__version__, "torch": torch.__version__, "prompt": args.prompt,
+                           "output": args.output, "rows": rows}, f, indent=2)
     return 0
 
 

@@ -88,7 +88,9 @@ if want reference; then
   # Triton compiles and tunes fla's kernels for each new shape (minutes per batch size). Its cache
   # comes back as $OUT/triton-cache.tar.gz; put that file in .gpu-bundle/ and carry it, and the
   # next run starts with the kernels built.
-  export TRITON_CACHE_DIR=/tmp/hgrn2-triton-cache
+  # TRITON_CACHE_AUTOTUNING keeps the autotuner's choices in the cache too, not only the binaries.
+  # REFERENCE_SECONDS bounds the stage, so the cache is packed even when the tuning runs long.
+  export TRITON_CACHE_DIR=/tmp/hgrn2-triton-cache TRITON_CACHE_AUTOTUNING=1
   mkdir -p "$TRITON_CACHE_DIR"
   if [[ -f $ROOT/.gpu-bundle/triton-cache.tar.gz ]]; then
     tar xzf "$ROOT/.gpu-bundle/triton-cache.tar.gz" -C "$TRITON_CACHE_DIR"
@@ -96,8 +98,9 @@ if want reference; then
   site=$(mktemp -d /tmp/fla-site.XXXXXX)
   if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" \
     "$WHEELS"/*.whl; then
-    PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" python3 "$ROOT/bench/serving/reference_fla.py" \
-      --batches 1,16,64,256 --prompt "$PROMPT" --output "${REFERENCE_OUTPUT:-256}" \
+    PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" timeout "${REFERENCE_SECONDS:-900}" \
+      python3 "$ROOT/bench/serving/reference_fla.py" \
+      --batches "${REFERENCE_BATCHES:-1,16,64,256}" --prompt "$PROMPT" --output "${REFERENCE_OUTPUT:-256}" \
       --json "$RESULTS/reference.json" 2>&1 | tee "$RESULTS/reference.txt"
   else
     echo "pip install of the fla wheels in $WHEELS failed" | tee "$RESULTS/reference.txt"
