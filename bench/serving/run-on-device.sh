@@ -86,15 +86,16 @@ fi
 
 if want reference; then
   # Triton compiles and tunes fla's kernels for each new shape (minutes per batch size). Its cache
-  # comes back as $OUT/triton-cache.tar.gz; put that file in .gpu-bundle/ and carry it, and the
+  # comes back as $OUT/triton-cache.tar.gz; put that file (or it recompressed as .tar.xz) in
+  # .gpu-bundle/ and carry it, and the
   # next run starts with the kernels built.
   # TRITON_CACHE_AUTOTUNING keeps the autotuner's choices in the cache too, not only the binaries.
   # REFERENCE_SECONDS bounds the stage, so the cache is packed even when the tuning runs long.
   export TRITON_CACHE_DIR=/tmp/hgrn2-triton-cache TRITON_CACHE_AUTOTUNING=1
   mkdir -p "$TRITON_CACHE_DIR"
-  if [[ -f $ROOT/.gpu-bundle/triton-cache.tar.gz ]]; then
-    tar xzf "$ROOT/.gpu-bundle/triton-cache.tar.gz" -C "$TRITON_CACHE_DIR"
-  fi
+  for cache in "$ROOT"/.gpu-bundle/triton-cache.tar.{gz,xz}; do  # xz: smaller to carry
+    [[ -f $cache ]] && tar xf "$cache" -C "$TRITON_CACHE_DIR"
+  done
   site=$(mktemp -d /tmp/fla-site.XXXXXX)
   if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" \
     "$WHEELS"/*.whl; then
