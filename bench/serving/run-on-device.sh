@@ -87,8 +87,7 @@ fi
 if want reference; then
   # Triton compiles and tunes fla's kernels for each new shape (minutes per batch size). Its cache
   # comes back as $OUT/triton-cache.tar.gz; put that file (or it recompressed as .tar.xz) in
-  # .gpu-bundle/ and carry it, and the
-  # next run starts with the kernels built.
+  # .gpu-bundle/ and carry it, and the next run starts with the kernels built.
   # TRITON_CACHE_AUTOTUNING keeps the autotuner's choices in the cache too, not only the binaries.
   # REFERENCE_SECONDS bounds the stage, so the cache is packed even when the tuning runs long.
   export TRITON_CACHE_DIR=/tmp/hgrn2-triton-cache TRITON_CACHE_AUTOTUNING=1
