@@ -1,5 +1,5 @@
-// CallParts: what every call handler shares (model, metrics, call tracking, worker threads,
-// sessions), and TenantOf, the namespace a call's sessions live in.
+// CallParts: what every call handler shares (model, metrics, call tracking, access control,
+// worker threads, sessions).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -7,6 +7,7 @@
 #include <string>
 
 #include "engine/session/session_manager.h"
+#include "server/access_control.h"
 #include "server/call_tracker.h"
 #include "server/metrics.h"
 #include "server/requests.h"
@@ -19,15 +20,14 @@ struct CallParts {
   const ModelContext* model = nullptr;
   ServerMetrics* metrics = nullptr;
   CallTracker* calls = nullptr;
+  // Every Inference and Sessions handler starts with access->Admit(context): the caller's tenant
+  // (the namespace its sessions live in) and its limits.
+  AccessControl* access = nullptr;
   // Turn engine tokens into stream messages off the scheduler thread; never block.
   WorkerPool* workers = nullptr;
   // Session store I/O (reads, saves, exports), which may block on disk or the network.
   WorkerPool* session_workers = nullptr;
   session::SessionManager* sessions = nullptr;  // null: sessions are off
 };
-
-// The tenant whose sessions a call may see. Every caller shares the one namespace "" until API
-// keys name tenants.
-inline std::string TenantOf(const grpc::CallbackServerContext& /*context*/) { return ""; }
 
 }  // namespace hgrn2::server

@@ -160,13 +160,13 @@ class TextTracker {
 class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
                      public std::enable_shared_from_this<GenerateCall> {
  public:
-  GenerateCall(const CallParts& parts, std::string request_id, std::string tenant,
+  GenerateCall(const CallParts& parts, std::string request_id, Admission admission,
                PreparedGeneration prepared, absl::Time start)
       : parts_(parts),
         model_(*parts.model),
         metrics_(*parts.metrics),
         request_id_(std::move(request_id)),
-        tenant_(std::move(tenant)),
+        admission_(std::move(admission)),
         prepared_(std::move(prepared)),
         start_(start) {
     samples_.resize(static_cast<size_t>(prepared_.num_samples));
@@ -219,6 +219,7 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
     metrics_.RecordRequest("Generate", final_code_, SecondsSince(start_));
     metrics_.StreamEnded();
     parts_.calls->End();
+    admission_.Release();  // the tenant's slot, now: queued tasks may hold the call a while longer
     std::shared_ptr<GenerateCall> self = std::move(self_);  // may be the last reference
   }
 
@@ -239,7 +240,7 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
     GenerationRequest request = std::move(prepared_.engine);
     if (!prepared_.save_session_as.empty()) {
       absl::StatusOr<session::SaveReservation> reserved =
-          parts_.sessions->Reserve({tenant_, prepared_.save_session_as});
+          parts_.sessions->Reserve({admission_.tenant(), prepared_.save_session_as});
       if (!reserved.ok()) return FinishWith(ToGrpcStatus(reserved.status()));
       reservation_ = *std::move(reserved);
       request.return_final_state = true;
@@ -256,7 +257,7 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
     }
     if (!prepared_.session_id.empty()) {
       absl::StatusOr<session::LoadedSession> loaded =
-          parts_.sessions->Load({tenant_, prepared_.session_id});
+          parts_.sessions->Load({admission_.tenant(), prepared_.session_id});
       if (!loaded.ok()) {
         return FinishWith(ToGrpcStatus(absl::Status(
             loaded.status().code(), absl::StrCat("session_id: ", loaded.status().message()))));
@@ -281,6 +282,7 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
       streams = engine.GenerateMany(std::move(request), static_cast<int32_t>(samples_.size()));
     }
     if (!streams.ok()) return FinishWith(ToGrpcStatus(streams.status()));
+    admission_.ChargeTokens(prepared_.prompt_tokens);  // one prefill, whatever n is
     bool cancelled;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -392,6 +394,7 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
       AddToken(sample, token, text);
       ++new_tokens;
     }
+    admission_.ChargeTokens(new_tokens);
     if (!update.end) {
       if (new_tokens == 0 && text.empty()) return false;
       message_.set_text(std::move(text));
@@ -508,7 +511,7 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   const ModelContext& model_;
   ServerMetrics& metrics_;
   const std::string request_id_;
-  const std::string tenant_;
+  Admission admission_;  // the tenant, and its slot until OnDone
   PreparedGeneration prepared_;
   const absl::Time start_;
   absl::Time deadline_ = absl::InfiniteFuture();
@@ -538,7 +541,7 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
 // One Score call: submitted on the handler thread, answered by a worker once the engine is done.
 class ScoreCall : public grpc::ServerUnaryReactor {
  public:
-  ScoreCall(const CallParts& parts, std::string request_id, std::string tenant,
+  ScoreCall(const CallParts& parts, std::string request_id, Admission admission,
             PreparedScore prepared, v1::ScoreResponse* response, absl::Time start)
       : parts_(parts),
         model_(*parts.model),
@@ -546,7 +549,7 @@ class ScoreCall : public grpc::ServerUnaryReactor {
         calls_(*parts.calls),
         workers_(*parts.workers),
         request_id_(std::move(request_id)),
-        tenant_(std::move(tenant)),
+        admission_(std::move(admission)),
         prepared_(std::move(prepared)),
         response_(response),
         start_(start) {}
@@ -556,7 +559,7 @@ class ScoreCall : public grpc::ServerUnaryReactor {
     if (prepared_.session_id.empty()) return Submit(engine, deadline);
     parts_.session_workers->Post([this, &engine, deadline] {
       absl::StatusOr<session::LoadedSession> loaded =
-          parts_.sessions->Load({tenant_, prepared_.session_id});
+          parts_.sessions->Load({admission_.tenant(), prepared_.session_id});
       if (!loaded.ok()) {
         return Complete(ToGrpcStatus(absl::Status(
             loaded.status().code(), absl::StrCat("session_id: ", loaded.status().message()))));
@@ -569,6 +572,7 @@ class ScoreCall : public grpc::ServerUnaryReactor {
   void Submit(Engine& engine, absl::Time deadline) {
     ScoreRequest request = std::move(prepared_.engine);
     request.deadline = deadline;
+    admission_.ChargeTokens(static_cast<int64_t>(request.tokens.size()));
     // The engine calls on_done exactly once (also when it stops), so `this` lives until then.
     request.on_done = [this] { Arrive(); };
     absl::StatusOr<std::shared_ptr<PendingScore>> pending = engine.Score(std::move(request));
@@ -648,7 +652,7 @@ class ScoreCall : public grpc::ServerUnaryReactor {
   CallTracker& calls_;
   WorkerPool& workers_;
   const std::string request_id_;
-  const std::string tenant_;
+  const Admission admission_;  // the tenant, and its slot until the call is deleted
   PreparedScore prepared_;
   v1::ScoreResponse* const response_;
   const absl::Time start_;
@@ -693,6 +697,10 @@ grpc::ServerUnaryReactor* InferenceService::Answer(grpc::CallbackServerContext* 
 grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   const absl::Time start = absl::Now();
+  absl::StatusOr<Admission> admission = parts_.access->Admit(*context);
+  if (!admission.ok()) {
+    return new RefusedStream(ToGrpcStatus(admission.status()), metrics_, start);
+  }
   absl::StatusOr<std::string> request_id = RequestIdOf(request->request_id(), model_.limits);
   if (!request_id.ok()) {
     return new RefusedStream(ToGrpcStatus(request_id.status()), metrics_, start);
@@ -705,7 +713,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
     }
   }
   if (!calls_.TryBegin()) return new RefusedStream(Unavailable(), metrics_, start);
-  auto call = std::make_shared<GenerateCall>(parts_, *std::move(request_id), TenantOf(*context),
+  auto call = std::make_shared<GenerateCall>(parts_, *std::move(request_id), *std::move(admission),
                                              *std::move(prepared), start);
   return GenerateCall::Begin(std::move(call), engine_, DeadlineOf(*context));
 }
@@ -714,6 +722,8 @@ grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* c
                                                   const v1::ScoreRequest* request,
                                                   v1::ScoreResponse* response) {
   const absl::Time start = absl::Now();
+  absl::StatusOr<Admission> admission = parts_.access->Admit(*context);
+  if (!admission.ok()) return Answer(context, "Score", ToGrpcStatus(admission.status()), start);
   absl::StatusOr<std::string> request_id = RequestIdOf(request->request_id(), model_.limits);
   if (!request_id.ok()) return Answer(context, "Score", ToGrpcStatus(request_id.status()), start);
   absl::StatusOr<PreparedScore> prepared = PrepareScore(*request, model_);
@@ -722,7 +732,7 @@ grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* c
     return Answer(context, "Score", SessionsOff(), start);
   }
   if (!calls_.TryBegin()) return Answer(context, "Score", Unavailable(), start);
-  auto* call = new ScoreCall(parts_, *std::move(request_id), TenantOf(*context),
+  auto* call = new ScoreCall(parts_, *std::move(request_id), *std::move(admission),
                              *std::move(prepared), response, start);
   call->Start(engine_, DeadlineOf(*context));
   return call;
@@ -732,6 +742,8 @@ grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext
                                                      const v1::TokenizeRequest* request,
                                                      v1::TokenizeResponse* response) {
   const absl::Time start = absl::Now();
+  const absl::StatusOr<Admission> admission = parts_.access->Admit(*context);
+  if (!admission.ok()) return Answer(context, "Tokenize", ToGrpcStatus(admission.status()), start);
   absl::StatusOr<std::vector<int32_t>> ids = PrepareTokenize(*request, model_);
   if (!ids.ok()) return Answer(context, "Tokenize", ToGrpcStatus(ids.status()), start);
   for (int32_t id : *ids) {
@@ -745,6 +757,10 @@ grpc::ServerUnaryReactor* InferenceService::Detokenize(grpc::CallbackServerConte
                                                        const v1::DetokenizeRequest* request,
                                                        v1::DetokenizeResponse* response) {
   const absl::Time start = absl::Now();
+  const absl::StatusOr<Admission> admission = parts_.access->Admit(*context);
+  if (!admission.ok()) {
+    return Answer(context, "Detokenize", ToGrpcStatus(admission.status()), start);
+  }
   if (model_.tokenizer == nullptr) {
     return Answer(context, "Detokenize",
                   grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -769,6 +785,10 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
                                                          const v1::GetModelInfoRequest*,
                                                          v1::ModelInfo* response) {
   const absl::Time start = absl::Now();
+  const absl::StatusOr<Admission> admission = parts_.access->Admit(*context);
+  if (!admission.ok()) {
+    return Answer(context, "GetModelInfo", ToGrpcStatus(admission.status()), start);
+  }
   const ModelConfig& c = *model_.config;
   response->set_model_type("hgrn2");
   response->set_model_path(served_.path);

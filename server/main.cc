@@ -1,8 +1,10 @@
-// hgrn2-server: flags into ServerOptions, start the server, and drain it on SIGTERM/SIGINT.
+// hgrn2-server: flags into ServerOptions, start the server, reload its certificates and API keys
+// on SIGHUP, and drain it on SIGTERM/SIGINT.
 #include <signal.h>
 
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <thread>
 
@@ -28,14 +30,26 @@ std::string DefaultModel() {
   return std::filesystem::exists(built) ? built.string() : kDefaultModel;
 }
 
-// Blocks the shutdown signals in every thread; the main thread takes them with sigwait.
-sigset_t BlockShutdownSignals() {
+// Blocks the shutdown signals and SIGHUP (reload) in every thread; the main thread takes them
+// with sigwait. A SIGHUP that comes while the model loads waits, and reloads once serving.
+sigset_t BlockHandledSignals() {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   return signals;
+}
+
+// The next SIGTERM or SIGINT; SIGHUPs before it run `on_reload`.
+int AwaitShutdownSignal(const sigset_t& signals, const std::function<void()>& on_reload) {
+  while (true) {
+    int signal_number = 0;
+    sigwait(&signals, &signal_number);
+    if (signal_number != SIGHUP) return signal_number;
+    on_reload();
+  }
 }
 
 }  // namespace
@@ -135,6 +149,22 @@ int main(int argc, char** argv) {
   app.add_option("--session-threads", options.session_threads,
                  "threads for session store reads and writes")
       ->capture_default_str();
+  // Transport security and API keys (server/tls.h, server/access_control.h).
+  CLI::Option* tls_cert_flag = app.add_option(
+      "--tls-cert", options.tls.cert_file,
+      "PEM certificate chain for TLS on the gRPC port (server certificate first); reloaded on "
+      "SIGHUP");
+  CLI::Option* tls_key_flag = app.add_option("--tls-key", options.tls.key_file,
+                                             "PEM private key of --tls-cert; reloaded on SIGHUP");
+  tls_cert_flag->needs(tls_key_flag);
+  tls_key_flag->needs(tls_cert_flag);
+  app.add_option("--tls-client-ca", options.tls.client_ca_file,
+                 "PEM CA certificates: clients must present a certificate they signed (mutual "
+                 "TLS); reloaded on SIGHUP")
+      ->needs(tls_cert_flag);
+  app.add_option("--api-keys", options.api_keys_file,
+                 "JSON file of tenants and SHA-256 hashes of their API keys: every Inference and "
+                 "Sessions call then needs \"authorization: Bearer <key>\"; reloaded on SIGHUP");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -161,7 +191,7 @@ int main(int argc, char** argv) {
     options.sessions.kinds = absl::StrSplit(session_store, ',', absl::SkipEmpty());
   }
 
-  const sigset_t signals = BlockShutdownSignals();
+  const sigset_t signals = BlockHandledSignals();
   absl::StatusOr<std::unique_ptr<hgrn2::server::Server>> server =
       hgrn2::server::Server::Start(options);
   if (!server.ok()) {
@@ -177,14 +207,15 @@ int main(int argc, char** argv) {
                          (*server)->metrics_port(), "/metrics")
           : std::string()));
 
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  const int signal_number = AwaitShutdownSignal(signals, [&] {
+    Log("got SIGHUP: reloading the TLS files and API keys");
+    (*server)->Reload().IgnoreError();  // logged, with what stays in force
+  });
   Log(absl::StrCat("got ", strsignal(signal_number), ": shutting down"));
   std::thread drain([&] { (*server)->Shutdown(options.drain_timeout); });
   // A second signal cuts the drain short.
   std::thread second([&] {
-    int again = 0;
-    sigwait(&signals, &again);
+    AwaitShutdownSignal(signals, [&] { (*server)->Reload().IgnoreError(); });
     Log("second signal: ending the drain now");
     (*server)->StopDraining();
   });

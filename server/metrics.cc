@@ -197,6 +197,11 @@ ServerMetrics::ServerMetrics()
                   .Help("1 while the health service says SERVING.")
                   .Register(registry)
                   .Add({});
+  refused_calls_ = &prometheus::BuildCounter()
+                        .Name("hgrn2_refused_calls_total")
+                        .Help("Calls refused by access control (API keys, tenant limits), by "
+                              "reason and tenant.")
+                        .Register(registry);
   model_info_ = &prometheus::BuildGauge()
                      .Name("hgrn2_model_info")
                      .Help("What the server runs (value 1).")
@@ -259,6 +264,10 @@ void ServerMetrics::SetServing(bool serving) { serving_->Set(serving ? 1 : 0); }
 void ServerMetrics::RecordRequest(const std::string& rpc, grpc::StatusCode code, double seconds) {
   requests_->Add({{"rpc", rpc}, {"code", GrpcCodeName(code)}}).Increment();
   request_duration_->Add({{"rpc", rpc}}, LatencyBuckets()).Observe(seconds);
+}
+
+void ServerMetrics::RecordRefusedCall(const std::string& reason, const std::string& tenant) {
+  refused_calls_->Add({{"reason", reason}, {"tenant", tenant}}).Increment();
 }
 
 void ServerMetrics::RecordStep(const StepReport& step) {

@@ -58,6 +58,10 @@ class ServerMetrics {
   void SetModelInfo(const std::string& model, const std::string& backend, const std::string& dtype);
   void SetServing(bool serving);
 
+  // A call refused by access control before it started: `reason` is missing_api_key,
+  // malformed_api_key, unknown_api_key, max_concurrent_requests or tokens_per_minute; `tenant` is
+  // empty until a key named one. Never labelled with anything of the key.
+  void RecordRefusedCall(const std::string& reason, const std::string& tenant);
   // One finished RPC: its name ("Generate") and final code.
   void RecordRequest(const std::string& rpc, grpc::StatusCode code, double seconds);
   void RecordTimeToFirstToken(double seconds) { time_to_first_token_->Observe(seconds); }
@@ -77,6 +81,7 @@ class ServerMetrics {
   std::thread http_thread_;
   int port_ = 0;
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
+  prometheus::Family<prometheus::Counter>* refused_calls_ = nullptr;
   prometheus::Family<prometheus::Histogram>* request_duration_ = nullptr;
   prometheus::Histogram* time_to_first_token_ = nullptr;
   prometheus::Histogram* inter_token_latency_ = nullptr;

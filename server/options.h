@@ -27,6 +27,13 @@ struct RequestLimits {
   int32_t max_samples = 16;          // GenerateRequest.n
 };
 
+// TLS on the gRPC port (server/tls.h). Plaintext while cert_file is empty.
+struct TlsOptions {
+  std::string cert_file;       // PEM certificate chain, the server's first
+  std::string key_file;        // PEM private key of that certificate
+  std::string client_ca_file;  // set: clients must present a certificate signed by these CAs
+};
+
 struct ServerOptions {
   // The server's defaults beyond the engine's: a prefix cache, sessions in host memory.
   ServerOptions() {
@@ -64,6 +71,11 @@ struct ServerOptions {
   session::SessionStoreOptions sessions;
   // Threads for session store I/O (loads, saves, exports), which may block on disk or network.
   int session_threads = 4;
+  // TLS, and mutual TLS with a client CA; reloaded on SIGHUP (Server::Reload).
+  TlsOptions tls;
+  // API keys and tenants (server/access_control.h); empty: every caller is let in as tenant "".
+  // Reloaded on SIGHUP.
+  std::string api_keys_file;
 };
 
 }  // namespace hgrn2::server

@@ -63,6 +63,31 @@ absl::Status AwaitScore(std::shared_ptr<PendingScore> pending, std::future<void>
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
   std::unique_ptr<Server> server(new Server(options));
+  // The certificates and keys are checked before the model loads: a mistake there fails fast.
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options.tls.cert_file.empty() || !options.tls.key_file.empty()) {
+    absl::StatusOr<std::unique_ptr<ServingTls>> tls = ServingTls::Create(options.tls);
+    if (!tls.ok()) return tls.status();
+    server->tls_ = *std::move(tls);
+    credentials = server->tls_->credentials();
+  } else if (!options.tls.client_ca_file.empty()) {
+    return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
+  }
+  absl::StatusOr<std::unique_ptr<AccessControl>> access =
+      AccessControl::Create(options.api_keys_file, &server->metrics_);
+  if (!access.ok()) return access.status();
+  server->access_ = *std::move(access);
+  if (server->tls_ != nullptr) {
+    Log(absl::StrCat("TLS on the gRPC port with ", options.tls.cert_file,
+                     options.tls.client_ca_file.empty()
+                         ? std::string()
+                         : absl::StrCat("; client certificates required, verified against ",
+                                        options.tls.client_ca_file)));
+  }
+  if (server->access_->enabled()) {
+    Log(absl::StrCat("API keys from ", options.api_keys_file,
+                     ": every Inference and Sessions call needs one"));
+  }
   HGRN2_RETURN_IF_ERROR(server->Load());
   HGRN2_RETURN_IF_ERROR(server->WarmUp());
 
@@ -75,7 +100,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   const std::string address = absl::StrCat(options.host, ":", options.port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(address, credentials, &server->port_);
   builder.RegisterService(server->inference_.get());
   if (server->sessions_service_ != nullptr)
     builder.RegisterService(server->sessions_service_.get());
@@ -158,8 +183,12 @@ absl::Status Server::Load() {
   workers_ = std::make_unique<WorkerPool>(options_.stream_threads);
   model_context_ = ModelContext{
       .config = &model_->config(), .tokenizer = tokenizer_.get(), .limits = options_.limits};
-  parts_ = CallParts{
-      .model = &model_context_, .metrics = &metrics_, .calls = &calls_, .workers = workers_.get()};
+  parts_ = CallParts{.model = &model_context_,
+                     .metrics = &metrics_,
+                     .calls = &calls_,
+                     .access = access_.get(),
+                     .workers = workers_.get()};
+
   if (!options_.sessions.kinds.empty()) {
     absl::StatusOr<std::unique_ptr<session::SessionStore>> store =
         session::MakeSessionStore(options_.sessions);
@@ -290,6 +319,33 @@ void Server::StopDraining() {
     stop_draining_ = true;
   }
   changed_.notify_all();
+}
+
+absl::Status Server::Reload() {
+  absl::Status first = absl::OkStatus();
+  if (tls_ != nullptr) {
+    absl::StatusOr<std::string> tls = tls_->Reload();
+    if (tls.ok()) {
+      Log(absl::StrCat("TLS reloaded: ", *tls, " (served within ", ServingTls::kRefreshSeconds,
+                       " s)"));
+    } else {
+      Log(absl::StrCat("TLS reload refused, still serving the previous certificate: ",
+                       tls.status().message()));
+      first = tls.status();
+    }
+  }
+  if (access_->enabled()) {
+    absl::StatusOr<std::string> keys = access_->Reload();
+    if (keys.ok()) {
+      Log(absl::StrCat("API keys reloaded: ", *keys));
+    } else {
+      Log(absl::StrCat("API keys reload refused, the previous keys stay in force: ",
+                       keys.status().message()));
+      if (first.ok()) first = keys.status();
+    }
+  }
+  if (tls_ == nullptr && !access_->enabled()) Log("reload: no TLS files or API keys to reload");
+  return first;
 }
 
 void Server::Wait() {

@@ -13,16 +13,19 @@
 #include "engine/model.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "grpcpp/server.h"
+#include "server/access_control.h"
 #include "server/call_tracker.h"
 #include "server/inference_service.h"
 #include "server/metrics.h"
 #include "server/options.h"
 #include "server/sessions_service.h"
+#include "server/tls.h"
 #include "server/worker_pool.h"
 
 namespace hgrn2::server {
 
-// Thread-safety: Shutdown and Wait may be called from any thread, once each.
+// Thread-safety: Shutdown and Wait may be called from any thread, once each; Reload from any
+// thread, any number of times.
 class Server {
  public:
   // Loads the model and its tokenizer, starts the engine, runs a warm-up (a scoring pass and a
@@ -45,6 +48,10 @@ class Server {
   void StopDraining();
   // Blocks until Shutdown has finished.
   void Wait();
+  // SIGHUP: reads the TLS files and the API keys file again. Each is validated before it replaces
+  // what is in force; one that fails is logged and the old one stays. OK when everything
+  // configured was reloaded, else the first failure.
+  absl::Status Reload();
 
  private:
   explicit Server(const ServerOptions& options) : options_(options) {}
@@ -62,6 +69,8 @@ class Server {
   ServerMetrics metrics_;
   std::unique_ptr<Engine> engine_;
   CallTracker calls_;
+  std::unique_ptr<AccessControl> access_;
+  std::unique_ptr<ServingTls> tls_;
   ModelContext model_context_;
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<WorkerPool> session_workers_;

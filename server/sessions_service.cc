@@ -34,9 +34,13 @@ grpc::Status WithId(const absl::Status& status, const std::string& id) {
 // the session `id`).
 class UnaryCall : public grpc::ServerUnaryReactor {
  public:
-  UnaryCall(const CallParts& parts, std::string rpc, std::string id,
+  UnaryCall(const CallParts& parts, std::string rpc, std::string id, Admission admission,
             std::function<absl::Status()> work)
-      : parts_(parts), rpc_(std::move(rpc)), id_(std::move(id)), start_(absl::Now()) {
+      : parts_(parts),
+        rpc_(std::move(rpc)),
+        id_(std::move(id)),
+        admission_(std::move(admission)),
+        start_(absl::Now()) {
     parts_.session_workers->Post([this, work = std::move(work)] {
       const absl::Status status = work();
       const grpc::Status answer = status.ok() ? grpc::Status::OK : WithId(status, id_);
@@ -54,6 +58,7 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   const CallParts& parts_;
   const std::string rpc_;
   const std::string id_;
+  const Admission admission_;  // the tenant's slot until the call is deleted
   const absl::Time start_;
   grpc::StatusCode code_ = grpc::StatusCode::UNKNOWN;
 };
@@ -86,8 +91,11 @@ grpc::Status Unavailable() {
 // write in flight at a time.
 class ExportCall : public grpc::ServerWriteReactor<v1::SessionChunk> {
  public:
-  ExportCall(const CallParts& parts, session::SessionKey key)
-      : parts_(parts), key_(std::move(key)), start_(absl::Now()) {
+  ExportCall(const CallParts& parts, Admission admission, std::string id)
+      : parts_(parts),
+        admission_(std::move(admission)),
+        key_{admission_.tenant(), std::move(id)},
+        start_(absl::Now()) {
     parts_.session_workers->Post([this] {
       absl::StatusOr<std::shared_ptr<const std::string>> snapshot = parts_.sessions->Export(key_);
       if (!snapshot.ok()) return Complete(WithId(snapshot.status(), key_.id));
@@ -131,6 +139,7 @@ class ExportCall : public grpc::ServerWriteReactor<v1::SessionChunk> {
   }
 
   const CallParts& parts_;
+  const Admission admission_;  // the tenant, and its slot until the call is deleted
   const session::SessionKey key_;
   const absl::Time start_;
   std::shared_ptr<const std::string> snapshot_;
@@ -143,10 +152,10 @@ class ExportCall : public grpc::ServerWriteReactor<v1::SessionChunk> {
 // snapshot on a session thread.
 class ImportCall : public grpc::ServerReadReactor<v1::SessionChunk> {
  public:
-  ImportCall(const CallParts& parts, std::string tenant, size_t max_bytes,
+  ImportCall(const CallParts& parts, Admission admission, size_t max_bytes,
              v1::SessionInfo* response)
       : parts_(parts),
-        tenant_(std::move(tenant)),
+        admission_(std::move(admission)),
         max_bytes_(max_bytes),
         response_(response),
         start_(absl::Now()) {
@@ -195,7 +204,7 @@ class ImportCall : public grpc::ServerReadReactor<v1::SessionChunk> {
     }
     parts_.session_workers->Post([this] {
       absl::StatusOr<session::SessionRecord> record =
-          parts_.sessions->Import({tenant_, id_}, std::move(data_));
+          parts_.sessions->Import({admission_.tenant(), id_}, std::move(data_));
       if (!record.ok()) return Complete(WithId(record.status(), id_));
       ToProto(*record, *response_);
       Complete(grpc::Status::OK);
@@ -210,7 +219,7 @@ class ImportCall : public grpc::ServerReadReactor<v1::SessionChunk> {
   }
 
   const CallParts& parts_;
-  const std::string tenant_;
+  const Admission admission_;  // the tenant, and its slot until the call is deleted
   const size_t max_bytes_;
   v1::SessionInfo* const response_;
   const absl::Time start_;
@@ -255,11 +264,13 @@ grpc::ServerWriteReactor<v1::SessionChunk>* SessionsService::ExportSession(
     const grpc::StatusCode code_;
     const absl::Time start_;
   };
+  absl::StatusOr<Admission> admission = parts_.access->Admit(*context);
+  if (!admission.ok()) return new Refused(parts_, ToGrpcStatus(admission.status()));
   if (absl::Status valid = CheckSessionId(request->session_id(), "session_id"); !valid.ok()) {
     return new Refused(parts_, ToGrpcStatus(valid));
   }
   if (!parts_.calls->TryBegin()) return new Refused(parts_, Unavailable());
-  return new ExportCall(parts_, {TenantOf(*context), request->session_id()});
+  return new ExportCall(parts_, *std::move(admission), request->session_id());
 }
 
 grpc::ServerReadReactor<v1::SessionChunk>* SessionsService::ImportSession(
@@ -280,19 +291,26 @@ grpc::ServerReadReactor<v1::SessionChunk>* SessionsService::ImportSession(
     const grpc::StatusCode code_;
     const absl::Time start_;
   };
+  absl::StatusOr<Admission> admission = parts_.access->Admit(*context);
+  if (!admission.ok()) return new Refused(parts_, ToGrpcStatus(admission.status()));
   if (!parts_.calls->TryBegin()) return new Refused(parts_, Unavailable());
-  return new ImportCall(parts_, TenantOf(*context), max_snapshot_bytes_, response);
+  return new ImportCall(parts_, *std::move(admission), max_snapshot_bytes_, response);
 }
 
 grpc::ServerUnaryReactor* SessionsService::GetSession(grpc::CallbackServerContext* context,
                                                       const v1::GetSessionRequest* request,
                                                       v1::SessionInfo* response) {
+  absl::StatusOr<Admission> admission = parts_.access->Admit(*context);
+  if (!admission.ok()) {
+    return new RefusedUnary(parts_, "GetSession", ToGrpcStatus(admission.status()));
+  }
   if (absl::Status valid = CheckSessionId(request->session_id(), "session_id"); !valid.ok()) {
     return new RefusedUnary(parts_, "GetSession", ToGrpcStatus(valid));
   }
   if (!parts_.calls->TryBegin()) return new RefusedUnary(parts_, "GetSession", Unavailable());
-  session::SessionKey key{TenantOf(*context), request->session_id()};
-  return new UnaryCall(parts_, "GetSession", key.id, [this, key, response]() -> absl::Status {
+  session::SessionKey key{admission->tenant(), request->session_id()};
+  return new UnaryCall(parts_, "GetSession", key.id, *std::move(admission),
+                       [this, key, response]() -> absl::Status {
     absl::StatusOr<session::SessionRecord> record = parts_.sessions->Info(key);
     if (!record.ok()) return record.status();
     ToProto(*record, *response);
@@ -303,21 +321,31 @@ grpc::ServerUnaryReactor* SessionsService::GetSession(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* SessionsService::DeleteSession(grpc::CallbackServerContext* context,
                                                          const v1::DeleteSessionRequest* request,
                                                          v1::DeleteSessionResponse*) {
+  absl::StatusOr<Admission> admission = parts_.access->Admit(*context);
+  if (!admission.ok()) {
+    return new RefusedUnary(parts_, "DeleteSession", ToGrpcStatus(admission.status()));
+  }
   if (absl::Status valid = CheckSessionId(request->session_id(), "session_id"); !valid.ok()) {
     return new RefusedUnary(parts_, "DeleteSession", ToGrpcStatus(valid));
   }
   if (!parts_.calls->TryBegin()) return new RefusedUnary(parts_, "DeleteSession", Unavailable());
-  session::SessionKey key{TenantOf(*context), request->session_id()};
-  return new UnaryCall(parts_, "DeleteSession", key.id,
+  session::SessionKey key{admission->tenant(), request->session_id()};
+  return new UnaryCall(parts_, "DeleteSession", key.id, *std::move(admission),
                        [this, key] { return parts_.sessions->Delete(key); });
 }
 
 grpc::ServerUnaryReactor* SessionsService::ListSessions(grpc::CallbackServerContext* context,
                                                         const v1::ListSessionsRequest*,
                                                         v1::ListSessionsResponse* response) {
+  absl::StatusOr<Admission> admission = parts_.access->Admit(*context);
+  if (!admission.ok()) {
+    return new RefusedUnary(parts_, "ListSessions", ToGrpcStatus(admission.status()));
+  }
   if (!parts_.calls->TryBegin()) return new RefusedUnary(parts_, "ListSessions", Unavailable());
+  std::string tenant = admission->tenant();
   return new UnaryCall(
-      parts_, "ListSessions", "", [this, tenant = TenantOf(*context), response]() -> absl::Status {
+      parts_, "ListSessions", "", *std::move(admission),
+      [this, tenant = std::move(tenant), response]() -> absl::Status {
         absl::StatusOr<std::vector<session::SessionRecord>> records = parts_.sessions->List(tenant);
         if (!records.ok()) return records.status();
         for (const session::SessionRecord& record : *records) {

@@ -19,6 +19,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "grpcpp/support/client_interceptor.h"
 #include "gtest/gtest.h"
 #include "hgrn2/v1/inference.grpc.pb.h"
 #include "hgrn2/v1/sessions.grpc.pb.h"
@@ -43,11 +44,58 @@ inline ServerOptions TestOptions(const std::filesystem::path& model) {
   return options;
 }
 
+// Sends "authorization: Bearer <key>" with every call of a channel.
+class ApiKeyInterceptor : public grpc::experimental::Interceptor {
+ public:
+  explicit ApiKeyInterceptor(std::string key) : key_(std::move(key)) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->insert({"authorization", "Bearer " + key_});
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string key_;
+};
+
+class ApiKeyInterceptorFactory : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit ApiKeyInterceptorFactory(std::string key) : key_(std::move(key)) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo*) override {
+    return new ApiKeyInterceptor(key_);
+  }
+
+ private:
+  const std::string key_;
+};
+
+// A channel to 127.0.0.1:`port` with its own connections (none shared with other channels, so a
+// new channel makes a new TLS handshake), sending `api_key` with every call when it is set.
+inline std::shared_ptr<grpc::Channel> TestChannel(
+    int port, std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr,
+    const std::string& api_key = "") {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
+  if (!api_key.empty()) {
+    interceptors.push_back(std::make_unique<ApiKeyInterceptorFactory>(api_key));
+  }
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      absl::StrCat("127.0.0.1:", port),
+      credentials != nullptr ? credentials : grpc::InsecureChannelCredentials(), args,
+      std::move(interceptors));
+}
+
 class Client {
  public:
   explicit Client(int port)
-      : channel_(grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                                     grpc::InsecureChannelCredentials())),
+      : Client(grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
+                                   grpc::InsecureChannelCredentials())) {}
+  explicit Client(std::shared_ptr<grpc::Channel> channel)
+      : channel_(std::move(channel)),
         stub_(v1::Inference::NewStub(channel_)),
         sessions_(v1::Sessions::NewStub(channel_)),
         health_(grpc::health::v1::Health::NewStub(channel_)) {}
