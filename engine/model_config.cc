@@ -24,6 +24,7 @@ using Json = nlohmann::json;
 // more (a sequence's state bytes) is checked against kMaxStateBytes.
 constexpr int64_t kMaxSize = std::numeric_limits<int32_t>::max();
 constexpr double kMaxStateBytes = 0x1p40;  // 1 TiB per sequence: far beyond any real model
+constexpr double kMaxParameters = 0x1p50;  // about 10^15, as far beyond; int64 holds 2^63
 
 // fla's HGRN2Config defaults for the fields that may be null.
 constexpr int64_t kDefaultExpandRatio = 128;
@@ -331,10 +332,18 @@ absl::StatusOr<ModelConfig> ModelConfig::Parse(absl::string_view json_text,
 
   HGRN2_ASSIGN_OR_RETURN(const std::optional<double> norm_eps,
                          reader.Number("norm_eps", 1e-6, /*nullable=*/false));
-  // 0 would turn an all-zero row into NaN.
+  // 0 would turn an all-zero row into NaN. The norms compute in float32, so the value must stay
+  // finite and non-zero there too (1e39 would become inf, 1e-50 zero).
   if (!std::isfinite(*norm_eps) || *norm_eps <= 0) {
     return reader.FieldError("norm_eps",
                              absl::StrCat("must be a finite positive number, got ", *norm_eps));
+  }
+  if (*norm_eps > std::numeric_limits<float>::max() ||
+      *norm_eps < std::numeric_limits<float>::min()) {
+    return reader.FieldError(
+        "norm_eps",
+        absl::StrCat("must be a normal float32 number, in [", std::numeric_limits<float>::min(),
+                     ", ", std::numeric_limits<float>::max(), "], got ", *norm_eps));
   }
   config.norm_eps = static_cast<float>(*norm_eps);
 
@@ -349,6 +358,24 @@ absl::StatusOr<ModelConfig> ModelConfig::Parse(absl::string_view json_text,
         absl::StrCat("one sequence's state would take ", state_bytes,
                      " bytes (limit 2^40): hidden_size, expand_ratio or num_hidden_layers is "
                      "implausibly large"));
+  }
+
+  // num_parameters() counts in int64; far below where it would overflow, no checkpoint could be
+  // loaded anyway.
+  const double d_real = static_cast<double>(d);
+  const double layer_parameters = 3.0 * d_real + 4.0 * d_real * d_real +
+                                  3.0 * d_real * static_cast<double>(config.intermediate_size) +
+                                  3.0 * d_real * static_cast<double>(config.conv_window()) +
+                                  (config.use_lower_bound ? d_real : 0.0);
+  const double parameters =
+      static_cast<double>(config.vocab_size) * d_real * (config.tie_word_embeddings ? 1.0 : 2.0) +
+      static_cast<double>(config.num_layers) * layer_parameters + d_real;
+  if (parameters > kMaxParameters) {
+    return reader.FieldError(
+        "hidden_size",
+        absl::StrCat("the model would have ", parameters,
+                     " parameters (limit 2^50): vocab_size, hidden_size, intermediate_size or "
+                     "num_hidden_layers is implausibly large"));
   }
 
   HGRN2_ASSIGN_OR_RETURN(config.bos_token_id, reader.OptionalTokenId("bos_token_id", 1));

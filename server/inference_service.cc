@@ -761,16 +761,10 @@ grpc::ServerUnaryReactor* InferenceService::Detokenize(grpc::CallbackServerConte
   if (!admission.ok()) {
     return Answer(context, "Detokenize", ToGrpcStatus(admission.status()), start);
   }
-  if (model_.tokenizer == nullptr) {
-    return Answer(context, "Detokenize",
-                  grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                               "token_ids: this model has no tokenizer (no tokenizer.json or "
-                               "tokenizer.model)"),
-                  start);
-  }
+  absl::StatusOr<std::vector<int32_t>> ids = PrepareDetokenize(*request, model_);
+  if (!ids.ok()) return Answer(context, "Detokenize", ToGrpcStatus(ids.status()), start);
   const bool skip_special = !request->has_skip_special_tokens() || request->skip_special_tokens();
-  const std::vector<int32_t> ids(request->token_ids().begin(), request->token_ids().end());
-  absl::StatusOr<std::string> text = model_.tokenizer->Decode(ids, skip_special);
+  absl::StatusOr<std::string> text = model_.tokenizer->Decode(*ids, skip_special);
   if (!text.ok()) {
     return Answer(context, "Detokenize",
                   grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,

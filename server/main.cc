@@ -149,6 +149,41 @@ int main(int argc, char** argv) {
   app.add_option("--session-threads", options.session_threads,
                  "threads for session store reads and writes")
       ->capture_default_str();
+  // What one client may ask of the server: each request's sizes (refused with INVALID_ARGUMENT
+  // naming the field and the flag), messages and streams per connection (docs/security.md).
+  app.add_option("--max-text-bytes", options.limits.max_text_bytes,
+                 "longest text prompt, context or continuation, in bytes")
+      ->capture_default_str();
+  app.add_option("--max-stop-strings", options.limits.max_stop_strings,
+                 "most stop strings in one request")
+      ->capture_default_str();
+  app.add_option("--max-stop-string-bytes", options.limits.max_stop_string_bytes,
+                 "longest stop string, in bytes")
+      ->capture_default_str();
+  app.add_option("--max-stop-total-bytes", options.limits.max_stop_total_bytes,
+                 "bytes of all of one request's stop strings together")
+      ->capture_default_str();
+  app.add_option("--max-stop-token-ids", options.limits.max_stop_token_ids,
+                 "most stop token ids in one request")
+      ->capture_default_str();
+  app.add_option("--max-logprobs", options.limits.max_logprobs,
+                 "most alternatives per token for logprobs / top_logprobs (at most 20)")
+      ->capture_default_str();
+  app.add_option("--max-logit-bias", options.limits.max_logit_bias,
+                 "most logit_bias entries in one request")
+      ->capture_default_str();
+  app.add_option("--max-request-id-bytes", options.limits.max_request_id_bytes,
+                 "longest client-given request_id, in bytes")
+      ->capture_default_str();
+  app.add_option("--max-detokenize-ids", options.limits.max_detokenize_ids,
+                 "most token ids in one Detokenize request")
+      ->capture_default_str();
+  app.add_option("--max-message-bytes", options.max_receive_message_bytes,
+                 "largest request message, in bytes (larger: RESOURCE_EXHAUSTED)")
+      ->capture_default_str();
+  app.add_option("--max-streams-per-connection", options.max_streams_per_connection,
+                 "calls one client connection may have open at once (more wait)")
+      ->capture_default_str();
   // Transport security and API keys (server/tls.h, server/access_control.h).
   CLI::Option* tls_cert_flag = app.add_option(
       "--tls-cert", options.tls.cert_file,

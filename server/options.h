@@ -12,19 +12,24 @@
 
 namespace hgrn2::server {
 
-// Limits on what one request may ask for. A request over a limit gets INVALID_ARGUMENT naming it.
+// Limits on what one request may ask for, each set by the hgrn2-server flag named beside it. A
+// request over a limit gets INVALID_ARGUMENT naming the field, the limit and the flag.
 struct RequestLimits {
-  int64_t max_prompt_tokens = 16384;  // prompt (or scored text) length after encoding
-  int32_t max_new_tokens = 4096;
-  int32_t default_max_new_tokens = 256;  // when a request leaves max_new_tokens at 0
-  int32_t max_stop_strings = 16;
-  int32_t max_stop_string_bytes = 256;
-  int32_t max_stop_token_ids = 64;
-  int32_t max_logprobs = 20;  // alternatives per token (the device sampler's limit)
-  int32_t max_logit_bias = 1024;
-  int32_t max_request_id_bytes = 256;
-  int64_t max_text_bytes = 4 << 20;  // a text prompt or continuation
-  int32_t max_samples = 16;          // GenerateRequest.n
+  int64_t max_prompt_tokens = 16384;  // --max-prompt-tokens: prompt (or scored text) after encoding
+  int32_t max_new_tokens = 4096;      // --max-new-tokens
+  int32_t default_max_new_tokens = 256;  // --default-max-new-tokens: when a request leaves it at 0
+  int32_t max_stop_strings = 16;         // --max-stop-strings
+  int32_t max_stop_string_bytes = 256;   // --max-stop-string-bytes: each one
+  int32_t max_stop_total_bytes = 4096;   // --max-stop-total-bytes: all of one request's together
+  int32_t max_stop_token_ids = 64;       // --max-stop-token-ids
+  // --max-logprobs: alternatives per token, at most ScoreRequest::kMaxTopLogprobs (the device
+  // sampler's limit).
+  int32_t max_logprobs = 20;
+  int32_t max_logit_bias = 1024;       // --max-logit-bias: entries of sampling.logit_bias
+  int32_t max_request_id_bytes = 256;  // --max-request-id-bytes
+  int64_t max_text_bytes = 4 << 20;    // --max-text-bytes: a text prompt, context or continuation
+  int32_t max_samples = 16;            // --max-n: GenerateRequest.n
+  int32_t max_detokenize_ids = 65536;  // --max-detokenize-ids: DetokenizeRequest.token_ids
 };
 
 // TLS on the gRPC port (server/tls.h). Plaintext while cert_file is empty.
@@ -64,8 +69,11 @@ struct ServerOptions {
   absl::Duration health_check_timeout = absl::Seconds(30);
   // Threads that turn engine tokens into stream messages (detokenize, stop strings, writes).
   int stream_threads = 2;
-  // Largest request message accepted (bytes).
+  // Largest request message accepted (bytes); gRPC answers RESOURCE_EXHAUSTED beyond it.
   int max_receive_message_bytes = 16 << 20;
+  // Calls one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); a
+  // client's further calls wait in its own transport until one ends.
+  int max_streams_per_connection = 100;
   // Where sessions are kept (kinds "memory", "dir", "redis", chained front to back); empty
   // kinds turn sessions off.
   session::SessionStoreOptions sessions;

@@ -20,7 +20,30 @@ absl::Status Invalid(absl::string_view field, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
 }
 
+// A size over its limit: "stop: 17 strings, the limit is 16 (--max-stop-strings)".
+absl::Status OverLimit(absl::string_view field, int64_t size, absl::string_view unit, int64_t limit,
+                       absl::string_view flag) {
+  return Invalid(field, absl::StrCat(size, " ", unit, ", the limit is ", limit, " (", flag, ")"));
+}
+
+// A number over its limit: "n: must be at most 16 (--max-n), got 17".
+absl::Status AboveMaximum(absl::string_view field, uint64_t value, int64_t limit,
+                          absl::string_view flag) {
+  return Invalid(field, absl::StrCat("must be at most ", limit, " (", flag, "), got ", value));
+}
+
+// Not a flag: session ids name files of the dir store and keys of the redis store, so their
+// format is fixed.
 constexpr size_t kMaxSessionIdBytes = 128;
+
+absl::Status CheckTextBytes(const std::string& text, absl::string_view field,
+                            const RequestLimits& limits) {
+  if (static_cast<int64_t>(text.size()) > limits.max_text_bytes) {
+    return OverLimit(field, static_cast<int64_t>(text.size()), "bytes", limits.max_text_bytes,
+                     "--max-text-bytes");
+  }
+  return absl::OkStatus();
+}
 
 absl::Status CheckIds(absl::Span<const int32_t> ids, absl::string_view field,
                       const ModelConfig& config) {
@@ -43,15 +66,12 @@ absl::StatusOr<const Tokenizer*> TokenizerFor(absl::string_view field, const Mod
   return model.tokenizer;
 }
 
-// Encodes `text` without special tokens; BOS first when `add_bos` and the tokenizer has one.
+// Encodes `text` (its size already checked) without special tokens; BOS first when `add_bos`
+// and the tokenizer has one.
 absl::StatusOr<std::vector<int32_t>> EncodeText(const std::string& text, bool add_bos,
                                                 absl::string_view field,
                                                 const ModelContext& model) {
   HGRN2_ASSIGN_OR_RETURN(const Tokenizer* tokenizer, TokenizerFor(field, model));
-  if (static_cast<int64_t>(text.size()) > model.limits.max_text_bytes) {
-    return Invalid(field,
-                   absl::StrCat(text.size(), " bytes, the limit is ", model.limits.max_text_bytes));
-  }
   absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(text, /*add_special=*/false);
   if (!ids.ok()) return Invalid(field, ids.status().message());
   if (add_bos && tokenizer->bos_id().has_value()) ids->insert(ids->begin(), *tokenizer->bos_id());
@@ -60,9 +80,7 @@ absl::StatusOr<std::vector<int32_t>> EncodeText(const std::string& text, bool ad
 
 absl::Status CheckLength(int64_t tokens, absl::string_view what, const ModelContext& model) {
   if (tokens > model.limits.max_prompt_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": ", tokens, " tokens, the limit is ",
-                                                   model.limits.max_prompt_tokens,
-                                                   " (--max-prompt-tokens)"));
+    return OverLimit(what, tokens, "tokens", model.limits.max_prompt_tokens, "--max-prompt-tokens");
   }
   return absl::OkStatus();
 }
@@ -80,9 +98,8 @@ absl::StatusOr<SamplingParams> ToSampling(const v1::GenerateRequest& request,
   out.frequency_penalty = in.frequency_penalty();
   if (in.has_seed()) out.seed = in.seed();
   if (in.logit_bias_size() > model.limits.max_logit_bias) {
-    return Invalid(
-        "sampling.logit_bias",
-        absl::StrCat(in.logit_bias_size(), " entries, the limit is ", model.limits.max_logit_bias));
+    return OverLimit("sampling.logit_bias", in.logit_bias_size(), "entries",
+                     model.limits.max_logit_bias, "--max-logit-bias");
   }
   for (const auto& [id, bias] : in.logit_bias()) {
     out.logit_bias.emplace_back(id,
@@ -91,8 +108,8 @@ absl::StatusOr<SamplingParams> ToSampling(const v1::GenerateRequest& request,
   // Map order is unspecified; entries of one id add up, so sort for a fixed order.
   std::sort(out.logit_bias.begin(), out.logit_bias.end());
   if (request.logprobs() > static_cast<uint32_t>(model.limits.max_logprobs)) {
-    return Invalid("logprobs", absl::StrCat("must be at most ", model.limits.max_logprobs, ", got ",
-                                            request.logprobs()));
+    return AboveMaximum("logprobs", request.logprobs(), model.limits.max_logprobs,
+                        "--max-logprobs");
   }
   out.num_top_logprobs = static_cast<int32_t>(request.logprobs());
   if (absl::Status valid = out.Validate(model.config->vocab_size); !valid.ok()) {
@@ -106,17 +123,15 @@ absl::StatusOr<StoppingParams> ToStopping(const v1::GenerateRequest& request,
   StoppingParams out;
   const RequestLimits& limits = model.limits;
   if (request.max_new_tokens() > static_cast<uint32_t>(limits.max_new_tokens)) {
-    return Invalid("max_new_tokens",
-                   absl::StrCat("must be at most ", limits.max_new_tokens,
-                                " (--max-new-tokens), got ", request.max_new_tokens()));
+    return AboveMaximum("max_new_tokens", request.max_new_tokens(), limits.max_new_tokens,
+                        "--max-new-tokens");
   }
   out.max_new_tokens = request.max_new_tokens() == 0
                            ? limits.default_max_new_tokens
                            : static_cast<int32_t>(request.max_new_tokens());
   if (request.stop_token_ids_size() > limits.max_stop_token_ids) {
-    return Invalid("stop_token_ids",
-                   absl::StrCat(request.stop_token_ids_size(), " ids, the limit is ",
-                                limits.max_stop_token_ids));
+    return OverLimit("stop_token_ids", request.stop_token_ids_size(), "ids",
+                     limits.max_stop_token_ids, "--max-stop-token-ids");
   }
   out.stop_token_ids.assign(request.stop_token_ids().begin(), request.stop_token_ids().end());
   out.ignore_eos = request.ignore_eos();
@@ -129,17 +144,23 @@ absl::Status CheckStopStrings(const v1::GenerateRequest& request, const ModelCon
   HGRN2_RETURN_IF_ERROR(TokenizerFor("stop", model).status());
   const RequestLimits& limits = model.limits;
   if (request.stop_size() > limits.max_stop_strings) {
-    return Invalid("stop", absl::StrCat(request.stop_size(), " strings, the limit is ",
-                                        limits.max_stop_strings));
+    return OverLimit("stop", request.stop_size(), "strings", limits.max_stop_strings,
+                     "--max-stop-strings");
   }
+  int64_t total_bytes = 0;
   for (int i = 0; i < request.stop_size(); ++i) {
     const std::string& stop = request.stop(i);
     const std::string field = absl::StrCat("stop[", i, "]");
     if (stop.empty()) return Invalid(field, "empty");
-    if (static_cast<int32_t>(stop.size()) > limits.max_stop_string_bytes) {
-      return Invalid(
-          field, absl::StrCat(stop.size(), " bytes, the limit is ", limits.max_stop_string_bytes));
+    if (static_cast<int64_t>(stop.size()) > limits.max_stop_string_bytes) {
+      return OverLimit(field, static_cast<int64_t>(stop.size()), "bytes",
+                       limits.max_stop_string_bytes, "--max-stop-string-bytes");
     }
+    total_bytes += static_cast<int64_t>(stop.size());
+  }
+  if (total_bytes > limits.max_stop_total_bytes) {
+    return OverLimit("stop", total_bytes, "bytes in all", limits.max_stop_total_bytes,
+                     "--max-stop-total-bytes");
   }
   return absl::OkStatus();
 }
@@ -173,8 +194,7 @@ absl::StatusOr<PreparedGeneration> PrepareGenerate(const v1::GenerateRequest& re
   }
   const bool resumes = !out.session_id.empty();
   if (request.n() > static_cast<uint32_t>(model.limits.max_samples)) {
-    return Invalid("n", absl::StrCat("must be at most ", model.limits.max_samples,
-                                     " (--max-n), got ", request.n()));
+    return AboveMaximum("n", request.n(), model.limits.max_samples, "--max-n");
   }
   out.num_samples = request.n() == 0 ? 1 : static_cast<int32_t>(request.n());
   if (out.num_samples > 1 && !out.save_session_as.empty()) {
@@ -183,10 +203,7 @@ absl::StatusOr<PreparedGeneration> PrepareGenerate(const v1::GenerateRequest& re
   switch (request.prompt_case()) {
     case v1::GenerateRequest::kText: {
       HGRN2_ASSIGN_OR_RETURN(const Tokenizer* tokenizer, TokenizerFor("text", model));
-      if (static_cast<int64_t>(request.text().size()) > model.limits.max_text_bytes) {
-        return Invalid("text", absl::StrCat(request.text().size(), " bytes, the limit is ",
-                                            model.limits.max_text_bytes));
-      }
+      HGRN2_RETURN_IF_ERROR(CheckTextBytes(request.text(), "text", model.limits));
       // The tokenizer's own post-processor: what the model saw around texts in training. A
       // session's history goes on, so it gets none unless asked.
       const bool add_special =
@@ -201,6 +218,7 @@ absl::StatusOr<PreparedGeneration> PrepareGenerate(const v1::GenerateRequest& re
       if (request.token_ids().ids().empty() && !resumes) {
         return Invalid("token_ids", "empty prompt");
       }
+      HGRN2_RETURN_IF_ERROR(CheckLength(request.token_ids().ids_size(), "token_ids", model));
       HGRN2_RETURN_IF_ERROR(CheckIds(request.token_ids().ids(), "token_ids", *model.config));
       out.engine.prompt.assign(request.token_ids().ids().begin(), request.token_ids().ids().end());
       break;
@@ -224,8 +242,21 @@ absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request,
   const bool resumes = !request.session_id().empty();
   if (resumes) HGRN2_RETURN_IF_ERROR(CheckSessionId(request.session_id(), "session_id"));
   if (request.top_logprobs() > static_cast<uint32_t>(model.limits.max_logprobs)) {
-    return Invalid("top_logprobs", absl::StrCat("must be at most ", model.limits.max_logprobs,
-                                                ", got ", request.top_logprobs()));
+    return AboveMaximum("top_logprobs", request.top_logprobs(), model.limits.max_logprobs,
+                        "--max-logprobs");
+  }
+  // Every id list and text is bounded before any is encoded or copied.
+  if (request.context_case() == v1::ScoreRequest::kContextText) {
+    HGRN2_RETURN_IF_ERROR(CheckTextBytes(request.context_text(), "context_text", model.limits));
+  } else if (request.context_case() == v1::ScoreRequest::kContextIds) {
+    HGRN2_RETURN_IF_ERROR(CheckLength(request.context_ids().ids_size(), "context_ids", model));
+  }
+  if (request.continuation_case() == v1::ScoreRequest::kContinuationText) {
+    HGRN2_RETURN_IF_ERROR(
+        CheckTextBytes(request.continuation_text(), "continuation_text", model.limits));
+  } else if (request.continuation_case() == v1::ScoreRequest::kContinuationIds) {
+    HGRN2_RETURN_IF_ERROR(
+        CheckLength(request.continuation_ids().ids_size(), "continuation_ids", model));
   }
   const bool add_bos = request.has_add_special_tokens() ? request.add_special_tokens() : !resumes;
   std::vector<int32_t> context, continuation;
@@ -307,14 +338,58 @@ absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request,
 absl::StatusOr<std::vector<int32_t>> PrepareTokenize(const v1::TokenizeRequest& request,
                                                      const ModelContext& model) {
   HGRN2_ASSIGN_OR_RETURN(const Tokenizer* tokenizer, TokenizerFor("text", model));
-  if (static_cast<int64_t>(request.text().size()) > model.limits.max_text_bytes) {
-    return Invalid("text", absl::StrCat(request.text().size(), " bytes, the limit is ",
-                                        model.limits.max_text_bytes));
-  }
+  HGRN2_RETURN_IF_ERROR(CheckTextBytes(request.text(), "text", model.limits));
   const bool add_special = !request.has_add_special_tokens() || request.add_special_tokens();
   absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(request.text(), add_special);
   if (!ids.ok()) return Invalid("text", ids.status().message());
   return ids;
+}
+
+absl::StatusOr<std::vector<int32_t>> PrepareDetokenize(const v1::DetokenizeRequest& request,
+                                                       const ModelContext& model) {
+  if (model.tokenizer == nullptr) {
+    return Invalid("token_ids",
+                   "this model has no tokenizer (no tokenizer.json or tokenizer.model)");
+  }
+  if (request.token_ids_size() > model.limits.max_detokenize_ids) {
+    return OverLimit("token_ids", request.token_ids_size(), "ids", model.limits.max_detokenize_ids,
+                     "--max-detokenize-ids");
+  }
+  return std::vector<int32_t>(request.token_ids().begin(), request.token_ids().end());
+}
+
+absl::Status CheckLimits(const RequestLimits& limits) {
+  const struct {
+    const char* flag;
+    int64_t value;
+  } positive[] = {
+      {"--max-prompt-tokens", limits.max_prompt_tokens},
+      {"--max-new-tokens", limits.max_new_tokens},
+      {"--max-stop-strings", limits.max_stop_strings},
+      {"--max-stop-string-bytes", limits.max_stop_string_bytes},
+      {"--max-stop-total-bytes", limits.max_stop_total_bytes},
+      {"--max-stop-token-ids", limits.max_stop_token_ids},
+      {"--max-logit-bias", limits.max_logit_bias},
+      {"--max-request-id-bytes", limits.max_request_id_bytes},
+      {"--max-text-bytes", limits.max_text_bytes},
+      {"--max-n", limits.max_samples},
+      {"--max-detokenize-ids", limits.max_detokenize_ids},
+  };
+  for (const auto& [flag, value] : positive) {
+    if (value < 1)
+      return absl::InvalidArgumentError(absl::StrCat(flag, " must be >= 1, got ", value));
+  }
+  if (limits.default_max_new_tokens < 1 || limits.default_max_new_tokens > limits.max_new_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--default-max-new-tokens must be in [1, --max-new-tokens = ", limits.max_new_tokens,
+        "], got ", limits.default_max_new_tokens));
+  }
+  if (limits.max_logprobs < 0 || limits.max_logprobs > ScoreRequest::kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(absl::StrCat("--max-logprobs must be in [0, ",
+                                                   ScoreRequest::kMaxTopLogprobs, "], got ",
+                                                   limits.max_logprobs));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> RequestIdOf(const std::string& given, const RequestLimits& limits) {
@@ -323,8 +398,8 @@ absl::StatusOr<std::string> RequestIdOf(const std::string& given, const RequestL
     return absl::StrFormat("req-%016x", random());
   }
   if (static_cast<int32_t>(given.size()) > limits.max_request_id_bytes) {
-    return Invalid("request_id", absl::StrCat(given.size(), " bytes, the limit is ",
-                                              limits.max_request_id_bytes));
+    return OverLimit("request_id", static_cast<int64_t>(given.size()), "bytes",
+                     limits.max_request_id_bytes, "--max-request-id-bytes");
   }
   for (char c : given) {
     if (c < 0x21 || c > 0x7e) {

@@ -49,6 +49,12 @@ absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request,
                                            const ModelContext& model);
 absl::StatusOr<std::vector<int32_t>> PrepareTokenize(const v1::TokenizeRequest& request,
                                                      const ModelContext& model);
+// The ids to decode (count checked; their values are the tokenizer's to check).
+absl::StatusOr<std::vector<int32_t>> PrepareDetokenize(const v1::DetokenizeRequest& request,
+                                                       const ModelContext& model);
+// OK when every limit is usable (positive, default_max_new_tokens within max_new_tokens,
+// max_logprobs within what the engine reports); INVALID_ARGUMENT naming the flag otherwise.
+absl::Status CheckLimits(const RequestLimits& limits);
 // OK for a session id: 1 to 128 bytes of [A-Za-z0-9._:-], not starting with '.';
 // INVALID_ARGUMENT naming `field` otherwise.
 absl::Status CheckSessionId(absl::string_view id, absl::string_view field);

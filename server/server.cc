@@ -62,6 +62,12 @@ absl::Status AwaitScore(std::shared_ptr<PendingScore> pending, std::future<void>
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
+  HGRN2_RETURN_IF_ERROR(CheckLimits(options.limits));
+  if (options.max_receive_message_bytes < 1 || options.max_streams_per_connection < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max-message-bytes and --max-streams-per-connection must be >= 1, got ",
+        options.max_receive_message_bytes, " and ", options.max_streams_per_connection));
+  }
   std::unique_ptr<Server> server(new Server(options));
   // The certificates and keys are checked before the model loads: a mistake there fails fast.
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
@@ -105,6 +111,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (server->sessions_service_ != nullptr)
     builder.RegisterService(server->sessions_service_.get());
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_streams_per_connection);
   server->grpc_server_ = builder.BuildAndStart();
   if (server->grpc_server_ == nullptr || server->port_ == 0) {
     server->grpc_server_.reset();
@@ -188,7 +195,6 @@ absl::Status Server::Load() {
                      .calls = &calls_,
                      .access = access_.get(),
                      .workers = workers_.get()};
-
   if (!options_.sessions.kinds.empty()) {
     absl::StatusOr<std::unique_ptr<session::SessionStore>> store =
         session::MakeSessionStore(options_.sessions);

@@ -360,6 +360,35 @@ TEST(ModelConfigRefusalTest, NonPositiveNormEps) {
               {"config.json", "\"norm_eps\"", "positive"});
 }
 
+// Found by fuzzing (tests/fuzz/corpus/model_config/norm-eps-*): values that are finite and
+// positive as doubles but inf or 0 as the float32 the norms use.
+TEST(ModelConfigRefusalTest, NormEpsOutsideFloat32) {
+  ExpectError(ErrorWith("norm_eps", 1e39), absl::StatusCode::kInvalidArgument,
+              {"config.json", "\"norm_eps\"", "normal float32", "1e+39"});
+  ExpectError(ErrorWith("norm_eps", 1e-50), absl::StatusCode::kInvalidArgument,
+              {"config.json", "\"norm_eps\"", "normal float32", "1e-50"});
+  absl::StatusOr<ModelConfig> smallest = ParseJson([] {
+    Json json = BaseConfig();
+    json["norm_eps"] = 1.1754944e-38;  // just above FLT_MIN
+    return json;
+  }());
+  ASSERT_TRUE(smallest.ok()) << smallest.status();
+  EXPECT_GT(smallest->norm_eps, 0.0f);
+}
+
+// Found by fuzzing (tests/fuzz/corpus/model_config/parameters-overflow): sizes each within int32
+// and a small state, but 4·D² parameters per layer overflow num_parameters()'s int64.
+TEST(ModelConfigRefusalTest, ParameterCountTooLarge) {
+  Json json = BaseConfig();
+  json["hidden_size"] = 2147483647;
+  json["num_heads"] = 2147483647;
+  json["expand_ratio"] = 1;
+  json["num_hidden_layers"] = 1;
+  json["intermediate_size"] = 256;
+  ExpectError(ParseJson(json).status(), absl::StatusCode::kInvalidArgument,
+              {"config.json", "\"hidden_size\"", "parameters (limit 2^50)"});
+}
+
 TEST(ModelConfigRefusalTest, StateTooLargeForOneSequence) {
   // Every size is within int32, but L·H·dv·dk·4 bytes would be 2^69.
   Json json = BaseConfig();

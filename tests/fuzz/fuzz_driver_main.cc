@@ -1,6 +1,7 @@
 // A main for fuzz targets in builds without libFuzzer (gcc, CI): runs the seed corpus given on the
-// command line (files or folders) and a fixed number of deterministic mutations of it, so the
-// ordinary test suite exercises the target. `--write-seeds DIR` writes the built-in seeds.
+// command line (files or folders), the target's built-in seeds if it has any, and a fixed number
+// of deterministic mutations of them, so the ordinary test suite exercises the target.
+// `--write-seeds DIR` writes the built-in seeds (to refresh a corpus folder).
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -10,9 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/session_test_support.h"
-
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
+#include "tests/fuzz/fuzz_target.h"
 
 namespace {
 
@@ -72,16 +71,17 @@ std::string Mutate(const std::vector<std::string>& corpus, std::mt19937_64& rng)
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> corpus = {hgrn2::testing::TestSnapshotBytes(1),
-                                     hgrn2::testing::TestSnapshotBytes(2, hgrn2::DType::kBF16),
-                                     std::string()};
+  std::vector<std::string> corpus;
+  if (FuzzBuiltInSeeds != nullptr) corpus = FuzzBuiltInSeeds();
+  const size_t built_in = corpus.size();
+  corpus.push_back(std::string());
   int mutations = 20000;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--write-seeds" && i + 1 < argc) {
       const std::filesystem::path dir = argv[++i];
       std::filesystem::create_directories(dir);
-      for (size_t s = 0; s + 1 < corpus.size(); ++s) {
+      for (size_t s = 0; s < built_in; ++s) {
         std::ofstream(dir / ("seed-" + std::to_string(s)), std::ios::binary) << corpus[s];
       }
       return 0;

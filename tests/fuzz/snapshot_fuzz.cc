@@ -4,8 +4,10 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "engine/session/snapshot.h"
+#include "tests/fuzz/fuzz_target.h"
 #include "tests/session_test_support.h"
 #include "xxhash.h"
 
@@ -26,6 +28,11 @@ void Check(absl::string_view bytes) {
 }
 
 }  // namespace
+
+std::vector<std::string> FuzzBuiltInSeeds() {
+  return {hgrn2::testing::TestSnapshotBytes(1),
+          hgrn2::testing::TestSnapshotBytes(2, hgrn2::DType::kBF16)};
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::string_view bytes(reinterpret_cast<const char*>(data), size);
