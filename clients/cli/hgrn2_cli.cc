@@ -24,6 +24,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "CLI/CLI.hpp"
@@ -63,7 +64,38 @@ constexpr const char* kStatusCodeNames[] = {
 struct CommonOptions {
   std::string addr = "localhost:50051";
   double timeout_s = 0;  // 0 = no deadline
+  bool tls = false;      // TLS with the system's roots (also implied by the files below)
+  std::string tls_ca;    // PEM roots that sign the server's certificate
+  std::string tls_cert;  // PEM client certificate chain (mutual TLS), with tls_key
+  std::string tls_key;
+  std::string api_key;  // sent as "authorization: Bearer <key>"
 };
+
+// The contents of a PEM file named by `flag`, or InvalidArgument saying why it cannot be read.
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": cannot read it"));
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Plaintext, or TLS when any TLS option is given (the system's roots unless --tls-ca).
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
+    const CommonOptions& options) {
+  if (!options.tls && options.tls_ca.empty() && options.tls_cert.empty()) {
+    return grpc::InsecureChannelCredentials();
+  }
+  grpc::SslCredentialsOptions ssl;
+  for (const auto& [path, flag, pem] :
+       {std::tuple{options.tls_ca, "--tls-ca", &ssl.pem_root_certs},
+        std::tuple{options.tls_cert, "--tls-cert", &ssl.pem_cert_chain},
+        std::tuple{options.tls_key, "--tls-key", &ssl.pem_private_key}}) {
+    if (path.empty()) continue;
+    absl::StatusOr<std::string> text = ReadPem(path, flag);
+    if (!text.ok()) return text.status();
+    *pem = *std::move(text);
+  }
+  return grpc::SslCredentials(ssl);
+}
 
 struct GenerateOptions {
   std::optional<std::string> text;
@@ -230,15 +262,18 @@ class InterruptWatcher {
 // One command's connection: the channel, the per-call deadline and the interrupt watcher.
 class Connection {
  public:
-  Connection(const CommonOptions& options, InterruptWatcher& watcher)
+  Connection(const CommonOptions& options, std::shared_ptr<grpc::ChannelCredentials> credentials,
+             InterruptWatcher& watcher)
       : options_(options),
         watcher_(watcher),
-        channel_(grpc::CreateChannel(options.addr, grpc::InsecureChannelCredentials())) {}
+        channel_(grpc::CreateChannel(options.addr, std::move(credentials))) {}
 
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
-  // Sets the deadline and makes a signal cancel this call until Finish().
+  // Sets the deadline and the API key, and makes a signal cancel this call until Finish().
   void Start(grpc::ClientContext& context) {
+    if (!options_.api_key.empty())
+      context.AddMetadata("authorization", "Bearer " + options_.api_key);
     if (options_.timeout_s > 0) {
       context.set_deadline(std::chrono::system_clock::now() +
                            std::chrono::duration_cast<std::chrono::system_clock::duration>(
@@ -831,6 +866,19 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--timeout", common.timeout_s, "deadline of each call in seconds (0 = none)")
       ->capture_default_str();
+  app.add_flag("--tls", common.tls, "use TLS, trusting the system's root certificates");
+  app.add_option("--tls-ca", common.tls_ca,
+                 "use TLS, trusting the CA certificates in this PEM file");
+  CLI::Option* tls_cert =
+      app.add_option("--tls-cert", common.tls_cert,
+                     "client certificate chain (PEM) for mutual TLS; with --tls-key");
+  CLI::Option* tls_key =
+      app.add_option("--tls-key", common.tls_key, "private key (PEM) of --tls-cert");
+  tls_cert->needs(tls_key);
+  tls_key->needs(tls_cert);
+  app.add_option("--api-key", common.api_key,
+                 "sent with every call as \"authorization: Bearer <key>\"")
+      ->envname("HGRN2_API_KEY");
 
   CLI::App* generate_cmd =
       app.add_subcommand("generate", "generate after a prompt, streaming the text to stdout");
@@ -948,8 +996,14 @@ int main(int argc, char** argv) {
                  common.timeout_s);
     return kExitUsage;
   }
-  InterruptWatcher watcher;  // before the channel starts gRPC's threads
-  Connection connection(common, watcher);
+  InterruptWatcher watcher;  // before the credentials and the channel start gRPC's threads
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      ChannelCredentialsFor(common);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "hgrn2-cli: %s\n", std::string(credentials.status().message()).c_str());
+    return kExitUsage;
+  }
+  Connection connection(common, *std::move(credentials), watcher);
   if (generate_cmd->parsed()) return Generate(connection, gen);
   if (score_cmd->parsed()) return Score(connection, score);
   if (tokenize_cmd->parsed()) return Tokenize(connection, tokenize);

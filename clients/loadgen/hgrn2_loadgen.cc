@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -27,6 +28,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "CLI/CLI.hpp"
@@ -111,6 +113,9 @@ absl::StatusOr<Range> ParseRange(absl::string_view text, absl::string_view flag,
 struct Options {
   std::string addr = "localhost:50051";
   std::string api_key;
+  std::string tls_ca;    // set: TLS, trusting these PEM CA certificates
+  std::string tls_cert;  // PEM client certificate chain and key, for mutual TLS
+  std::string tls_key;
   int concurrency = 8;
   double rate = 0;
   int requests = 0;
@@ -437,6 +442,9 @@ absl::StatusOr<std::vector<pb::GenerateRequest>> MakePrompts(pb::Inference::Stub
   tokenize.set_add_special_tokens(false);
   pb::TokenizeResponse tokens;
   grpc::ClientContext tokenize_context;
+  if (!options.api_key.empty()) {
+    tokenize_context.AddMetadata("authorization", absl::StrCat("Bearer ", options.api_key));
+  }
   if (grpc::Status s = stub.Tokenize(&tokenize_context, tokenize, &tokens); !s.ok()) {
     return absl::UnavailableError(
         absl::StrCat("Tokenize: ", CodeName(s.error_code()), ": ", s.error_message()));
@@ -451,6 +459,9 @@ absl::StatusOr<std::vector<pb::GenerateRequest>> MakePrompts(pb::Inference::Stub
       detokenize.add_token_ids(tokens.token_ids((from + i) % corpus_tokens));
     pb::DetokenizeResponse text;
     grpc::ClientContext context;
+    if (!options.api_key.empty()) {
+      context.AddMetadata("authorization", absl::StrCat("Bearer ", options.api_key));
+    }
     if (grpc::Status s = stub.Detokenize(&context, detokenize, &text); !s.ok()) {
       return absl::UnavailableError(
           absl::StrCat("Detokenize: ", CodeName(s.error_code()), ": ", s.error_message()));
@@ -499,6 +510,13 @@ int Main(int argc, char** argv) {
   app.add_option("--addr", options.addr, "server HOST:PORT (env HGRN2_ADDR)")
       ->capture_default_str();
   app.add_option("--api-key", options.api_key, "sent as 'authorization: Bearer KEY'");
+  app.add_option("--tls-ca", options.tls_ca, "use TLS, trusting the CA certificates in this PEM");
+  CLI::Option* tls_cert =
+      app.add_option("--tls-cert", options.tls_cert, "client certificate chain (PEM), mutual TLS")
+          ->needs("--tls-ca");
+  CLI::Option* tls_key = app.add_option("--tls-key", options.tls_key, "its private key (PEM)");
+  tls_cert->needs(tls_key);
+  tls_key->needs(tls_cert);
   app.add_option("--concurrency", options.concurrency,
                  "calls in flight (with --rate: at most this many)")
       ->capture_default_str()
@@ -543,12 +561,29 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
 
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!options.tls_ca.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    for (const auto& [path, flag, pem] :
+         {std::tuple{options.tls_ca, "--tls-ca", &ssl.pem_root_certs},
+          std::tuple{options.tls_cert, "--tls-cert", &ssl.pem_cert_chain},
+          std::tuple{options.tls_key, "--tls-key", &ssl.pem_private_key}}) {
+      if (path.empty()) continue;
+      std::ifstream in(path, std::ios::binary);
+      if (!in) {
+        std::fprintf(stderr, "hgrn2-loadgen: %s %s: cannot read it\n", flag, path.c_str());
+        return kExitUsage;
+      }
+      pem->assign(std::istreambuf_iterator<char>(in), {});
+    }
+    credentials = grpc::SslCredentials(ssl);
+  }
   std::vector<std::unique_ptr<pb::Inference::Stub>> stubs;
   for (int i = 0; i < options.channels; ++i) {
     grpc::ChannelArguments args;
     args.SetInt("hgrn2.loadgen.channel", i);  // distinct arguments: a connection of its own
-    stubs.push_back(pb::Inference::NewStub(
-        grpc::CreateCustomChannel(options.addr, grpc::InsecureChannelCredentials(), args)));
+    stubs.push_back(
+        pb::Inference::NewStub(grpc::CreateCustomChannel(options.addr, credentials, args)));
   }
   pb::ModelInfo info;
   grpc::ClientContext info_context;
