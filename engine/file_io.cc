@@ -2,6 +2,7 @@
 #include "engine/file_io.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,8 +12,15 @@
 namespace hgrn2 {
 
 absl::StatusOr<std::string> ReadFileToString(const std::filesystem::path& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever (reads of a regular
+  // file never block on it).
+  const int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat(path.string(), ": cannot open"));
+  struct stat info;
+  if (fstat(fd, &info) == 0 && !S_ISREG(info.st_mode) && !S_ISDIR(info.st_mode)) {
+    close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not a regular file"));
+  }
   std::string text;
   char buffer[1 << 16];
   while (true) {

@@ -253,7 +253,8 @@ struct WeightFile::MappedFile {
   static absl::StatusOr<std::unique_ptr<MappedFile>> Map(const std::filesystem::path& path) {
     auto mapped = std::make_unique<MappedFile>();
     mapped->path = path.string();
-    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: a FIFO is refused below instead of waiting for a writer forever.
+    const int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat(mapped->path, ": cannot open"));
     struct stat info;
     if (fstat(fd, &info) != 0) {
