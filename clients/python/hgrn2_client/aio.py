@@ -10,7 +10,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from . import _convert
-from ._channel import TlsOption, metadata, open_channel
+from ._channel import PathLike, TlsOption, metadata, open_channel
 from ._proto import inference_pb2 as pb
 from ._proto import inference_pb2_grpc as pb_grpc
 from ._proto import sessions_pb2 as spb
@@ -37,8 +37,12 @@ class AsyncClient:
         api_key: str | None = None,
         tls: TlsOption = None,
         timeout: float | None = None,
+        *,
+        tls_ca: PathLike | None = None,
+        tls_cert: PathLike | None = None,
+        tls_key: PathLike | None = None,
     ) -> None:
-        self._channel = open_channel(grpc.aio, addr, tls)
+        self._channel = open_channel(grpc.aio, addr, tls, tls_ca, tls_cert, tls_key)
         self._metadata = metadata(api_key)
         self._timeout = timeout
         self._inference = pb_grpc.InferenceStub(self._channel)  # type: ignore[no-untyped-call]

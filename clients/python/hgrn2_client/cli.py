@@ -40,7 +40,7 @@ def _bias(text: str) -> tuple[int, float]:
 
 
 def _add_common(parser: argparse.ArgumentParser, top: bool) -> None:
-    """--addr, --timeout, --api-key, --tls; on subcommands too (defaults only at the top)."""
+    """--addr, --timeout, --api-key, --tls*; on subcommands too (defaults only at the top)."""
     default: Callable[[Any], Any] = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)
     parser.add_argument(
         "--addr",
@@ -54,6 +54,13 @@ def _add_common(parser: argparse.ArgumentParser, top: bool) -> None:
         help="sent as 'authorization: Bearer KEY' (env HGRN2_API_KEY)",
     )
     parser.add_argument("--tls", action="store_true", default=default(False), help="use TLS")
+    parser.add_argument(
+        "--tls-ca", default=default(None), help="use TLS, trusting the CA certificates in this PEM"
+    )
+    parser.add_argument(
+        "--tls-cert", default=default(None), help="client certificate chain (PEM), mutual TLS"
+    )
+    parser.add_argument("--tls-key", default=default(None), help="private key (PEM) of --tls-cert")
 
 
 def _add_sampling(parser: argparse.ArgumentParser) -> None:
@@ -276,8 +283,24 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs `hgrn2`; gRPC errors print one line and return 1."""
     args = parser().parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print(f"{PROG}: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
     try:
-        with Client(args.addr, api_key=args.api_key, tls=args.tls or None, timeout=args.timeout) as client:
+        client = Client(
+            args.addr,
+            api_key=args.api_key,
+            tls=args.tls or None,
+            timeout=args.timeout,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
+    except ValueError as e:  # a certificate or key file that cannot be read
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    try:
+        with client:
             return int(args.run(client, args))
     except Hgrn2Error as e:
         print(f"{PROG}: {e}", file=sys.stderr)

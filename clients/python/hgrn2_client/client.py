@@ -10,7 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from . import _convert
-from ._channel import TlsOption, metadata, open_channel
+from ._channel import PathLike, TlsOption, metadata, open_channel
 from ._proto import inference_pb2 as pb
 from ._proto import inference_pb2_grpc as pb_grpc
 from ._proto import sessions_pb2 as spb
@@ -35,6 +35,10 @@ class Client:
         tls: None/False for plaintext, True for TLS with the system's roots, or your own
             ``grpc.ChannelCredentials``.
         timeout: seconds for each call (a stream: the whole stream); None: no deadline.
+        tls_ca: a PEM file of the CA certificates that sign the server's certificate (turns TLS
+            on; the system's roots otherwise).
+        tls_cert, tls_key: a PEM client certificate chain and its private key, for a server that
+            requires client certificates (mutual TLS; turns TLS on).
 
     Every method raises :class:`~hgrn2_client.errors.Hgrn2Error` (a subclass by status code) when
     the call fails.
@@ -46,8 +50,12 @@ class Client:
         api_key: str | None = None,
         tls: TlsOption = None,
         timeout: float | None = None,
+        *,
+        tls_ca: PathLike | None = None,
+        tls_cert: PathLike | None = None,
+        tls_key: PathLike | None = None,
     ) -> None:
-        self._channel = open_channel(grpc, addr, tls)
+        self._channel = open_channel(grpc, addr, tls, tls_ca, tls_cert, tls_key)
         self._metadata = metadata(api_key)
         self._timeout = timeout
         self._inference = pb_grpc.InferenceStub(self._channel)  # type: ignore[no-untyped-call]

@@ -25,13 +25,14 @@ DEMO = REPO / "models/hgrn2-demo"
 
 
 class Server:
-    """One hgrn2-server on 127.0.0.1 (a port it picks) and the CPU; stopped with SIGTERM."""
+    """One hgrn2-server on 127.0.0.1 (a port it picks) and the CPU, with any extra flags; stopped
+    with SIGTERM."""
 
-    def __init__(self, model: Path, log: Path) -> None:
+    def __init__(self, model: Path, log: Path, *extra_args: str) -> None:
         self._log = log.open("w+")
         self.process = subprocess.Popen(
             [SERVER, "--model", str(model), "--host", "127.0.0.1", "--port", "0",
-             "--device", "cpu", "--metrics-port", "0", "--max-running", "8"],
+             "--device", "cpu", "--metrics-port", "0", "--max-running", "8", *extra_args],
             stderr=self._log,
         )
         self.addr = self._wait_serving(log)
