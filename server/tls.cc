@@ -141,11 +141,14 @@ absl::StatusOr<std::string> CheckIdentity(absl::string_view certificate_chain_pe
   if (!chain.ok()) return chain.status();
   ERR_clear_error();
   BioPtr key_bio = MemoryBio(private_key_pem);
-  KeyPtr key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+  // No passphrase: OpenSSL's default would ask for one on the terminal, and gRPC cannot use an
+  // encrypted key either.
+  pem_password_cb* no_passphrase = [](char*, int, int, void*) { return 0; };
+  KeyPtr key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, no_passphrase, nullptr));
   if (key == nullptr) {
     // OpenSSL's reason only: nothing of the key's text goes into a message.
-    return absl::InvalidArgumentError(
-        absl::StrCat("no usable PEM private key (", OpenSslReason(), ")"));
+    return absl::InvalidArgumentError(absl::StrCat("no usable PEM private key (", OpenSslReason(),
+                                                   "; an encrypted key is not supported)"));
   }
   X509* leaf = (*chain)[0].get();
   if (X509_check_private_key(leaf, key.get()) != 1) {

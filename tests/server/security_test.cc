@@ -261,6 +261,15 @@ TEST_F(SecurityTest, BadCertificatesFailTheStartAndTheChecksSayWhy) {
   EXPECT_THAT(*good, HasSubstr("hgrn2-test-ca-a"));
   const absl::StatusOr<std::string> no_key = CheckIdentity(pki_->Read("a", "server.pem"), "x");
   EXPECT_THAT(no_key.status().message(), HasSubstr("no usable PEM private key"));
+  const std::filesystem::path encrypted = testing::MakeTempDir() / "encrypted.key";
+  ASSERT_EQ(std::system(absl::StrCat("openssl pkey -in ", pki_->Path("a", "server.key"),
+                                     " -aes256 -passout pass:secret -out ", encrypted.string(),
+                                     " 2>/dev/null")
+                            .c_str()),
+            0);
+  const absl::StatusOr<std::string> locked =
+      CheckIdentity(pki_->Read("a", "server.pem"), ReadText(encrypted));
+  EXPECT_THAT(locked.status().message(), HasSubstr("an encrypted key is not supported"));
   EXPECT_EQ(CheckCaBundle(pki_->Read("a", "ca.pem") + pki_->Read("b", "ca.pem")).value_or(0), 2);
   EXPECT_FALSE(CheckCaBundle("").ok());
 }
