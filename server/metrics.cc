@@ -199,8 +199,9 @@ ServerMetrics::ServerMetrics()
                   .Add({});
   refused_calls_ = &prometheus::BuildCounter()
                         .Name("hgrn2_refused_calls_total")
-                        .Help("Calls refused by access control (API keys, tenant limits), by "
-                              "reason and tenant.")
+                        .Help(
+                            "Calls refused by access control (API keys, tenant limits), by "
+                            "reason and tenant.")
                         .Register(registry);
   model_info_ = &prometheus::BuildGauge()
                      .Name("hgrn2_model_info")

@@ -311,11 +311,11 @@ grpc::ServerUnaryReactor* SessionsService::GetSession(grpc::CallbackServerContex
   session::SessionKey key{admission->tenant(), request->session_id()};
   return new UnaryCall(parts_, "GetSession", key.id, *std::move(admission),
                        [this, key, response]() -> absl::Status {
-    absl::StatusOr<session::SessionRecord> record = parts_.sessions->Info(key);
-    if (!record.ok()) return record.status();
-    ToProto(*record, *response);
-    return absl::OkStatus();
-  });
+                         absl::StatusOr<session::SessionRecord> record = parts_.sessions->Info(key);
+                         if (!record.ok()) return record.status();
+                         ToProto(*record, *response);
+                         return absl::OkStatus();
+                       });
 }
 
 grpc::ServerUnaryReactor* SessionsService::DeleteSession(grpc::CallbackServerContext* context,
@@ -343,16 +343,16 @@ grpc::ServerUnaryReactor* SessionsService::ListSessions(grpc::CallbackServerCont
   }
   if (!parts_.calls->TryBegin()) return new RefusedUnary(parts_, "ListSessions", Unavailable());
   std::string tenant = admission->tenant();
-  return new UnaryCall(
-      parts_, "ListSessions", "", *std::move(admission),
-      [this, tenant = std::move(tenant), response]() -> absl::Status {
-        absl::StatusOr<std::vector<session::SessionRecord>> records = parts_.sessions->List(tenant);
-        if (!records.ok()) return records.status();
-        for (const session::SessionRecord& record : *records) {
-          ToProto(record, *response->add_sessions());
-        }
-        return absl::OkStatus();
-      });
+  return new UnaryCall(parts_, "ListSessions", "", *std::move(admission),
+                       [this, tenant = std::move(tenant), response]() -> absl::Status {
+                         absl::StatusOr<std::vector<session::SessionRecord>> records =
+                             parts_.sessions->List(tenant);
+                         if (!records.ok()) return records.status();
+                         for (const session::SessionRecord& record : *records) {
+                           ToProto(record, *response->add_sessions());
+                         }
+                         return absl::OkStatus();
+                       });
 }
 
 }  // namespace hgrn2::server
