@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # hgrn2-server with mutual TLS and API keys as a process, driven by hgrn2-cli (and hgrn2-loadgen):
-# the right client certificate and key get in, the wrong ones do not, health needs no key; SIGHUP
-# replaces the certificate (a client trusting only the new CA connects after it) and the keys;
-# a bad new pair or keys file is refused and the old ones keep serving. Certificates are made by
-# the openssl command. Needs HGRN2_SERVER, HGRN2_CLI, HGRN2_LOADGEN and HGRN2_TEST_DATA_DIR.
+# the right client certificate and key get in, the wrong ones do not, health and reflection need
+# no key; SIGHUP replaces the certificate (a client trusting only the new CA connects after it) and
+# the keys; a bad new pair or keys file is refused and the old ones keep serving. Certificates are
+# made by the openssl command. Needs HGRN2_SERVER, HGRN2_CLI, HGRN2_LOADGEN and HGRN2_TEST_DATA_DIR.
 set -uo pipefail
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -72,6 +72,8 @@ cli_as a a --api-key wrong-key info >/dev/null
 check "a wrong key: UNAUTHENTICATED, the key shown nowhere" $?
 [[ $(cli_as a a health) == SERVING ]]
 check "health needs no key" $?
+cli_as a a services | grep -q hgrn2.v1.Inference
+check "server reflection needs no key" $?
 cli_as a - --api-key first-key info >/dev/null
 [[ $? == 1 ]] && grep -q UNAVAILABLE "$scratch/cli.err"
 check "no client certificate: refused" $?
