@@ -18,7 +18,14 @@ namespace {
 // RTLD_DEEPBIND keeps libsentencepiece on its own protobuf. The sanitizers' runtimes refuse it;
 // sanitizer builds load the module without it (and so cannot use tokenizer.model in a process
 // that also loads libprotobuf).
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+// (gcc says so with __SANITIZE_*__, clang before 16 only through __has_feature).
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define HGRN2_SANITIZER_RUNTIME 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || \
+    defined(HGRN2_SANITIZER_RUNTIME)
 constexpr int kOpenFlags = RTLD_NOW | RTLD_LOCAL;
 #else
 constexpr int kOpenFlags = RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND;
