@@ -3,6 +3,7 @@
 #include <sys/time.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -13,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "engine/session/session_store.h"
 #include "engine/session/store_internal.h"
 #include "hiredis/hiredis.h"
@@ -250,7 +252,7 @@ class RedisSessionStore final : public SessionStore {
     for (size_t i = 0; i < commands.size(); ++i) {
       void* raw = nullptr;
       if (redisGetReply(context->get(), &raw) != REDIS_OK || raw == nullptr) {
-        return Broken(std::move(*context));
+        return Broken(std::move(*context), /*waited_for_reply=*/true);
       }
       replies.emplace_back(static_cast<redisReply*>(raw));
     }
@@ -332,9 +334,17 @@ class RedisSessionStore final : public SessionStore {
     room_.notify_one();
   }
 
-  absl::Status Broken(Context context) {
-    absl::Status status = absl::UnavailableError(Prefix(
-        context->err != 0 ? std::string(context->errstr) : std::string("connection failed")));
+  // waited_for_reply: hiredis reports a reply that did not come within the timeout as an I/O
+  // error with EAGAIN ("Resource temporarily unavailable"); that is said plainly instead.
+  absl::Status Broken(Context context, bool waited_for_reply = false) {
+    const int error_number = errno;
+    std::string why =
+        context->err != 0 ? std::string(context->errstr) : std::string("connection failed");
+    if (waited_for_reply && context->err == REDIS_ERR_IO &&
+        (error_number == EAGAIN || error_number == EWOULDBLOCK)) {
+      why = absl::StrCat("no reply within ", absl::FormatDuration(options_.redis_timeout));
+    }
+    absl::Status status = absl::UnavailableError(Prefix(why));
     context.reset();
     std::lock_guard<std::mutex> lock(mutex_);
     --open_;
