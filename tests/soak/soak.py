@@ -225,6 +225,8 @@ class Worker:
             ("session_abandoned", 3, self.session_abandoned),
             ("session_ops", 5, self.session_ops),
             ("import_garbage", 3, self.import_garbage),
+            ("session_race", 2, self.session_race),
+            ("fresh_connection", 3, self.fresh_connection),
         ]
 
     async def run(self, deadline: float) -> None:
@@ -472,6 +474,40 @@ class Worker:
             self.tally.add("session_delete", outcome, set(), details)
             if outcome == OK:
                 self.ledger.forget(copy_id)
+
+    async def session_race(self) -> None:
+        """Two saves of one id at once: each OK or ABORTED (not both ABORTED), and the session
+        holds what one of the successful ones saved."""
+        race_id = f"race-{self.index}"
+        requests, prompts = [], []
+        for _ in range(2):
+            prompt = random_ids(self.rng, self.model, 1, 16)
+            request = pb.GenerateRequest(max_new_tokens=self.rng.randint(1, 32), ignore_eos=True,
+                                         save_session_as=race_id)
+            request.token_ids.ids.extend(prompt)
+            requests.append(request)
+            prompts.append(prompt)
+        results = await asyncio.gather(*(stream_generate(self.inference, r, 60) for r in requests))
+        for outcome, details, _, _ in results:
+            self.tally.add("session_race", outcome, {"ABORTED"}, details)
+        saved = {len(p) + len(tokens[0]) for p, (outcome, _, tokens, _) in zip(prompts, results)
+                 if outcome == OK}
+        if not saved:
+            self.tally.add("session_race_result", "BOTH_ABORTED", set(), "neither save succeeded")
+            return
+        outcome, details, info = await unary(
+            self.sessions.GetSession(spb.GetSessionRequest(session_id=race_id), timeout=30))
+        if outcome == OK and info.num_tokens not in saved:
+            outcome, details = "WRONG_INFO", f"num_tokens {info.num_tokens}, saved {sorted(saved)}"
+        self.tally.add("session_race_result", outcome, set(), details)
+
+    async def fresh_connection(self) -> None:
+        """A request on a channel of its own, closed afterwards: connection churn."""
+        async with channel(self.args.addr) as ch:
+            request = pb.GenerateRequest(max_new_tokens=self.rng.randint(1, 8))
+            self.prompt(request)
+            outcome, details, _, _ = await stream_generate(pb_grpc.InferenceStub(ch), request, 60)
+        self.tally.add("fresh_connection", outcome, set(), details)
 
     async def import_garbage(self) -> None:
         """Snapshots that are not: random bytes, a real one truncated, one with a flipped byte."""
