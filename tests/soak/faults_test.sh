@@ -50,11 +50,11 @@ kill_during_saves() {
     start_server "$scratch/kill$round.log" --model "$tiny" --metrics-port 0 --session-store dir \
       --session-dir "$sessions" || { check "hgrn2-server starts on the session folder" 1; finish; }
     "$python" "$driver" save-storm --addr "$server_addr" --ledger "$ledger" --concurrency 4 \
-      --duration 120 --seed "$round" >"$scratch/storm$round.log" 2>&1 &
+      --duration 300 --seed "$round" >"$scratch/storm$round.log" 2>&1 &
     storm=$!
     # Kill once this round has added a number of acknowledged saves that differs per round.
     want=$(($(lines "$ledger") + 20 * round + 7))
-    for ((i = 0; i < 600 && $(lines "$ledger") < want; i++)); do sleep 0.05; done
+    for ((i = 0; i < 2400 && $(lines "$ledger") < want; i++)); do sleep 0.05; done
     kill -KILL "$server_pid"
     wait "$server_pid" 2>/dev/null
     temps_seen=$((temps_seen + $(find "$sessions" -name '.*' -type f | wc -l)))
