@@ -233,6 +233,29 @@ TEST_F(SecurityTest, ReloadReplacesTheCertificateAndKeepsTheOldOneWhenTheNewIsBa
   EXPECT_FALSE(Info(Channel(pki_->Credentials("a"))).ok());
 }
 
+// Reload also replaces the client CA: certificates of the new one get in, of the old one not.
+TEST_F(SecurityTest, ReloadReplacesTheClientCa) {
+  const std::filesystem::path client_ca = testing::MakeTempDir() / "client-ca.pem";
+  WriteText(client_ca, pki_->Read("a", "ca.pem"));
+  ServerOptions options = TlsOptionsOf("a");
+  options.tls.client_ca_file = client_ca.string();
+  StartServer(options);
+  ASSERT_TRUE(Info(Channel(pki_->Credentials("a", "a"))).ok());
+  ASSERT_FALSE(Info(Channel(pki_->Credentials("a", "b"))).ok());
+
+  WriteText(client_ca, pki_->Read("b", "ca.pem"));
+  ASSERT_TRUE(server_->Reload().ok());
+  EXPECT_TRUE(
+      AnswersWithin([&] { return Channel(pki_->Credentials("a", "b")); }, absl::Seconds(10)));
+  EXPECT_FALSE(Info(Channel(pki_->Credentials("a", "a"))).ok());
+
+  WriteText(client_ca, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n");
+  const absl::Status bad = server_->Reload();
+  EXPECT_TRUE(absl::IsInvalidArgument(bad)) << bad;
+  EXPECT_THAT(bad.message(), HasSubstr("--tls-client-ca"));
+  EXPECT_TRUE(Info(Channel(pki_->Credentials("a", "b"))).ok());
+}
+
 // Bad files fail the start, naming the flag; the checks themselves.
 TEST_F(SecurityTest, BadCertificatesFailTheStartAndTheChecksSayWhy) {
   ServerOptions mismatched = TlsOptionsOf("a");
