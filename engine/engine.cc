@@ -33,7 +33,7 @@ StreamUpdate GenerationStream::TakeLocked() {
 
 StreamUpdate GenerationStream::Next() {
   std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait(lock, [&] { return !unread_.empty() || end_.has_value(); });
+  changed_.wait(lock, [&] { return end_reported_ || (!end_ && !unread_.empty()); });
   return TakeLocked();
 }
 
@@ -44,12 +44,13 @@ StreamUpdate GenerationStream::Poll() {
 
 StreamUpdate GenerationStream::Wait() {
   std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait(lock, [&] { return end_.has_value(); });
+  changed_.wait(lock, [&] { return end_reported_; });
   return TakeLocked();
 }
 
 void GenerationStream::Deliver(absl::Span<const SampledToken> tokens,
                                std::optional<GenerationEnd> end) {
+  const bool ends = end.has_value();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     unread_.insert(unread_.end(), tokens.begin(), tokens.end());
@@ -58,11 +59,19 @@ void GenerationStream::Deliver(absl::Span<const SampledToken> tokens,
   changed_.notify_all();
   // Outside the lock: the callback may Poll().
   if (on_update_) on_update_();
+  if (!ends) return;
+  // Only now may Wait() return: a caller that frees what on_update uses once it has the end
+  // would otherwise free it under the running callback.
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    end_reported_ = true;
+  }
+  changed_.notify_all();
 }
 
 absl::StatusOr<ScoreResult> PendingScore::Wait() {
   std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait(lock, [&] { return result_.has_value(); });
+  changed_.wait(lock, [&] { return done_reported_; });
   return *result_;
 }
 
@@ -78,6 +87,11 @@ void PendingScore::Finish(absl::StatusOr<ScoreResult> result) {
   }
   changed_.notify_all();
   if (on_done_) on_done_();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    done_reported_ = true;
+  }
+  changed_.notify_all();
 }
 
 absl::Status EngineOptions::Validate() const {

@@ -120,11 +120,16 @@ class GenerationStream : public RequestHandle {
   GenerationStream(RequestId id, std::function<void()> on_update)
       : RequestHandle(id), on_update_(std::move(on_update)) {}
 
-  // Blocks until there is an unread token or the end.
+  // Blocks until there is an unread token or the end. An update with the end comes only once
+  // on_update has returned from the call that reported it (as from Wait()).
   StreamUpdate Next();
-  // Returns at once with whatever there is (perhaps nothing).
+  // Returns at once with whatever there is (perhaps nothing). The end may be seen here while
+  // on_update is still running (on_update itself polls): call Wait() before freeing what
+  // on_update uses.
   StreamUpdate Poll();
-  // Blocks until the end; returns every unread token and the end.
+  // Blocks until the end and until on_update has returned from the call that reported it;
+  // returns every unread token and the end. Afterwards the scheduler no longer touches anything
+  // on_update uses. Not from inside on_update.
   StreamUpdate Wait();
 
   // The scheduler's side: appends tokens and, with `end`, ends the stream, then calls on_update.
@@ -139,6 +144,7 @@ class GenerationStream : public RequestHandle {
   std::condition_variable changed_;
   std::vector<SampledToken> unread_;
   std::optional<GenerationEnd> end_;
+  bool end_reported_ = false;  // end_ is set and on_update has returned from reporting it
 };
 
 struct ScoreRequest {
@@ -174,9 +180,9 @@ class PendingScore : public RequestHandle {
   PendingScore(RequestId id, std::function<void()> on_done)
       : RequestHandle(id), on_done_(std::move(on_done)) {}
 
-  // Blocks until the result is there.
+  // Blocks until the result is there and on_done has returned. Not from inside on_done.
   absl::StatusOr<ScoreResult> Wait();
-  // The result if it is there.
+  // The result if it is there (on_done may still be running).
   std::optional<absl::StatusOr<ScoreResult>> Poll();
 
   // The scheduler's side (scheduler thread only, once).
@@ -187,6 +193,7 @@ class PendingScore : public RequestHandle {
   std::mutex mutex_;
   std::condition_variable changed_;
   std::optional<absl::StatusOr<ScoreResult>> result_;
+  bool done_reported_ = false;  // result_ is set and on_done has returned
 };
 
 // One iteration of the scheduler that ran the model, for metrics.

@@ -793,6 +793,94 @@ TEST(Engine, StopEndsEveryOutstandingRequestAndRefusesNewOnes) {
   EXPECT_EQ(fixture.engine->Stats().free_slots, 2);
 }
 
+// An on_update or on_done that, on its `nth` call, blocks until Release(). Its state is shared
+// with the function given to the engine, so a call still running after the test let go of it
+// touches nothing freed.
+class BlockingCallback {
+ public:
+  explicit BlockingCallback(int nth) : state_(std::make_shared<State>()) { state_->nth = nth; }
+
+  std::function<void()> Function() const {
+    return [state = state_] {
+      if (++state->calls != state->nth) return;
+      state->blocked.set_value();
+      state->released_future.wait();
+      state->returned = true;
+    };
+  }
+  void WaitUntilBlocked() const { state_->blocked.get_future().wait(); }
+  void Release() const {
+    std::call_once(state_->release_once, [&] { state_->released.set_value(); });
+  }
+  bool returned() const { return state_->returned; }
+
+ private:
+  struct State {
+    int nth = 0;
+    std::atomic<int> calls{0};
+    std::promise<void> blocked;
+    std::promise<void> released;
+    std::shared_future<void> released_future = released.get_future().share();
+    std::once_flag release_once;
+    std::atomic<bool> returned{false};
+  };
+  std::shared_ptr<State> state_;
+};
+
+// A reader that has the end frees what the callbacks use (tools/bench/scenarios.cc freed a
+// request's timeline, and AddressSanitizer caught the end's on_update writing into it): Wait(),
+// and Next() when it returns the end, come only after the callback that reported the end has
+// returned, and so does PendingScore::Wait() after on_done.
+TEST(Engine, WaitAndNextReturnTheEndOnlyAfterItsCallbackReturned) {
+  Fixture fixture("tiny-a", EngineOptions{});
+  ASSERT_NE(fixture.engine, nullptr);
+  constexpr auto kLongEnoughToReturn = std::chrono::milliseconds(300);
+  for (const bool use_next : {false, true}) {
+    SCOPED_TRACE(use_next ? "Next" : "Wait");
+    // Each decode step delivers one token, so the third update of three tokens is the end.
+    const BlockingCallback callback(3);
+    GenerationRequest request;
+    request.prompt = {5, 6, 7};
+    request.stopping.max_new_tokens = 3;
+    request.stopping.ignore_eos = true;
+    request.on_update = callback.Function();
+    std::shared_ptr<GenerationStream> stream = fixture.Submit(request);
+    ASSERT_NE(stream, nullptr);
+    std::future<bool> reader = std::async(std::launch::async, [&] {
+      if (use_next) {
+        while (!stream->Next().end) {
+        }
+      } else {
+        stream->Wait();
+      }
+      return callback.returned();
+    });
+    absl::Cleanup release = [&] { callback.Release(); };  // before `reader` waits, on any exit
+    callback.WaitUntilBlocked();
+    EXPECT_EQ(reader.wait_for(kLongEnoughToReturn), std::future_status::timeout)
+        << "the end was read while its on_update was still running";
+    callback.Release();
+    EXPECT_TRUE(reader.get());
+  }
+
+  const BlockingCallback callback(1);
+  ScoreRequest request;
+  request.tokens = {5, 6, 7};
+  request.on_done = callback.Function();
+  absl::StatusOr<std::shared_ptr<PendingScore>> pending = fixture.engine->Score(request);
+  ASSERT_TRUE(pending.ok()) << pending.status();
+  std::future<bool> reader = std::async(std::launch::async, [&] {
+    EXPECT_TRUE((*pending)->Wait().ok());
+    return callback.returned();
+  });
+  absl::Cleanup release = [&] { callback.Release(); };
+  callback.WaitUntilBlocked();
+  EXPECT_EQ(reader.wait_for(kLongEnoughToReturn), std::future_status::timeout)
+      << "the result was read while on_done was still running";
+  callback.Release();
+  EXPECT_TRUE(reader.get());
+}
+
 TEST(Engine, BadRequestsAreRefusedAtSubmissionNamingTheProblem) {
   EngineOptions options;
   options.max_prompt_tokens = 100;
