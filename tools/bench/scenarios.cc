@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/forward_pass.h"
@@ -108,6 +109,18 @@ LatencySummary Summarize(std::vector<double> seconds) {
 
 namespace {
 
+// The engine's counters once it has nothing left to run. They are published at the end of each
+// iteration, after its streams were delivered to: read just after the last stream ended, they
+// may predate that stream's last tokens.
+EngineStats StatsOnceIdle(const Engine& engine) {
+  EngineStats stats = engine.Stats();
+  for (int i = 0; i < 10000 && stats.queued + stats.running + stats.swapped > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    stats = engine.Stats();
+  }
+  return stats;
+}
+
 // The closed loop of MixedScenario::concurrency: the calling thread keeps that many requests in
 // flight, woken by their on_update callbacks.
 absl::StatusOr<MixedResult> RunClosedLoop(Engine& engine, const MixedScenario& scenario) {
@@ -162,6 +175,14 @@ absl::StatusOr<MixedResult> RunClosedLoop(Engine& engine, const MixedScenario& s
       window_start + std::chrono::duration_cast<Clock::duration>(
                          std::chrono::duration<double>(scenario.duration_seconds));
   std::vector<InFlight> in_flight;
+  // The callbacks use this frame (wake_mutex, wake, woken, the timelines): on every way out, each
+  // stream ends and its last on_update returns (Wait) before they go.
+  absl::Cleanup end_in_flight = [&in_flight] {
+    for (InFlight& request : in_flight) {
+      request.stream->Cancel();
+      request.stream->Wait();
+    }
+  };
   for (int32_t i = 0; i < scenario.concurrency; ++i) {
     HGRN2_ASSIGN_OR_RETURN(InFlight next, submit());
     in_flight.push_back(std::move(next));
@@ -187,6 +208,9 @@ absl::StatusOr<MixedResult> RunClosedLoop(Engine& engine, const MixedScenario& s
       StreamUpdate update = request.stream->Poll();
       request.generated += static_cast<int64_t>(update.tokens.size());
       if (!update.end) continue;
+      // Poll can see the end before the callback that reports it has stamped its time and
+      // returned; Wait returns after it, and then the InFlight may be replaced.
+      request.stream->Wait();
       Timeline& timeline = *request.timeline;
       const bool measured = timeline.arrival >= window_start && timeline.arrival < window_end;
       if (!update.end->status.ok()) {
@@ -214,7 +238,7 @@ absl::StatusOr<MixedResult> RunClosedLoop(Engine& engine, const MixedScenario& s
   result.time_to_first_token = Summarize(std::move(ttft));
   result.inter_token = Summarize(std::move(itl));
   result.end_to_end = Summarize(std::move(e2e));
-  result.engine = engine.Stats();
+  result.engine = StatsOnceIdle(engine);
   return result;
 }
 
@@ -300,7 +324,7 @@ absl::StatusOr<MixedResult> RunMixedScenario(Engine& engine, const MixedScenario
   result.time_to_first_token = Summarize(std::move(ttft));
   result.inter_token = Summarize(std::move(itl));
   result.end_to_end = Summarize(std::move(e2e));
-  result.engine = engine.Stats();
+  result.engine = StatsOnceIdle(engine);
   return result;
 }
 
