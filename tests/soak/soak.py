@@ -230,6 +230,12 @@ class Worker:
         ]
 
     async def run(self, deadline: float) -> None:
+        if self.args.only:
+            wanted = set(self.args.only.split(","))
+            unknown = wanted - {k[0] for k in self.kinds}
+            if unknown:
+                raise SystemExit(f"--only: no request kind {', '.join(sorted(unknown))}")
+            self.kinds = [k for k in self.kinds if k[0] in wanted]
         weights = [w for _, w, _ in self.kinds]
         while now() < deadline:
             name, _, action = self.rng.choices(self.kinds, weights)[0]
@@ -841,6 +847,8 @@ def main() -> int:
                       help="share of --duration before resident memory must stay flat")
     load.add_argument("--rss-tolerance", type=float, default=0.05,
                       help="largest allowed growth of resident memory after warm-up")
+    load.add_argument("--only", help="comma-separated request kinds to send (default: all), "
+                      "e.g. generate,fresh_connection, to find which one grows memory")
     load.add_argument("--watchdog", type=float, default=180,
                       help="seconds one request may take before it counts as HUNG")
     storm = sub.add_parser("save-storm", parents=[common], help="chained saves until stopped")

@@ -10,6 +10,7 @@
 # Needs HGRN2_SERVER, HGRN2_CLI, HGRN2_TEST_DATA_DIR and HGRN2_PYTHON (a python with
 # hgrn2_client: build/venv from scripts/install-python; missing: exit 77, skipped).
 # SOAK_OUT: a folder for soak.json and the server's log (default: the scratch folder, removed).
+# SOAK_ONLY: request kinds to send (soak.py load --only), e.g. to find which one grows memory.
 set -uo pipefail
 # shellcheck source=../server/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../server/common.sh"
@@ -30,6 +31,7 @@ server_args=(--model "$model" --max-running 16 --prefix-cache-bytes $((32 << 20)
   --session-store "memory,dir" --session-memory-bytes $((8 << 20)) --session-dir "$scratch/sessions"
   --max-prompt-tokens 4096)
 
+: >"$scratch/ledger.jsonl"
 metrics_port=$(free_port)
 start_server "$out/server.log" "${server_args[@]}" --metrics-port "$metrics_port" ||
   { check "hgrn2-server starts" 1; finish; }
@@ -37,7 +39,8 @@ echo "soak: $seconds s of load on $server_addr (pid $server_pid), the report in 
 "$python" "$driver" load --addr "$server_addr" --pid "$server_pid" \
   --metrics "http://127.0.0.1:$metrics_port/metrics" --duration "$seconds" \
   --rss-tolerance "${SOAK_RSS_TOLERANCE:-0.05}" --concurrency "${SOAK_CONCURRENCY:-8}" \
-  --seed "${SOAK_SEED:-1}" --ledger "$scratch/ledger.jsonl" --json "$out/soak.json"
+  --seed "${SOAK_SEED:-1}" --ledger "$scratch/ledger.jsonl" --json "$out/soak.json" \
+  ${SOAK_ONLY:+--only "$SOAK_ONLY"}
 check "the soak load passes its checks" $?
 kill -0 "$server_pid" 2>/dev/null
 check "the server is still running" $?
