@@ -118,7 +118,8 @@ class Tally:
     """Outcomes by request kind and gRPC code, and which of them the kind allows."""
 
     def __init__(self) -> None:
-        self.by_kind: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        self.by_kind: dict[str, collections.Counter[str]] = collections.defaultdict(
+            collections.Counter)
         self.unexpected: list[dict[str, str]] = []
         self.unexpected_count = 0
         self.expected_errors: collections.Counter[str] = collections.Counter()
@@ -149,7 +150,8 @@ def code_of(error: grpc.aio.AioRpcError) -> str:
 
 async def stream_generate(stub: pb_grpc.InferenceStub, request: pb.GenerateRequest,
                           timeout: float | None, read_delay: float = 0.0,
-                          cancel_after: int | None = None) -> tuple[str, str, dict[int, list[int]], bool]:
+                          cancel_after: int | None = None
+                          ) -> tuple[str, str, dict[int, list[int]], bool]:
     """Runs one Generate: (outcome, details, tokens by sample index, last message seen).
 
     read_delay: seconds slept after each message (a slow reader). cancel_after: messages read
@@ -199,7 +201,8 @@ class Worker:
     """One load loop: picks a request kind at random until the deadline."""
 
     def __init__(self, index: int, args: argparse.Namespace, model: Model, inference: Any,
-                 sessions: Any, tally: Tally, ledger: Ledger, exact: collections.Counter[str]) -> None:
+                 sessions: Any, tally: Tally, ledger: Ledger,
+                 exact: collections.Counter[str]) -> None:
         self.index = index
         self.args = args
         self.model = model
@@ -333,6 +336,10 @@ class Worker:
         """(name, request, the code it must get); built fresh so each draws new values."""
         limits, vocab = self.model.limits, self.model.vocab
         ids = random_ids(self.rng, self.model, 1, 8)
+        missing = "missing-%d" % self.rng.randrange(1 << 30)
+        bias = pb.SamplingParams(logit_bias={vocab + 5: 1.0})
+        stops = ["s%d" % i for i in range(limits.max_stop_strings + 1)]
+        long_prompt = pb.TokenIds(ids=[5] * (limits.max_prompt_tokens + 1))
 
         def gen(**fields: Any) -> pb.GenerateRequest:
             request = pb.GenerateRequest(**fields)
@@ -350,25 +357,25 @@ class Worker:
             ("temperature_negative", gen(sampling=pb.SamplingParams(temperature=-1)), bad),
             ("temperature_nan", gen(sampling=pb.SamplingParams(temperature=float("nan"))), bad),
             ("repetition_penalty_0", gen(sampling=pb.SamplingParams(repetition_penalty=0)), bad),
-            ("logit_bias_out_of_vocab", gen(sampling=pb.SamplingParams(logit_bias={vocab + 5: 1.0})), bad),
+            ("logit_bias_out_of_vocab", gen(sampling=bias), bad),
             ("max_new_tokens_over", gen(max_new_tokens=limits.max_new_tokens + 1), bad),
             ("logprobs_over", gen(logprobs=limits.max_logprobs + 1), bad),
             ("n_over", gen(n=limits.max_n + 1), bad),
-            ("too_many_stops", gen(stop=["s%d" % i for i in range(limits.max_stop_strings + 1)]), bad),
+            ("too_many_stops", gen(stop=stops), bad),
             ("stop_too_long", gen(stop=["x" * (limits.max_stop_string_bytes + 1)]), bad),
-            ("prompt_over", gen(token_ids=pb.TokenIds(ids=[5] * (limits.max_prompt_tokens + 1))), bad),
+            ("prompt_over", gen(token_ids=long_prompt), bad),
             ("session_dotdot", gen(session_id="../etc/passwd"), bad),
             ("session_too_long", gen(session_id="s" * 200), bad),
             ("save_hidden", gen(save_session_as=".hidden"), bad),
             ("save_slash", gen(save_session_as="a/b"), bad),
             ("save_with_n", gen(n=2, save_session_as="never-%d" % self.index), bad),
-            ("session_missing", gen(session_id="missing-%d" % self.rng.randrange(1 << 30)), "NOT_FOUND"),
+            ("session_missing", gen(session_id=missing), "NOT_FOUND"),
             ("score_nothing", pb.ScoreRequest(continuation_ids=pb.TokenIds(ids=[7])), bad),
             ("score_no_continuation", pb.ScoreRequest(context_ids=pb.TokenIds(ids=ids)), bad),
             ("detokenize_out_of_vocab", pb.DetokenizeRequest(token_ids=[vocab + 1]), bad),
             ("get_bad_id", spb.GetSessionRequest(session_id="bad id"), bad),
-            ("get_missing", spb.GetSessionRequest(session_id="missing-%d" % self.rng.randrange(1 << 30)), "NOT_FOUND"),
-            ("delete_missing", spb.DeleteSessionRequest(session_id="missing-%d" % self.rng.randrange(1 << 30)), "NOT_FOUND"),
+            ("get_missing", spb.GetSessionRequest(session_id=missing), "NOT_FOUND"),
+            ("delete_missing", spb.DeleteSessionRequest(session_id=missing), "NOT_FOUND"),
             ("export_bad_id", spb.ExportSessionRequest(session_id="."), bad),
         ]
 
@@ -446,20 +453,33 @@ class Worker:
             outcome, details, _, _ = await stream_generate(
                 self.inference, request, self.rng.uniform(0.02, 0.3))
         self.tally.add("session_abandoned", outcome, {CLIENT_CANCEL, "DEADLINE_EXCEEDED"}, details)
+        # The abandoned call must release its id: a short save to it succeeds once the server
+        # has seen the cancel (ABORTED until then, for at most a few seconds).
+        retry = pb.GenerateRequest(max_new_tokens=1, save_session_as=request.save_session_as)
+        retry.token_ids.ids.append(5)
+        for _ in range(50):
+            outcome, details, _, _ = await stream_generate(self.inference, retry, 30)
+            if outcome != "ABORTED":
+                break
+            await asyncio.sleep(0.1)
+        self.tally.add("session_abandoned_reuse", outcome, set(), details)
 
     async def session_ops(self) -> None:
         r = self.rng.random()
         if r < 0.3:
-            outcome, details, _ = await unary(self.sessions.ListSessions(spb.ListSessionsRequest(), timeout=30))
+            outcome, details, _ = await unary(
+                self.sessions.ListSessions(spb.ListSessionsRequest(), timeout=30))
             self.tally.add("session_list", outcome, set(), details)
             return
         if not self.session_id or self.session_id not in self.ledger.sessions:
             return
         if r < 0.6:
             outcome, details, info = await unary(
-                self.sessions.GetSession(spb.GetSessionRequest(session_id=self.session_id), timeout=30))
+                self.sessions.GetSession(spb.GetSessionRequest(session_id=self.session_id),
+                                         timeout=30))
             if outcome == OK and info.num_tokens != len(self.history):
-                outcome, details = "WRONG_INFO", f"num_tokens {info.num_tokens}, saved {len(self.history)}"
+                outcome = "WRONG_INFO"
+                details = f"num_tokens {info.num_tokens}, saved {len(self.history)}"
             self.tally.add("session_get", outcome, set(), details)
             return
         # Export this conversation and import it under another id; sometimes delete the copy.
@@ -476,7 +496,8 @@ class Worker:
         self.ledger.ack(copy_id, self.history)
         if self.rng.random() < 0.3:
             outcome, details, _ = await unary(
-                self.sessions.DeleteSession(spb.DeleteSessionRequest(session_id=copy_id), timeout=30))
+                self.sessions.DeleteSession(spb.DeleteSessionRequest(session_id=copy_id),
+                                            timeout=30))
             self.tally.add("session_delete", outcome, set(), details)
             if outcome == OK:
                 self.ledger.forget(copy_id)
@@ -630,7 +651,7 @@ async def wait_idle(url: str, seconds: float) -> dict[str, float]:
         await asyncio.sleep(0.2)
 
 
-# --- sessions at the end ---------------------------------------------------------------------------
+# --- sessions at the end -------------------------------------------------------------------------
 
 async def verify_sessions(inference: Any, sessions: Any, ledger: Ledger, exact: int,
                           tally: Tally, seed: int) -> dict[str, Any]:
@@ -674,7 +695,8 @@ async def verify_sessions(inference: Any, sessions: Any, ledger: Ledger, exact: 
                 wrong.append(f"{session_id}: resumed {tokens[0]}, whole history {expected.get(0)} "
                              f"({outcome} {details})")
     listed_bad: list[str] = []
-    outcome, details, listed = await unary(sessions.ListSessions(spb.ListSessionsRequest(), timeout=60))
+    outcome, details, listed = await unary(
+        sessions.ListSessions(spb.ListSessionsRequest(), timeout=60))
     listed_ids = [s.session_id for s in listed.sessions] if listed else []
     if outcome != OK:
         listed_bad.append(f"ListSessions {outcome} {details}")
@@ -827,7 +849,8 @@ def print_summary(result: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--addr", required=True, help="the server, host:port")

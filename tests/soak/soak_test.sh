@@ -4,9 +4,10 @@
 # cancellations, deadlines, slow readers, malformed requests, garbage snapshot imports, session
 # saves, resumes, exports and imports. It passes when no request got a code its kind does not
 # allow, no request hung, the server is idle again afterwards (no running or queued sequence,
-# state slot or stream left), resident memory after the first third stayed within
-# SOAK_RSS_TOLERANCE (default 0.05), and every acknowledged session save loads with its token
-# count, both on that server and on a new one started on the same folder after SIGTERM.
+# state slot or stream left), resident memory after the warm-up (SOAK_WARMUP_FRACTION of the
+# load, default the first third) stayed within SOAK_RSS_TOLERANCE (default 0.05), and every
+# acknowledged session save loads with its token count, both on that server and on a new one
+# started on the same folder after SIGTERM.
 # Needs HGRN2_SERVER, HGRN2_CLI, HGRN2_TEST_DATA_DIR and HGRN2_PYTHON (a python with
 # hgrn2_client: build/venv from scripts/install-python; missing: exit 77, skipped).
 # SOAK_OUT: a folder for soak.json and the server's log (default: the scratch folder, removed).
@@ -38,7 +39,8 @@ start_server "$out/server.log" "${server_args[@]}" --metrics-port "$metrics_port
 echo "soak: $seconds s of load on $server_addr (pid $server_pid), the report in $out/soak.json"
 "$python" "$driver" load --addr "$server_addr" --pid "$server_pid" \
   --metrics "http://127.0.0.1:$metrics_port/metrics" --duration "$seconds" \
-  --rss-tolerance "${SOAK_RSS_TOLERANCE:-0.05}" --concurrency "${SOAK_CONCURRENCY:-8}" \
+  --rss-tolerance "${SOAK_RSS_TOLERANCE:-0.05}" --warmup-fraction "${SOAK_WARMUP_FRACTION:-0.333}" \
+  --concurrency "${SOAK_CONCURRENCY:-8}" \
   --seed "${SOAK_SEED:-1}" --ledger "$scratch/ledger.jsonl" --json "$out/soak.json" \
   ${SOAK_ONLY:+--only "$SOAK_ONLY"}
 check "the soak load passes its checks" $?
