@@ -2,9 +2,13 @@
 // on SIGHUP, and drain it on SIGTERM/SIGINT.
 #include <signal.h>
 
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <string>
 #include <thread>
 
@@ -31,7 +35,7 @@ std::string DefaultModel() {
 }
 
 // Blocks the shutdown signals and SIGHUP (reload) in every thread; the main thread takes them
-// with sigwait. A SIGHUP that comes while the model loads waits, and reloads once serving.
+// with sigwait.
 sigset_t BlockHandledSignals() {
   sigset_t signals;
   sigemptyset(&signals);
@@ -40,6 +44,27 @@ sigset_t BlockHandledSignals() {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   return signals;
+}
+
+// Server::Start on its own thread while this one takes signals: a SIGTERM or SIGINT while the
+// model loads ends the process at once (nothing is served or saved yet), rather than waiting for a
+// load that may be slow or stuck. A SIGHUP meanwhile sets `reload_pending`.
+absl::StatusOr<std::unique_ptr<hgrn2::server::Server>> StartUnlessStopped(
+    const hgrn2::server::ServerOptions& options, const sigset_t& signals, bool& reload_pending) {
+  std::future<absl::StatusOr<std::unique_ptr<hgrn2::server::Server>>> started =
+      std::async(std::launch::async, [&options] { return hgrn2::server::Server::Start(options); });
+  const timespec poll = {.tv_sec = 0, .tv_nsec = 100'000'000};
+  while (started.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+    const int signal_number = sigtimedwait(&signals, nullptr, &poll);
+    if (signal_number == SIGHUP) {
+      reload_pending = true;
+    } else if (signal_number > 0) {
+      hgrn2::server::Log(absl::StrCat("got ", strsignal(signal_number),
+                                      " while starting: exiting without serving"));
+      std::_Exit(128 + signal_number);
+    }
+  }
+  return started.get();
 }
 
 // The next SIGTERM or SIGINT; SIGHUPs before it run `on_reload`.
@@ -227,8 +252,9 @@ int main(int argc, char** argv) {
   }
 
   const sigset_t signals = BlockHandledSignals();
+  bool reload_pending = false;
   absl::StatusOr<std::unique_ptr<hgrn2::server::Server>> server =
-      hgrn2::server::Server::Start(options);
+      StartUnlessStopped(options, signals, reload_pending);
   if (!server.ok()) {
     std::fprintf(stderr, "hgrn2-server: %s\n", std::string(server.status().message()).c_str());
     return kExitUsage;
@@ -242,6 +268,10 @@ int main(int argc, char** argv) {
                          (*server)->metrics_port(), "/metrics")
           : std::string()));
 
+  if (reload_pending) {
+    Log("got SIGHUP while starting: reloading the TLS files and API keys");
+    (*server)->Reload().IgnoreError();
+  }
   const int signal_number = AwaitShutdownSignal(signals, [&] {
     Log("got SIGHUP: reloading the TLS files and API keys");
     (*server)->Reload().IgnoreError();  // logged, with what stays in force

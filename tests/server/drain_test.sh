@@ -2,7 +2,8 @@
 # SIGTERM drains hgrn2-server: while a long generation streams, health turns NOT_SERVING and new
 # calls are refused (UNAVAILABLE), the generation completes in full, and the server exits 0; with
 # --drain-timeout 1 the stream is cut off and the server still exits 0 within the timeout plus a
-# margin. Needs HGRN2_SERVER, HGRN2_CLI and HGRN2_TEST_DATA_DIR.
+# margin; a SIGTERM while the model still loads ends the process at once, without serving. Needs
+# HGRN2_SERVER, HGRN2_CLI and HGRN2_TEST_DATA_DIR.
 set -uo pipefail
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -75,5 +76,24 @@ ids=$(tr , '\n' <"$scratch/long2.out" | grep -c .)
 err=$(cat "$scratch/long2.err")
 [[ $code == 1 && $ids -lt $((10 * long)) && $err =~ ^hgrn2-cli:\ (UNAVAILABLE|CANCELLED|ABORTED): ]]
 check "the cut-off stream ends with an error after $ids ids, exit $code ($err)" $?
+
+# --- 3: SIGTERM while the model loads ends the process without serving ----------------------------
+# Random weights of the 370M shape take seconds to make on the CPU: the signal comes meanwhile.
+"$server" --host 127.0.0.1 --port 0 --device cpu --metrics-port 0 --preset 370m \
+  --health-check-interval 0 2>"$scratch/server3.log" &
+server_pid=$!
+pids+=("$server_pid")
+sleep 1
+grep -q "hgrn2-server: serving" "$scratch/server3.log"
+serving_before=$?
+kill -TERM "$server_pid"
+term_at=$(now)
+wait_exit "$server_pid" 10
+took=$(elapsed "$term_at" "$(now)")
+[[ $serving_before -ne 0 ]]
+check "the 370M preset is still loading 1 s after start (else this part tests nothing)" $?
+[[ $exit_code == 143 ]] && grep -q "got Terminated while starting: exiting without serving" \
+  "$scratch/server3.log" && ! grep -q "hgrn2-server: serving" "$scratch/server3.log"
+check "SIGTERM while loading: exit 143 after $took s ($exit_code), logged, never serving" $?
 
 finish
