@@ -209,11 +209,13 @@ ServerMetrics::ServerMetrics()
                      .Register(registry);
 }
 
-ServerMetrics::~ServerMetrics() {
-  if (http_) {
-    http_->stop();
-    http_thread_.join();
-  }
+ServerMetrics::~ServerMetrics() { StopServing(); }
+
+void ServerMetrics::StopServing() {
+  if (!http_) return;
+  http_->stop();
+  http_thread_.join();
+  http_.reset();
 }
 
 absl::Status ServerMetrics::Serve(const std::string& host, int port) {

@@ -45,6 +45,9 @@ class ServerMetrics {
   // Serves /metrics on `host`:`port` (port 0 picks one). Unavailable naming the address when it
   // cannot bind.
   absl::Status Serve(const std::string& host, int port);
+  // Stops serving /metrics and waits for a scrape in progress (idempotent). The owner calls it
+  // before the session and engine stats sources go.
+  void StopServing();
   // The bound port, or 0 when not serving.
   int port() const { return port_; }
   // What a scrape returns: the text exposition format.

@@ -367,6 +367,9 @@ Server::~Server() {
   }
   if (running && engine_ != nullptr) Shutdown(absl::ZeroDuration());
   if (probe_thread_.joinable()) probe_thread_.join();
+  // metrics_ outlives the members below (the engine records into it), but a scrape renders the
+  // session and engine stats through them: no scrape may run once they start to go.
+  metrics_.StopServing();
 }
 
 }  // namespace hgrn2::server
