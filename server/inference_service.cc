@@ -607,7 +607,16 @@ class ScoreCall : public grpc::ServerUnaryReactor {
   }
 
   void Answer() {
-    absl::StatusOr<ScoreResult> result = pending_->Wait();
+    // The handle is let go here, on the worker, after its last use: dropped in OnDone on a gRPC
+    // thread, the only order between this read and the scheduler freeing the handle would run
+    // through gRPC's own (to ThreadSanitizer invisible) synchronization.
+    std::shared_ptr<PendingScore> pending;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      pending = std::move(pending_);
+    }
+    absl::StatusOr<ScoreResult> result = pending->Wait();
+    pending.reset();
     if (!result.ok()) {
       Complete(absl::IsUnavailable(result.status())
                    ? grpc::Status(grpc::StatusCode::UNAVAILABLE,
