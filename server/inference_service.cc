@@ -824,6 +824,14 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
   limits.set_max_running(static_cast<uint32_t>(engine_options_.max_running));
   limits.set_max_queued(static_cast<uint32_t>(engine_options_.max_queued));
   limits.set_max_n(static_cast<uint32_t>(l.max_samples));
+  limits.set_max_stop_total_bytes(static_cast<uint32_t>(l.max_stop_total_bytes));
+  limits.set_max_stop_token_ids(static_cast<uint32_t>(l.max_stop_token_ids));
+  limits.set_max_logit_bias(static_cast<uint32_t>(l.max_logit_bias));
+  limits.set_max_request_id_bytes(static_cast<uint32_t>(l.max_request_id_bytes));
+  limits.set_max_text_bytes(static_cast<uint64_t>(l.max_text_bytes));
+  limits.set_max_detokenize_ids(static_cast<uint32_t>(l.max_detokenize_ids));
+  limits.set_max_message_bytes(static_cast<uint64_t>(served_.max_message_bytes));
+  limits.set_max_streams_per_connection(static_cast<uint32_t>(served_.max_streams_per_connection));
   response->set_model_fingerprint(served_.fingerprint);
   response->set_server_version(HGRN2_VERSION);
   return Answer(context, "GetModelInfo", grpc::Status::OK, start);

@@ -2,6 +2,7 @@
 // and encode the request (server/requests.h), submit it to the engine, stream what comes back.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "engine/engine.h"
@@ -18,6 +19,9 @@ struct ServedModel {
   std::string dtype;
   std::string state_dtype;
   std::string fingerprint;  // hex
+  // Transport limits, reported by GetModelInfo beside the request limits.
+  int64_t max_message_bytes = 0;
+  int32_t max_streams_per_connection = 0;
 };
 
 class InferenceService final : public v1::Inference::CallbackService {

@@ -233,14 +233,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "hgrn2-server: %s (see --help)\n", e.what());
     return kExitUsage;
   }
+  // The request limits are checked by Server::Start (CheckLimits) before the model loads.
   if (drain_seconds < 0 || health_interval_seconds < 0 || session_ttl_seconds < 0 ||
-      options.stream_threads < 1 || options.session_threads < 1 ||
-      options.limits.default_max_new_tokens < 1 ||
-      options.limits.default_max_new_tokens > options.limits.max_new_tokens) {
+      options.stream_threads < 1 || options.session_threads < 1) {
     std::fprintf(stderr,
                  "hgrn2-server: --drain-timeout, --health-check-interval and --session-ttl must "
-                 "be >= 0, --stream-threads and --session-threads >= 1, and "
-                 "--default-max-new-tokens in [1, --max-new-tokens]\n");
+                 "be >= 0, and --stream-threads and --session-threads >= 1\n");
     return kExitUsage;
   }
   options.drain_timeout = absl::Seconds(drain_seconds);

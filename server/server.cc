@@ -185,7 +185,9 @@ absl::Status Server::Load() {
                      .backend = std::string(backend_->name()),
                      .dtype = FlagName(backend_->compute_dtype()),
                      .state_dtype = FlagName(*state_dtype),
-                     .fingerprint = model_->fingerprint().ToHex()};
+                     .fingerprint = model_->fingerprint().ToHex(),
+                     .max_message_bytes = options_.max_receive_message_bytes,
+                     .max_streams_per_connection = options_.max_streams_per_connection};
   metrics_.SetModelInfo(served.path, served.backend, served.dtype);
   workers_ = std::make_unique<WorkerPool>(options_.stream_threads);
   model_context_ = ModelContext{

@@ -68,7 +68,8 @@ struct CommonOptions {
   std::string tls_ca;    // PEM roots that sign the server's certificate
   std::string tls_cert;  // PEM client certificate chain (mutual TLS), with tls_key
   std::string tls_key;
-  std::string api_key;  // sent as "authorization: Bearer <key>"
+  std::string tls_server_name;  // the name checked in the server's certificate (default: host)
+  std::string api_key;          // sent as "authorization: Bearer <key>"
 };
 
 // The contents of a PEM file named by `flag`, or InvalidArgument saying why it cannot be read.
@@ -81,7 +82,8 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
 // Plaintext, or TLS when any TLS option is given (the system's roots unless --tls-ca).
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
     const CommonOptions& options) {
-  if (!options.tls && options.tls_ca.empty() && options.tls_cert.empty()) {
+  if (!options.tls && options.tls_ca.empty() && options.tls_cert.empty() &&
+      options.tls_server_name.empty()) {
     return grpc::InsecureChannelCredentials();
   }
   grpc::SslCredentialsOptions ssl;
@@ -95,6 +97,14 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
     *pem = *std::move(text);
   }
   return grpc::SslCredentials(ssl);
+}
+
+// --tls-server-name: the certificate is checked against that name instead of the one in --addr
+// (a probe dialling localhost, a server reached through an IP address).
+grpc::ChannelArguments ChannelArgumentsFor(const CommonOptions& options) {
+  grpc::ChannelArguments arguments;
+  if (!options.tls_server_name.empty()) arguments.SetSslTargetNameOverride(options.tls_server_name);
+  return arguments;
 }
 
 struct GenerateOptions {
@@ -266,7 +276,8 @@ class Connection {
              InterruptWatcher& watcher)
       : options_(options),
         watcher_(watcher),
-        channel_(grpc::CreateChannel(options.addr, std::move(credentials))) {}
+        channel_(grpc::CreateCustomChannel(options.addr, std::move(credentials),
+                                           ChannelArgumentsFor(options))) {}
 
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
@@ -876,6 +887,9 @@ int main(int argc, char** argv) {
       app.add_option("--tls-key", common.tls_key, "private key (PEM) of --tls-cert");
   tls_cert->needs(tls_key);
   tls_key->needs(tls_cert);
+  app.add_option("--tls-server-name", common.tls_server_name,
+                 "use TLS and check the server's certificate for this name instead of --addr's "
+                 "host");
   app.add_option("--api-key", common.api_key,
                  "sent with every call as \"authorization: Bearer <key>\"")
       ->envname("HGRN2_API_KEY");

@@ -43,6 +43,11 @@ mapping=(
   HGRN2_SESSION_DIR:--session-dir
   HGRN2_REDIS_URL:--redis-url
   HGRN2_SESSION_TTL:--session-ttl
+  # Transport security and API keys (deploy/k8s/components/tls, api-keys).
+  HGRN2_TLS_CERT:--tls-cert
+  HGRN2_TLS_KEY:--tls-key
+  HGRN2_TLS_CLIENT_CA:--tls-client-ca
+  HGRN2_API_KEYS:--api-keys
 )
 
 server=${HGRN2_SERVER_BIN:-$here/hgrn2-server}

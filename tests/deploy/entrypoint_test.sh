@@ -42,13 +42,17 @@ got=$(env -i PATH="$PATH" HGRN2_ENTRYPOINT_DRY_RUN=1 HGRN2_MODEL=/models/m HGRN2
   HGRN2_MAX_NEW_TOKENS=4096 HGRN2_DEFAULT_MAX_NEW_TOKENS=256 HGRN2_DRAIN_TIMEOUT=30 \
   HGRN2_HEALTH_CHECK_INTERVAL=10 HGRN2_STREAM_THREADS=2 HGRN2_SESSION_STORE=memory,redis \
   HGRN2_SESSION_DIR=/var/lib/hgrn2/sessions HGRN2_REDIS_URL=redis://hgrn2-redis:6379 \
-  HGRN2_SESSION_TTL=3600 "$entrypoint" --swap-slots=0 --stream-threads 4 | tr '\n' ' ')
+  HGRN2_SESSION_TTL=3600 HGRN2_TLS_CERT=/etc/hgrn2/tls/tls.crt HGRN2_TLS_KEY=/etc/hgrn2/tls/tls.key \
+  HGRN2_TLS_CLIENT_CA=/etc/hgrn2/tls/ca.crt HGRN2_API_KEYS=/etc/hgrn2/api-keys/api-keys.json \
+  "$entrypoint" --swap-slots=0 --stream-threads 4 | tr '\n' ' ')
 want="$prefix/bin/hgrn2-server --model /models/m --host 0.0.0.0 --port 50051 --metrics-port 9400 \
 --metrics-host 127.0.0.1 --device cuda --dtype bf16 --state-dtype f32 --max-running 64 --num-slots 80 \
 --max-queued 1024 --prefill-token-budget 512 --max-prompt-tokens 16384 --max-new-tokens 4096 \
 --default-max-new-tokens 256 --drain-timeout 30 --health-check-interval 10 \
 --session-store memory,redis --session-dir /var/lib/hgrn2/sessions --redis-url redis://hgrn2-redis:6379 \
---session-ttl 3600 --swap-slots=0 --stream-threads 4 "
+--session-ttl 3600 --tls-cert /etc/hgrn2/tls/tls.crt --tls-key /etc/hgrn2/tls/tls.key \
+--tls-client-ca /etc/hgrn2/tls/ca.crt --api-keys /etc/hgrn2/api-keys/api-keys.json --swap-slots=0 \
+--stream-threads 4 "
 [[ $got == "$want" ]]
 check "every HGRN2_* variable becomes its flag; arguments replace theirs (--swap-slots=0, --stream-threads 4)" $?
 [[ $got == "$want" ]] || printf 'got:  %s\nwant: %s\n' "$got" "$want"
@@ -82,7 +86,9 @@ info=$(cli_staged info --json 2>&1)
 check "it serves the bundled model from models/hgrn2-demo" $?
 [[ $info == *'"max_running":3'* ]]
 check "the extra argument --max-running 3 reached the server (info: max running 3)" $?
-curl -sf "http://127.0.0.1:$metrics_port/metrics" | grep -q '^hgrn2_serving 1'
+# The page is read whole first: `curl | grep -q` under pipefail fails when grep stops early.
+metrics=$(curl -sf "http://127.0.0.1:$metrics_port/metrics")
+grep -q '^hgrn2_serving 1' <<<"$metrics"
 check "HGRN2_METRICS_PORT: /metrics answers with hgrn2_serving 1" $?
 out=$(cli_staged generate "Once upon a time" --max-new-tokens 4 --temperature 0 2>/dev/null)
 [[ -n $out ]]

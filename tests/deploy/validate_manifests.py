@@ -6,8 +6,9 @@
 - ServiceMonitor and PrometheusRule validate against tests/deploy/schemas (the Operator's CRD
   schemas are not shipped by any package we can install; their rule contents are checked by
   promtool in promtool_test.sh, and the PrometheusRule must equal the plain rules file).
-- The deployment's promises: gRPC probes on the gRPC port, a grace period longer than the drain
-  plus preStop, a non-root read-only container without capabilities, one GPU per pod exactly in
+- The deployment's promises: gRPC probes on the gRPC port (with TLS: hgrn2-cli health over TLS;
+  TLS and API key files from mounted Secrets no one else may read), a grace period longer than
+  the drain plus preStop, a non-root read-only container without capabilities, one GPU per pod exactly in
   GPU overlays, named Service ports, selectors that match the pods, a ServiceMonitor port that
   exists, HPA metrics that the Prometheus adapter exposes, and only variables the entrypoint maps.
 
@@ -57,6 +58,11 @@ def crd_schema(kind):
     schema = dict(CRD_SCHEMAS[kind])
     schema["$defs"] = CRD_SCHEMAS["$defs"]
     return schema
+
+
+def option(command, flag):
+    """The value after FLAG in an argument list, or None."""
+    return command[command.index(flag) + 1] if flag in command[:-1] else None
 
 
 def selector_matches(selector, labels):
@@ -110,10 +116,34 @@ def check_overlay(overlay, kubectl, mapped_variables, adapter_metrics):
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     check(f"{name}: container ports grpc={grpc_port} and metrics={env['HGRN2_METRICS_PORT']}",
           ports == {"grpc": grpc_port, "metrics": int(env["HGRN2_METRICS_PORT"])}, str(ports))
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    tls = "HGRN2_TLS_CERT" in env
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         p = container.get(probe, {})
-        check(f"{name}: {probe} is a gRPC health probe on port {grpc_port}",
-              p.get("grpc", {}).get("port") == grpc_port and "httpGet" not in p and "exec" not in p, str(p))
+        if not tls:
+            check(f"{name}: {probe} is a gRPC health probe on port {grpc_port}",
+                  p.get("grpc", {}).get("port") == grpc_port and "httpGet" not in p and "exec" not in p, str(p))
+            continue
+        # The kubelet's gRPC probes have no TLS: hgrn2-cli health over TLS inside the container,
+        # trusting the CA, with the pod's certificate when clients must present one.
+        command = p.get("exec", {}).get("command", [])
+        timing = {"periodSeconds", "timeoutSeconds", "failureThreshold", "initialDelaySeconds", "successThreshold"}
+        ok = "exec" in p and set(p) - {"exec"} <= timing \
+            and command[:1] == ["/opt/hgrn2/bin/hgrn2-cli"] and command[-1:] == ["health"] \
+            and option(command, "--addr") == f"127.0.0.1:{grpc_port}" and option(command, "--tls-ca") \
+            and option(command, "--tls-server-name")
+        if "HGRN2_TLS_CLIENT_CA" in env:
+            ok = ok and option(command, "--tls-cert") == env["HGRN2_TLS_CERT"] \
+                and option(command, "--tls-key") == env["HGRN2_TLS_KEY"]
+        check(f"{name}: {probe} runs hgrn2-cli health over TLS on port {grpc_port}", bool(ok), str(p))
+    for variable in ("HGRN2_TLS_CERT", "HGRN2_TLS_KEY", "HGRN2_TLS_CLIENT_CA", "HGRN2_API_KEYS"):
+        if variable in env:
+            folder = env[variable].rsplit("/", 1)[0]
+            secret = volumes.get(mounts.get(folder), {}).get("secret", {})
+            check(f"{name}: {variable} is a file of a mounted Secret",
+                  bool(secret.get("secretName")) and secret.get("defaultMode", 0o644) & 0o007 == 0,
+                  f"{folder}: {secret}")
     startup = container["startupProbe"]
     check(f"{name}: the startup probe allows at least 5 minutes to load",
           startup["periodSeconds"] * startup["failureThreshold"] >= 300)
@@ -139,8 +169,6 @@ def check_overlay(overlay, kubectl, mapped_variables, adapter_metrics):
           security.get("readOnlyRootFilesystem") is True
           and security.get("allowPrivilegeEscalation") is False
           and security.get("capabilities", {}).get("drop") == ["ALL"])
-    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
-    volumes = {v["name"]: v for v in spec.get("volumes", [])}
     check(f"{name}: /tmp is a writable emptyDir", "emptyDir" in volumes.get(mounts.get("/tmp"), {}))
 
     limits = container["resources"].get("limits", {})

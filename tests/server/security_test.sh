@@ -27,7 +27,7 @@ issue() {
       -out "$pki/$ca-$name.pem" 2>/dev/null
 }
 for ca in a b c; do
-  make_ca $ca && issue $ca server "subjectAltName=DNS:localhost,IP:127.0.0.1" &&
+  make_ca $ca && issue $ca server "subjectAltName=DNS:localhost,DNS:hgrn2-server,IP:127.0.0.1" &&
     issue $ca client "extendedKeyUsage=clientAuth"
   check "openssl makes CA $ca, its server and client certificates" $?
 done
@@ -74,6 +74,27 @@ check "a wrong key: UNAUTHENTICATED, the key shown nowhere" $?
 check "health needs no key" $?
 cli_as a a services | grep -q hgrn2.v1.Inference
 check "server reflection needs no key" $?
+[[ $(cli_as a a --tls-server-name localhost health) == SERVING ]]
+check "--tls-server-name a name the certificate has" $?
+cli_as a a --tls-server-name other.example health >/dev/null
+[[ $? == 1 ]] && grep -q UNAVAILABLE "$scratch/cli.err"
+check "--tls-server-name a name the certificate lacks: refused" $?
+# The Kubernetes probe of deploy/k8s/components/tls, its paths mapped onto this test's: health over
+# mutual TLS from inside the pod, presenting the server's own certificate.
+probe=$(python3 - "$(dirname "${BASH_SOURCE[0]}")/../../deploy/k8s/components/tls/deployment-patch.yaml" <<'PY'
+import json, re, sys
+text = re.sub(r"#.*", "", open(sys.argv[1]).read())
+print("\n".join(json.loads(re.search(r"command: (\[[^]]*\])", text).group(1))))
+PY
+)
+mapfile -t probe <<<"$probe"
+probe=("${probe[@]//\/opt\/hgrn2\/bin\/hgrn2-cli/$cli}")
+probe=("${probe[@]//127.0.0.1:50051/$server_addr}")
+probe=("${probe[@]//\/etc\/hgrn2\/tls\/ca.crt/$pki/a-ca.pem}")
+probe=("${probe[@]//\/etc\/hgrn2\/tls\/tls.crt/$scratch/cert.pem}")
+probe=("${probe[@]//\/etc\/hgrn2\/tls\/tls.key/$scratch/key.pem}")
+[[ ${probe[0]} == "$cli" && $("${probe[@]}" 2>"$scratch/cli.err") == SERVING ]]
+check "the tls component's Kubernetes probe passes (${probe[*]}: $(cat "$scratch/cli.err"))" $?
 cli_as a - --api-key first-key info >/dev/null
 [[ $? == 1 ]] && grep -q UNAVAILABLE "$scratch/cli.err"
 check "no client certificate: refused" $?

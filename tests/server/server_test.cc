@@ -572,7 +572,18 @@ TEST_F(ServerTest, OverloadIsResourceExhausted) {
 }
 
 TEST_F(ServerTest, ModelInfoDescribesTheModel) {
-  StartServer();
+  ServerOptions options = TestOptions(testing::TestDataDir() / "tiny-a");
+  // Distinct values, so that a limit reported in another's field shows.
+  RequestLimits& l = options.limits;
+  l.max_stop_total_bytes = 1001;
+  l.max_stop_token_ids = 1002;
+  l.max_logit_bias = 1003;
+  l.max_request_id_bytes = 1004;
+  l.max_text_bytes = int64_t{5} << 30;  // beyond 32 bits
+  l.max_detokenize_ids = 1006;
+  options.max_receive_message_bytes = 1007 << 10;
+  options.max_streams_per_connection = 1008;
+  StartServer(options);
   grpc::ClientContext context;
   v1::ModelInfo info;
   ASSERT_TRUE(client_->stub().GetModelInfo(&context, v1::GetModelInfoRequest(), &info).ok());
@@ -584,6 +595,15 @@ TEST_F(ServerTest, ModelInfoDescribesTheModel) {
   EXPECT_EQ(info.backend(), "cpu");
   EXPECT_EQ(info.state_bytes_per_sequence(), 3u * 4 * 32 * 32 * 4);
   EXPECT_EQ(info.limits().max_new_tokens(), 100000u);
+  // Every limit a client must stay under is reported, each from its flag's value.
+  EXPECT_EQ(info.limits().max_stop_total_bytes(), 1001u);
+  EXPECT_EQ(info.limits().max_stop_token_ids(), 1002u);
+  EXPECT_EQ(info.limits().max_logit_bias(), 1003u);
+  EXPECT_EQ(info.limits().max_request_id_bytes(), 1004u);
+  EXPECT_EQ(info.limits().max_text_bytes(), uint64_t{5} << 30);
+  EXPECT_EQ(info.limits().max_detokenize_ids(), 1006u);
+  EXPECT_EQ(info.limits().max_message_bytes(), 1007u << 10);
+  EXPECT_EQ(info.limits().max_streams_per_connection(), 1008u);
   EXPECT_TRUE(info.tokenizer().empty());
   EXPECT_FALSE(info.server_version().empty());
 }
