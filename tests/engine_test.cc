@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <limits>
@@ -244,6 +245,12 @@ TEST(Engine, PreemptedSequencesResumeWithTheTokensOfAnUninterruptedRun) {
   options.max_running = 2;
   options.prefill_token_budget = 16;
   options.swap_slots = 2;
+  // Every submission after the first comes from the scheduler thread, so the order of events
+  // does not depend on the speed of this thread (a slow test thread, as under TSan, once let
+  // low0 reach its third token before low1 had arrived).
+  std::function<void()> after_first_step;
+  std::once_flag first_step;
+  options.on_step = [&](const StepReport&) { std::call_once(first_step, after_first_step); };
   Fixture fixture("tiny-conv", options);
   ASSERT_NE(fixture.engine, nullptr);
   const int64_t vocab = fixture.model->config().vocab_size;
@@ -259,8 +266,10 @@ TEST(Engine, PreemptedSequencesResumeWithTheTokensOfAnUninterruptedRun) {
   requests[2].prompt = RandomIds(7, vocab, 3);
   requests[3].prompt = RandomIds(9, vocab, 4);
   requests[2].priority = requests[3].priority = 5;
-  // The high-priority pair arrives from the scheduler thread at low0's third token, while low1
-  // is still in its prompt, whatever the speed of this thread.
+  // low1 comes first; low0 after low1's first prefill step; the high-priority pair at low0's
+  // third token, while low1 is still in its prompt.
+  std::promise<std::shared_ptr<GenerationStream>> low0_submission;
+  after_first_step = [&] { low0_submission.set_value(fixture.Submit(requests[0])); };
   std::promise<std::pair<std::shared_ptr<GenerationStream>, std::shared_ptr<GenerationStream>>>
       high_submission;
   std::atomic<int> low0_updates{0};
@@ -270,9 +279,10 @@ TEST(Engine, PreemptedSequencesResumeWithTheTokensOfAnUninterruptedRun) {
     }
   };
   absl::Cleanup stop_engine = [&] { fixture.engine->Stop(); };
-  auto low0 = fixture.Submit(requests[0]);
   auto low1 = fixture.Submit(requests[1]);
-  ASSERT_TRUE(low0 && low1);
+  ASSERT_TRUE(low1);
+  auto low0 = low0_submission.get_future().get();
+  ASSERT_TRUE(low0);
   const std::vector<SampledToken> low0_read;
   auto [high0, high1] = high_submission.get_future().get();
   ASSERT_TRUE(high0 && high1);
