@@ -82,6 +82,33 @@ class RefusedUnary : public grpc::ServerUnaryReactor {
   const absl::Time start_;
 };
 
+// ListSessions' page: the id to list after (the page token is the last id the previous page
+// looked at) and how many.
+struct ListPage {
+  std::string after;
+  size_t size = 0;
+};
+
+absl::StatusOr<ListPage> CheckListPage(const v1::ListSessionsRequest& request) {
+  if (request.page_size() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size is ", request.page_size(), "; it must be 0 (the default, ",
+                     SessionsService::kDefaultListPageSize, ") or more"));
+  }
+  ListPage page;
+  page.size = request.page_size() == 0 ? SessionsService::kDefaultListPageSize
+                                       : std::min<size_t>(static_cast<size_t>(request.page_size()),
+                                                          SessionsService::kMaxListPageSize);
+  if (!request.page_token().empty()) {
+    if (!session::ValidateSessionId(request.page_token()).ok()) {
+      return absl::InvalidArgumentError(
+          "page_token is not one this server gave: pass a next_page_token unchanged");
+    }
+    page.after = request.page_token();
+  }
+  return page;
+}
+
 grpc::Status Unavailable() {
   return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                       "the server is shutting down and takes no new requests");
@@ -335,24 +362,28 @@ grpc::ServerUnaryReactor* SessionsService::DeleteSession(grpc::CallbackServerCon
 }
 
 grpc::ServerUnaryReactor* SessionsService::ListSessions(grpc::CallbackServerContext* context,
-                                                        const v1::ListSessionsRequest*,
+                                                        const v1::ListSessionsRequest* request,
                                                         v1::ListSessionsResponse* response) {
   absl::StatusOr<Admission> admission = parts_.access->Admit(*context);
   if (!admission.ok()) {
     return new RefusedUnary(parts_, "ListSessions", ToGrpcStatus(admission.status()));
   }
+  absl::StatusOr<ListPage> page = CheckListPage(*request);
+  if (!page.ok()) return new RefusedUnary(parts_, "ListSessions", ToGrpcStatus(page.status()));
   if (!parts_.calls->TryBegin()) return new RefusedUnary(parts_, "ListSessions", Unavailable());
   std::string tenant = admission->tenant();
-  return new UnaryCall(parts_, "ListSessions", "", *std::move(admission),
-                       [this, tenant = std::move(tenant), response]() -> absl::Status {
-                         absl::StatusOr<std::vector<session::SessionRecord>> records =
-                             parts_.sessions->List(tenant);
-                         if (!records.ok()) return records.status();
-                         for (const session::SessionRecord& record : *records) {
-                           ToProto(record, *response->add_sessions());
-                         }
-                         return absl::OkStatus();
-                       });
+  return new UnaryCall(
+      parts_, "ListSessions", "", *std::move(admission),
+      [this, tenant = std::move(tenant), page = *std::move(page), response]() -> absl::Status {
+        absl::StatusOr<session::SessionPage> records =
+            parts_.sessions->List(tenant, page.after, page.size);
+        if (!records.ok()) return records.status();
+        for (const session::SessionRecord& record : records->records) {
+          ToProto(record, *response->add_sessions());
+        }
+        response->set_next_page_token(records->next_after);
+        return absl::OkStatus();
+      });
 }
 
 }  // namespace hgrn2::server

@@ -11,6 +11,10 @@ class SessionsService final : public v1::Sessions::CallbackService {
  public:
   // Chunks of an export are at most this big (well under gRPC's 4 MiB message limit).
   static constexpr size_t kChunkBytes = 1 << 20;
+  // ListSessions' page size when the request leaves it 0, and the most one page holds (a page of
+  // 1000 is about 150 KB).
+  static constexpr size_t kDefaultListPageSize = 100;
+  static constexpr size_t kMaxListPageSize = 1000;
 
   // `parts.sessions` must be set; everything must outlive the service. An import larger than
   // `max_snapshot_bytes` is refused as it arrives.

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -38,6 +39,29 @@ std::shared_ptr<const std::string> Blob(uint64_t seed) {
   return std::make_shared<const std::string>(TestSnapshotBytes(seed));
 }
 const size_t kBlobBytes = TestSnapshotBytes(0).size();
+
+// Every session of `tenant`, listed two at a time as ListSessions pages through them: each page
+// holds at most two, the next page starts after the last id the previous one looked at, and
+// only the last page has no next_after.
+absl::StatusOr<std::vector<SessionRecord>> ListAll(SessionStore& store, absl::string_view tenant) {
+  std::vector<SessionRecord> all;
+  std::string after;
+  for (int pages = 0; pages < 1000; ++pages) {
+    absl::StatusOr<SessionPage> page = store.List(tenant, after, 2);
+    if (!page.ok()) return page.status();
+    EXPECT_LE(page->records.size(), 2u);
+    for (SessionRecord& record : page->records) {
+      EXPECT_GT(record.key.id, after);
+      EXPECT_TRUE(page->next_after.empty() || record.key.id <= page->next_after);
+      EXPECT_EQ(record.key.tenant, tenant);
+      all.push_back(std::move(record));
+    }
+    if (page->next_after.empty()) return all;
+    EXPECT_GT(page->next_after, after);
+    after = page->next_after;
+  }
+  return absl::InternalError("more than 1000 pages");
+}
 
 std::vector<std::string> Ids(const absl::StatusOr<std::vector<SessionRecord>>& records) {
   EXPECT_TRUE(records.ok()) << records.status();
@@ -160,7 +184,7 @@ class SessionStoreTest : public ::testing::TestWithParam<std::string> {
     options.redis_url = redis_->url();
     auto store = *MakeSessionStore(options);
     for (const std::string& tenant : {std::string(), std::string("alice"), std::string("bob")}) {
-      absl::StatusOr<std::vector<SessionRecord>> records = store->List(tenant);
+      absl::StatusOr<std::vector<SessionRecord>> records = ListAll(*store, tenant);
       ASSERT_TRUE(records.ok()) << records.status();
       for (const SessionRecord& r : *records) store->Delete(r.key).IgnoreError();
     }
@@ -194,13 +218,13 @@ TEST_P(SessionStoreTest, PutGetReplaceDeleteList) {
   ASSERT_TRUE(store->Put(a, Blob(4)).ok());  // replace
   EXPECT_EQ(**store->Get(a), *Blob(4));
   EXPECT_EQ(store->Info(a)->num_tokens, 104u);
-  EXPECT_THAT(Ids(store->List("")), ::testing::ElementsAre("a.b_c-3", "chat-1", "chat:2"));
+  EXPECT_THAT(Ids(ListAll(*store, "")), ::testing::ElementsAre("a.b_c-3", "chat-1", "chat:2"));
 
   ASSERT_TRUE(store->Delete(b).ok());
   ExpectError(store->Delete(b), absl::StatusCode::kNotFound, {"chat:2"});
   ExpectError(store->Get(b).status(), absl::StatusCode::kNotFound, {"chat:2"});
   ExpectError(store->Info(b).status(), absl::StatusCode::kNotFound, {"chat:2"});
-  EXPECT_THAT(Ids(store->List("")), ::testing::ElementsAre("a.b_c-3", "chat-1"));
+  EXPECT_THAT(Ids(ListAll(*store, "")), ::testing::ElementsAre("a.b_c-3", "chat-1"));
 
   const SessionStoreStats stats = store->Stats();
   EXPECT_EQ(stats.saves, 4);
@@ -213,6 +237,34 @@ TEST_P(SessionStoreTest, PutGetReplaceDeleteList) {
   }
 }
 
+// A page holds the sessions after `after`, by id, at most `limit` (at least one), and names
+// where the next page starts while more follow.
+TEST_P(SessionStoreTest, ListsAPageAtATime) {
+  auto store = Make(Options());
+  for (int i = 1; i <= 5; ++i) ASSERT_TRUE(store->Put({"t", absl::StrCat("s", i)}, Blob(i)).ok());
+  ASSERT_TRUE(store->Put({"u", "s0"}, Blob(9)).ok());
+  auto page_ids = [&](absl::string_view tenant, absl::string_view after, size_t limit) {
+    absl::StatusOr<SessionPage> page = store->List(tenant, after, limit);
+    EXPECT_TRUE(page.ok()) << page.status();
+    std::vector<std::string> ids;
+    if (!page.ok()) return ids;
+    for (const SessionRecord& r : page->records) ids.push_back(r.key.id);
+    ids.push_back(absl::StrCat("next=", page->next_after));
+    return ids;
+  };
+  EXPECT_THAT(page_ids("t", "", 2), ::testing::ElementsAre("s1", "s2", "next=s2"));
+  EXPECT_THAT(page_ids("t", "s2", 2), ::testing::ElementsAre("s3", "s4", "next=s4"));
+  EXPECT_THAT(page_ids("t", "s4", 2), ::testing::ElementsAre("s5", "next="));
+  EXPECT_THAT(page_ids("t", "s5", 2), ::testing::ElementsAre("next="));
+  EXPECT_THAT(page_ids("t", "s10", 2), ::testing::ElementsAre("s2", "s3", "next=s3"));
+  EXPECT_THAT(page_ids("t", "", 0), ::testing::ElementsAre("s1", "next=s1"));
+  EXPECT_THAT(page_ids("t", "", 5), ::testing::ElementsAre("s1", "s2", "s3", "s4", "s5", "next="));
+  EXPECT_THAT(page_ids("u", "", 100), ::testing::ElementsAre("s0", "next="));
+  EXPECT_THAT(page_ids("v", "", 100), ::testing::ElementsAre("next="));
+  ASSERT_TRUE(store->Delete({"t", "s3"}).ok());
+  EXPECT_THAT(page_ids("t", "s2", 2), ::testing::ElementsAre("s4", "s5", "next="));
+}
+
 TEST_P(SessionStoreTest, TenantsAreSeparate) {
   auto store = Make(Options());
   const std::string odd_tenant("key/../\0:*?", 11);
@@ -223,8 +275,8 @@ TEST_P(SessionStoreTest, TenantsAreSeparate) {
   EXPECT_EQ(**store->Get({"bob", "s"}), *Blob(2));
   EXPECT_EQ(**store->Get({odd_tenant, "s"}), *Blob(3));
   EXPECT_EQ(store->Get({"", "s"}).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(Ids(store->List("alice")), ::testing::ElementsAre("s"));
-  EXPECT_THAT(Ids(store->List("carol")), ::testing::IsEmpty());
+  EXPECT_THAT(Ids(ListAll(*store, "alice")), ::testing::ElementsAre("s"));
+  EXPECT_THAT(Ids(ListAll(*store, "carol")), ::testing::IsEmpty());
   ASSERT_TRUE(store->Delete({"alice", "s"}).ok());
   EXPECT_EQ(**store->Get({"bob", "s"}), *Blob(2));
 }
@@ -246,7 +298,7 @@ TEST_P(SessionStoreTest, RefusesBadPuts) {
       absl::StatusCode::kResourceExhausted, {"larger than the store takes"});
   ExpectError(store->Put({"", "x"}, std::make_shared<const std::string>(Blob(1)->substr(0, 200))),
               absl::StatusCode::kInvalidArgument, {"snapshot of 200 bytes, its header says 416"});
-  EXPECT_THAT(Ids(store->List("")), ::testing::IsEmpty());
+  EXPECT_THAT(Ids(ListAll(*store, "")), ::testing::IsEmpty());
 }
 
 TEST_P(SessionStoreTest, ConcurrentReplacementIsNeverTorn) {
@@ -298,7 +350,7 @@ TEST(MemorySessionStore, EvictsLeastRecentlyUsedByBytes) {
   for (int i = 1; i <= 3; ++i) ASSERT_TRUE(store->Put({"", absl::StrCat("s", i)}, Blob(i)).ok());
   ASSERT_TRUE(store->Get({"", "s1"}).ok());  // s2 is now the least recently used
   ASSERT_TRUE(store->Put({"", "s4"}, Blob(4)).ok());
-  EXPECT_THAT(Ids(store->List("")), ::testing::ElementsAre("s1", "s3", "s4"));
+  EXPECT_THAT(Ids(ListAll(*store, "")), ::testing::ElementsAre("s1", "s3", "s4"));
   EXPECT_EQ(store->Stats().evictions, 1);
   EXPECT_EQ(store->Stats().bytes, static_cast<int64_t>(3 * kBlobBytes));
   // A snapshot larger than the whole budget is refused, and the key's old version is gone.
@@ -321,7 +373,7 @@ TEST(MemorySessionStore, ForgetsAfterTheTtl) {
   clock.Advance(absl::Seconds(30));
   ExpectError(store->Get({"", "old"}).status(), absl::StatusCode::kNotFound, {"old"});
   EXPECT_EQ(**store->Get({"", "new"}), *Blob(2));
-  EXPECT_THAT(Ids(store->List("")), ::testing::ElementsAre("new"));
+  EXPECT_THAT(Ids(ListAll(*store, "")), ::testing::ElementsAre("new"));
   EXPECT_EQ(store->Stats().expirations, 1);
 }
 
@@ -348,10 +400,30 @@ TEST(DirSessionStore, ANewInstanceSeesEverythingAndCleansTempFiles) {
   EXPECT_FALSE(fs::exists(leftover));
   EXPECT_EQ(**store->Get({"", "a"}), *Blob(1));
   EXPECT_EQ(**store->Get({"alice", "b"}), *Blob(3));
-  EXPECT_THAT(Ids(store->List("")), ::testing::ElementsAre("a"));
-  EXPECT_THAT(Ids(store->List("alice")), ::testing::ElementsAre("b"));
+  EXPECT_THAT(Ids(ListAll(*store, "")), ::testing::ElementsAre("a"));
+  EXPECT_THAT(Ids(ListAll(*store, "alice")), ::testing::ElementsAre("b"));
   EXPECT_EQ(store->Stats().sessions, 2);
   EXPECT_TRUE(fs::exists(dir / ("t" + std::string("616c696365")) / "b.hgrn2s"));
+}
+
+// A corrupt file is left out of a listing, and the page goes on past it.
+TEST(DirSessionStore, ListingPassesOverACorruptFile) {
+  const fs::path dir = hgrn2::testing::MakeTempDir() / "sessions";
+  auto store = *MakeSessionStore(DirOptions(dir));
+  for (int i = 1; i <= 3; ++i) ASSERT_TRUE(store->Put({"", absl::StrCat("s", i)}, Blob(i)).ok());
+  {
+    std::ofstream corrupt(dir / "t" / "s2.hgrn2s", std::ios::binary | std::ios::trunc);
+    corrupt << "not a snapshot";
+  }
+  absl::StatusOr<SessionPage> first = store->List("", "", 1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_THAT(Ids(first->records), ::testing::ElementsAre("s1"));
+  EXPECT_EQ(first->next_after, "s1");
+  absl::StatusOr<SessionPage> second = store->List("", "s1", 1);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_THAT(Ids(second->records), ::testing::ElementsAre("s3"));
+  EXPECT_EQ(second->next_after, "");
+  EXPECT_THAT(Ids(ListAll(*store, "")), ::testing::ElementsAre("s1", "s3"));
 }
 
 TEST(DirSessionStore, EvictsLeastRecentlyUsedBeyondItsCap) {
@@ -365,7 +437,7 @@ TEST(DirSessionStore, EvictsLeastRecentlyUsedBeyondItsCap) {
   }
   ASSERT_TRUE(store->Get({"", "s1"}).ok());
   ASSERT_TRUE(store->Put({"", "s4"}, Blob(4)).ok());
-  EXPECT_THAT(Ids(store->List("")), ::testing::ElementsAre("s1", "s3", "s4"));
+  EXPECT_THAT(Ids(ListAll(*store, "")), ::testing::ElementsAre("s1", "s3", "s4"));
   EXPECT_EQ(store->Stats().evictions, 1);
   EXPECT_FALSE(fs::exists(dir / "t" / "s2.hgrn2s"));
 }
@@ -439,7 +511,7 @@ TEST(ChainSessionStore, FillsTheCacheAndDeletesEverywhere) {
   for (int i = 1; i <= 3; ++i) ASSERT_TRUE(store->Put({"", absl::StrCat("s", i)}, Blob(i)).ok());
   // s1 fell out of the memory store; the dir store has it and refills the cache.
   EXPECT_EQ(**store->Get({"", "s1"}), *Blob(1));
-  EXPECT_THAT(Ids(store->List("")), ::testing::ElementsAre("s1", "s2", "s3"));
+  EXPECT_THAT(Ids(ListAll(*store, "")), ::testing::ElementsAre("s1", "s2", "s3"));
   const SessionStoreStats stats = store->Stats();
   EXPECT_EQ(stats.sessions, 3);  // the last store's
   EXPECT_EQ(stats.saves, 3);
@@ -477,7 +549,7 @@ TEST_F(RedisSessionStoreTest, TwoReplicasShareSessions) {
   EXPECT_EQ(**replica_b->Get({"", "s"}), *Blob(2));  // b's cached copy is stale: not served
   ASSERT_TRUE(replica_a->Delete({"", "s"}).ok());
   ExpectError(replica_b->Get({"", "s"}).status(), absl::StatusCode::kNotFound, {"\"s\""});
-  EXPECT_THAT(Ids(replica_b->List("")), ::testing::IsEmpty());
+  EXPECT_THAT(Ids(ListAll(*replica_b, "")), ::testing::IsEmpty());
 }
 
 TEST_F(RedisSessionStoreTest, TtlIsRedisOwn) {
@@ -500,7 +572,7 @@ TEST_F(RedisSessionStoreTest, DownIsUnavailableAndReconnects) {
   ExpectError(store->Get({"", "s"}).status(), absl::StatusCode::kUnavailable,
               {"redis session store", where});
   ExpectError(store->Put({"", "s"}, Blob(2)), absl::StatusCode::kUnavailable, {where});
-  ExpectError(store->List("").status(), absl::StatusCode::kUnavailable, {where});
+  ExpectError(ListAll(*store, "").status(), absl::StatusCode::kUnavailable, {where});
   ExpectError(store->Delete({"", "s"}), absl::StatusCode::kUnavailable, {where});
   EXPECT_GE(store->Stats().errors, 4);
   redis_->Start();  // the same port, empty (no persistence)

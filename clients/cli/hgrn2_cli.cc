@@ -825,15 +825,24 @@ int SessionInfoCommand(Connection& connection, const SessionOptions& options) {
   return 0;
 }
 
+// Every session, asked for a page at a time (JSON: one response holding them all).
 int SessionList(Connection& connection, bool json) {
   auto stub = pb::Sessions::NewStub(connection.channel());
   pb::ListSessionsResponse response;
-  const grpc::Status status =
-      connection.Unary(pb::ListSessionsRequest(), &response,
-                       [&](grpc::ClientContext* context, const auto& r, auto* out) {
-                         return stub->ListSessions(context, r, out);
-                       });
-  if (!status.ok()) return connection.Report(status);
+  pb::ListSessionsRequest request;
+  request.set_page_size(1000);
+  do {
+    pb::ListSessionsResponse page;
+    const grpc::Status status = connection.Unary(
+        request, &page, [&](grpc::ClientContext* context, const auto& r, auto* out) {
+          return stub->ListSessions(context, r, out);
+        });
+    if (!status.ok()) return connection.Report(status);
+    for (pb::SessionInfo& info : *page.mutable_sessions()) {
+      *response.add_sessions() = std::move(info);
+    }
+    request.set_page_token(page.next_page_token());
+  } while (!request.page_token().empty());
   if (json) {
     Write(ToJson(response) + "\n");
   } else {

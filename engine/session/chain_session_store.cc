@@ -54,8 +54,9 @@ class ChainSessionStore final : public SessionStore {
     return status;
   }
 
-  absl::StatusOr<std::vector<SessionRecord>> List(absl::string_view tenant) override {
-    return back().List(tenant);
+  absl::StatusOr<SessionPage> List(absl::string_view tenant, absl::string_view after,
+                                   size_t limit) override {
+    return back().List(tenant, after, limit);
   }
 
   SessionStoreStats Stats() const override {

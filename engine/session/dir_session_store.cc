@@ -16,7 +16,10 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -60,7 +63,7 @@ class DirSessionStore final : public SessionStore {
   absl::Status Open() {
     std::error_code error;
     fs::create_directories(root_, error);
-    if (error) return Unavailable("create the folder", root_, error.value());
+    if (error) return IoError("create the folder", root_, error.value());
     for (const fs::directory_entry& tenant_dir : fs::directory_iterator(root_, error)) {
       const std::string name = tenant_dir.path().filename().string();
       if (!tenant_dir.is_directory() || name.empty() || name[0] != 't') continue;
@@ -81,9 +84,9 @@ class DirSessionStore final : public SessionStore {
         if (!ValidateSessionId(key.id).ok() || ::stat(file.path().c_str(), &st) != 0) continue;
         IndexLocked(key, static_cast<int64_t>(st.st_size), ModificationTime(st));
       }
-      if (error) return Unavailable("list", tenant_dir.path(), error.value());
+      if (error) return IoError("list", tenant_dir.path(), error.value());
     }
-    if (error) return Unavailable("list", root_, error.value());
+    if (error) return IoError("list", root_, error.value());
     return absl::OkStatus();
   }
 
@@ -111,37 +114,39 @@ class DirSessionStore final : public SessionStore {
       std::lock_guard<std::mutex> lock(mutex_);
       if (::unlink(path.c_str()) != 0) {
         if (errno == ENOENT) return internal::SessionNotFound(key);
-        return Unavailable("delete", path, errno);
+        return IoError("delete", path, errno);
       }
       UnindexLocked(key);
     }
     return SyncFolder(path.parent_path());
   }
 
-  absl::StatusOr<std::vector<SessionRecord>> List(absl::string_view tenant) override {
-    std::vector<SessionRecord> records;
+  absl::StatusOr<SessionPage> List(absl::string_view tenant, absl::string_view after,
+                                   size_t limit) override {
     const fs::path folder = TenantFolder(tenant);
     std::error_code error;
-    if (!fs::exists(folder, error)) return records;
+    if (!fs::exists(folder, error)) return SessionPage{};
     std::vector<std::string> ids;
     for (const fs::directory_entry& file : fs::directory_iterator(folder, error)) {
       const std::string name = file.path().filename().string();
       if (absl::StartsWith(name, ".") || !absl::EndsWith(name, kSuffix)) continue;
-      ids.push_back(name.substr(0, name.size() - kSuffix.size()));
+      std::string id = name.substr(0, name.size() - kSuffix.size());
+      if (ValidateSessionId(id).ok()) ids.push_back(std::move(id));
     }
-    if (error) return Unavailable("list", folder, error.value());
+    if (error) return IoError("list", folder, error.value());
     std::sort(ids.begin(), ids.end());
-    for (const std::string& id : ids) {
-      SessionKey key{std::string(tenant), id};
-      if (!ValidateSessionId(id).ok()) continue;
-      absl::StatusOr<SessionRecord> record = ReadRecord(key, SessionPath(key));
-      if (record.ok()) {
-        records.push_back(*std::move(record));
-      } else if (!absl::IsNotFound(record.status()) && !absl::IsInvalidArgument(record.status())) {
-        return record.status();  // a corrupt file is left out of the list, a failing disk is not
-      }
-    }
-    return records;
+    return internal::ReadPage(
+        ids, after, limit,
+        [&](const std::string& id) -> absl::StatusOr<std::optional<SessionRecord>> {
+          SessionKey key{std::string(tenant), id};
+          absl::StatusOr<SessionRecord> record = ReadRecord(key, SessionPath(key));
+          if (record.ok()) return *std::move(record);
+          // A corrupt file is left out of the list, a failing disk is not.
+          if (absl::IsNotFound(record.status()) || absl::IsInvalidArgument(record.status())) {
+            return std::nullopt;
+          }
+          return record.status();
+        });
   }
 
   SessionStoreStats Stats() const override {
@@ -165,9 +170,12 @@ class DirSessionStore final : public SessionStore {
     return TenantFolder(key.tenant) / absl::StrCat(key.id, kSuffix);
   }
 
-  absl::Status Unavailable(absl::string_view what, const fs::path& path, int error) const {
-    return absl::UnavailableError(absl::StrCat("dir session store: cannot ", what, " ",
-                                               path.string(), ": ", std::strerror(error)));
+  // RESOURCE_EXHAUSTED when the disk (or the user's quota) is full, UNAVAILABLE otherwise.
+  absl::Status IoError(absl::string_view what, const fs::path& path, int error) const {
+    const std::string message = absl::StrCat("dir session store: cannot ", what, " ", path.string(),
+                                             ": ", std::strerror(error));
+    if (error == ENOSPC || error == EDQUOT) return absl::ResourceExhaustedError(message);
+    return absl::UnavailableError(message);
   }
 
   absl::Status PutImpl(const SessionKey& key, const std::shared_ptr<const std::string>& snapshot) {
@@ -184,7 +192,7 @@ class DirSessionStore final : public SessionStore {
     std::error_code error;
     if (!fs::is_directory(folder, error)) {
       fs::create_directories(folder, error);
-      if (error) return Unavailable("create", folder, error.value());
+      if (error) return IoError("create", folder, error.value());
       if (absl::Status synced = SyncFolder(root_); !synced.ok()) return synced;
     }
     const fs::path temp = folder / absl::StrCat(".", key.id, ".", ::getpid(), ".",
@@ -199,7 +207,7 @@ class DirSessionStore final : public SessionStore {
       if (::rename(temp.c_str(), path.c_str()) != 0) {
         const int rename_error = errno;
         ::unlink(temp.c_str());
-        return Unavailable("rename into", path, rename_error);
+        return IoError("rename into", path, rename_error);
       }
       UnindexLocked(key);
       IndexLocked(key, size, internal::Now(options_));
@@ -210,22 +218,22 @@ class DirSessionStore final : public SessionStore {
 
   absl::Status WriteDurably(const fs::path& path, const std::string& bytes) const {
     FileDescriptor fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-    if (fd.get() < 0) return Unavailable("create", path, errno);
+    if (fd.get() < 0) return IoError("create", path, errno);
     size_t done = 0;
     while (done < bytes.size()) {
       const ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return Unavailable("write", path, errno);
+      if (n < 0) return IoError("write", path, errno);
       done += static_cast<size_t>(n);
     }
-    if (::fsync(fd.get()) != 0) return Unavailable("fsync", path, errno);
+    if (::fsync(fd.get()) != 0) return IoError("fsync", path, errno);
     return absl::OkStatus();
   }
 
   absl::Status SyncFolder(const fs::path& folder) const {
     FileDescriptor fd(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (fd.get() < 0) return Unavailable("open", folder, errno);
-    if (::fsync(fd.get()) != 0) return Unavailable("fsync", folder, errno);
+    if (fd.get() < 0) return IoError("open", folder, errno);
+    if (::fsync(fd.get()) != 0) return IoError("fsync", folder, errno);
     return absl::OkStatus();
   }
 
@@ -235,13 +243,13 @@ class DirSessionStore final : public SessionStore {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
       if (errno == ENOENT) return internal::SessionNotFound(key);
-      return Unavailable("open", path, errno);
+      return IoError("open", path, errno);
     }
     struct stat st;
     if (::fstat(fd, &st) != 0) {
       const int stat_error = errno;
       ::close(fd);
-      return Unavailable("stat", path, stat_error);
+      return IoError("stat", path, stat_error);
     }
     if (options_.ttl > absl::ZeroDuration() &&
         ModificationTime(st) + options_.ttl <= internal::Now(options_)) {
@@ -271,7 +279,7 @@ class DirSessionStore final : public SessionStore {
     while (done < bytes->size()) {
       const ssize_t n = ::read(fd.get(), bytes->data() + done, bytes->size() - done);
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return Unavailable("read", path, errno);
+      if (n < 0) return IoError("read", path, errno);
       if (n == 0) break;
       done += static_cast<size_t>(n);
     }
@@ -291,7 +299,7 @@ class DirSessionStore final : public SessionStore {
     FileDescriptor fd(opened->first);
     std::string header_bytes(kSnapshotHeaderBytes, '\0');
     const ssize_t n = ::pread(fd.get(), header_bytes.data(), header_bytes.size(), 0);
-    if (n < 0) return Unavailable("read", path, errno);
+    if (n < 0) return IoError("read", path, errno);
     header_bytes.resize(static_cast<size_t>(n));
     absl::StatusOr<SnapshotHeader> header = ParseHeader(header_bytes);
     if (!header.ok()) {

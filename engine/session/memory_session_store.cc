@@ -50,16 +50,21 @@ class MemorySessionStore final : public SessionStore {
     return absl::OkStatus();
   }
 
-  absl::StatusOr<std::vector<SessionRecord>> List(absl::string_view tenant) override {
+  absl::StatusOr<SessionPage> List(absl::string_view tenant, absl::string_view after,
+                                   size_t limit) override {
+    limit = std::max<size_t>(limit, 1);
     std::lock_guard<std::mutex> lock(mutex_);
     ExpireLocked();
-    std::vector<SessionRecord> records;
+    SessionPage page;
     // Keys sort by (tenant, id), so one tenant's sessions are one run, already sorted by id.
-    for (auto it = entries_.lower_bound({std::string(tenant), std::string()});
-         it != entries_.end() && it->first.first == tenant; ++it) {
-      records.push_back(it->second.record);
+    auto it = entries_.upper_bound({std::string(tenant), std::string(after)});
+    for (; it != entries_.end() && it->first.first == tenant && page.records.size() < limit; ++it) {
+      page.records.push_back(it->second.record);
     }
-    return records;
+    if (it != entries_.end() && it->first.first == tenant) {
+      page.next_after = page.records.back().key.id;
+    }
+    return page;
   }
 
   SessionStoreStats Stats() const override {

@@ -7,6 +7,8 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -100,10 +102,10 @@ class RedisSessionStore final : public SessionStore {
 
   absl::StatusOr<SessionRecord> Info(const SessionKey& key) override {
     if (absl::Status valid = ValidateSessionId(key.id); !valid.ok()) return valid;
-    absl::StatusOr<std::vector<SessionRecord>> records = Records({key});
-    if (!records.ok()) return records.status();
-    if (records->empty()) return internal::SessionNotFound(key);
-    return std::move(records->front());
+    absl::StatusOr<std::optional<SessionRecord>> record = Record(key, /*leave_out_corrupt=*/false);
+    if (!record.ok()) return record.status();
+    if (!record->has_value()) return internal::SessionNotFound(key);
+    return **std::move(record);
   }
 
   absl::Status Delete(const SessionKey& key) override {
@@ -117,10 +119,11 @@ class RedisSessionStore final : public SessionStore {
     return absl::OkStatus();
   }
 
-  absl::StatusOr<std::vector<SessionRecord>> List(absl::string_view tenant) override {
+  absl::StatusOr<SessionPage> List(absl::string_view tenant, absl::string_view after,
+                                   size_t limit) override {
     const std::string prefix = absl::StrCat(kKeyPrefix, internal::TenantHex(tenant), ":");
     const std::string pattern = absl::StrCat(prefix, "*");  // hex tenants and ids hold no glob
-    std::vector<SessionKey> keys;
+    std::vector<std::string> ids;
     std::string cursor = "0";
     do {
       absl::StatusOr<std::vector<Reply>> replies =
@@ -135,13 +138,14 @@ class RedisSessionStore final : public SessionStore {
       for (size_t i = 0; i < batch->elements; ++i) {
         absl::string_view redis_key(batch->element[i]->str, batch->element[i]->len);
         if (!absl::ConsumePrefix(&redis_key, prefix)) continue;
-        keys.push_back(SessionKey{std::string(tenant), std::string(redis_key)});
+        ids.emplace_back(redis_key);
       }
     } while (cursor != "0");
-    std::sort(keys.begin(), keys.end(),
-              [](const SessionKey& a, const SessionKey& b) { return a.id < b.id; });
-    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());  // SCAN may repeat keys
-    return Records(keys);
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());  // SCAN may repeat keys
+    return internal::ReadPage(ids, after, limit, [&](const std::string& id) {
+      return Record(SessionKey{std::string(tenant), id}, /*leave_out_corrupt=*/true);
+    });
   }
 
   SessionStoreStats Stats() const override { return counters_.Snapshot(-1, -1); }
@@ -189,44 +193,40 @@ class RedisSessionStore final : public SessionStore {
     return std::make_shared<const std::string>(reply->str, reply->len);
   }
 
-  // The records of those of `keys` that exist, in order: header, size and TTL of each read in one
-  // MULTI/EXEC, so the three agree even while the session is being replaced.
-  absl::StatusOr<std::vector<SessionRecord>> Records(const std::vector<SessionKey>& keys) {
-    std::vector<SessionRecord> records;
+  // The record of `key`, nothing when it does not exist: header, size and TTL read in one
+  // MULTI/EXEC, so the three agree even while the session is being replaced. A corrupt value is
+  // nothing with `leave_out_corrupt` (a listing), an error naming it otherwise.
+  absl::StatusOr<std::optional<SessionRecord>> Record(const SessionKey& key,
+                                                      bool leave_out_corrupt) {
     const std::string header_end = absl::StrCat(kSnapshotHeaderBytes - 1);
-    for (const SessionKey& key : keys) {
-      const std::string redis_key = RedisKey(key);
-      absl::StatusOr<std::vector<Reply>> replies = Run({{"MULTI"},
-                                                        {"GETRANGE", redis_key, "0", header_end},
-                                                        {"STRLEN", redis_key},
-                                                        {"PTTL", redis_key},
-                                                        {"EXEC"}});
-      if (!replies.ok()) return Count(replies.status());
-      const redisReply* exec = replies->back().get();
-      if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 3 ||
-          exec->element[0]->type != REDIS_REPLY_STRING ||
-          exec->element[1]->type != REDIS_REPLY_INTEGER ||
-          exec->element[2]->type != REDIS_REPLY_INTEGER) {
-        return Count(absl::UnavailableError(Prefix("unexpected reply to MULTI/EXEC")));
-      }
-      const redisReply* header_reply = exec->element[0];
-      if (header_reply->len == 0) continue;  // gone (deleted or expired since it was listed)
-      absl::StatusOr<SnapshotHeader> header =
-          ParseHeader(absl::string_view(header_reply->str, header_reply->len));
-      if (!header.ok()) {
-        if (keys.size() == 1) {
-          return absl::Status(header.status().code(),
-                              absl::StrCat(Prefix(redis_key), ": ", header.status().message()));
-        }
-        continue;  // a corrupt value is left out of a list
-      }
-      const long long ttl_ms = exec->element[2]->integer;
-      const absl::Time expires_at =
-          ttl_ms >= 0 ? absl::Now() + absl::Milliseconds(ttl_ms) : absl::InfiniteFuture();
-      records.push_back(internal::MakeRecord(
-          key, *header, static_cast<uint64_t>(exec->element[1]->integer), expires_at));
+    const std::string redis_key = RedisKey(key);
+    absl::StatusOr<std::vector<Reply>> replies = Run({{"MULTI"},
+                                                      {"GETRANGE", redis_key, "0", header_end},
+                                                      {"STRLEN", redis_key},
+                                                      {"PTTL", redis_key},
+                                                      {"EXEC"}});
+    if (!replies.ok()) return Count(replies.status());
+    const redisReply* exec = replies->back().get();
+    if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 3 ||
+        exec->element[0]->type != REDIS_REPLY_STRING ||
+        exec->element[1]->type != REDIS_REPLY_INTEGER ||
+        exec->element[2]->type != REDIS_REPLY_INTEGER) {
+      return Count(absl::UnavailableError(Prefix("unexpected reply to MULTI/EXEC")));
     }
-    return records;
+    const redisReply* header_reply = exec->element[0];
+    if (header_reply->len == 0) return std::nullopt;  // gone (deleted, expired, never there)
+    absl::StatusOr<SnapshotHeader> header =
+        ParseHeader(absl::string_view(header_reply->str, header_reply->len));
+    if (!header.ok()) {
+      if (leave_out_corrupt) return std::nullopt;
+      return absl::Status(header.status().code(),
+                          absl::StrCat(Prefix(redis_key), ": ", header.status().message()));
+    }
+    const long long ttl_ms = exec->element[2]->integer;
+    const absl::Time expires_at =
+        ttl_ms >= 0 ? absl::Now() + absl::Milliseconds(ttl_ms) : absl::InfiniteFuture();
+    return internal::MakeRecord(key, *header, static_cast<uint64_t>(exec->element[1]->integer),
+                                expires_at);
   }
 
   // Sends the commands in one round trip on a pooled connection and returns their replies. Any

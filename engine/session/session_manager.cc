@@ -92,8 +92,9 @@ absl::StatusOr<SessionRecord> SessionManager::Info(const SessionKey& key) {
 
 absl::Status SessionManager::Delete(const SessionKey& key) { return store_->Delete(key); }
 
-absl::StatusOr<std::vector<SessionRecord>> SessionManager::List(absl::string_view tenant) {
-  return store_->List(tenant);
+absl::StatusOr<SessionPage> SessionManager::List(absl::string_view tenant, absl::string_view after,
+                                                 size_t limit) {
+  return store_->List(tenant, after, limit);
 }
 
 SessionManagerStats SessionManager::Stats() const {

@@ -85,7 +85,8 @@ class SessionManager {
   absl::StatusOr<SessionRecord> Import(const SessionKey& key, std::string snapshot);
   absl::StatusOr<SessionRecord> Info(const SessionKey& key);
   absl::Status Delete(const SessionKey& key);
-  absl::StatusOr<std::vector<SessionRecord>> List(absl::string_view tenant);
+  // SessionStore::List.
+  absl::StatusOr<SessionPage> List(absl::string_view tenant, absl::string_view after, size_t limit);
 
   SessionStoreStats StoreStats() const { return store_->Stats(); }
   SessionManagerStats Stats() const;

@@ -1,5 +1,8 @@
-// Session ids, store options, the checks every store makes on Put, and MakeSessionStore.
+// Session ids, store options, the checks every store makes on Put, paging a listing, and
+// MakeSessionStore.
 #include "engine/session/session_store.h"
+
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -122,6 +125,24 @@ SessionRecord MakeRecord(const SessionKey& key, const SnapshotHeader& header, ui
   record.state_dtype = StateDTypeName(header.layout.dtype);
   record.header_checksum = header.header_checksum;
   return record;
+}
+
+absl::StatusOr<SessionPage> ReadPage(
+    const std::vector<std::string>& sorted_ids, absl::string_view after, size_t limit,
+    const std::function<absl::StatusOr<std::optional<SessionRecord>>(const std::string& id)>&
+        read) {
+  limit = std::max<size_t>(limit, 1);
+  SessionPage page;
+  auto it = std::upper_bound(sorted_ids.begin(), sorted_ids.end(), after,
+                             [](absl::string_view a, const std::string& b) { return a < b; });
+  for (; it != sorted_ids.end() && page.records.size() < limit; ++it) {
+    absl::StatusOr<std::optional<SessionRecord>> record = read(*it);
+    if (!record.ok()) return record.status();
+    if (record->has_value()) page.records.push_back(**std::move(record));
+    page.next_after = *it;
+  }
+  if (it == sorted_ids.end()) page.next_after.clear();
+  return page;
 }
 
 absl::Status SessionNotFound(const SessionKey& key) {

@@ -2,6 +2,7 @@
 // a directory, Redis, or a chain of them — and MakeSessionStore, which builds one from options.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -38,6 +39,14 @@ struct SessionRecord {
   uint64_t header_checksum = 0;  // the snapshot's header checksum: tells two versions apart
 };
 
+// One page of a tenant's sessions (SessionStore::List).
+struct SessionPage {
+  std::vector<SessionRecord> records;  // sorted by id
+  // The `after` that continues the listing: the last id this page looked at (a session that
+  // could not be read is left out of `records` but still passed). Empty when nothing follows.
+  std::string next_after;
+};
+
 // Counters since the store was made. For a chain: sessions and bytes of its last store, the
 // calls as the chain's caller saw them (a Get that hit any store is a hit), and evictions,
 // expirations and errors summed over the stores.
@@ -72,8 +81,11 @@ class SessionStore {
   virtual absl::StatusOr<SessionRecord> Info(const SessionKey& key) = 0;
   // Removes the session; NOT_FOUND when there was none.
   virtual absl::Status Delete(const SessionKey& key) = 0;
-  // Every live session of `tenant`, sorted by id.
-  virtual absl::StatusOr<std::vector<SessionRecord>> List(absl::string_view tenant) = 0;
+  // Live sessions of `tenant` whose ids sort after `after` ("" = from the first), by id: at most
+  // `limit` of them (at least 1 is asked for). Only the page's sessions are read, so a page costs
+  // the same however many sessions the tenant has (but for listing their names).
+  virtual absl::StatusOr<SessionPage> List(absl::string_view tenant, absl::string_view after,
+                                           size_t limit) = 0;
   virtual SessionStoreStats Stats() const = 0;
   // For logs: "memory", "dir /var/lib/hgrn2/sessions", "redis 10.0.0.5:6379", "memory+redis ...".
   virtual std::string Describe() const = 0;

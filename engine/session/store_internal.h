@@ -3,8 +3,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
@@ -33,6 +36,14 @@ inline absl::Time Now(const SessionStoreOptions& options) {
 
 // NOT_FOUND for `key`, worded the same by every store.
 absl::Status SessionNotFound(const SessionKey& key);
+
+// SessionStore::List over `sorted_ids` (a tenant's ids, sorted, each once): reads the records of
+// the ids after `after` with `read`, one at a time, until `limit` (at least 1) are found. `read`
+// returns the record, nothing for a session to leave out (gone since it was listed, unreadable),
+// or an error that ends the listing.
+absl::StatusOr<SessionPage> ReadPage(
+    const std::vector<std::string>& sorted_ids, absl::string_view after, size_t limit,
+    const std::function<absl::StatusOr<std::optional<SessionRecord>>(const std::string& id)>& read);
 
 // The counters of SessionStoreStats that calls bump (sessions and bytes are the store's own).
 struct StoreCounters {

@@ -1,7 +1,7 @@
 // Sessions through the public gRPC API (CPU backend, fixture models): exact resumption for greedy
 // and seeded sampling, forks, scoring on a session, export and import between servers, every
 // corruption of an import, concurrent saves, the dir store across a restart, n samples sharing
-// one prefill, the prefix cache, and the session metrics.
+// one prefill, the prefix cache, the session metrics, and listing sessions a page at a time.
 #include <algorithm>
 #include <filesystem>
 #include <memory>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/server.h"
@@ -197,6 +198,66 @@ TEST_F(SessionTest, ForkLeavesTheOriginalUnchanged) {
   grpc::ClientContext again_context;
   EXPECT_EQ(client.sessions().DeleteSession(&again_context, remove, &removed).error_code(),
             grpc::StatusCode::NOT_FOUND);
+}
+
+// ListSessions gives a page at a time: at most page_size sessions by id and a token for the
+// next page; 0 asks for the default page (100); a negative size or a token the server did not
+// give is INVALID_ARGUMENT.
+TEST_F(SessionTest, ListSessionsPagesThroughEverySession) {
+  std::unique_ptr<Server> server = Start(Options());
+  ASSERT_NE(server, nullptr);
+  Client client(server->port());
+  v1::GenerateRequest start = Request({7, 8, 9}, 1, false);
+  start.set_save_session_as("s000");
+  ASSERT_TRUE(client.Generate(start).status.ok());
+  std::string snapshot;
+  ASSERT_TRUE(Export(client, "s000", &snapshot).ok());
+  std::vector<std::string> saved = {"s000"};
+  for (int i = 1; i <= 100; ++i) {
+    saved.push_back(absl::StrFormat("s%03d", i));
+    v1::SessionInfo info;
+    ASSERT_TRUE(Import(client, saved.back(), snapshot, &info, snapshot.size()).ok());
+  }
+  auto list = [&](int32_t page_size, const std::string& token, v1::ListSessionsResponse* out) {
+    grpc::ClientContext context;
+    v1::ListSessionsRequest request;
+    request.set_page_size(page_size);
+    request.set_page_token(token);
+    out->Clear();
+    return client.sessions().ListSessions(&context, request, out);
+  };
+  std::vector<std::string> listed;
+  std::string token;
+  int pages = 0;
+  do {
+    v1::ListSessionsResponse page;
+    const grpc::Status status = list(7, token, &page);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_LE(page.sessions_size(), 7);
+    for (const v1::SessionInfo& info : page.sessions()) listed.push_back(info.session_id());
+    token = page.next_page_token();
+  } while (!token.empty() && ++pages < 100);
+  EXPECT_EQ(listed, saved);
+  EXPECT_EQ(pages, 14);  // 15 pages: 14 of 7 and one of 3
+
+  v1::ListSessionsResponse page;
+  ASSERT_TRUE(list(0, "", &page).ok());
+  ASSERT_EQ(page.sessions_size(), 100);
+  EXPECT_EQ(page.sessions(99).session_id(), "s099");
+  ASSERT_TRUE(list(0, page.next_page_token(), &page).ok());
+  ASSERT_EQ(page.sessions_size(), 1);
+  EXPECT_EQ(page.sessions(0).session_id(), "s100");
+  EXPECT_EQ(page.next_page_token(), "");
+  ASSERT_TRUE(list(1 << 30, "", &page).ok());  // more than the most: a page of the most
+  EXPECT_EQ(page.sessions_size(), 101);
+  EXPECT_EQ(page.next_page_token(), "");
+
+  const grpc::Status negative = list(-1, "", &page);
+  EXPECT_EQ(negative.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(negative.error_message(), HasSubstr("page_size is -1"));
+  const grpc::Status forged = list(5, "../s001", &page);
+  EXPECT_EQ(forged.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(forged.error_message(), HasSubstr("page_token"));
 }
 
 // Score on a session equals scoring the session's whole history as context; every continuation

@@ -4,9 +4,9 @@
 #     the server acknowledged is there with its token count and resumes exactly, no temp file is
 #     left in the folder, and every session ListSessions shows loads.
 #  2. The session folder full: a 1 MiB tmpfs (mount needs root; without it, the fallback is a
-#     --session-dir-max-bytes cap smaller than one snapshot). Saves fail with a code and a message
-#     that says why, the session being overwritten keeps its old version, generations without
-#     saves go on, and (tmpfs) once sessions are deleted saves work again.
+#     --session-dir-max-bytes cap smaller than one snapshot). Saves fail with RESOURCE_EXHAUSTED
+#     and a message that says why, the session being overwritten keeps its old version,
+#     generations without saves go on, and (tmpfs) once sessions are deleted saves work again.
 #  3. Redis stopped, then restarted, while the server runs (sessions in Redis): session calls fail
 #     with UNAVAILABLE naming Redis, generations go on, and after the restart sessions work again
 #     without restarting the server, the saved ones still there. Redis paused (SIGSTOP): session
@@ -102,8 +102,9 @@ folder_full() {
       saved=$((saved + 1))
     done
     full_error=$(cat "$err_file")
-    [[ $i -lt 100 && $full_error == *UNAVAILABLE* && $full_error == *"No space left on device"* ]]
-    check "once $saved more are saved, a save fails: UNAVAILABLE naming ENOSPC ($full_error)" $?
+    [[ $i -lt 100 && $full_error == *RESOURCE_EXHAUSTED* &&
+      $full_error == *"No space left on device"* ]]
+    check "once $saved more are saved, a save fails: RESOURCE_EXHAUSTED naming ENOSPC ($full_error)" $?
   else
     gen "$server_addr" --ids 9,10 --max-new-tokens 2 --save-session big >/dev/null
     full_error=$(cat "$err_file")

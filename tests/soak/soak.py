@@ -467,8 +467,9 @@ class Worker:
     async def session_ops(self) -> None:
         r = self.rng.random()
         if r < 0.3:
+            page_size = self.rng.choice([0, 1, 10, 1000])
             outcome, details, _ = await unary(
-                self.sessions.ListSessions(spb.ListSessionsRequest(), timeout=30))
+                self.sessions.ListSessions(spb.ListSessionsRequest(page_size=page_size), timeout=30))
             self.tally.add("session_list", outcome, set(), details)
             return
         if not self.session_id or self.session_id not in self.ledger.sessions:
@@ -695,11 +696,17 @@ async def verify_sessions(inference: Any, sessions: Any, ledger: Ledger, exact: 
                 wrong.append(f"{session_id}: resumed {tokens[0]}, whole history {expected.get(0)} "
                              f"({outcome} {details})")
     listed_bad: list[str] = []
-    outcome, details, listed = await unary(
-        sessions.ListSessions(spb.ListSessionsRequest(), timeout=60))
-    listed_ids = [s.session_id for s in listed.sessions] if listed else []
-    if outcome != OK:
-        listed_bad.append(f"ListSessions {outcome} {details}")
+    listed_ids: list[str] = []
+    request = spb.ListSessionsRequest(page_size=100)
+    while True:
+        outcome, details, listed = await unary(sessions.ListSessions(request, timeout=60))
+        if outcome != OK:
+            listed_bad.append(f"ListSessions {outcome} {details}")
+            break
+        listed_ids += [s.session_id for s in listed.sessions]
+        if not listed.next_page_token:
+            break
+        request.page_token = listed.next_page_token
     for session_id in listed_ids:
         if session_id in ledger.sessions:
             continue

@@ -132,10 +132,16 @@ class AsyncClient:
         """The saved conversation ``session_id`` (created by its first send if it does not exist)."""
         return AsyncSession(self, session_id, source=None)
 
-    async def list_sessions(self) -> list[SessionInfo]:
-        """The caller's saved sessions, by id."""
-        response = await self._call(self._sessions.ListSessions, spb.ListSessionsRequest())
-        return [_convert.session_info(s) for s in response.sessions]
+    async def list_sessions(self, page_size: int = 1000) -> list[SessionInfo]:
+        """The caller's saved sessions, by id: every page, asked for ``page_size`` at a time."""
+        request = spb.ListSessionsRequest(page_size=page_size)
+        sessions: list[SessionInfo] = []
+        while True:
+            response = await self._call(self._sessions.ListSessions, request)
+            sessions.extend(_convert.session_info(s) for s in response.sessions)
+            if not response.next_page_token:
+                return sessions
+            request.page_token = response.next_page_token
 
     async def get_session(self, session_id: str) -> SessionInfo:
         """A saved session's facts; NotFoundError when there is none."""

@@ -157,10 +157,16 @@ class Client:
         """The saved conversation ``session_id`` (created by its first send if it does not exist)."""
         return Session(self, session_id, source=None)
 
-    def list_sessions(self) -> list[SessionInfo]:
-        """The caller's saved sessions, by id."""
-        response = self._call(self._sessions.ListSessions, spb.ListSessionsRequest())
-        return [_convert.session_info(s) for s in response.sessions]
+    def list_sessions(self, page_size: int = 1000) -> list[SessionInfo]:
+        """The caller's saved sessions, by id: every page, asked for ``page_size`` at a time."""
+        request = spb.ListSessionsRequest(page_size=page_size)
+        sessions: list[SessionInfo] = []
+        while True:
+            response = self._call(self._sessions.ListSessions, request)
+            sessions.extend(_convert.session_info(s) for s in response.sessions)
+            if not response.next_page_token:
+                return sessions
+            request.page_token = response.next_page_token
 
     def get_session(self, session_id: str) -> SessionInfo:
         """A saved session's facts; NotFoundError when there is none."""

@@ -39,7 +39,7 @@ class FailedPreconditionError(Hgrn2Error):
 
 
 class ResourceExhaustedError(Hgrn2Error):
-    """RESOURCE_EXHAUSTED: the server's queue is full, or a snapshot is too large for the store."""
+    """RESOURCE_EXHAUSTED: the queue is full, a limit is reached, or the session store is full."""
 
 
 class UnavailableError(Hgrn2Error):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hgrn2_client import Client, NotFoundError, SamplingOptions
+from hgrn2_client import Client, InvalidArgumentError, NotFoundError, SamplingOptions
 
 GREEDY: SamplingOptions = {"max_new_tokens": 8, "temperature": 0, "ignore_eos": True}
 
@@ -50,6 +50,20 @@ def test_export_import_round_trip(sessions: Client, tmp_path: Path) -> None:
     assert copy.send([5], **GREEDY).token_ids == session.send([5], **GREEDY).token_ids
     copy.delete()
     session.delete()
+
+
+def test_list_pages_through_every_session(sessions: Client) -> None:
+    created = [sessions.session(new_id()) for _ in range(3)]
+    for session in created:
+        session.send([1, 2, 3], **GREEDY)
+    everything = [s.session_id for s in sessions.list_sessions()]
+    assert everything == sorted(everything)
+    assert {s.id for s in created} <= set(everything)
+    assert [s.session_id for s in sessions.list_sessions(page_size=1)] == everything
+    with pytest.raises(InvalidArgumentError, match="page_size is -1"):
+        sessions.list_sessions(page_size=-1)
+    for session in created:
+        session.delete()
 
 
 def test_list_and_delete(sessions: Client) -> None:
