@@ -316,10 +316,24 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
     for (const auto& stream : streams) stream->Cancel();
   }
 
-  // Before a StartWrite, StartWriteAndFinish or Finish, and first in what they lead to
-  // (handoffs_).
+  // Before a StartWrite, StartWriteAndFinish or Finish (only WriteMessage, WriteLastMessage and
+  // FinishWith start them), and first in what they lead to (handoffs_).
   void HandOff() { handoffs_.fetch_add(1, std::memory_order_release); }
   void TakeOver() { static_cast<void>(handoffs_.load(std::memory_order_acquire)); }
+
+  // Sends message_; OnWriteDone follows.
+  void WriteMessage() {
+    HandOff();
+    StartWrite(&message_);
+  }
+
+  // Sends message_ as the last one and finishes with OK.
+  void WriteLastMessage() {
+    MarkFinished();
+    final_code_ = grpc::StatusCode::OK;
+    HandOff();
+    StartWriteAndFinish(&message_, grpc::WriteOptions(), grpc::Status::OK);
+  }
 
   // Finishes without a last message (errors, cancellation).
   void FinishWith(const grpc::Status& status) {
@@ -409,8 +423,7 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
       message_.set_text(std::move(text));
       RecordTokenTimes(new_tokens);
       AddRequestId();
-      HandOff();
-      StartWrite(&message_);
+      WriteMessage();
       return true;
     }
     sample.engine_ended = true;
@@ -445,14 +458,10 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
       return true;
     }
     if (!last) {
-      HandOff();
-      StartWrite(&message_);
+      WriteMessage();
       return true;
     }
-    MarkFinished();
-    final_code_ = grpc::StatusCode::OK;
-    HandOff();
-    StartWriteAndFinish(&message_, grpc::WriteOptions(), grpc::Status::OK);
+    WriteLastMessage();
     return true;
   }
 
@@ -475,10 +484,7 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
                                        "\": ", saved.message()))));
         return;
       }
-      self->MarkFinished();
-      self->final_code_ = grpc::StatusCode::OK;
-      self->HandOff();
-      self->StartWriteAndFinish(&self->message_, grpc::WriteOptions(), grpc::Status::OK);
+      self->WriteLastMessage();
     });
   }
 
