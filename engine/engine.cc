@@ -1,13 +1,12 @@
-// Engine: validation of requests on the caller's thread, the per-request streams, and the
-// hand-off to the scheduler thread.
+// Engine: validation of requests on the caller's thread and the hand-off to the scheduler thread.
 #include "engine/engine.h"
 
 #include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "engine/scheduler.h"
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
+#include "engine/scheduler/scheduler.h"
 
 namespace hgrn2 {
 namespace {
@@ -23,113 +22,6 @@ std::unique_ptr<Sequence> NewSequence(RequestId id, int32_t priority, absl::Time
 }
 
 }  // namespace
-
-StreamUpdate GenerationStream::TakeLocked() {
-  StreamUpdate update;
-  update.tokens.swap(unread_);
-  update.end = end_;
-  return update;
-}
-
-StreamUpdate GenerationStream::Next() {
-  std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait(lock, [&] { return end_reported_ || (!end_ && !unread_.empty()); });
-  return TakeLocked();
-}
-
-StreamUpdate GenerationStream::Poll() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return TakeLocked();
-}
-
-StreamUpdate GenerationStream::Wait() {
-  std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait(lock, [&] { return end_reported_; });
-  return TakeLocked();
-}
-
-void GenerationStream::Deliver(absl::Span<const SampledToken> tokens,
-                               std::optional<GenerationEnd> end) {
-  const bool ends = end.has_value();
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    unread_.insert(unread_.end(), tokens.begin(), tokens.end());
-    if (end) end_ = std::move(end);
-  }
-  changed_.notify_all();
-  // Outside the lock: the callback may Poll().
-  if (on_update_) on_update_();
-  if (!ends) return;
-  // Only now may Wait() return: a caller that frees what on_update uses once it has the end
-  // would otherwise free it under the running callback.
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    end_reported_ = true;
-  }
-  changed_.notify_all();
-}
-
-absl::StatusOr<ScoreResult> PendingScore::Wait() {
-  std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait(lock, [&] { return done_reported_; });
-  return *result_;
-}
-
-std::optional<absl::StatusOr<ScoreResult>> PendingScore::Poll() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return result_;
-}
-
-void PendingScore::Finish(absl::StatusOr<ScoreResult> result) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    result_ = std::move(result);
-  }
-  changed_.notify_all();
-  if (on_done_) on_done_();
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    done_reported_ = true;
-  }
-  changed_.notify_all();
-}
-
-absl::Status EngineOptions::Validate() const {
-  auto positive = [](absl::string_view field, int64_t value) -> absl::Status {
-    if (value > 0) return absl::OkStatus();
-    return absl::InvalidArgumentError(
-        absl::StrCat("engine options: ", field, " must be positive, got ", value));
-  };
-  HGRN2_RETURN_IF_ERROR(positive("max_running", max_running));
-  HGRN2_RETURN_IF_ERROR(positive("prefill_token_budget", prefill_token_budget));
-  HGRN2_RETURN_IF_ERROR(positive("max_queued", max_queued));
-  HGRN2_RETURN_IF_ERROR(positive("max_prompt_tokens", max_prompt_tokens));
-  HGRN2_RETURN_IF_ERROR(positive("max_samples", max_samples));
-  if (prefix_cache_bytes < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "engine options: prefix_cache_bytes must not be negative, got ", prefix_cache_bytes));
-  }
-  if (num_slots != 0 && num_slots < max_running) {
-    return absl::InvalidArgumentError(absl::StrCat("engine options: num_slots (", num_slots,
-                                                   ") must be 0 or at least ", "max_running (",
-                                                   max_running, ")"));
-  }
-  if (swap_slots < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("engine options: swap_slots must not be negative, got ", swap_slots));
-  }
-  if (warm_decode_batches < kWarmAllBatches) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("engine options: warm_decode_batches must be >= 0 (or kWarmAllBatches), got ",
-                     warm_decode_batches));
-  }
-  if (prefill_chunk_size < ForwardPass::Options::kBackendDefault) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("engine options: prefill_chunk_size must be >= 0 (or kBackendDefault), got ",
-                     prefill_chunk_size));
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model,
                                                        const EngineOptions& options) {

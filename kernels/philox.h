@@ -1,5 +1,6 @@
 // Philox4x32-10 and the uniform draw of the sampler: one implementation for the host sampler
-// (engine/sampler.cc) and the CUDA sampler (kernels/cuda/sample.cu), so both draw the same bits.
+// (engine/sampling/sampler.cc) and the CUDA sampler (kernels/cuda/sample.cu), so both draw the same
+// bits.
 #pragma once
 
 #include <cstdint>

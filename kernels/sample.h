@@ -1,5 +1,5 @@
 // Op: choosing the next token of each row of logits on the device, exactly as the host Sampler
-// (engine/sampler.cc) does, so that only ids and log-probabilities travel to the host.
+// (engine/sampling/sampler.cc) does, so that only ids and log-probabilities travel to the host.
 #pragma once
 
 #include <cstdint>

@@ -13,7 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "engine/dtype.h"
+#include "engine/base/dtype.h"
 #include "engine/session/session_manager.h"
 #include "engine/tokenizer/stream_decoder.h"
 #include "server/grpc_status.h"

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "engine/engine.h"
-#include "engine/model.h"
+#include "engine/model/model.h"
 #include "hgrn2/v1/inference.grpc.pb.h"
 #include "server/call_parts.h"
 

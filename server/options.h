@@ -6,7 +6,7 @@
 #include <string>
 
 #include "absl/time/time.h"
-#include "engine/backend.h"
+#include "engine/backend/backend.h"
 #include "engine/engine.h"
 #include "engine/session/session_store.h"
 
@@ -47,8 +47,8 @@ struct ServerOptions {
   }
 
   std::string model_dir;  // config.json, weights and (optionally) a tokenizer
-  // Instead of model_dir: random weights of a named shape (engine/model_presets.h), no tokenizer;
-  // for benchmarks of the serving path (bench/serving/).
+  // Instead of model_dir: random weights of a named shape (engine/checkpoint/model_presets.h), no
+  // tokenizer; for benchmarks of the serving path (bench/serving/).
   std::string preset;
   std::string host = "0.0.0.0";
   int port = 50051;             // 0 = any free port (the bound one is logged and in Server::port())

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/checkpoint/model_config.h"
 #include "engine/engine.h"
-#include "engine/model_config.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "hgrn2/v1/inference.pb.h"
 #include "server/options.h"

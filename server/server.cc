@@ -10,9 +10,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "engine/dtype.h"
-#include "engine/model_presets.h"
-#include "engine/status_macros.h"
+#include "engine/base/dtype.h"
+#include "engine/base/status_macros.h"
+#include "engine/checkpoint/model_presets.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"

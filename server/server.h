@@ -8,9 +8,9 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
-#include "engine/backend.h"
+#include "engine/backend/backend.h"
 #include "engine/engine.h"
-#include "engine/model.h"
+#include "engine/model/model.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "grpcpp/server.h"
 #include "server/access_control.h"

@@ -13,14 +13,14 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "engine/backend.h"
-#include "engine/model_config.h"
-#include "engine/model_presets.h"
-#include "engine/session/fingerprint.h"
+#include "engine/backend/backend.h"
+#include "engine/base/status_macros.h"
+#include "engine/checkpoint/fingerprint.h"
+#include "engine/checkpoint/model_config.h"
+#include "engine/checkpoint/model_presets.h"
+#include "engine/model/state_pool.h"
 #include "engine/session/session_store.h"
 #include "engine/session/snapshot.h"
-#include "engine/state_pool.h"
-#include "engine/status_macros.h"
 
 namespace hgrn2 {
 namespace {
@@ -103,9 +103,9 @@ absl::Status Run(const Flags& flags) {
                          }));
   Report("  of which Serialize (copy + XXH3 checksums)", rate, bytes);
 
-  // The paths hgrn2-server takes (engine/scheduler.cc ReadState and WriteState, through one
-  // page-locked slot; engine/session/session_manager.cc), each blob kept as a store keeps it, so
-  // every save writes fresh memory.
+  // The paths hgrn2-server takes (engine/scheduler/scheduler.cc ReadState and WriteState, through
+  // one page-locked slot; engine/session/session_manager.cc), each blob kept as a store keeps it,
+  // so every save writes fresh memory.
   std::vector<std::string> kept;
   HGRN2_ASSIGN_OR_RETURN(rate, BestRate(flags.reps, bytes, [&] {
                            HGRN2_RETURN_IF_ERROR(pool->ReadHost(slot, pinned_bytes));

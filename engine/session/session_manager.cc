@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
 
 namespace hgrn2::session {
 

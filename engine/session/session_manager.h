@@ -13,8 +13,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "engine/engine.h"
-#include "engine/model.h"
+#include "engine/model/model.h"
+#include "engine/scheduler/request.h"
 #include "engine/session/session_store.h"
 #include "engine/session/snapshot.h"
 

@@ -10,10 +10,10 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "engine/dtype.h"
-#include "engine/engine.h"
-#include "engine/model_config.h"
-#include "engine/session/fingerprint.h"
+#include "engine/base/dtype.h"
+#include "engine/checkpoint/fingerprint.h"
+#include "engine/checkpoint/model_config.h"
+#include "engine/scheduler/request.h"
 
 namespace hgrn2::session {
 

@@ -15,7 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
 #include "engine/tokenizer/bpe_model.h"
 #include "engine/tokenizer/onig_regex.h"
 #include "engine/tokenizer/tokenizer.h"

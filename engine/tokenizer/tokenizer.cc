@@ -5,8 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "engine/file_io.h"
-#include "engine/status_macros.h"
+#include "engine/base/file_io.h"
+#include "engine/base/status_macros.h"
 
 namespace hgrn2 {
 

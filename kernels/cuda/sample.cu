@@ -1,6 +1,7 @@
 // The CUDA sampler: per row, logit adjustments, greedy or temperature + top-k/top-p/min-p + the
 // seeded exponential race, the chosen token's log-probability and the top alternatives — the
-// same steps, in the same float and double arithmetic, as Sampler::Sample (engine/sampler.cc).
+// same steps, in the same float and double arithmetic, as Sampler::Sample
+// (engine/sampling/sampler.cc).
 //
 // Exactness: every float step (bias, penalties, x - max, / temperature) uses the _rn intrinsics
 // so no multiply-add is contracted into an fma that the host does not do. Comparisons and
@@ -26,7 +27,8 @@ constexpr int kWarps = kThreads / 32;
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr double kNegInfD = -std::numeric_limits<double>::infinity();
-// -log(-log(1 - 2^-24)) = 16.64 bounds the race's noise (as kMaxNoise in engine/sampler.cc).
+// -log(-log(1 - 2^-24)) = 16.64 bounds the race's noise (as kMaxNoise in
+// engine/sampling/sampler.cc).
 constexpr double kMaxNoise = 16.7;
 
 struct Shared {
@@ -156,7 +158,7 @@ __device__ int32_t BlockExclusiveSum(int32_t value, Shared& sh) {
 }
 
 // The first index of the largest value above -inf among values[0, n) (NaN never wins), or -1:
-// FirstArgmax of engine/sampler.cc.
+// FirstArgmax of engine/sampling/sampler.cc.
 __device__ int32_t BlockFirstArgmax(const float* values, int32_t n, Shared& sh) {
   double best = kNegInfD;
   int32_t best_index = -1;
@@ -305,7 +307,7 @@ __device__ __forceinline__ double RaceScore(const SampleRowParams& p, int32_t i,
 }
 
 // Steps 4 to 8 of SamplingParams on the processed logits z (overwritten): DrawToken of
-// engine/sampler.cc. The drawn token, or -1 when no processed logit is above -inf.
+// engine/sampling/sampler.cc. The drawn token, or -1 when no processed logit is above -inf.
 __device__ int32_t Draw(const SampleRowParams& p, float* z, int32_t vocab, Shared& sh) {
   const int32_t top = BlockFirstArgmax(z, vocab, sh);
   if (top < 0) return -1;

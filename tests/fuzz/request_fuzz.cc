@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/model_config.h"
+#include "engine/checkpoint/model_config.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "google/protobuf/stubs/logging.h"
 #include "hgrn2/v1/inference.pb.h"

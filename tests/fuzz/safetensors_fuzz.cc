@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "absl/types/span.h"
-#include "engine/dtype.h"
-#include "engine/weight_file.h"
+#include "engine/base/dtype.h"
+#include "engine/checkpoint/weight_file.h"
 #include "tests/fuzz/fuzz_target.h"
 
 namespace {

@@ -8,7 +8,7 @@
 
 #include "engine/session/snapshot.h"
 #include "tests/fuzz/fuzz_target.h"
-#include "tests/session_test_support.h"
+#include "tests/support/session_test_support.h"
 #include "xxhash.h"
 
 namespace {

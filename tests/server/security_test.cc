@@ -26,7 +26,7 @@
 #include "server/server.h"
 #include "server/tls.h"
 #include "tests/server/test_client.h"
-#include "tests/test_support.h"
+#include "tests/support/test_support.h"
 
 namespace hgrn2::server {
 namespace {

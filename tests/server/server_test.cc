@@ -22,16 +22,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "engine/weight_file.h"
+#include "engine/checkpoint/weight_file.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "hgrn2/v1/inference.grpc.pb.h"
-#include "tests/failing_backend.h"
 #include "tests/server/test_client.h"
-#include "tests/test_support.h"
+#include "tests/support/failing_backend.h"
+#include "tests/support/test_support.h"
 
 namespace hgrn2::server {
 namespace {

@@ -14,7 +14,7 @@
 #include "gtest/gtest.h"
 #include "server/server.h"
 #include "tests/server/test_client.h"
-#include "tests/test_support.h"
+#include "tests/support/test_support.h"
 
 namespace hgrn2::server {
 namespace {

@@ -13,9 +13,9 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
-#include "engine/backend.h"
+#include "engine/backend/backend.h"
 #include "engine/engine.h"
-#include "engine/model.h"
+#include "engine/model/model.h"
 #include "tools/bench/scenarios.h"
 
 namespace {

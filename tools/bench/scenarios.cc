@@ -15,9 +15,9 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/forward_pass.h"
-#include "engine/state_pool.h"
-#include "engine/status_macros.h"
+#include "engine/base/status_macros.h"
+#include "engine/model/forward_pass.h"
+#include "engine/model/state_pool.h"
 
 namespace hgrn2::bench {
 namespace {

@@ -8,7 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
-#include "engine/model.h"
+#include "engine/model/model.h"
 
 namespace hgrn2::bench {
 

@@ -1,0 +1,185 @@
+// TunedGemm: cuBLASLt descriptors per shape, candidates from its heuristic, timed once.
+#include "engine/backend/cuda_gemm.h"
+
+#include <cublas_v2.h>
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/base/status_macros.h"
+
+namespace hgrn2 {
+namespace {
+
+constexpr int kCandidates = 8;
+
+absl::Status LtStatus(cublasStatus_t status, absl::string_view what) {
+  if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  return absl::InternalError(
+      absl::StrCat("gemm: ", what, ": cuBLASLt error ", cublasGetStatusName(status)));
+}
+
+absl::Status RtStatus(cudaError_t error, absl::string_view what) {
+  if (error == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("gemm: ", what, ": ", cudaGetErrorString(error)));
+}
+
+size_t TypeSize(cudaDataType_t type) { return type == CUDA_R_32F ? 4 : 2; }
+
+}  // namespace
+
+struct TunedGemm::Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t w_layout = nullptr, x_layout = nullptr, out_layout = nullptr;
+  std::vector<cublasLtMatmulHeuristicResult_t> candidates;
+  int chosen = 0;
+  bool pending = false;  // first seen during a capture: not timed yet
+  const void* w = nullptr;
+  const void* x = nullptr;
+
+  ~Plan() {
+    if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
+    if (w_layout != nullptr) cublasLtMatrixLayoutDestroy(w_layout);
+    if (x_layout != nullptr) cublasLtMatrixLayoutDestroy(x_layout);
+    if (out_layout != nullptr) cublasLtMatrixLayoutDestroy(out_layout);
+  }
+};
+
+TunedGemm::TunedGemm(cudaStream_t stream, void* workspace, size_t workspace_bytes)
+    : stream_(stream), workspace_(workspace), workspace_bytes_(workspace_bytes) {}
+
+absl::StatusOr<std::unique_ptr<TunedGemm>> TunedGemm::Create(cudaStream_t stream, void* workspace,
+                                                             size_t workspace_bytes) {
+  std::unique_ptr<TunedGemm> gemm(new TunedGemm(stream, workspace, workspace_bytes));
+  HGRN2_RETURN_IF_ERROR(LtStatus(cublasLtCreate(&gemm->handle_), "create"));
+  return gemm;
+}
+
+TunedGemm::~TunedGemm() {
+  plans_.clear();
+  if (scratch_ != nullptr) cudaFree(scratch_);
+  if (handle_ != nullptr) cublasLtDestroy(handle_);
+}
+
+// In cuBLAS's column-major terms the product is outᵀ[n, m] = w[k, n]ᵀ · xᵀ[k, m].
+absl::StatusOr<TunedGemm::Plan*> TunedGemm::MakePlan(const GemmShape& s) {
+  auto plan = std::make_unique<Plan>();
+  HGRN2_RETURN_IF_ERROR(
+      LtStatus(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc"));
+  const cublasOperation_t transpose = CUBLAS_OP_T;
+  HGRN2_RETURN_IF_ERROR(
+      LtStatus(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose,
+                                              sizeof(transpose)),
+               "transpose"));
+  HGRN2_RETURN_IF_ERROR(
+      LtStatus(cublasLtMatrixLayoutCreate(&plan->w_layout, s.in_type, s.k, s.n, s.w_stride), "w"));
+  HGRN2_RETURN_IF_ERROR(
+      LtStatus(cublasLtMatrixLayoutCreate(&plan->x_layout, s.in_type, s.k, s.m, s.x_stride), "x"));
+  HGRN2_RETURN_IF_ERROR(LtStatus(
+      cublasLtMatrixLayoutCreate(&plan->out_layout, s.out_type, s.n, s.m, s.out_stride), "out"));
+  cublasLtMatmulPreference_t preference = nullptr;
+  HGRN2_RETURN_IF_ERROR(LtStatus(cublasLtMatmulPreferenceCreate(&preference), "preference"));
+  const uint64_t workspace = workspace_bytes_;
+  cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                       &workspace, sizeof(workspace));
+  plan->candidates.resize(kCandidates);
+  int found = 0;
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+      handle_, plan->desc, plan->w_layout, plan->x_layout, plan->out_layout, plan->out_layout,
+      preference, kCandidates, plan->candidates.data(), &found);
+  cublasLtMatmulPreferenceDestroy(preference);
+  HGRN2_RETURN_IF_ERROR(LtStatus(status, "heuristic"));
+  if (found == 0) {
+    return absl::InternalError(
+        absl::StrCat("gemm: cuBLASLt has no algorithm for m ", s.m, " n ", s.n, " k ", s.k));
+  }
+  plan->candidates.resize(found);
+  Plan* raw = plan.get();
+  plans_.emplace(s, std::move(plan));
+  return raw;
+}
+
+absl::Status TunedGemm::Enqueue(const Plan& plan, int algo, const void* w, const void* x,
+                                void* out) {
+  const float alpha = 1.0f, beta = 0.0f;
+  return LtStatus(
+      cublasLtMatmul(handle_, plan.desc, &alpha, w, plan.w_layout, x, plan.x_layout, &beta, out,
+                     plan.out_layout, out, plan.out_layout, &plan.candidates[algo].algo, workspace_,
+                     workspace_bytes_, stream_),
+      "matmul");
+}
+
+absl::Status TunedGemm::TimeCandidates(const GemmShape& s, Plan& plan, const void* w,
+                                       const void* x) {
+  plan.pending = false;
+  if (plan.candidates.size() == 1) return absl::OkStatus();
+  const size_t out_bytes = static_cast<size_t>(s.m) * s.out_stride * TypeSize(s.out_type);
+  if (scratch_bytes_ < out_bytes) {
+    if (scratch_ != nullptr) cudaFree(scratch_);
+    scratch_ = nullptr;
+    HGRN2_RETURN_IF_ERROR(RtStatus(cudaMalloc(&scratch_, out_bytes), "tuning scratch"));
+    scratch_bytes_ = out_bytes;
+  }
+  cudaEvent_t start = nullptr, stop = nullptr;
+  HGRN2_RETURN_IF_ERROR(RtStatus(cudaEventCreate(&start), "event"));
+  HGRN2_RETURN_IF_ERROR(RtStatus(cudaEventCreate(&stop), "event"));
+  float best_ms = 0.0f;
+  int best = -1;
+  for (int a = 0; a < static_cast<int>(plan.candidates.size()); ++a) {
+    if (!Enqueue(plan, a, w, x, scratch_).ok()) continue;  // a candidate that cannot run
+    Enqueue(plan, a, w, x, scratch_).IgnoreError();
+    constexpr int kReps = 10;
+    cudaEventRecord(start, stream_);
+    for (int r = 0; r < kReps; ++r) Enqueue(plan, a, w, x, scratch_).IgnoreError();
+    cudaEventRecord(stop, stream_);
+    float ms = 0.0f;
+    if (cudaEventSynchronize(stop) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, start, stop) != cudaSuccess) {
+      continue;
+    }
+    if (best < 0 || ms < best_ms) {
+      best = a;
+      best_ms = ms;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaGetLastError();
+  if (best < 0) return absl::InternalError("gemm: no cuBLASLt candidate ran");
+  plan.chosen = best;
+  return absl::OkStatus();
+}
+
+absl::Status TunedGemm::Run(const GemmShape& s, const void* w, const void* x, void* out) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  HGRN2_RETURN_IF_ERROR(RtStatus(cudaStreamIsCapturing(stream_, &capture), "capture status"));
+  const bool capturing = capture != cudaStreamCaptureStatusNone;
+  Plan* plan = nullptr;
+  if (auto it = plans_.find(s); it != plans_.end()) {
+    plan = it->second.get();
+  } else {
+    HGRN2_ASSIGN_OR_RETURN(plan, MakePlan(s));
+    if (s.m <= kTunedRows) {
+      if (capturing) {
+        plan->pending = true;
+        ++pending_;
+        plan->w = w;
+        plan->x = x;
+      } else {
+        HGRN2_RETURN_IF_ERROR(TimeCandidates(s, *plan, w, x));
+      }
+    }
+  }
+  return Enqueue(*plan, plan->chosen, w, x, out);
+}
+
+absl::Status TunedGemm::Tune() {
+  pending_ = 0;
+  for (auto& [shape, plan] : plans_) {
+    if (plan->pending) HGRN2_RETURN_IF_ERROR(TimeCandidates(shape, *plan, plan->w, plan->x));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace hgrn2
