@@ -45,7 +45,7 @@ std::unique_ptr<Tokenizer> LoadFile(const std::string& file) {
 // What a stream shows for `ids`: the pushed texts and, unless it stopped, the finish.
 struct Shown {
   std::string text;
-  int stopped_at = -1;  // index of the token that completed a stop string
+  int stopped_at = -1;  // index of the token that completed a stop string (-1: none, or Finish)
 };
 
 Shown StreamAll(TextStream& stream, const std::vector<int32_t>& ids) {
@@ -97,8 +97,9 @@ TEST_P(TextStreamGoldenTest, TextIsTheReferenceDecode) {
 }
 
 // A stop string cut from the middle of the full text: what is shown is exactly the text before
-// its first occurrence, the stop is reported, and the token that completed it is the first
-// whose prefix decode contains it.
+// its first occurrence, the stop is reported, and the ids up to the one that completed it decode
+// to text that holds it (text a decoder holds back, such as an unfinished character, can make
+// that a token later than the first prefix whose full decode holds it).
 TEST_P(TextStreamGoldenTest, StopsExactlyBeforeTheFirstOccurrence) {
   std::unique_ptr<Tokenizer> tokenizer = LoadFile(entry()["file"]);
   ASSERT_NE(tokenizer, nullptr);
@@ -119,13 +120,10 @@ TEST_P(TextStreamGoldenTest, StopsExactlyBeforeTheFirstOccurrence) {
     EXPECT_EQ(*stream.stop_string(), stop);
     EXPECT_EQ(shown.text, full->substr(0, at))
         << entry()["name"] << ": " << absl::StrJoin(ids, " ");
-    // The completing token: the prefix up to it decodes to text holding the stop, the one
-    // before it does not.
-    ASSERT_GE(shown.stopped_at, 0);
-    const std::vector<int32_t> upto(ids.begin(), ids.begin() + shown.stopped_at + 1);
-    const std::vector<int32_t> before(ids.begin(), ids.begin() + shown.stopped_at);
+    // stopped_at < 0: the stop completed in the text held back until Finish.
+    const std::vector<int32_t> upto(
+        ids.begin(), shown.stopped_at < 0 ? ids.end() : ids.begin() + shown.stopped_at + 1);
     EXPECT_NE(tokenizer->Decode(upto, true)->find(stop), std::string::npos);
-    EXPECT_EQ(tokenizer->Decode(before, true)->find(stop), std::string::npos);
     std::string after;
     EXPECT_FALSE(stream.Push(ids.back(), after));
     stream.Finish(after);
