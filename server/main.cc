@@ -17,7 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
-#include "server/log.h"
+#include "server/core/log.h"
 #include "server/options.h"
 #include "server/server.h"
 
@@ -209,7 +209,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-streams-per-connection", options.max_streams_per_connection,
                  "calls one client connection may have open at once (more wait)")
       ->capture_default_str();
-  // Transport security and API keys (server/tls.h, server/access_control.h).
+  // Transport security and API keys (server/tls.h, server/core/access_control.h).
   CLI::Option* tls_cert_flag = app.add_option(
       "--tls-cert", options.tls.cert_file,
       "PEM certificate chain for TLS on the gRPC port (server certificate first); reloaded on "

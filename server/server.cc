@@ -17,7 +17,8 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
-#include "server/log.h"
+#include "server/core/log.h"
+#include "server/core/request_checks.h"
 
 namespace hgrn2::server {
 namespace {
@@ -192,7 +193,8 @@ absl::Status Server::Load() {
   workers_ = std::make_unique<WorkerPool>(options_.stream_threads);
   model_context_ = ModelContext{
       .config = &model_->config(), .tokenizer = tokenizer_.get(), .limits = options_.limits};
-  parts_ = CallParts{.model = &model_context_,
+  parts_ = CallParts{.engine = engine_.get(),
+                     .model = &model_context_,
                      .metrics = &metrics_,
                      .calls = &calls_,
                      .access = access_.get(),
@@ -213,8 +215,7 @@ absl::Status Server::Load() {
       return SessionMetrics{sessions->StoreStats(), sessions->Stats()};
     });
   }
-  inference_ =
-      std::make_unique<InferenceService>(*engine_, engine_options, std::move(served), parts_);
+  inference_ = std::make_unique<InferenceService>(engine_options, std::move(served), parts_);
   const ModelConfig& c = model_->config();
   Log(absl::StrCat("loaded ", model_name, ": ", c.num_layers, " layers, hidden ", c.hidden_size,
                    ", vocabulary ", c.vocab_size, ", ", c.num_parameters(), " parameters, on ",

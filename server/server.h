@@ -13,14 +13,14 @@
 #include "engine/model/model.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "grpcpp/server.h"
-#include "server/access_control.h"
-#include "server/call_tracker.h"
-#include "server/inference_service.h"
-#include "server/metrics.h"
+#include "server/core/access_control.h"
+#include "server/core/call_tracker.h"
+#include "server/core/metrics.h"
+#include "server/core/worker_pool.h"
+#include "server/grpc/inference_service.h"
+#include "server/grpc/sessions_service.h"
 #include "server/options.h"
-#include "server/sessions_service.h"
 #include "server/tls.h"
-#include "server/worker_pool.h"
 
 namespace hgrn2::server {
 

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,8 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "grpcpp/server_context.h"
-#include "server/metrics.h"
+#include "server/core/metrics.h"
 
 namespace hgrn2::server {
 
@@ -124,7 +124,8 @@ class AccessControl {
   // The call's tenant, with a concurrency slot taken; or UNAUTHENTICATED (no key, a malformed
   // authorization header, an unknown key; the key is never repeated) or RESOURCE_EXHAUSTED (the
   // tenant's limit named).
-  absl::StatusOr<Admission> Admit(const grpc::ServerContextBase& context);
+  // `authorization` is the call's "authorization" metadata or header as sent (unset: absent).
+  absl::StatusOr<Admission> Admit(const std::optional<std::string>& authorization);
 
   // Reads the keys file again; when it parses, it replaces the keys and limits (counters of
   // tenants still present carry over). A line for the log, or why nothing changed. OK and a note

@@ -1,5 +1,5 @@
 // Log(): timestamped lines on standard error, one write per line.
-#include "server/log.h"
+#include "server/core/log.h"
 
 #include <cstdio>
 #include <mutex>

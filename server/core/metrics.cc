@@ -1,5 +1,5 @@
 // The server's Prometheus metrics: families, buckets, and the engine collector read at scrape.
-#include "server/metrics.h"
+#include "server/core/metrics.h"
 
 #include <sys/socket.h>
 
@@ -9,7 +9,6 @@
 #include "httplib.h"
 #include "prometheus/metric_family.h"
 #include "prometheus/text_serializer.h"
-#include "server/grpc_status.h"
 
 namespace hgrn2::server {
 namespace {
@@ -264,8 +263,8 @@ void ServerMetrics::SetModelInfo(const std::string& model, const std::string& ba
 
 void ServerMetrics::SetServing(bool serving) { serving_->Set(serving ? 1 : 0); }
 
-void ServerMetrics::RecordRequest(const std::string& rpc, grpc::StatusCode code, double seconds) {
-  requests_->Add({{"rpc", rpc}, {"code", GrpcCodeName(code)}}).Increment();
+void ServerMetrics::RecordRequest(const std::string& rpc, absl::StatusCode code, double seconds) {
+  requests_->Add({{"rpc", rpc}, {"code", absl::StatusCodeToString(code)}}).Increment();
   request_duration_->Add({{"rpc", rpc}}, LatencyBuckets()).Observe(seconds);
 }
 

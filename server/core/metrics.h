@@ -17,7 +17,6 @@
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
 #include "engine/session/session_manager.h"
-#include "grpcpp/support/status.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -65,8 +64,8 @@ class ServerMetrics {
   // malformed_api_key, unknown_api_key, max_concurrent_requests or tokens_per_minute; `tenant` is
   // empty until a key named one. Never labelled with anything of the key.
   void RecordRefusedCall(const std::string& reason, const std::string& tenant);
-  // One finished RPC: its name ("Generate") and final code.
-  void RecordRequest(const std::string& rpc, grpc::StatusCode code, double seconds);
+  // One finished call: its method ("Generate") and final code (gRPC's numbering and names).
+  void RecordRequest(const std::string& rpc, absl::StatusCode code, double seconds);
   void RecordTimeToFirstToken(double seconds) { time_to_first_token_->Observe(seconds); }
   void RecordInterTokenLatency(double seconds) { inter_token_latency_->Observe(seconds); }
   void RecordQueueTime(double seconds) { queue_time_->Observe(seconds); }

@@ -1,5 +1,5 @@
 // The absl::Status → grpc::Status mapping and code names.
-#include "server/grpc_status.h"
+#include "server/grpc/grpc_status.h"
 
 #include <string>
 

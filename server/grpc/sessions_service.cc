@@ -1,6 +1,6 @@
 // The hgrn2.v1.Sessions handlers: ExportCall streams a snapshot in chunks, ImportCall gathers
 // one, the unary calls answer from a session thread.
-#include "server/sessions_service.h"
+#include "server/grpc/sessions_service.h"
 
 #include <algorithm>
 #include <functional>
@@ -12,75 +12,63 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "server/grpc_status.h"
+#include "server/core/call_scope.h"
+#include "server/core/request_checks.h"
+#include "server/grpc/call_info.h"
+#include "server/grpc/grpc_status.h"
 
 namespace hgrn2::server {
 namespace {
-
-double SecondsSince(absl::Time start) { return absl::ToDoubleSeconds(absl::Now() - start); }
 
 int64_t UnixMillis(absl::Time time) {
   return time == absl::InfiniteFuture() ? 0 : absl::ToUnixMillis(time);
 }
 
 // The store's error, naming the session (when there is one).
-grpc::Status WithId(const absl::Status& status, const std::string& id) {
-  if (id.empty()) return ToGrpcStatus(status);
-  return ToGrpcStatus(
-      absl::Status(status.code(), absl::StrCat("session \"", id, "\": ", status.message())));
+absl::Status WithId(const absl::Status& status, const std::string& id) {
+  if (id.empty()) return status;
+  return absl::Status(status.code(), absl::StrCat("session \"", id, "\": ", status.message()));
 }
 
 // Runs `work` on a session thread and finishes the unary call with its status (messages name
 // the session `id`).
 class UnaryCall : public grpc::ServerUnaryReactor {
  public:
-  UnaryCall(const CallParts& parts, std::string rpc, std::string id, Admission admission,
+  UnaryCall(const CallParts& parts, std::unique_ptr<CallScope> scope, std::string id,
             std::function<absl::Status()> work)
-      : parts_(parts),
-        rpc_(std::move(rpc)),
-        id_(std::move(id)),
-        admission_(std::move(admission)),
-        start_(absl::Now()) {
-    parts_.session_workers->Post([this, work = std::move(work)] {
+      : scope_(std::move(scope)), id_(std::move(id)) {
+    parts.session_workers->Post([this, work = std::move(work)] {
       const absl::Status status = work();
-      const grpc::Status answer = status.ok() ? grpc::Status::OK : WithId(status, id_);
-      code_ = answer.error_code();
-      Finish(answer);
+      status_ = status.ok() ? status : WithId(status, id_);
+      Finish(ToGrpcStatus(status_));
     });
   }
   void OnDone() override {
-    parts_.metrics->RecordRequest(rpc_, code_, SecondsSince(start_));
-    parts_.calls->End();
+    scope_->End(status_);
     delete this;
   }
 
  private:
-  const CallParts& parts_;
-  const std::string rpc_;
+  const std::unique_ptr<CallScope> scope_;
   const std::string id_;
-  const Admission admission_;  // the tenant's slot until the call is deleted
-  const absl::Time start_;
-  grpc::StatusCode code_ = grpc::StatusCode::UNKNOWN;
+  absl::Status status_;
 };
 
-// Finishes at once, counted in the metrics.
-class RefusedUnary : public grpc::ServerUnaryReactor {
- public:
-  RefusedUnary(const CallParts& parts, std::string rpc, const grpc::Status& status)
-      : parts_(parts), rpc_(std::move(rpc)), code_(status.error_code()), start_(absl::Now()) {
-    Finish(status);
-  }
-  void OnDone() override {
-    parts_.metrics->RecordRequest(rpc_, code_, SecondsSince(start_));
-    delete this;
-  }
-
- private:
-  const CallParts& parts_;
-  const std::string rpc_;
-  const grpc::StatusCode code_;
-  const absl::Time start_;
-};
+// Begins a Sessions call's scope and checks its request (`check`); a refusal finishes the call
+// at once with the default reactor (returned in `refused`).
+template <typename Check>
+std::unique_ptr<CallScope> BeginOrRefuse(const CallParts& parts,
+                                         grpc::CallbackServerContext* context, const char* method,
+                                         Check check, grpc::ServerUnaryReactor*& refused) {
+  absl::StatusOr<std::unique_ptr<CallScope>> scope =
+      CallScope::Begin(parts, CallInfoOf(*context, method));
+  absl::Status status = scope.ok() ? check() : scope.status();
+  if (status.ok()) return *std::move(scope);
+  if (scope.ok()) (*scope)->End(status);
+  refused = context->DefaultReactor();
+  refused->Finish(ToGrpcStatus(status));
+  return nullptr;
+}
 
 // ListSessions' page: the id to list after (the page token is the last id the previous page
 // looked at) and how many.
@@ -109,22 +97,14 @@ absl::StatusOr<ListPage> CheckListPage(const v1::ListSessionsRequest& request) {
   return page;
 }
 
-grpc::Status Unavailable() {
-  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                      "the server is shutting down and takes no new requests");
-}
-
 // One ExportSession call: reads the snapshot on a session thread, then writes it in chunks, one
 // write in flight at a time.
 class ExportCall : public grpc::ServerWriteReactor<v1::SessionChunk> {
  public:
-  ExportCall(const CallParts& parts, Admission admission, std::string id)
-      : parts_(parts),
-        admission_(std::move(admission)),
-        key_{admission_.tenant(), std::move(id)},
-        start_(absl::Now()) {
-    parts_.session_workers->Post([this] {
-      absl::StatusOr<std::shared_ptr<const std::string>> snapshot = parts_.sessions->Export(key_);
+  ExportCall(const CallParts& parts, std::unique_ptr<CallScope> scope, std::string id)
+      : scope_(std::move(scope)), key_{scope_->tenant(), std::move(id)} {
+    parts.session_workers->Post([this, &parts] {
+      absl::StatusOr<std::shared_ptr<const std::string>> snapshot = parts.sessions->Export(key_);
       if (!snapshot.ok()) return Complete(WithId(snapshot.status(), key_.id));
       snapshot_ = *std::move(snapshot);
       WriteNext();
@@ -132,20 +112,19 @@ class ExportCall : public grpc::ServerWriteReactor<v1::SessionChunk> {
   }
 
   void OnWriteDone(bool ok) override {
-    if (!ok) return Complete(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+    if (!ok) return Complete(absl::CancelledError("the client went away"));
     WriteNext();
   }
 
   void OnDone() override {
-    parts_.metrics->RecordRequest("ExportSession", code_, SecondsSince(start_));
-    parts_.calls->End();
+    scope_->End(status_);
     delete this;
   }
 
  private:
   void WriteNext() {
     if (offset_ >= snapshot_->size() && offset_ > 0) {
-      return Complete(grpc::Status::OK);
+      return Complete(absl::OkStatus());
     }
     chunk_.Clear();
     if (offset_ == 0) chunk_.set_session_id(key_.id);
@@ -153,39 +132,33 @@ class ExportCall : public grpc::ServerWriteReactor<v1::SessionChunk> {
     chunk_.set_data(snapshot_->data() + offset_, n);
     offset_ += n;
     if (offset_ >= snapshot_->size()) {
-      code_ = grpc::StatusCode::OK;
+      status_ = absl::OkStatus();
       StartWriteAndFinish(&chunk_, grpc::WriteOptions(), grpc::Status::OK);
       return;
     }
     StartWrite(&chunk_);
   }
 
-  void Complete(const grpc::Status& status) {
-    code_ = status.error_code();
-    Finish(status);
+  void Complete(const absl::Status& status) {
+    status_ = status;
+    Finish(ToGrpcStatus(status));
   }
 
-  const CallParts& parts_;
-  const Admission admission_;  // the tenant, and its slot until the call is deleted
+  const std::unique_ptr<CallScope> scope_;
   const session::SessionKey key_;
-  const absl::Time start_;
   std::shared_ptr<const std::string> snapshot_;
   size_t offset_ = 0;
   v1::SessionChunk chunk_;
-  grpc::StatusCode code_ = grpc::StatusCode::UNKNOWN;
+  absl::Status status_ = absl::UnknownError("the call ended before it finished");
 };
 
 // One ImportSession call: gathers the chunks (up to a limit), then checks and stores the whole
 // snapshot on a session thread.
 class ImportCall : public grpc::ServerReadReactor<v1::SessionChunk> {
  public:
-  ImportCall(const CallParts& parts, Admission admission, size_t max_bytes,
+  ImportCall(const CallParts& parts, std::unique_ptr<CallScope> scope, size_t max_bytes,
              v1::SessionInfo* response)
-      : parts_(parts),
-        admission_(std::move(admission)),
-        max_bytes_(max_bytes),
-        response_(response),
-        start_(absl::Now()) {
+      : parts_(parts), scope_(std::move(scope)), max_bytes_(max_bytes), response_(response) {
     StartRead(&chunk_);
   }
 
@@ -195,12 +168,11 @@ class ImportCall : public grpc::ServerReadReactor<v1::SessionChunk> {
       first_ = false;
       id_ = chunk_.session_id();
       if (absl::Status valid = CheckSessionId(id_, "session_id"); !valid.ok()) {
-        return Complete(ToGrpcStatus(
-            absl::InvalidArgumentError(absl::StrCat("the first chunk's ", valid.message()))));
+        return Complete(
+            absl::InvalidArgumentError(absl::StrCat("the first chunk's ", valid.message())));
       }
     } else if (!chunk_.session_id().empty() && chunk_.session_id() != id_) {
-      return Complete(grpc::Status(
-          grpc::StatusCode::INVALID_ARGUMENT,
+      return Complete(absl::InvalidArgumentError(
           absl::StrCat("session_id: chunks name \"", id_, "\" and \"", chunk_.session_id(), "\"")));
     }
     data_ += chunk_.data();
@@ -218,44 +190,41 @@ class ImportCall : public grpc::ServerReadReactor<v1::SessionChunk> {
   }
 
   void OnDone() override {
-    parts_.metrics->RecordRequest("ImportSession", code_, SecondsSince(start_));
-    parts_.calls->End();
+    scope_->End(status_);
     delete this;
   }
 
  private:
   void Store() {
     if (first_) {
-      return Complete(
-          grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no chunks: nothing to import"));
+      return Complete(absl::InvalidArgumentError("no chunks: nothing to import"));
     }
     parts_.session_workers->Post([this] {
       absl::StatusOr<session::SessionRecord> record =
-          parts_.sessions->Import({admission_.tenant(), id_}, std::move(data_));
+          parts_.sessions->Import({scope_->tenant(), id_}, std::move(data_));
       if (!record.ok()) return Complete(WithId(record.status(), id_));
       ToProto(*record, *response_);
-      Complete(grpc::Status::OK);
+      Complete(absl::OkStatus());
     });
   }
 
-  void Complete(const grpc::Status& status) {
+  void Complete(const absl::Status& status) {
     if (finished_) return;
     finished_ = true;
-    code_ = status.error_code();
-    Finish(status);
+    status_ = status;
+    Finish(ToGrpcStatus(status));
   }
 
   const CallParts& parts_;
-  const Admission admission_;  // the tenant, and its slot until the call is deleted
+  const std::unique_ptr<CallScope> scope_;
   const size_t max_bytes_;
   v1::SessionInfo* const response_;
-  const absl::Time start_;
   v1::SessionChunk chunk_;
   bool first_ = true;
   bool finished_ = false;
   std::string id_;
   std::string data_;
-  grpc::StatusCode code_ = grpc::StatusCode::UNKNOWN;
+  absl::Status status_ = absl::UnknownError("the call ended before it finished");
 };
 
 }  // namespace
@@ -275,105 +244,78 @@ SessionsService::SessionsService(const CallParts& parts, size_t max_snapshot_byt
 
 grpc::ServerWriteReactor<v1::SessionChunk>* SessionsService::ExportSession(
     grpc::CallbackServerContext* context, const v1::ExportSessionRequest* request) {
+  // Finishes at once; the scope (when the call got one) ends first.
   class Refused : public grpc::ServerWriteReactor<v1::SessionChunk> {
    public:
-    Refused(const CallParts& parts, const grpc::Status& status)
-        : parts_(parts), code_(status.error_code()), start_(absl::Now()) {
-      Finish(status);
+    Refused(const absl::Status& status, CallScope* scope) {
+      if (scope != nullptr) scope->End(status);
+      Finish(ToGrpcStatus(status));
     }
-    void OnDone() override {
-      parts_.metrics->RecordRequest("ExportSession", code_, SecondsSince(start_));
-      delete this;
-    }
-
-   private:
-    const CallParts& parts_;
-    const grpc::StatusCode code_;
-    const absl::Time start_;
+    void OnDone() override { delete this; }
   };
-  absl::StatusOr<Admission> admission = parts_.access->Admit(*context);
-  if (!admission.ok()) return new Refused(parts_, ToGrpcStatus(admission.status()));
+  absl::StatusOr<std::unique_ptr<CallScope>> scope =
+      CallScope::Begin(parts_, CallInfoOf(*context, "ExportSession"));
+  if (!scope.ok()) return new Refused(scope.status(), nullptr);
   if (absl::Status valid = CheckSessionId(request->session_id(), "session_id"); !valid.ok()) {
-    return new Refused(parts_, ToGrpcStatus(valid));
+    return new Refused(valid, scope->get());
   }
-  if (!parts_.calls->TryBegin()) return new Refused(parts_, Unavailable());
-  return new ExportCall(parts_, *std::move(admission), request->session_id());
+  return new ExportCall(parts_, *std::move(scope), request->session_id());
 }
 
 grpc::ServerReadReactor<v1::SessionChunk>* SessionsService::ImportSession(
     grpc::CallbackServerContext* context, v1::SessionInfo* response) {
   class Refused : public grpc::ServerReadReactor<v1::SessionChunk> {
    public:
-    Refused(const CallParts& parts, const grpc::Status& status)
-        : parts_(parts), code_(status.error_code()), start_(absl::Now()) {
-      Finish(status);
-    }
-    void OnDone() override {
-      parts_.metrics->RecordRequest("ImportSession", code_, SecondsSince(start_));
-      delete this;
-    }
-
-   private:
-    const CallParts& parts_;
-    const grpc::StatusCode code_;
-    const absl::Time start_;
+    explicit Refused(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+    void OnDone() override { delete this; }
   };
-  absl::StatusOr<Admission> admission = parts_.access->Admit(*context);
-  if (!admission.ok()) return new Refused(parts_, ToGrpcStatus(admission.status()));
-  if (!parts_.calls->TryBegin()) return new Refused(parts_, Unavailable());
-  return new ImportCall(parts_, *std::move(admission), max_snapshot_bytes_, response);
+  absl::StatusOr<std::unique_ptr<CallScope>> scope =
+      CallScope::Begin(parts_, CallInfoOf(*context, "ImportSession"));
+  if (!scope.ok()) return new Refused(scope.status());
+  return new ImportCall(parts_, *std::move(scope), max_snapshot_bytes_, response);
 }
 
 grpc::ServerUnaryReactor* SessionsService::GetSession(grpc::CallbackServerContext* context,
                                                       const v1::GetSessionRequest* request,
                                                       v1::SessionInfo* response) {
-  absl::StatusOr<Admission> admission = parts_.access->Admit(*context);
-  if (!admission.ok()) {
-    return new RefusedUnary(parts_, "GetSession", ToGrpcStatus(admission.status()));
-  }
-  if (absl::Status valid = CheckSessionId(request->session_id(), "session_id"); !valid.ok()) {
-    return new RefusedUnary(parts_, "GetSession", ToGrpcStatus(valid));
-  }
-  if (!parts_.calls->TryBegin()) return new RefusedUnary(parts_, "GetSession", Unavailable());
-  session::SessionKey key{admission->tenant(), request->session_id()};
-  return new UnaryCall(parts_, "GetSession", key.id, *std::move(admission),
-                       [this, key, response]() -> absl::Status {
-                         absl::StatusOr<session::SessionRecord> record = parts_.sessions->Info(key);
-                         if (!record.ok()) return record.status();
-                         ToProto(*record, *response);
-                         return absl::OkStatus();
-                       });
+  grpc::ServerUnaryReactor* refused = nullptr;
+  std::unique_ptr<CallScope> scope = BeginOrRefuse(
+      parts_, context, "GetSession",
+      [&] { return CheckSessionId(request->session_id(), "session_id"); }, refused);
+  if (scope == nullptr) return refused;
+  session::SessionKey key{scope->tenant(), request->session_id()};
+  return new UnaryCall(parts_, std::move(scope), key.id, [this, key, response]() -> absl::Status {
+    absl::StatusOr<session::SessionRecord> record = parts_.sessions->Info(key);
+    if (!record.ok()) return record.status();
+    ToProto(*record, *response);
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* SessionsService::DeleteSession(grpc::CallbackServerContext* context,
                                                          const v1::DeleteSessionRequest* request,
                                                          v1::DeleteSessionResponse*) {
-  absl::StatusOr<Admission> admission = parts_.access->Admit(*context);
-  if (!admission.ok()) {
-    return new RefusedUnary(parts_, "DeleteSession", ToGrpcStatus(admission.status()));
-  }
-  if (absl::Status valid = CheckSessionId(request->session_id(), "session_id"); !valid.ok()) {
-    return new RefusedUnary(parts_, "DeleteSession", ToGrpcStatus(valid));
-  }
-  if (!parts_.calls->TryBegin()) return new RefusedUnary(parts_, "DeleteSession", Unavailable());
-  session::SessionKey key{admission->tenant(), request->session_id()};
-  return new UnaryCall(parts_, "DeleteSession", key.id, *std::move(admission),
+  grpc::ServerUnaryReactor* refused = nullptr;
+  std::unique_ptr<CallScope> scope = BeginOrRefuse(
+      parts_, context, "DeleteSession",
+      [&] { return CheckSessionId(request->session_id(), "session_id"); }, refused);
+  if (scope == nullptr) return refused;
+  session::SessionKey key{scope->tenant(), request->session_id()};
+  return new UnaryCall(parts_, std::move(scope), key.id,
                        [this, key] { return parts_.sessions->Delete(key); });
 }
 
 grpc::ServerUnaryReactor* SessionsService::ListSessions(grpc::CallbackServerContext* context,
                                                         const v1::ListSessionsRequest* request,
                                                         v1::ListSessionsResponse* response) {
-  absl::StatusOr<Admission> admission = parts_.access->Admit(*context);
-  if (!admission.ok()) {
-    return new RefusedUnary(parts_, "ListSessions", ToGrpcStatus(admission.status()));
-  }
   absl::StatusOr<ListPage> page = CheckListPage(*request);
-  if (!page.ok()) return new RefusedUnary(parts_, "ListSessions", ToGrpcStatus(page.status()));
-  if (!parts_.calls->TryBegin()) return new RefusedUnary(parts_, "ListSessions", Unavailable());
-  std::string tenant = admission->tenant();
+  grpc::ServerUnaryReactor* refused = nullptr;
+  std::unique_ptr<CallScope> scope = BeginOrRefuse(
+      parts_, context, "ListSessions", [&] { return page.status(); }, refused);
+  if (scope == nullptr) return refused;
+  std::string tenant = scope->tenant();
   return new UnaryCall(
-      parts_, "ListSessions", "", *std::move(admission),
+      parts_, std::move(scope), "",
       [this, tenant = std::move(tenant), page = *std::move(page), response]() -> absl::Status {
         absl::StatusOr<session::SessionPage> records =
             parts_.sessions->List(tenant, page.after, page.size);

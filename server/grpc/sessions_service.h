@@ -3,7 +3,7 @@
 #pragma once
 
 #include "hgrn2/v1/sessions.grpc.pb.h"
-#include "server/call_parts.h"
+#include "server/core/call_parts.h"
 
 namespace hgrn2::server {
 

@@ -13,7 +13,8 @@
 #include "engine/tokenizer/tokenizer.h"
 #include "google/protobuf/stubs/logging.h"
 #include "hgrn2/v1/inference.pb.h"
-#include "server/requests.h"
+#include "server/core/request_checks.h"
+#include "server/grpc/requests.h"
 #include "tests/fuzz/fuzz_target.h"
 
 namespace {

@@ -1,6 +1,6 @@
 // Request limits at their boundaries: every client-controlled size passes at its limit and is
 // refused one past it with INVALID_ARGUMENT naming the field, the limit and the flag.
-#include "server/requests.h"
+#include "server/grpc/requests.h"
 
 #include <memory>
 #include <string>
@@ -8,6 +8,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/core/request_checks.h"
 #include "tests/support/test_support.h"
 
 namespace hgrn2::server {

@@ -22,7 +22,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
-#include "server/access_control.h"
+#include "server/core/access_control.h"
 #include "server/server.h"
 #include "server/tls.h"
 #include "tests/server/test_client.h"
