@@ -1,6 +1,8 @@
 // Server: start-up (load, warm up, bind), the periodic health probe, and the graceful shutdown.
 #include "server/server.h"
 
+#include <pthread.h>
+
 #include <chrono>
 #include <climits>
 #include <future>
@@ -121,6 +123,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   server->SetServing(true);
   if (options.health_check_interval > absl::ZeroDuration()) {
     server->probe_thread_ = std::thread([s = server.get()] { s->ProbeLoop(); });
+    pthread_setname_np(server->probe_thread_.native_handle(), "hgrn2-probe");
   }
   return server;
 }
@@ -190,7 +193,7 @@ absl::Status Server::Load() {
                      .max_message_bytes = options_.max_receive_message_bytes,
                      .max_streams_per_connection = options_.max_streams_per_connection};
   metrics_.SetModelInfo(served.path, served.backend, served.dtype);
-  workers_ = std::make_unique<WorkerPool>(options_.stream_threads);
+  workers_ = std::make_unique<WorkerPool>(options_.stream_threads, "hgrn2-stream");
   model_context_ = ModelContext{
       .config = &model_->config(), .tokenizer = tokenizer_.get(), .limits = options_.limits};
   parts_ = CallParts{.engine = engine_.get(),
@@ -206,7 +209,7 @@ absl::Status Server::Load() {
     const session::SnapshotExpectation expected =
         session::SessionManager::ExpectationFor(*model_, *state_dtype);
     sessions_ = std::make_unique<session::SessionManager>(*std::move(store), expected);
-    session_workers_ = std::make_unique<WorkerPool>(options_.session_threads);
+    session_workers_ = std::make_unique<WorkerPool>(options_.session_threads, "hgrn2-session");
     parts_.session_workers = session_workers_.get();
     parts_.sessions = sessions_.get();
     sessions_service_ = std::make_unique<SessionsService>(

@@ -3,6 +3,8 @@
 // threads.
 #include "engine/scheduler/scheduler.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -76,6 +78,8 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Model& model,
                            : std::min(options.warm_decode_batches, options.max_running);
   HGRN2_RETURN_IF_ERROR(scheduler->WarmDecodeBatches(warm));
   scheduler->thread_ = std::thread([s = scheduler.get()] { s->Run(); });
+  // Named for top, perf and /proc: the one thread that owns the device.
+  pthread_setname_np(scheduler->thread_.native_handle(), "hgrn2-scheduler");
   return scheduler;
 }
 

@@ -1,6 +1,7 @@
 // The server's Prometheus metrics: families, buckets, and the engine collector read at scrape.
 #include "server/core/metrics.h"
 
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include <vector>
@@ -237,6 +238,7 @@ absl::Status ServerMetrics::Serve(const std::string& host, int port) {
   http_ = std::move(http);
   port_ = bound;
   http_thread_ = std::thread([server = http_.get()] { server->listen_after_bind(); });
+  pthread_setname_np(http_thread_.native_handle(), "hgrn2-metrics");
   return absl::OkStatus();
 }
 

@@ -2,6 +2,8 @@
 // queues work (turning tokens into stream messages) instead of doing it.
 #pragma once
 
+#include <pthread.h>
+
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -14,8 +16,12 @@ namespace hgrn2::server {
 // Thread-safety: Post from any thread. The destructor runs what is queued, then joins.
 class WorkerPool {
  public:
-  explicit WorkerPool(int num_threads) {
-    for (int i = 0; i < num_threads; ++i) threads_.emplace_back([this] { Run(); });
+  // `name` names the threads for top, perf and /proc (at most 15 characters).
+  explicit WorkerPool(int num_threads, const char* name = "hgrn2-worker") {
+    for (int i = 0; i < num_threads; ++i) {
+      threads_.emplace_back([this] { Run(); });
+      pthread_setname_np(threads_.back().native_handle(), name);
+    }
   }
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
