@@ -315,8 +315,11 @@ void Server::Shutdown(absl::Duration drain_timeout) {
     grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
     grpc_server_->Wait();
   }
+  // Session tasks post to the stream workers (a finished save wakes its call's pump), so the
+  // session workers go first: they run the saves still queued while the stream workers can take
+  // what those post. Nothing on the stream workers starts a save any more: every call has ended.
+  session_workers_.reset();
   workers_.reset();
-  session_workers_.reset();  // runs the saves still queued
   Log("stopped");
   {
     std::lock_guard<std::mutex> lock(mutex_);
