@@ -2,6 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
+
+#include "kernels/limits.h"
 
 // Sizes derived in params structs are computed on the host and in kernels alike.
 #ifdef __CUDACC__
@@ -55,5 +58,27 @@ struct Hgrn2LayerParams {
   HGRN2_HOST_DEVICE int64_t v_width() const { return static_cast<int64_t>(num_heads) * value_dim; }
   HGRN2_HOST_DEVICE int64_t channels() const { return 2 * qf_width() + v_width(); }
 };
+
+// What the CUDA recurrence kernels (step and prefill alike) need of a layer's sizes and state
+// dtype (kernels/limits.h), as `op`'s violation; ok() when they take it.
+template <typename T>
+LimitViolation CheckHgrn2LayerParams(const char* op, const Hgrn2LayerParams<T>& p) {
+  using limits_internal::AtLeast;
+  using limits_internal::AtMost;
+  for (const LimitViolation& v :
+       {AtLeast(op, "num_heads", p.num_heads, 1), AtMost(op, "num_heads", p.num_heads, kMaxGridYZ),
+        AtLeast(op, "key_dim", p.key_dim, 1), AtMost(op, "key_dim", p.key_dim, kMaxKeyDim),
+        AtLeast(op, "value_dim", p.value_dim, 1), AtLeast(op, "conv_size", p.conv_size, 0),
+        AtMost(op, "conv_size", p.conv_size, kMaxConvSize)}) {
+    if (!v.ok()) return v;
+  }
+  if (p.state_bf16 == nullptr) return {};
+  constexpr const char* kBf16 = "with bf16 states";
+  if (p.conv_size != 0) return {op, "conv_size", "exactly", 0, p.conv_size, kBf16};
+  if (p.key_dim % kBf16StateKeyDimMultiple != 0) {
+    return {op, "key_dim", "a multiple of", kBf16StateKeyDimMultiple, p.key_dim, kBf16};
+  }
+  return AtMost(op, "key_dim", p.key_dim, kMaxBf16StateKeyDim, kBf16);
+}
 
 }  // namespace hgrn2::kernels

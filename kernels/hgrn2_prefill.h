@@ -28,10 +28,23 @@ struct Hgrn2PrefillParams {
 
 void Hgrn2PrefillReference(const Hgrn2PrefillParams<float>& params);
 
+// The sizes LaunchHgrn2Prefill cannot take, named (kernels/limits.h); ok() when it can.
+template <typename T>
+LimitViolation CheckHgrn2PrefillParams(const Hgrn2PrefillParams<T>& params) {
+  constexpr const char* kOp = "hgrn2 prefill";
+  for (const LimitViolation& v :
+       {limits_internal::AtLeast(kOp, "num_seqs", params.num_seqs, 0),
+        limits_internal::AtMost(kOp, "num_seqs", params.num_seqs, kMaxGridYZ)}) {
+    if (!v.ok()) return v;
+  }
+  return CheckHgrn2LayerParams(kOp, params.layer);
+}
+
 #ifdef HGRN2_HAVE_CUDA
 // The CUDA form runs the recurrence token by token with each block's rows of the state in
 // registers for the whole prompt (chunk_size is not used there), then updates the conv windows.
-// T = float, __nv_bfloat16 or __half; pointers are device memory.
+// T = float, __nv_bfloat16 or __half; pointers are device memory. cudaErrorInvalidValue, launching
+// nothing, when CheckHgrn2PrefillParams says why.
 template <typename T>
 cudaError_t LaunchHgrn2Prefill(const Hgrn2PrefillParams<T>& params, cudaStream_t stream);
 #endif

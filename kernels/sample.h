@@ -3,18 +3,15 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 
 #ifdef HGRN2_HAVE_CUDA
 #include <cuda_runtime_api.h>
 #endif
 
-namespace hgrn2::kernels {
+#include "kernels/limits.h"
 
-// The most alternatives reported per row (OpenAI's own limit on top_logprobs).
-inline constexpr int32_t kSampleMaxTopLogprobs = 20;
-// Larger vocabularies are refused: the 128-bit fixed-point mass sums of top_p assume fewer than
-// 2^24 terms, each at most 1.
-inline constexpr int64_t kSampleMaxVocab = int64_t{1} << 24;
+namespace hgrn2::kernels {
 
 // One row's request parameters (engine SamplingParams, already validated) and draw counter.
 struct SampleRowParams {
@@ -74,13 +71,33 @@ struct SampleParams {
   int64_t out_top_stride_batch = 0;                // >= top_capacity
 };
 
+// The sizes LaunchSample cannot take, named (kernels/limits.h); ok() when it can. (Pointers and the
+// workspace are the launcher's to check.)
+inline LimitViolation CheckSampleParams(const SampleParams& p) {
+  using limits_internal::AtLeast;
+  using limits_internal::AtMost;
+  constexpr const char* kOp = "sample";
+  for (const LimitViolation& v :
+       {AtLeast(kOp, "batch", p.batch, 0), AtMost(kOp, "batch", p.batch, kSampleMaxBatch),
+        AtLeast(kOp, "vocab", p.vocab, 1), AtMost(kOp, "vocab", p.vocab, kSampleMaxVocab),
+        AtLeast(kOp, "logits_stride_batch", p.logits_stride_batch, p.vocab),
+        AtLeast(kOp, "top_capacity", p.top_capacity, 0),
+        AtMost(kOp, "top_capacity", p.top_capacity, kSampleMaxTopLogprobs)}) {
+    if (!v.ok()) return v;
+  }
+  if (p.top_capacity > 0) {
+    return AtLeast(kOp, "out_top_stride_batch", p.out_top_stride_batch, p.top_capacity);
+  }
+  return {};
+}
+
 #ifdef HGRN2_HAVE_CUDA
 // The bytes of SampleParams::workspace that LaunchSample needs for (batch, vocab) on the current
 // device: 0 when a row fits in a block's shared memory (vocab up to about 56k on Hopper).
 cudaError_t SampleWorkspaceBytes(int64_t batch, int64_t vocab, size_t* bytes);
 
-// One thread block per row. cudaErrorInvalidValue, launching nothing, when a size, stride or
-// pointer is out of range (a missing workspace included).
+// One thread block per row. cudaErrorInvalidValue, launching nothing, when CheckSampleParams
+// says why or a pointer is missing (the workspace included).
 cudaError_t LaunchSample(const SampleParams& params, cudaStream_t stream);
 #endif
 

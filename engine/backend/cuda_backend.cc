@@ -23,6 +23,7 @@
 #include "kernels/gather_rows.h"
 #include "kernels/hgrn2_prefill.h"
 #include "kernels/hgrn2_step.h"
+#include "kernels/limits.h"
 #include "kernels/log_softmax_gather.h"
 #include "kernels/rms_norm.h"
 #include "kernels/sample.h"
@@ -30,6 +31,15 @@
 
 namespace hgrn2 {
 namespace {
+
+constexpr int64_t kInt32Max = 0x7fffffff;
+
+// InvalidArgument with the kernels' own words (e.g. "hgrn2 step: key_dim must be at most 256 for
+// the CUDA kernels, got 300") when they cannot take the sizes.
+absl::Status Supported(const kernels::LimitViolation& violation) {
+  if (violation.ok()) return absl::OkStatus();
+  return absl::InvalidArgumentError(kernels::Describe(violation));
+}
 
 // Sub-buffers start on 256-byte boundaries.
 constexpr size_t Align(size_t bytes) { return (bytes + 255) / 256 * 256; }
@@ -277,20 +287,24 @@ class CudaBackend final : public Backend {
 
   absl::Status Hgrn2Step(const Hgrn2LayerOp& layer, const int32_t* slots, const DeviceTensor& qfi,
                          DeviceTensor out) override {
-    HGRN2_RETURN_IF_ERROR(CheckLayer(layer, qfi, out));
+    HGRN2_RETURN_IF_ERROR(CheckLayer(layer, compute_dtype(), qfi, out));
+    const int32_t batch = static_cast<int32_t>(std::min<int64_t>(qfi.rows, kInt32Max));
+    // The sizes alone decide what the kernels take, whatever the element type.
+    HGRN2_RETURN_IF_ERROR(Supported(kernels::CheckHgrn2StepParams<float>(
+        {.batch = batch, .layer = LayerParams<float>(layer, slots, qfi, out)})));
     return Dispatch(compute_dtype(), "hgrn2 step", [&](auto zero) {
       using T = decltype(zero);
-      return kernels::LaunchHgrn2Step<T>({.batch = static_cast<int32_t>(qfi.rows),
-                                          .layer = LayerParams<T>(layer, slots, qfi, out)},
-                                         stream_);
+      return kernels::LaunchHgrn2Step<T>(
+          {.batch = batch, .layer = LayerParams<T>(layer, slots, qfi, out)}, stream_);
     });
   }
 
   absl::Status Hgrn2Prefill(const Hgrn2LayerOp& layer, int32_t num_seqs, const int32_t* slots,
                             const int32_t* seq_offsets, int32_t chunk_size, const DeviceTensor& qfi,
                             DeviceTensor out) override {
-    HGRN2_RETURN_IF_ERROR(CheckLayer(layer, qfi, out));
-    if (num_seqs < 0) return absl::InvalidArgumentError("hgrn2 prefill: negative batch");
+    HGRN2_RETURN_IF_ERROR(CheckLayer(layer, compute_dtype(), qfi, out));
+    HGRN2_RETURN_IF_ERROR(Supported(kernels::CheckHgrn2PrefillParams<float>(
+        {.num_seqs = num_seqs, .layer = LayerParams<float>(layer, slots, qfi, out)})));
     return Dispatch(compute_dtype(), "hgrn2 prefill", [&](auto zero) {
       using T = decltype(zero);
       return kernels::LaunchHgrn2Prefill<T>({.num_seqs = num_seqs,
@@ -339,6 +353,18 @@ class CudaBackend final : public Backend {
     HGRN2_RETURN_IF_ERROR(sample_batch_.Pack(samplers, samplers[0]->vocab_size()));
     const int64_t batch = logits.rows;
     const int32_t top = sample_batch_.top_capacity();
+    kernels::SampleParams sizes;
+    sizes.batch = batch;
+    sizes.vocab = samplers[0]->vocab_size();
+    sizes.logits_stride_batch = logits.row_stride;
+    sizes.top_capacity = top;
+    sizes.out_top_stride_batch = std::max(top, 1);
+    if (const kernels::LimitViolation v = kernels::CheckSampleParams(sizes); !v.ok()) {
+      // A vocabulary or batch beyond the device sampler's: the host sampler takes any.
+      const absl::string_view parameter = v.parameter;
+      if (parameter == "vocab" || parameter == "batch") return SampleOnHost(logits, samplers, out);
+      return Supported(v);
+    }
     const auto rows = sample_batch_.rows();
     const auto offsets = sample_batch_.adjustment_offsets();
     const auto adjustments = sample_batch_.adjustments();
@@ -500,27 +526,6 @@ class CudaBackend final : public Backend {
     }
     HGRN2_RETURN_IF_ERROR(CudaStatus(ended, "end capture"));
     return graph;
-  }
-
-  // The shared checks, then what the CUDA kernels support.
-  absl::Status CheckLayer(const Hgrn2LayerOp& layer, const DeviceTensor& qfi,
-                          const DeviceTensor& out) const {
-    HGRN2_RETURN_IF_ERROR(hgrn2::CheckLayer(layer, compute_dtype(), qfi, out));
-    if (layer.key_dim > 256) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("hgrn2 layer: key_dim ", layer.key_dim, " above the CUDA kernels' 256"));
-    }
-    if (layer.conv_size > 8) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("hgrn2 layer: conv_size ", layer.conv_size, " above the CUDA kernels' 8"));
-    }
-    if (layer.states.state_bf16 != nullptr &&
-        (layer.conv_size > 0 || layer.key_dim % 4 != 0 || layer.key_dim > 128)) {
-      return absl::InvalidArgumentError(
-          "hgrn2 layer: bf16 states need a model without short conv and with key_dim a multiple "
-          "of 4, at most 128");
-    }
-    return absl::OkStatus();
   }
 
   CudaBackendOptions options_;

@@ -1,4 +1,4 @@
-// What the CUDA kernels share: element conversions, reductions and launch checks.
+// What the CUDA kernels share: element conversions, reductions, 16-byte vectors and grid sizes.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -99,6 +99,20 @@ __device__ __forceinline__ void StoreState4(__nv_bfloat16* p, float4 v) {
   raw.x = *reinterpret_cast<const unsigned*>(&lo);
   raw.y = *reinterpret_cast<const unsigned*>(&hi);
   *reinterpret_cast<uint2*>(p) = raw;
+}
+
+// 16-byte vectors of T: 8 bf16/f16 values or 4 floats.
+template <typename T>
+struct alignas(16) Vec16 {
+  static constexpr int kSize = 16 / sizeof(T);
+  T values[kSize];
+};
+
+// Whether rows of `cols` elements at `pointer` with `stride` can be read as Vec16.
+template <typename T>
+inline bool Vectorizable(const void* pointer, int64_t stride, int64_t cols) {
+  constexpr int kSize = Vec16<T>::kSize;
+  return reinterpret_cast<uintptr_t>(pointer) % 16 == 0 && stride % kSize == 0 && cols % kSize == 0;
 }
 
 // Grid size for a grid-stride loop over `count` items: enough blocks to fill the card, no more.

@@ -4,6 +4,7 @@
 
 #include "kernels/cuda/device_math.cuh"
 #include "kernels/hgrn2_layer.h"
+#include "kernels/limits.h"
 
 namespace hgrn2::kernels::cuda {
 
@@ -65,7 +66,7 @@ __global__ void AdvanceConvWindowsKernel(Hgrn2LayerParams<T> p, int32_t num_seqs
     if (length == 0) continue;
     float* win = p.conv_state + p.slots[b] * p.conv_state_stride_slot + c * kernel;
     // Input at position t of the sequence; negative t reaches into the old window.
-    float history[8];
+    float history[kMaxConvSize];
     for (int j = 0; j < kernel; ++j) {
       const int64_t t = length - kernel + j;
       history[j] = t >= 0 ? ToFloat(p.qfi[(begin + t) * p.qfi_stride_token + c]) : win[kernel + t];
@@ -73,8 +74,5 @@ __global__ void AdvanceConvWindowsKernel(Hgrn2LayerParams<T> p, int32_t num_seqs
     for (int j = 0; j < kernel; ++j) win[j] = history[j];
   }
 }
-
-// Conv windows hold at most this many taps (the kernels keep a window in registers).
-constexpr int kMaxConvSize = 8;
 
 }  // namespace hgrn2::kernels::cuda

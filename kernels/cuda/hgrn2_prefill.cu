@@ -318,11 +318,9 @@ cudaError_t LaunchWith(const Hgrn2PrefillParams<T>& params, cudaStream_t stream)
 
 template <typename T>
 cudaError_t LaunchHgrn2Prefill(const Hgrn2PrefillParams<T>& params, cudaStream_t stream) {
+  if (!CheckHgrn2PrefillParams(params).ok()) return cudaErrorInvalidValue;
   if (params.num_seqs == 0) return cudaSuccess;
   const Hgrn2LayerParams<T>& p = params.layer;
-  if (params.num_seqs > 65535 || p.num_heads > 65535 || p.conv_size > cuda::kMaxConvSize) {
-    return cudaErrorInvalidValue;
-  }
   const int dk = p.key_dim;
   const bool vec = dk % 4 == 0;
   if (p.conv_size == 0 && vec && dk <= kFastMaxKeyDim) {
@@ -334,8 +332,9 @@ cudaError_t LaunchHgrn2Prefill(const Hgrn2PrefillParams<T>& params, cudaStream_t
     }
     return cudaGetLastError();
   }
-  // The generic form keeps float32 states only.
-  if (p.state_bf16 != nullptr) return cudaErrorNotSupported;
+  // The generic form keeps float32 states only (CheckHgrn2LayerParams asks bf16 states for the
+  // fast path's sizes).
+  if (p.state_bf16 != nullptr) return cudaErrorInvalidValue;
   cudaError_t error;
   if (dk <= 32) {
     error = vec ? LaunchWith<T, 4, true>(params, stream) : LaunchWith<T, 4, false>(params, stream);
@@ -348,7 +347,8 @@ cudaError_t LaunchHgrn2Prefill(const Hgrn2PrefillParams<T>& params, cudaStream_t
     error =
         vec ? LaunchWith<T, 32, true>(params, stream) : LaunchWith<T, 32, false>(params, stream);
   } else {
-    return cudaErrorInvalidValue;  // dk > 256: no HGRN2 configuration uses it
+    static_assert(kMaxKeyDim == 256, "a register tile for every key_dim the limit allows");
+    return cudaErrorInvalidValue;
   }
   if (error != cudaSuccess || p.conv_size == 0) return error;
   const int64_t count = static_cast<int64_t>(params.num_seqs) * p.channels();

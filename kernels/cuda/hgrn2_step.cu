@@ -14,6 +14,8 @@ using cuda::ToFloat;
 
 constexpr int kStepThreads = 256;
 constexpr int kStepRows = 32;  // state rows (value channels) per block
+static_assert((3 * kMaxKeyDim + kStepRows) * sizeof(float) <= 48 * 1024,
+              "the gates of the largest key_dim fit in the default shared memory");
 
 // Block (row block, head, sequence). Shared: q, g, k of the head [dk each], v of the rows.
 // Every block of a head computes the head's q and f gates (cheap) from the old conv windows;
@@ -125,13 +127,11 @@ __global__ void __launch_bounds__(kStepThreads) Hgrn2StepKernel(Hgrn2StepParams<
 
 template <typename T>
 cudaError_t LaunchHgrn2Step(const Hgrn2StepParams<T>& params, cudaStream_t stream) {
+  if (!CheckHgrn2StepParams(params).ok()) return cudaErrorInvalidValue;
   if (params.batch == 0) return cudaSuccess;
   const Hgrn2LayerParams<T>& p = params.layer;
-  if (params.batch > 65535 || p.num_heads > 65535) return cudaErrorInvalidValue;
   const dim3 grid((p.value_dim + kStepRows - 1) / kStepRows, p.num_heads, params.batch);
   const size_t shared_bytes = (3 * static_cast<size_t>(p.key_dim) + kStepRows) * sizeof(float);
-  if (shared_bytes > 48 * 1024) return cudaErrorInvalidValue;  // dk > 4000: no such model
-  if (p.conv_size > cuda::kMaxConvSize) return cudaErrorInvalidValue;
   const bool vec4 = p.key_dim % 4 == 0 && p.key_dim <= 128;
   if (p.state_bf16 != nullptr) {
     if (vec4) {

@@ -540,14 +540,11 @@ cudaError_t SampleWorkspaceBytes(int64_t batch, int64_t vocab, size_t* bytes) {
 }
 
 cudaError_t LaunchSample(const SampleParams& p, cudaStream_t stream) {
-  if (p.batch < 0 || p.batch > int64_t{0x7fffffff} || p.vocab < 1 || p.vocab > kSampleMaxVocab ||
-      p.logits_stride_batch < p.vocab || p.logits == nullptr || p.rows == nullptr ||
-      p.adjustment_offsets == nullptr || p.out_ids == nullptr || p.out_logprobs == nullptr ||
-      p.top_capacity < 0 || p.top_capacity > kSampleMaxTopLogprobs) {
+  if (!CheckSampleParams(p).ok() || p.logits == nullptr || p.rows == nullptr ||
+      p.adjustment_offsets == nullptr || p.out_ids == nullptr || p.out_logprobs == nullptr) {
     return cudaErrorInvalidValue;
   }
-  if (p.top_capacity > 0 && (p.out_top_ids == nullptr || p.out_top_logprobs == nullptr ||
-                             p.out_top_stride_batch < p.top_capacity)) {
+  if (p.top_capacity > 0 && (p.out_top_ids == nullptr || p.out_top_logprobs == nullptr)) {
     return cudaErrorInvalidValue;
   }
   if (p.batch == 0) return cudaSuccess;

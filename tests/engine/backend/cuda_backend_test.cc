@@ -2,6 +2,7 @@
 // in float32 and bf16, with states addressed through random slots; bystander slots must stay
 // bit-identical. Skips itself where there is no CUDA device.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <numeric>
@@ -440,6 +441,42 @@ TEST_P(Hgrn2OpTest, PrefillMatchesReference) {
           << "sequence " << b << " of length " << lengths[b];
     }
     ExpectSameStates(slots);
+  }
+}
+
+TEST_P(Hgrn2OpTest, UnsupportedSizesAreRefusedInTheKernelsWords) {
+  // A key_dim above the kernels' limit, and bf16 states with a short conv: InvalidArgument with
+  // the message of kernels/limits.h, nothing launched (the outputs stay poisoned).
+  for (const bool bf16_states : {false, true}) {
+    const LayerShape shape =
+        bf16_states ? LayerShape{2, 32, 20, 4, true} : LayerShape{1, 300, 8, 0, false};
+    MakeLayer(shape);
+    Hgrn2LayerOp op = sides_[0].op;
+    DeviceBuffer bf16_pool = *cuda_->Allocate(static_cast<size_t>(kSlots * state_floats_) * 2);
+    if (bf16_states) {
+      op.states.state = nullptr;
+      op.states.state_bf16 = static_cast<uint16_t*>(bf16_pool.data());
+    }
+    const std::string message =
+        bf16_states ? "conv_size must be exactly 0 with bf16 states for the CUDA kernels, got 4"
+                    : "key_dim must be at most 256 for the CUDA kernels, got 300";
+    const std::vector<int32_t> slots = {3};
+    const std::vector<int32_t> offsets = {0, 1};
+    DeviceBuffer gslots = *cuda_->Allocate(4), goffsets = *cuda_->Allocate(8);
+    ASSERT_TRUE(cuda_->CopyToDevice(gslots.data(), slots.data(), 4).ok());
+    ASSERT_TRUE(cuda_->CopyToDevice(goffsets.data(), offsets.data(), 8).ok());
+    Uploaded qfi = Upload(*cuda_, RandomNormal(channels_, 14), 1, channels_, dtype());
+    Uploaded out = Poisoned(*cuda_, 1, int64_t{shape.heads} * shape.value_dim, dtype());
+    const absl::Status step =
+        cuda_->Hgrn2Step(op, static_cast<int32_t*>(gslots.data()), qfi.tensor, out.tensor);
+    EXPECT_TRUE(absl::IsInvalidArgument(step)) << step;
+    EXPECT_EQ(step.message(), "hgrn2 step: " + message);
+    const absl::Status prefill =
+        cuda_->Hgrn2Prefill(op, 1, static_cast<int32_t*>(gslots.data()),
+                            static_cast<int32_t*>(goffsets.data()), 0, qfi.tensor, out.tensor);
+    EXPECT_TRUE(absl::IsInvalidArgument(prefill)) << prefill;
+    EXPECT_EQ(prefill.message(), "hgrn2 prefill: " + message);
+    for (float v : Download(*cuda_, out.tensor)) ASSERT_TRUE(std::isnan(v)) << "output written";
   }
 }
 
