@@ -1,13 +1,14 @@
 // The CUDA kernels' limits (kernels/limits.h) as their launchers and the CUDA backend report
 // them: each unsupported size names its parameter, the limit and the value. CPU only: the checks
 // are host code shared by the launchers and the backend.
+#include "kernels/limits.h"
+
 #include <cstdint>
 #include <string>
 
 #include "gtest/gtest.h"
 #include "kernels/hgrn2_prefill.h"
 #include "kernels/hgrn2_step.h"
-#include "kernels/limits.h"
 #include "kernels/sample.h"
 
 namespace hgrn2::kernels {
