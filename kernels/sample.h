@@ -93,11 +93,12 @@ inline LimitViolation CheckSampleParams(const SampleParams& p) {
 
 #ifdef HGRN2_HAVE_CUDA
 // The bytes of SampleParams::workspace that LaunchSample needs for (batch, vocab) on the current
-// device: 0 when a row fits in a block's shared memory (vocab up to about 56k on Hopper).
+// device: 0 when a row fits in shared memory (on Hopper: a cluster's up to 131,072 tokens; on
+// older cards a block's, about 48k).
 cudaError_t SampleWorkspaceBytes(int64_t batch, int64_t vocab, size_t* bytes);
 
-// One thread block per row. cudaErrorInvalidValue, launching nothing, when CheckSampleParams
-// says why or a pointer is missing (the workspace included).
+// cudaErrorInvalidValue, launching nothing, when CheckSampleParams says why or a pointer is
+// missing (the workspace included).
 cudaError_t LaunchSample(const SampleParams& params, cudaStream_t stream);
 #endif
 

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "kernels/fixed_sum.h"
 
 namespace hgrn2 {
 namespace {
@@ -83,9 +84,10 @@ int32_t DrawToken(const SamplingParams& params, uint64_t seed, uint64_t counter,
     }
   }
 
-  // top_p over the distribution renormalized to what top_k kept. The running sum and the total
-  // are accumulated in the same order, so the running sum reaches top_p * total at the latest
-  // at the last token (top_p <= 1).
+  // top_p over the distribution renormalized to what top_k kept. The masses exp(z) <= 1 are
+  // summed exactly in 128-bit fixed point (kernels/fixed_sum.h) and rounded once, so the sums do
+  // not depend on the order of addition: the CUDA sampler, which adds in parallel, gets the same
+  // bits. The running sum reaches top_p * total at the latest at the last token (top_p <= 1).
   if (params.top_p < 1.0f) {
     order.clear();
     for (int32_t i = 0; i < vocab; ++i) {
@@ -93,14 +95,17 @@ int32_t DrawToken(const SamplingParams& params, uint64_t seed, uint64_t counter,
     }
     std::sort(order.begin(), order.end(),
               [&z](int32_t a, int32_t b) { return z[a] != z[b] ? z[a] > z[b] : a < b; });
-    double total = 0.0;
-    for (int32_t id : order) total += std::exp(static_cast<double>(z[id]));
-    const double target = static_cast<double>(params.top_p) * total;
-    double cumulative = 0.0;
+    auto mass = [&z](int32_t id) {
+      return kernels::ToFixedSum(std::exp(static_cast<double>(z[id])));
+    };
+    kernels::FixedSum total{};
+    for (int32_t id : order) total = kernels::Add(total, mass(id));
+    const double target = static_cast<double>(params.top_p) * kernels::ToDouble(total);
+    kernels::FixedSum cumulative{};
     size_t keep = order.size();
     for (size_t j = 0; j < order.size(); ++j) {
-      cumulative += std::exp(static_cast<double>(z[order[j]]));
-      if (cumulative >= target) {
+      cumulative = kernels::Add(cumulative, mass(order[j]));
+      if (kernels::ToDouble(cumulative) >= target) {
         keep = j + 1;
         break;
       }

@@ -3,18 +3,18 @@
 // same steps, in the same float and double arithmetic, as Sampler::Sample
 // (engine/sampling/sampler.cc).
 //
-// Exactness: every float step (bias, penalties, x - max, / temperature) uses the _rn intrinsics
-// so no multiply-add is contracted into an fma that the host does not do. Comparisons and
-// selections (argmax, k-th largest, ties by id) are exact. What can differ from the host in the
-// last bits are only double sums and double exp/log: the log-sum-exp of the log-probabilities is
-// a tree sum (the host sums in id order), the top_p masses are exact 128-bit sums rounded once
-// (the host sums in sorted order), and CUDA's exp/log may differ from glibc's by one ulp.
-// Build without --use_fast_math (-ftz=true would flush denormal differences to zero).
+// This kernel takes one block per row, any vocabulary (rows that do not fit in shared memory go
+// through a workspace) on any card; LaunchSample sends the rows it can to the one-pass cluster
+// kernel (sample_cluster.cu) instead, and this one is the reference that kernel is tested beside.
+//
+// Exactness: see sample_math.cuh.
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <limits>
 
+#include "kernels/cuda/sample_cluster.cuh"
+#include "kernels/cuda/sample_math.cuh"
 #include "kernels/fixed_sum.h"
 #include "kernels/philox.h"
 #include "kernels/sample.h"
@@ -24,12 +24,16 @@ namespace {
 
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
-constexpr unsigned kFullMask = 0xffffffffu;
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-constexpr double kNegInfD = -std::numeric_limits<double>::infinity();
-// -log(-log(1 - 2^-24)) = 16.64 bounds the race's noise (as kMaxNoise in
-// engine/sampling/sampler.cc).
-constexpr double kMaxNoise = 16.7;
+using cuda::Adjust;
+using cuda::Beats;
+using cuda::CanonicalZero;
+using cuda::FloatFromKey;
+using cuda::kFullMask;
+using cuda::kMaxNoise;
+using cuda::kNegInf;
+using cuda::kNegInfD;
+using cuda::OrderedKey;
+using cuda::RaceScore;
 
 struct Shared {
   // Radix-select histograms.
@@ -55,27 +59,6 @@ struct Shared {
   float candidate_key[kSampleMaxTopLogprobs];
   int32_t candidate_id[kSampleMaxTopLogprobs];
 };
-
-// The order of floats as unsigned integers (-inf lowest). Callers pass no NaN and no -0.
-__device__ __forceinline__ uint32_t OrderedKey(float x) {
-  const uint32_t bits = __float_as_uint(x);
-  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
-}
-
-__device__ __forceinline__ float FloatFromKey(uint32_t key) {
-  return __uint_as_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
-}
-
-// -0 becomes +0: the host compares floats, where they are equal; the radix keys would not be.
-__device__ __forceinline__ float CanonicalZero(float x) { return x == 0.0f ? 0.0f : x; }
-
-// Whether candidate (a, ia) beats (b, ib): the larger value, then the lower index; index -1 is
-// "none" and never wins. Values are never NaN here.
-__device__ __forceinline__ bool Beats(double a, int32_t ia, double b, int32_t ib) {
-  if (ia < 0) return false;
-  if (ib < 0) return true;
-  return a > b || (a == b && ia < ib);
-}
 
 // The best (value, index) over the block by Beats; every thread gets the result. The order of
 // combination does not matter: Beats is a total order on candidates.
@@ -283,27 +266,6 @@ __device__ int32_t NthEqualId(const float* z, int32_t n, float value, int32_t m,
   }
   __syncthreads();
   return sh.tie_id;
-}
-
-// One adjustment, in float without contraction, in the order of Sampler::Sample.
-__device__ __forceinline__ float Adjust(float x, const SampleAdjustment& a,
-                                        const SampleRowParams& p) {
-  if (a.flags & kSampleAddBias) x = __fadd_rn(x, a.bias);
-  if (a.flags & kSampleRepetition) {
-    x = x > 0.0f ? __fdiv_rn(x, p.repetition_penalty) : __fmul_rn(x, p.repetition_penalty);
-  }
-  if (a.count != 0) {
-    x = __fsub_rn(x, __fmul_rn(p.frequency_penalty, __int2float_rn(a.count)));
-    x = __fsub_rn(x, p.presence_penalty);
-  }
-  return x;
-}
-
-// The race score of token i: z_i - log(-log(u_i)), in double as DrawToken computes it.
-__device__ __forceinline__ double RaceScore(const SampleRowParams& p, int32_t i, float zi) {
-  const double exponential =
-      -log(static_cast<double>(PhiloxUniform(p.seed, p.counter, static_cast<uint64_t>(i))));
-  return static_cast<double>(zi) - log(exponential);
 }
 
 // Steps 4 to 8 of SamplingParams on the processed logits z (overwritten): DrawToken of
@@ -533,7 +495,8 @@ cudaError_t SampleWorkspaceBytes(int64_t batch, int64_t vocab, size_t* bytes) {
     return cudaErrorInvalidValue;
   }
   bool fits = false;
-  const cudaError_t error = RowFitsInSharedMemory(vocab, &fits);
+  cudaError_t error = cuda::SampleClusterFits(vocab, &fits);
+  if (error == cudaSuccess && !fits) error = RowFitsInSharedMemory(vocab, &fits);
   if (error != cudaSuccess) return error;
   *bytes = fits ? 0 : static_cast<size_t>(batch * vocab) * sizeof(float);
   return cudaSuccess;
@@ -548,8 +511,12 @@ cudaError_t LaunchSample(const SampleParams& p, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   }
   if (p.batch == 0) return cudaSuccess;
+  bool cluster = false;
+  cudaError_t error = cuda::SampleClusterFits(p.vocab, &cluster);
+  if (error != cudaSuccess) return error;
+  if (cluster) return cuda::LaunchSampleCluster(p, stream);
   bool staged = false;
-  cudaError_t error = RowFitsInSharedMemory(p.vocab, &staged);
+  error = RowFitsInSharedMemory(p.vocab, &staged);
   if (error != cudaSuccess) return error;
   if (!staged && p.workspace == nullptr) return cudaErrorInvalidValue;
   const size_t dynamic_bytes = staged ? static_cast<size_t>(p.vocab) * sizeof(float) : 0;

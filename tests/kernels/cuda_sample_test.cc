@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -359,7 +360,8 @@ TEST_F(CudaSampleTest, MatchesTheCpuSamplerTokenForToken) {
       {1000, 1000, 7, 8},      // an awkward size
       {1000, 1027, 7, 8},      // padded rows
       {5, 8, 7, 6},            // fewer tokens than alternatives asked for
-      {100000, 100003, 7, 3},  // too large for shared memory: the workspace path
+      {100000, 100003, 7, 3},  // the cluster sampler's larger slices
+      {140000, 140001, 3, 2},  // beyond the cluster sampler: the block sampler's workspace path
   };
   int failures = 0;
   for (const Case& c : cases) {
@@ -367,6 +369,158 @@ TEST_F(CudaSampleTest, MatchesTheCpuSamplerTokenForToken) {
     if (HasFatalFailure()) return;
   }
   EXPECT_EQ(failures, 0);
+}
+
+// Draws of many seeds on one row, each row of the batch its own seed, against the exact
+// distribution: softmax(z / T) renormalized over the kept set of SamplingParams (top_k, top_p,
+// min_p computed here in double from the definitions). A tight top_p on a flat row makes the race's
+// first winner fall outside the kept set most of the time, so the rejection rounds are exercised.
+// Every draw is also the CPU sampler's.
+TEST_F(CudaSampleTest, DrawsFollowTheExactFilteredDistribution) {
+  struct Mix {
+    int64_t vocab;
+    float temperature;
+    int32_t top_k;
+    float top_p;
+    float min_p;
+  };
+  const Mix mixes[] = {{40, 1.0f, 0, 1.0f, 0.0f},    {1000, 1.0f, 0, 0.3f, 0.0f},
+                       {1000, 0.8f, 50, 0.9f, 0.0f}, {1000, 1.5f, 0, 0.5f, 0.02f},
+                       {300, 1.0f, 8, 1.0f, 0.0f},   {32000, 1.0f, 0, 0.05f, 0.0f}};
+  constexpr int64_t kDraws = 16384;
+  for (const Mix& m : mixes) {
+    // Each row is a copy of the same logits; at most 2^24 logits a launch.
+    const int64_t kRows = std::min<int64_t>(kDraws, (int64_t{1} << 24) / m.vocab);
+    const int kLaunches = static_cast<int>((kDraws + kRows - 1) / kRows);
+    SCOPED_TRACE(absl::StrCat("vocab ", m.vocab, " T ", m.temperature, " top_k ", m.top_k,
+                              " top_p ", m.top_p, " min_p ", m.min_p));
+    std::mt19937_64 rng(m.vocab + m.top_k);
+    std::normal_distribution<float> normal(0.0f, m.vocab > 1000 ? 1.0f : 1.5f);
+    std::vector<float> row(static_cast<size_t>(m.vocab));
+    for (float& x : row) x = normal(rng);
+    // The exact kept set and probabilities.
+    std::vector<double> p(row.size());
+    double max = -kInf;
+    for (float x : row) max = std::max<double>(max, x);
+    double total = 0.0;
+    for (size_t i = 0; i < row.size(); ++i)
+      total += p[i] = std::exp((row[i] - max) / m.temperature);
+    for (double& x : p) x /= total;
+    std::vector<int32_t> order(row.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(),
+              [&](int32_t a, int32_t b) { return p[a] != p[b] ? p[a] > p[b] : a < b; });
+    size_t keep = order.size();
+    if (m.top_k > 0) keep = std::min<size_t>(keep, m.top_k);
+    double kept_mass = 0.0;
+    for (size_t j = 0; j < keep; ++j) kept_mass += p[order[j]];
+    if (m.top_p < 1.0f) {
+      double cumulative = 0.0;
+      for (size_t j = 0; j < keep; ++j) {
+        cumulative += p[order[j]];
+        if (cumulative >= m.top_p * kept_mass) {
+          keep = j + 1;
+          break;
+        }
+      }
+    }
+    while (keep > 1 && p[order[keep - 1]] < m.min_p * p[order[0]]) --keep;
+    std::vector<double> want(row.size(), 0.0);
+    double sum = 0.0;
+    for (size_t j = 0; j < keep; ++j) sum += p[order[j]];
+    for (size_t j = 0; j < keep; ++j) want[order[j]] = p[order[j]] / sum;
+
+    std::vector<float> logits(static_cast<size_t>(kRows * m.vocab));
+    for (int64_t r = 0; r < kRows; ++r)
+      std::copy(row.begin(), row.end(), logits.begin() + r * m.vocab);
+    DeviceArray<float> device_logits;
+    CUDA_OK(device_logits.Upload(logits));
+    std::vector<int> counts(row.size(), 0);
+    int mismatches = 0;
+    for (int launch = 0; launch < kLaunches; ++launch) {
+      std::vector<std::unique_ptr<Sampler>> samplers;
+      std::vector<Sampler*> ptrs;
+      for (int64_t r = 0; r < kRows; ++r) {
+        SamplingParams params;
+        params.temperature = m.temperature;
+        params.top_k = m.top_k;
+        params.top_p = m.top_p;
+        params.min_p = m.min_p;
+        params.seed = 1 + launch * kRows + r;
+        samplers.push_back(std::make_unique<Sampler>(params, m.vocab, std::vector<int32_t>()));
+        ptrs.push_back(samplers.back().get());
+      }
+      DeviceSampleBatch batch;
+      ASSERT_TRUE(batch.Pack(ptrs, m.vocab).ok());
+      DeviceArray<kernels::SampleRowParams> rows;
+      DeviceArray<int32_t> offsets;
+      DeviceArray<int32_t> ids;
+      DeviceArray<float> logprobs;
+      CUDA_OK(rows.Upload({batch.rows().begin(), batch.rows().end()}));
+      CUDA_OK(
+          offsets.Upload({batch.adjustment_offsets().begin(), batch.adjustment_offsets().end()}));
+      CUDA_OK(ids.Upload(std::vector<int32_t>(kRows, kPoisonId)));
+      CUDA_OK(logprobs.Resize(kRows));
+      kernels::SampleParams params;
+      params.batch = kRows;
+      params.vocab = m.vocab;
+      params.logits = device_logits.data;
+      params.logits_stride_batch = m.vocab;
+      params.rows = rows.data;
+      params.adjustment_offsets = offsets.data;
+      params.out_ids = ids.data;
+      params.out_logprobs = logprobs.data;
+      CUDA_OK(kernels::LaunchSample(params, nullptr));
+      CUDA_OK(cudaDeviceSynchronize());
+      std::vector<int32_t> got(kRows);
+      CUDA_OK(ids.Download(got));
+      for (int64_t r = 0; r < kRows; ++r) {
+        ASSERT_GE(got[r], 0);
+        ASSERT_LT(got[r], m.vocab);
+        ++counts[got[r]];
+        if (launch * kRows + r >= 512) continue;  // the CPU's sort of the row is slow
+        const int32_t cpu = samplers[r]->Sample(row).id;
+        if (cpu != got[r] && ++mismatches <= 5) {
+          ADD_FAILURE() << "seed " << 1 + launch * kRows + r << ": cpu " << cpu << ", gpu "
+                        << got[r];
+        }
+      }
+    }
+    EXPECT_EQ(mismatches, 0);
+    // Pearson's statistic over the kept tokens (nothing outside them may be drawn), those
+    // expected fewer than 5 times pooled in one bin, against the chi-square with bins - 1 degrees
+    // of freedom: mean df, sd sqrt(2 df); 6 sd is a false alarm rate far below one in a million.
+    double statistic = 0.0;
+    const double draws = static_cast<double>(kRows) * kLaunches;
+    double pooled_expected = 0.0;
+    int pooled_count = 0;
+    int bins = 0;
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (want[i] == 0.0) {
+        EXPECT_EQ(counts[i], 0) << "token " << i << " is not in the kept set";
+        continue;
+      }
+      const double expected = draws * want[i];
+      if (expected < 5.0) {
+        pooled_expected += expected;
+        pooled_count += counts[i];
+        continue;
+      }
+      statistic += (counts[i] - expected) * (counts[i] - expected) / expected;
+      ++bins;
+    }
+    if (pooled_expected > 0.0) {
+      statistic +=
+          (pooled_count - pooled_expected) * (pooled_count - pooled_expected) / pooled_expected;
+      ++bins;
+    }
+    const double df = bins - 1.0;
+    std::printf("distribution: vocab %ld kept %zu: chi-square %.1f (df %.0f)\n",
+                static_cast<long>(m.vocab), keep, statistic, df);
+    if (bins > 1) {
+      EXPECT_LT(statistic, df + 6.0 * std::sqrt(2.0 * df));
+    }
+  }
 }
 
 TEST_F(CudaSampleTest, LauncherRefusesBadParamsAndLaunchesNothing) {
