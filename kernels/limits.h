@@ -30,6 +30,11 @@ inline constexpr int64_t kSampleMaxVocab = int64_t{1} << 24;
 // Rows of logits per launch (a row's blocks are indexed in one grid dimension).
 inline constexpr int64_t kSampleMaxBatch = int64_t{1} << 24;
 
+// The small-batch GEMV (gemv.h): rows of activations per launch (one register accumulator per
+// row and weight row of a thread), and the elements of its 16-byte loads.
+inline constexpr int64_t kGemvMaxRows = 16;
+inline constexpr int64_t kGemvVectorElements = 8;
+
 // Why a launcher cannot take its params: `parameter` (null when it can) of `op` is `value`, and
 // must be `requirement` `limit` (e.g. "at most" 256), `condition` (e.g. "with bf16 states") when
 // the limit holds only then.

@@ -1,13 +1,16 @@
-// TunedGemm: cuBLASLt descriptors per shape, candidates from its heuristic, timed once.
+// TunedGemm: cuBLASLt descriptors per shape, candidates from its heuristic and, for small batches,
+// the GEMV kernel's variants, timed once.
 #include "engine/backend/cuda_gemm.h"
 
 #include <cublas_v2.h>
 
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "engine/base/status_macros.h"
+#include "kernels/gemv.h"
 
 namespace hgrn2 {
 namespace {
@@ -27,13 +30,40 @@ absl::Status RtStatus(cudaError_t error, absl::string_view what) {
 
 size_t TypeSize(cudaDataType_t type) { return type == CUDA_R_32F ? 4 : 2; }
 
+// The small-batch GEMV's types for a shape, if it can take them (kernels/gemv.h): 16-bit inputs,
+// the same or f32 out, at most kGemvMaxRows rows, 16-byte loads along k.
+std::optional<std::pair<kernels::GemvType, kernels::GemvType>> GemvTypes(const GemmShape& s) {
+  auto type = [](cudaDataType_t t) -> std::optional<kernels::GemvType> {
+    if (t == CUDA_R_16BF) return kernels::GemvType::kBF16;
+    if (t == CUDA_R_16F) return kernels::GemvType::kF16;
+    if (t == CUDA_R_32F) return kernels::GemvType::kF32;
+    return std::nullopt;
+  };
+  const auto in = type(s.in_type);
+  const auto out = type(s.out_type);
+  if (!in || !out || *in == kernels::GemvType::kF32) return std::nullopt;
+  if (*out != *in && *out != kernels::GemvType::kF32) return std::nullopt;
+  kernels::GemvParams sizes;
+  sizes.m = s.m;
+  sizes.n = s.n;
+  sizes.k = s.k;
+  sizes.x_stride_row = s.x_stride;
+  sizes.w_stride_row = s.w_stride;
+  sizes.c_stride_row = s.out_stride;
+  if (!kernels::CheckGemvParams(sizes).ok()) return std::nullopt;
+  return std::make_pair(*in, *out);
+}
+
 }  // namespace
 
+// Candidates are cuBLASLt's algorithms, then (for shapes it takes) the GEMV's variants.
 struct TunedGemm::Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t w_layout = nullptr, x_layout = nullptr, out_layout = nullptr;
   std::vector<cublasLtMatmulHeuristicResult_t> candidates;
+  std::optional<std::pair<kernels::GemvType, kernels::GemvType>> gemv;
   int chosen = 0;
+  int best_cublas = 0;   // for operands the GEMV cannot load (unaligned addresses)
   bool pending = false;  // first seen during a capture: not timed yet
   const void* w = nullptr;
   const void* x = nullptr;
@@ -95,13 +125,33 @@ absl::StatusOr<TunedGemm::Plan*> TunedGemm::MakePlan(const GemmShape& s) {
         absl::StrCat("gemm: cuBLASLt has no algorithm for m ", s.m, " n ", s.n, " k ", s.k));
   }
   plan->candidates.resize(found);
+  plan->gemv = GemvTypes(s);
   Plan* raw = plan.get();
   plans_.emplace(s, std::move(plan));
   return raw;
 }
 
-absl::Status TunedGemm::Enqueue(const Plan& plan, int algo, const void* w, const void* x,
-                                void* out) {
+absl::Status TunedGemm::Enqueue(const GemmShape& s, const Plan& plan, int algo, const void* w,
+                                const void* x, void* out) {
+  const int cublas = static_cast<int>(plan.candidates.size());
+  if (algo >= cublas) {
+    kernels::GemvParams p;
+    p.m = s.m;
+    p.n = s.n;
+    p.k = s.k;
+    p.in = plan.gemv->first;
+    p.out = plan.gemv->second;
+    p.x = x;
+    p.x_stride_row = s.x_stride;
+    p.w = w;
+    p.w_stride_row = s.w_stride;
+    p.c = out;
+    p.c_stride_row = s.out_stride;
+    if (kernels::CheckGemvParams(p).ok()) {
+      return RtStatus(kernels::LaunchGemv(p, algo - cublas, stream_), "gemv");
+    }
+    algo = plan.best_cublas;  // these operands are not 16-byte aligned
+  }
   const float alpha = 1.0f, beta = 0.0f;
   return LtStatus(
       cublasLtMatmul(handle_, plan.desc, &alpha, w, plan.w_layout, x, plan.x_layout, &beta, out,
@@ -113,7 +163,9 @@ absl::Status TunedGemm::Enqueue(const Plan& plan, int algo, const void* w, const
 absl::Status TunedGemm::TimeCandidates(const GemmShape& s, Plan& plan, const void* w,
                                        const void* x) {
   plan.pending = false;
-  if (plan.candidates.size() == 1) return absl::OkStatus();
+  const int cublas = static_cast<int>(plan.candidates.size());
+  const int total = cublas + (plan.gemv ? kernels::kGemvVariants : 0);
+  if (total == 1) return absl::OkStatus();
   const size_t out_bytes = static_cast<size_t>(s.m) * s.out_stride * TypeSize(s.out_type);
   if (scratch_bytes_ < out_bytes) {
     if (scratch_ != nullptr) cudaFree(scratch_);
@@ -124,14 +176,15 @@ absl::Status TunedGemm::TimeCandidates(const GemmShape& s, Plan& plan, const voi
   cudaEvent_t start = nullptr, stop = nullptr;
   HGRN2_RETURN_IF_ERROR(RtStatus(cudaEventCreate(&start), "event"));
   HGRN2_RETURN_IF_ERROR(RtStatus(cudaEventCreate(&stop), "event"));
-  float best_ms = 0.0f;
+  float best_ms = 0.0f, best_cublas_ms = 0.0f;
   int best = -1;
-  for (int a = 0; a < static_cast<int>(plan.candidates.size()); ++a) {
-    if (!Enqueue(plan, a, w, x, scratch_).ok()) continue;  // a candidate that cannot run
-    Enqueue(plan, a, w, x, scratch_).IgnoreError();
+  bool timed_cublas = false;
+  for (int a = 0; a < total; ++a) {
+    if (!Enqueue(s, plan, a, w, x, scratch_).ok()) continue;  // a candidate that cannot run
+    Enqueue(s, plan, a, w, x, scratch_).IgnoreError();
     constexpr int kReps = 10;
     cudaEventRecord(start, stream_);
-    for (int r = 0; r < kReps; ++r) Enqueue(plan, a, w, x, scratch_).IgnoreError();
+    for (int r = 0; r < kReps; ++r) Enqueue(s, plan, a, w, x, scratch_).IgnoreError();
     cudaEventRecord(stop, stream_);
     float ms = 0.0f;
     if (cudaEventSynchronize(stop) != cudaSuccess ||
@@ -141,6 +194,11 @@ absl::Status TunedGemm::TimeCandidates(const GemmShape& s, Plan& plan, const voi
     if (best < 0 || ms < best_ms) {
       best = a;
       best_ms = ms;
+    }
+    if (a < cublas && (!timed_cublas || ms < best_cublas_ms)) {
+      plan.best_cublas = a;
+      best_cublas_ms = ms;
+      timed_cublas = true;
     }
   }
   cudaEventDestroy(start);
@@ -171,7 +229,7 @@ absl::Status TunedGemm::Run(const GemmShape& s, const void* w, const void* x, vo
       }
     }
   }
-  return Enqueue(*plan, plan->chosen, w, x, out);
+  return Enqueue(s, *plan, plan->chosen, w, x, out);
 }
 
 absl::Status TunedGemm::Tune() {

@@ -1,5 +1,6 @@
 // GEMMs through cuBLASLt with the algorithm for each decode-sized shape chosen by timing the
-// candidates cuBLASLt proposes (the default pick is poor for the skinny products of decoding).
+// candidates cuBLASLt proposes (the default pick is poor for the skinny products of decoding) and,
+// for up to 16 rows, the variants of the small-batch GEMV (kernels/gemv.h).
 #pragma once
 
 #include <cublasLt.h>
@@ -56,7 +57,8 @@ class TunedGemm {
   TunedGemm(cudaStream_t stream, void* workspace, size_t workspace_bytes);
   absl::StatusOr<Plan*> MakePlan(const GemmShape& shape);
   absl::Status TimeCandidates(const GemmShape& shape, Plan& plan, const void* w, const void* x);
-  absl::Status Enqueue(const Plan& plan, int algo, const void* w, const void* x, void* out);
+  absl::Status Enqueue(const GemmShape& shape, const Plan& plan, int algo, const void* w,
+                       const void* x, void* out);
 
   cudaStream_t stream_;
   void* workspace_;

@@ -1,0 +1,167 @@
+// GPU test of the small-batch GEMV (kernels/cuda/gemv.cu) against the CPU reference GEMM, every
+// variant, at awkward sizes with padded strides: the columns past n and the rows past m must stay
+// untouched. Skipped where there is no GPU.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/base/dtype.h"
+#include "gtest/gtest.h"
+#include "kernels/gemm.h"
+#include "kernels/gemv.h"
+#include "tests/support/test_support.h"
+
+namespace hgrn2 {
+namespace {
+
+using ::hgrn2::testing::RandomNormal;
+using ::hgrn2::testing::RelativeL2Error;
+
+#define CUDA_OK(expr)                                                                            \
+  do {                                                                                           \
+    const cudaError_t cuda_ok_error = (expr);                                                    \
+    ASSERT_EQ(cuda_ok_error, cudaSuccess) << #expr << ": " << cudaGetErrorString(cuda_ok_error); \
+  } while (0)
+
+bool HaveGpu() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+DType ToDType(kernels::GemvType t) {
+  switch (t) {
+    case kernels::GemvType::kBF16:
+      return DType::kBF16;
+    case kernels::GemvType::kF16:
+      return DType::kF16;
+    case kernels::GemvType::kF32:
+      return DType::kF32;
+  }
+  return DType::kF32;
+}
+
+// Device bytes of `values` in `dtype`; `values` are replaced by what the device holds.
+void* Upload(std::vector<float>& values, DType dtype) {
+  std::vector<std::byte> bytes(values.size() * DTypeSize(dtype));
+  EXPECT_TRUE(ConvertFromFloat(values.data(), values.size(), dtype, bytes.data()).ok());
+  EXPECT_TRUE(ConvertToFloat(dtype, bytes.data(), values.size(), values.data()).ok());
+  void* device = nullptr;
+  EXPECT_EQ(cudaMalloc(&device, bytes.size()), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(device, bytes.data(), bytes.size(), cudaMemcpyHostToDevice), cudaSuccess);
+  return device;
+}
+
+TEST(CudaGemvTest, EveryVariantMatchesTheReference) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  struct Types {
+    kernels::GemvType in, out;
+  };
+  const Types types[] = {{kernels::GemvType::kBF16, kernels::GemvType::kBF16},
+                         {kernels::GemvType::kBF16, kernels::GemvType::kF32},
+                         {kernels::GemvType::kF16, kernels::GemvType::kF16},
+                         {kernels::GemvType::kF16, kernels::GemvType::kF32}};
+  struct Size {
+    int64_t m, n, k;
+  };
+  // k of 8 (one chunk), of an odd number of chunks per thread, and of the model's 2048 and 5632.
+  const Size sizes[] = {{1, 1, 8},     {1, 33, 2048}, {3, 7, 4104},   {2, 130, 5632},
+                        {8, 65, 2056}, {5, 9, 16},    {13, 31, 2048}, {16, 130, 5632}};
+  for (const Types& t : types) {
+    for (const Size& z : sizes) {
+      for (int variant = 0; variant < kernels::kGemvVariants; ++variant) {
+        SCOPED_TRACE(absl::StrCat("m ", z.m, " n ", z.n, " k ", z.k, " variant ", variant, " in ",
+                                  static_cast<int>(t.in), " out ", static_cast<int>(t.out)));
+        const int64_t x_stride = z.k + 8, w_stride = z.k + 16, c_stride = z.n + 3;
+        const int64_t c_rows = z.m + 1;  // one row past m
+        std::vector<float> x = RandomNormal(z.m * x_stride, 21 + z.k);
+        std::vector<float> w = RandomNormal(z.n * w_stride, 22 + z.n, 0.05f);
+        const DType in = ToDType(t.in), out = ToDType(t.out);
+        void* dx = Upload(x, in);
+        void* dw = Upload(w, in);
+        void* dc = nullptr;
+        const size_t c_bytes = static_cast<size_t>(c_rows * c_stride) * DTypeSize(out);
+        CUDA_OK(cudaMalloc(&dc, c_bytes));
+        CUDA_OK(cudaMemset(dc, 0xFF, c_bytes));  // NaN in every dtype
+        kernels::GemvParams p;
+        p.m = z.m;
+        p.n = z.n;
+        p.k = z.k;
+        p.in = t.in;
+        p.out = t.out;
+        p.x = dx;
+        p.x_stride_row = x_stride;
+        p.w = dw;
+        p.w_stride_row = w_stride;
+        p.c = dc;
+        p.c_stride_row = c_stride;
+        ASSERT_TRUE(kernels::CheckGemvParams(p).ok())
+            << kernels::Describe(kernels::CheckGemvParams(p));
+        CUDA_OK(kernels::LaunchGemv(p, variant, nullptr));
+        CUDA_OK(cudaDeviceSynchronize());
+        std::vector<std::byte> bytes(c_bytes);
+        CUDA_OK(cudaMemcpy(bytes.data(), dc, c_bytes, cudaMemcpyDeviceToHost));
+        std::vector<float> got(static_cast<size_t>(c_rows * c_stride));
+        ASSERT_TRUE(ConvertToFloat(out, bytes.data(), got.size(), got.data()).ok());
+        std::vector<float> want(static_cast<size_t>(z.m * z.n));
+        kernels::GemmReference({.m = z.m,
+                                .n = z.n,
+                                .k = z.k,
+                                .a = x.data(),
+                                .a_stride_row = x_stride,
+                                .b = w.data(),
+                                .b_stride_row = w_stride,
+                                .c = want.data(),
+                                .c_stride_row = z.n});
+        std::vector<float> got_block;
+        for (int64_t i = 0; i < c_rows; ++i) {
+          for (int64_t j = 0; j < c_stride; ++j) {
+            const float v = got[i * c_stride + j];
+            if (i < z.m && j < z.n) {
+              ASSERT_TRUE(std::isfinite(v)) << "out[" << i << "][" << j << "] not written";
+              got_block.push_back(v);
+            } else {
+              ASSERT_TRUE(std::isnan(v)) << "out[" << i << "][" << j << "] written";
+            }
+          }
+        }
+        // Float accumulation in another order; a 16-bit output rounds once more.
+        EXPECT_LT(RelativeL2Error(got_block, want), out == DType::kF32 ? 1e-5 : 1e-2);
+        cudaFree(dx);
+        cudaFree(dw);
+        cudaFree(dc);
+      }
+    }
+  }
+}
+
+TEST(CudaGemvTest, RefusesWhatItCannotLoad) {
+  kernels::GemvParams p;
+  p.m = 1;
+  p.n = 4;
+  p.k = 12;
+  p.x_stride_row = 16;
+  p.w_stride_row = 16;
+  p.c_stride_row = 4;
+  EXPECT_EQ(kernels::Describe(kernels::CheckGemvParams(p)),
+            "gemv: k must be a multiple of 8 for the CUDA kernels, got 12");
+  p.k = 16;
+  p.m = 17;
+  EXPECT_EQ(kernels::Describe(kernels::CheckGemvParams(p)),
+            "gemv: m must be at most 16 for the CUDA kernels, got 17");
+  p.m = 1;
+  p.x = reinterpret_cast<const void*>(uintptr_t{24});
+  EXPECT_EQ(kernels::Describe(kernels::CheckGemvParams(p)),
+            "gemv: x address must be a multiple of 16 for the CUDA kernels, got 8");
+  if (HaveGpu()) {
+    EXPECT_EQ(kernels::LaunchGemv(p, 0, nullptr), cudaErrorInvalidValue);
+    EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  }
+}
+
+}  // namespace
+}  // namespace hgrn2
