@@ -34,7 +34,7 @@ struct GemvParams {
 };
 
 // The kernel's variants: weight rows a block works on (2 or 4), picked per shape by timing
-// (engine/cuda_gemm.cc).
+// (engine/backend/cuda_gemm.cc).
 inline constexpr int kGemvVariants = 2;
 
 // The sizes, strides and alignments LaunchGemv cannot take, named; ok() when it can.
