@@ -46,7 +46,13 @@ struct SampleAdjustment {
 static_assert(sizeof(SampleRowParams) == 48);
 static_assert(sizeof(SampleAdjustment) == 16);
 
+// Which kernel samples: kAuto resolves on the host, from the device and the vocabulary, to the
+// one-pass cluster sampler where it fits (Hopper, vocab up to 131,072) and to the one-block
+// sampler elsewhere; kBlock always takes the one-block sampler. Both give the same tokens.
+enum class SampleVariant { kAuto, kBlock };
+
 struct SampleParams {
+  SampleVariant variant = SampleVariant::kAuto;
   int64_t batch = 0;  // rows
   int64_t vocab = 0;  // in [1, kSampleMaxVocab]
   // [batch][logits_stride_batch]; values at [vocab, logits_stride_batch) are padding.
@@ -95,7 +101,8 @@ inline LimitViolation CheckSampleParams(const SampleParams& p) {
 // The bytes of SampleParams::workspace that LaunchSample needs for (batch, vocab) on the current
 // device: 0 when a row fits in shared memory (on Hopper: a cluster's up to 131,072 tokens; on
 // older cards a block's, about 48k).
-cudaError_t SampleWorkspaceBytes(int64_t batch, int64_t vocab, size_t* bytes);
+cudaError_t SampleWorkspaceBytes(int64_t batch, int64_t vocab, size_t* bytes,
+                                 SampleVariant variant = SampleVariant::kAuto);
 
 // cudaErrorInvalidValue, launching nothing, when CheckSampleParams says why or a pointer is
 // missing (the workspace included).

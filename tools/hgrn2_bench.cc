@@ -45,6 +45,8 @@ struct Flags {
   std::vector<std::string> prefills = {"1x2048", "8x2048"};
   int steps = 20;
   bool no_graphs = false;
+  bool one_pass_sampling = false;  // [E17] kernels not yet checked on a card
+  bool small_batch_gemv = false;
   bool skip_hardware = false;
   bool breakdown = false;
   // "tables": decode and prefill tables; "decode": scheduled decoding against plain decode steps;
@@ -273,7 +275,10 @@ int Run(const Flags& flags) {
                              : absl::InvalidArgumentError("--dtype must be bf16, f16 or f32");
   if (!dtype.ok()) return fail(dtype.status());
   absl::StatusOr<std::unique_ptr<Backend>> backend_or =
-      MakeBackend(flags.device, {.compute_dtype = *dtype, .use_graphs = !flags.no_graphs});
+      MakeBackend(flags.device, {.compute_dtype = *dtype,
+                                 .use_graphs = !flags.no_graphs,
+                                 .one_pass_sampling = flags.one_pass_sampling,
+                                 .small_batch_gemv = flags.small_batch_gemv});
   if (!backend_or.ok()) return fail(backend_or.status());
   std::unique_ptr<Backend> backend = *std::move(backend_or);
   const bool gpu = backend->name() == "cuda";
@@ -514,6 +519,11 @@ int main(int argc, char** argv) {
   app.add_option("--state-dtype", state_dtype, "recurrent states: f32 or bf16")
       ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_flag("--no-graphs", flags.no_graphs, "Do not record decode steps as CUDA graphs");
+  app.add_flag("--one-pass-sampling", flags.one_pass_sampling,
+               "Sample with the one-pass cluster sampler (not yet checked on a card; see "
+               "CudaBackendOptions)");
+  app.add_flag("--small-batch-gemv", flags.small_batch_gemv,
+               "Let the GEMM tuner pick the small-batch GEMV (not yet checked on a card)");
   app.add_flag("--skip-hardware", flags.skip_hardware, "Skip the bandwidth and GEMM measurements");
   app.add_flag("--breakdown", flags.breakdown,
                "Also time each op alone: decode at B = 1 and 256, prefill of 1x2048 and 8x2048");

@@ -208,6 +208,11 @@ struct CudaBackendOptions {
   DType compute_dtype = DType::kBF16;
   // Record decode steps as CUDA graphs (Backend::RunRecorded); off only to compare.
   bool use_graphs = true;
+  // Kernels written for [E17] that have not yet been checked on a card (bench/RESULTS.md): off
+  // until they have been. The one-pass cluster sampler instead of the one-block sampler (the same
+  // tokens), and the small-batch GEMV among the tuner's candidates for up to 16 rows.
+  bool one_pass_sampling = false;
+  bool small_batch_gemv = false;
 };
 
 // The CUDA backend (engine/backend/cuda_backend.cc). Unavailable when there is no CUDA device, or

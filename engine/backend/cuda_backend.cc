@@ -377,9 +377,10 @@ class CudaBackend final : public Backend {
     const size_t top_bytes = Align(static_cast<size_t>(batch) * std::max(top, 1) * 4);
     const size_t out_bytes = ids_bytes + logprobs_bytes + 2 * top_bytes;
     size_t workspace_bytes = 0;
-    HGRN2_RETURN_IF_ERROR(CudaStatus(
-        kernels::SampleWorkspaceBytes(batch, samplers[0]->vocab_size(), &workspace_bytes),
-        "sample workspace"));
+    HGRN2_RETURN_IF_ERROR(
+        CudaStatus(kernels::SampleWorkspaceBytes(batch, samplers[0]->vocab_size(), &workspace_bytes,
+                                                 sample_variant()),
+                   "sample workspace"));
     const size_t total = in_bytes + out_bytes + Align(workspace_bytes);
     if (sample_staging_.size() < in_bytes + out_bytes) {
       HGRN2_ASSIGN_OR_RETURN(sample_staging_, AllocateHost(2 * (in_bytes + out_bytes)));
@@ -399,6 +400,7 @@ class CudaBackend final : public Backend {
         cudaMemcpyAsync(device, host, in_bytes, cudaMemcpyHostToDevice, stream_), "sample inputs"));
     std::byte* outputs = device + in_bytes;
     kernels::SampleParams params;
+    params.variant = sample_variant();
     params.batch = batch;
     params.vocab = samplers[0]->vocab_size();
     params.logits = logits.As<const float>();
@@ -502,6 +504,11 @@ class CudaBackend final : public Backend {
  private:
   explicit CudaBackend(const CudaBackendOptions& options) : options_(options) {}
 
+  kernels::SampleVariant sample_variant() const {
+    return options_.one_pass_sampling ? kernels::SampleVariant::kAuto
+                                      : kernels::SampleVariant::kBlock;
+  }
+
   absl::Status Init() {
     HGRN2_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(options_.device), "set device"));
     HGRN2_RETURN_IF_ERROR(
@@ -509,7 +516,8 @@ class CudaBackend final : public Backend {
     // A fixed cuBLASLt workspace, so that GEMMs recorded into graphs never allocate.
     constexpr size_t kWorkspaceBytes = size_t{32} << 20;
     HGRN2_RETURN_IF_ERROR(CudaStatus(cudaMalloc(&workspace_, kWorkspaceBytes), "cublas workspace"));
-    HGRN2_ASSIGN_OR_RETURN(gemm_, TunedGemm::Create(stream_, workspace_, kWorkspaceBytes));
+    HGRN2_ASSIGN_OR_RETURN(
+        gemm_, TunedGemm::Create(stream_, workspace_, kWorkspaceBytes, options_.small_batch_gemv));
     return absl::OkStatus();
   }
 

@@ -76,12 +76,18 @@ struct TunedGemm::Plan {
   }
 };
 
-TunedGemm::TunedGemm(cudaStream_t stream, void* workspace, size_t workspace_bytes)
-    : stream_(stream), workspace_(workspace), workspace_bytes_(workspace_bytes) {}
+TunedGemm::TunedGemm(cudaStream_t stream, void* workspace, size_t workspace_bytes,
+                     bool small_batch_gemv)
+    : stream_(stream),
+      workspace_(workspace),
+      workspace_bytes_(workspace_bytes),
+      small_batch_gemv_(small_batch_gemv) {}
 
 absl::StatusOr<std::unique_ptr<TunedGemm>> TunedGemm::Create(cudaStream_t stream, void* workspace,
-                                                             size_t workspace_bytes) {
-  std::unique_ptr<TunedGemm> gemm(new TunedGemm(stream, workspace, workspace_bytes));
+                                                             size_t workspace_bytes,
+                                                             bool small_batch_gemv) {
+  std::unique_ptr<TunedGemm> gemm(
+      new TunedGemm(stream, workspace, workspace_bytes, small_batch_gemv));
   HGRN2_RETURN_IF_ERROR(LtStatus(cublasLtCreate(&gemm->handle_), "create"));
   return gemm;
 }
@@ -125,7 +131,7 @@ absl::StatusOr<TunedGemm::Plan*> TunedGemm::MakePlan(const GemmShape& s) {
         absl::StrCat("gemm: cuBLASLt has no algorithm for m ", s.m, " n ", s.n, " k ", s.k));
   }
   plan->candidates.resize(found);
-  plan->gemv = GemvTypes(s);
+  if (small_batch_gemv_) plan->gemv = GemvTypes(s);
   Plan* raw = plan.get();
   plans_.emplace(s, std::move(plan));
   return raw;

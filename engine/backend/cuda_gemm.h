@@ -33,9 +33,11 @@ struct GemmShape {
 // Thread-safety: the device thread only (it enqueues on the backend's stream).
 class TunedGemm {
  public:
-  // Uses `workspace` (workspace_bytes, device memory owned by the caller) for cuBLASLt.
+  // Uses `workspace` (workspace_bytes, device memory owned by the caller) for cuBLASLt;
+  // `small_batch_gemv`: time the small-batch GEMV beside cuBLASLt's candidates.
   static absl::StatusOr<std::unique_ptr<TunedGemm>> Create(cudaStream_t stream, void* workspace,
-                                                           size_t workspace_bytes);
+                                                           size_t workspace_bytes,
+                                                           bool small_batch_gemv);
   ~TunedGemm();
 
   // Enqueues the product. A new shape with m <= kTunedRows is timed over cuBLASLt's candidates
@@ -54,7 +56,7 @@ class TunedGemm {
 
  private:
   struct Plan;
-  TunedGemm(cudaStream_t stream, void* workspace, size_t workspace_bytes);
+  TunedGemm(cudaStream_t stream, void* workspace, size_t workspace_bytes, bool small_batch_gemv);
   absl::StatusOr<Plan*> MakePlan(const GemmShape& shape);
   absl::Status TimeCandidates(const GemmShape& shape, Plan& plan, const void* w, const void* x);
   absl::Status Enqueue(const GemmShape& shape, const Plan& plan, int algo, const void* w,
@@ -63,6 +65,7 @@ class TunedGemm {
   cudaStream_t stream_;
   void* workspace_;
   size_t workspace_bytes_;
+  bool small_batch_gemv_;
   cublasLtHandle_t handle_ = nullptr;
   absl::flat_hash_map<GemmShape, std::unique_ptr<Plan>> plans_;
   void* scratch_ = nullptr;  // tuning output

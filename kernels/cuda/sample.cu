@@ -490,12 +490,14 @@ cudaError_t RowFitsInSharedMemory(int64_t vocab, bool* fits) {
 
 }  // namespace
 
-cudaError_t SampleWorkspaceBytes(int64_t batch, int64_t vocab, size_t* bytes) {
+cudaError_t SampleWorkspaceBytes(int64_t batch, int64_t vocab, size_t* bytes,
+                                 SampleVariant variant) {
   if (batch < 0 || vocab < 1 || vocab > kSampleMaxVocab || bytes == nullptr) {
     return cudaErrorInvalidValue;
   }
   bool fits = false;
-  cudaError_t error = cuda::SampleClusterFits(vocab, &fits);
+  cudaError_t error =
+      variant == SampleVariant::kAuto ? cuda::SampleClusterFits(vocab, &fits) : cudaSuccess;
   if (error == cudaSuccess && !fits) error = RowFitsInSharedMemory(vocab, &fits);
   if (error != cudaSuccess) return error;
   *bytes = fits ? 0 : static_cast<size_t>(batch * vocab) * sizeof(float);
@@ -512,7 +514,8 @@ cudaError_t LaunchSample(const SampleParams& p, cudaStream_t stream) {
   }
   if (p.batch == 0) return cudaSuccess;
   bool cluster = false;
-  cudaError_t error = cuda::SampleClusterFits(p.vocab, &cluster);
+  cudaError_t error =
+      p.variant == SampleVariant::kAuto ? cuda::SampleClusterFits(p.vocab, &cluster) : cudaSuccess;
   if (error != cudaSuccess) return error;
   if (cluster) return cuda::LaunchSampleCluster(p, stream);
   bool staged = false;
