@@ -1,5 +1,5 @@
-// Snapshot serialization and parsing: the fixed little-endian header of version 1, its checks, and
-// the XXH3-64 checksums of header and payload.
+// Snapshot serialization and parsing: the fixed little-endian header of versions 1 and 2, its
+// checks, and the XXH3-64 checksums of header and payload.
 #include "engine/session/snapshot.h"
 
 #include <algorithm>
@@ -17,7 +17,7 @@ namespace {
 // PNG-style: a high byte (caught by 7-bit channels) and a newline (caught by text-mode transfers).
 constexpr char kMagic[8] = {'\x89', 'H', 'G', 'R', 'N', '2', 'S', '\n'};
 
-// Field offsets of the version-1 header (docs/snapshot-format.md).
+// Field offsets of the header (docs/snapshot-format.md); version 2 adds the revision.
 constexpr size_t kVersionAt = 8;
 constexpr size_t kHeaderBytesAt = 12;
 constexpr size_t kFingerprintAt = 16;
@@ -28,9 +28,12 @@ constexpr size_t kNumTokensAt = 72;
 constexpr size_t kPendingTokenAt = 80;
 constexpr size_t kSavedAtAt = 88;
 constexpr size_t kPayloadChecksumAt = 96;
+constexpr size_t kRevisionAt = kSnapshotRevisionAt;
 constexpr size_t kHeaderChecksumAt = 120;
-// Bytes that must be zero in version 1 (room for later fields): [begin, end).
-constexpr std::pair<size_t, size_t> kReserved[] = {{33, 36}, {60, 64}, {84, 88}, {104, 120}};
+// Bytes that must be zero (room for later fields): [begin, end). In version 1 the revision's
+// bytes are reserved too.
+constexpr std::pair<size_t, size_t> kReserved[] = {{33, 36}, {60, 64}, {84, 88}, {112, 120}};
+constexpr uint32_t kVersionWithoutRevision = 1;
 
 constexpr uint8_t kDTypeF32 = 1;
 constexpr uint8_t kDTypeBF16 = 2;
@@ -125,15 +128,17 @@ std::string StateDTypeName(DType dtype) {
 
 std::string Serialize(const Snapshot& snapshot) {
   return Serialize(snapshot.model_fingerprint, snapshot.layout, snapshot.num_tokens,
-                   snapshot.saved_at, snapshot.state.pending_token, snapshot.state.bytes);
+                   snapshot.saved_at, snapshot.state.pending_token, snapshot.state.bytes,
+                   snapshot.revision);
 }
 
 std::string Serialize(const ModelFingerprint& model_fingerprint, const StateLayout& layout,
                       uint64_t num_tokens, absl::Time saved_at, int32_t pending_token,
-                      absl::Span<const std::byte> state) {
+                      absl::Span<const std::byte> state, uint64_t revision) {
   char h[kSnapshotHeaderBytes] = {};
   std::memcpy(h, kMagic, sizeof(kMagic));
-  PutU32(h + kVersionAt, kSnapshotFormatVersion);
+  PutU32(h + kVersionAt, revision == 0 ? kVersionWithoutRevision : kSnapshotFormatVersion);
+  PutU64(h + kRevisionAt, revision);
   PutU32(h + kHeaderBytesAt, kSnapshotHeaderBytes);
   std::memcpy(h + kFingerprintAt, model_fingerprint.bytes, sizeof(model_fingerprint.bytes));
   h[kDTypeAt] = static_cast<char>(layout.dtype == DType::kBF16  ? kDTypeBF16
@@ -168,6 +173,16 @@ std::string Serialize(const ModelFingerprint& model_fingerprint, const StateLayo
   return out;
 }
 
+absl::Status SetRevision(std::string& snapshot, uint64_t revision) {
+  absl::StatusOr<SnapshotHeader> header = ParseHeader(snapshot);
+  if (!header.ok()) return header.status();
+  char* h = snapshot.data();
+  PutU32(h + kVersionAt, revision == 0 ? kVersionWithoutRevision : kSnapshotFormatVersion);
+  PutU64(h + kRevisionAt, revision);
+  PutU64(h + kHeaderChecksumAt, XXH3_64bits(h, kHeaderChecksumAt));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SnapshotHeader> ParseHeader(absl::string_view bytes) {
   const size_t magic_bytes = std::min(bytes.size(), sizeof(kMagic));
   if (magic_bytes > 0 && std::memcmp(bytes.data(), kMagic, magic_bytes) != 0) {
@@ -180,15 +195,17 @@ absl::StatusOr<SnapshotHeader> ParseHeader(absl::string_view bytes) {
   SnapshotHeader header;
   const char* h = bytes.data();
   header.format_version = GetU32(h + kVersionAt);
-  if (header.format_version != kSnapshotFormatVersion) {
+  if (header.format_version != kVersionWithoutRevision &&
+      header.format_version != kSnapshotFormatVersion) {
     return absl::InvalidArgumentError(
         absl::StrCat("snapshot format version ", header.format_version,
-                     " is not supported (this build reads version ", kSnapshotFormatVersion, ")"));
+                     " is not supported (this build reads versions ", kVersionWithoutRevision,
+                     " and ", kSnapshotFormatVersion, ")"));
   }
   header.header_bytes = GetU32(h + kHeaderBytesAt);
   if (header.header_bytes != kSnapshotHeaderBytes) {
     return CorruptHeader(absl::StrCat("header length ", header.header_bytes, ", version ",
-                                      kSnapshotFormatVersion, " headers have ",
+                                      header.format_version, " headers have ",
                                       kSnapshotHeaderBytes));
   }
   if (bytes.size() < kSnapshotHeaderBytes) {
@@ -205,6 +222,15 @@ absl::StatusOr<SnapshotHeader> ParseHeader(absl::string_view bytes) {
     for (size_t i = begin; i < end; ++i) {
       if (h[i] != 0) return CorruptHeader(absl::StrCat("reserved byte ", i, " is not zero"));
     }
+  }
+  header.revision = GetU64(h + kRevisionAt);
+  if (header.format_version == kVersionWithoutRevision && header.revision != 0) {
+    return CorruptHeader(absl::StrCat("reserved bytes ", kRevisionAt, "..", kRevisionAt + 7,
+                                      " are not zero (version 1 has no revision)"));
+  }
+  // Revision 0 is written as version 1, so that each snapshot has one serialization.
+  if (header.format_version != kVersionWithoutRevision && header.revision == 0) {
+    return CorruptHeader(absl::StrCat("version ", header.format_version, " with revision 0"));
   }
   std::memcpy(header.model_fingerprint.bytes, h + kFingerprintAt,
               sizeof(header.model_fingerprint.bytes));
@@ -283,6 +309,7 @@ absl::StatusOr<Snapshot> Parse(absl::string_view bytes, const SnapshotExpectatio
   snapshot.layout = view->header.layout;
   snapshot.num_tokens = view->header.num_tokens;
   snapshot.saved_at = view->header.saved_at;
+  snapshot.revision = view->header.revision;
   snapshot.state.pending_token = view->header.pending_token;
   const auto* payload = reinterpret_cast<const std::byte*>(view->payload.data());
   snapshot.state.bytes.assign(payload, payload + view->payload.size());

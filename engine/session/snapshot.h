@@ -17,10 +17,14 @@
 
 namespace hgrn2::session {
 
-// The format this build writes, and the only one it reads.
-inline constexpr uint32_t kSnapshotFormatVersion = 1;
-// Bytes of a version-1 header; the state payload follows it.
+// The newest format this build reads and writes: version 2 adds the revision to version 1.
+// Version 1 is read as revision 0, and a snapshot of revision 0 (one no store has given a
+// revision) is still written as version 1, so its bytes are those of builds before revisions.
+inline constexpr uint32_t kSnapshotFormatVersion = 2;
+// Bytes of a header (versions 1 and 2); the state payload follows it.
 inline constexpr size_t kSnapshotHeaderBytes = 128;
+// Where the revision lies in a header (docs/snapshot-format.md): stores compare these bytes.
+inline constexpr size_t kSnapshotRevisionAt = 104;
 
 // The shape of one StatePool slot: what a snapshot's payload must match to be written into a
 // pool. Equal layouts have equal state_bytes().
@@ -53,6 +57,9 @@ struct Snapshot {
   // Tokens the session has read and written, the pending one included.
   uint64_t num_tokens = 0;
   absl::Time saved_at = absl::UnixEpoch();  // stored in whole microseconds
+  // Which save of its session this is: 1 for the first, +1 for each later one (a store sets it;
+  // 0 for a snapshot no store has kept).
+  uint64_t revision = 0;
   // bytes: layout.state_bytes() of them, in the pool's layout; pending_token: not yet fed.
   SequenceState state;
 };
@@ -67,6 +74,7 @@ struct SnapshotHeader {
   uint64_t num_tokens = 0;
   int32_t pending_token = 0;
   absl::Time saved_at = absl::UnixEpoch();
+  uint64_t revision = 0;          // Snapshot::revision (0 in version 1)
   uint64_t payload_checksum = 0;  // XXH3-64 of the payload
   uint64_t header_checksum = 0;   // XXH3-64 of the header before it: identifies the snapshot
 
@@ -92,14 +100,20 @@ std::string Serialize(const Snapshot& snapshot);
 // The same from a state that is not in a Snapshot (no copy of it first).
 std::string Serialize(const ModelFingerprint& model_fingerprint, const StateLayout& layout,
                       uint64_t num_tokens, absl::Time saved_at, int32_t pending_token,
-                      absl::Span<const std::byte> state);
+                      absl::Span<const std::byte> state, uint64_t revision = 0);
+
+// Gives the serialized `snapshot` another revision in place: the header's version, revision and
+// checksum are rewritten, the payload is not touched. ParseHeader's errors for a header that does
+// not parse (nothing is changed then).
+absl::Status SetRevision(std::string& snapshot, uint64_t revision);
 
 // Reads and checks the header at the front of `bytes` (which may stop right after it: stores list
 // sessions from the header alone). Checks the magic, the version, the header checksum and that
 // the fields are consistent; not the payload. Errors, all INVALID_ARGUMENT:
 //   "not an hgrn2 session snapshot" (wrong magic), "snapshot format version N is not supported
-//   (this build reads version 1)", "snapshot truncated: ..." (fewer bytes than a header),
-//   "snapshot header is corrupt: ..." (checksum mismatch, unknown dtype, bad sizes).
+//   (this build reads versions 1 and 2)", "snapshot truncated: ..." (fewer bytes than a header),
+//   "snapshot header is corrupt: ..." (checksum mismatch, unknown dtype, bad sizes, a version-2
+//   revision of 0).
 absl::StatusOr<SnapshotHeader> ParseHeader(absl::string_view bytes);
 
 // Checks the whole snapshot against `expected` and returns it, its payload pointing into `bytes`.

@@ -31,7 +31,8 @@ void Check(absl::string_view bytes) {
 
 std::vector<std::string> FuzzBuiltInSeeds() {
   return {hgrn2::testing::TestSnapshotBytes(1),
-          hgrn2::testing::TestSnapshotBytes(2, hgrn2::DType::kBF16)};
+          hgrn2::testing::TestSnapshotBytes(2, hgrn2::DType::kBF16),
+          hgrn2::testing::TestSnapshotBytes(3, hgrn2::DType::kF32, /*revision=*/5)};
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -51,8 +51,12 @@ inline session::Snapshot TestSnapshot(uint64_t seed, DType dtype = DType::kF32) 
   return snapshot;
 }
 
-inline std::string TestSnapshotBytes(uint64_t seed, DType dtype = DType::kF32) {
-  return session::Serialize(TestSnapshot(seed, dtype));
+// Revision 0 (a snapshot no store has kept) unless asked.
+inline std::string TestSnapshotBytes(uint64_t seed, DType dtype = DType::kF32,
+                                     uint64_t revision = 0) {
+  session::Snapshot snapshot = TestSnapshot(seed, dtype);
+  snapshot.revision = revision;
+  return session::Serialize(snapshot);
 }
 
 }  // namespace hgrn2::testing

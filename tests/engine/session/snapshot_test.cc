@@ -148,10 +148,60 @@ TEST(Snapshot, RoundTrip) {
 
     absl::StatusOr<SnapshotHeader> header = ParseHeader(bytes.substr(0, kSnapshotHeaderBytes));
     ASSERT_TRUE(header.ok()) << header.status();
-    EXPECT_EQ(header->format_version, kSnapshotFormatVersion);
+    EXPECT_EQ(header->format_version, 1u);  // revision 0: the bytes of version 1
+    EXPECT_EQ(header->revision, 0u);
     EXPECT_EQ(header->num_tokens, snapshot.num_tokens);
     EXPECT_EQ(header->total_bytes(), bytes.size());
   }
+}
+
+// A revision makes a version-2 header; SetRevision rewrites it (and the header checksum) in place,
+// leaving the payload alone, and back to version 1 for revision 0.
+TEST(Snapshot, RevisionsRoundTripAndSetRevisionRewritesTheHeader) {
+  Snapshot snapshot = TestSnapshot(4);
+  snapshot.revision = 0x0102030405060708ull;
+  const std::string bytes = Serialize(snapshot);
+  EXPECT_EQ(bytes.substr(8, 4), std::string("\x02\0\0\0", 4));
+  EXPECT_EQ(bytes.substr(kSnapshotRevisionAt, 8), "\x08\x07\x06\x05\x04\x03\x02\x01");
+  absl::StatusOr<Snapshot> parsed = Parse(bytes, TestExpectation());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->revision, snapshot.revision);
+  EXPECT_EQ(Serialize(*parsed), bytes);
+  EXPECT_EQ(ParseHeader(bytes)->format_version, kSnapshotFormatVersion);
+
+  std::string changed = TestSnapshotBytes(4);
+  ASSERT_TRUE(SetRevision(changed, snapshot.revision).ok());
+  EXPECT_EQ(changed, bytes);
+  ASSERT_TRUE(SetRevision(changed, 7).ok());
+  EXPECT_EQ(ParseHeader(changed)->revision, 7u);
+  EXPECT_NE(ParseHeader(changed)->header_checksum, ParseHeader(bytes)->header_checksum);
+  EXPECT_EQ(changed.substr(kSnapshotHeaderBytes), bytes.substr(kSnapshotHeaderBytes));
+  ASSERT_TRUE(SetRevision(changed, 0).ok());
+  EXPECT_EQ(changed, TestSnapshotBytes(4));
+
+  std::string garbage = "not a snapshot";
+  ExpectError(SetRevision(garbage, 3), absl::StatusCode::kInvalidArgument,
+              {"not an hgrn2 session snapshot"});
+  EXPECT_EQ(garbage, "not a snapshot");
+}
+
+// Each snapshot has one serialization: version 1 with revision bytes, or version 2 with revision 0,
+// is refused (even with a matching header checksum).
+TEST(Snapshot, RevisionAndVersionMustAgree) {
+  auto with_checksum = [](std::string bytes) {
+    const uint64_t checksum = XXH3_64bits(bytes.data(), 120);
+    std::memcpy(bytes.data() + 120, &checksum, sizeof(checksum));  // little-endian host
+    return bytes;
+  };
+  std::string v1_with_revision = TestSnapshotBytes(1);
+  v1_with_revision[kSnapshotRevisionAt] = 1;
+  ExpectError(ParseHeader(with_checksum(v1_with_revision)).status(),
+              absl::StatusCode::kInvalidArgument,
+              {"snapshot header is corrupt", "version 1 has no revision"});
+  std::string v2_without = TestSnapshotBytes(1);
+  v2_without[8] = 2;
+  ExpectError(ParseHeader(with_checksum(v2_without)).status(), absl::StatusCode::kInvalidArgument,
+              {"snapshot header is corrupt", "version 2 with revision 0"});
 }
 
 TEST(Snapshot, LargePayloadChecksumIsXxh3OfThePayload) {
@@ -207,7 +257,7 @@ TEST(Snapshot, UnknownVersionNamesBoth) {
   std::string bytes = TestSnapshotBytes(1);
   bytes[8] = 7;
   ExpectError(Parse(bytes, TestExpectation()).status(), absl::StatusCode::kInvalidArgument,
-              {"version 7 is not supported", "reads version 1"});
+              {"version 7 is not supported", "reads versions 1 and 2"});
 }
 
 TEST(Snapshot, AnotherModelNamesBothFingerprints) {
