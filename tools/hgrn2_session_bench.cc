@@ -162,7 +162,7 @@ absl::Status Run(const Flags& flags) {
     const size_t total = shared_blob->size() * static_cast<size_t>(flags.sessions);
     Clock::time_point start = Clock::now();
     for (int i = 0; i < flags.sessions; ++i) {
-      HGRN2_RETURN_IF_ERROR(store->Put({"", absl::StrCat("s", i)}, shared_blob));
+      HGRN2_RETURN_IF_ERROR(store->Put({"", absl::StrCat("s", i)}, shared_blob).status());
     }
     double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     std::printf("%-6s store Put: %8.1f sessions/s %8.2f GB/s%s\n", kind, flags.sessions / seconds,

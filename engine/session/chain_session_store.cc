@@ -17,27 +17,31 @@ class ChainSessionStore final : public SessionStore {
   explicit ChainSessionStore(std::vector<std::unique_ptr<SessionStore>> stores)
       : stores_(std::move(stores)) {}
 
-  // The last store first: once it has the session, the Put is acknowledged there, and the caches
-  // only repeat it. A cache that refuses (a snapshot over its budget) drops its old copy instead,
-  // so it never serves the replaced version.
-  absl::Status Put(const SessionKey& key, std::shared_ptr<const std::string> snapshot) override {
+  // The last store first, with the condition: once it has the session, the Put is acknowledged
+  // there, and the caches only repeat it. A cache that refuses (a snapshot over its budget) drops
+  // its old copy instead, so it never serves the replaced version; so does every cache when the
+  // last store refuses (a failed condition says the caches' copies may be old too).
+  absl::StatusOr<SessionRecord> Put(const SessionKey& key,
+                                    std::shared_ptr<const std::string> snapshot,
+                                    const PutCondition& condition) override {
     std::lock_guard<std::mutex> lock(KeyMutex(key));
-    absl::Status status = back().Put(key, snapshot);
-    counters_.CountError(status);
-    if (!status.ok()) {
+    absl::StatusOr<SessionRecord> record = back().Put(key, snapshot, condition);
+    counters_.CountError(record.status());
+    if (!record.ok()) {
       DropFromCaches(key);
-      return status;
+      return record;
     }
     for (size_t i = 0; i + 1 < stores_.size(); ++i) {
       if (!stores_[i]->Put(key, snapshot).ok()) stores_[i]->Delete(key).IgnoreError();
     }
     counters_.saves.fetch_add(1, std::memory_order_relaxed);
-    return absl::OkStatus();
+    return record;
   }
 
   // Front to back; the stores before the one that has it are filled. Behind a shared store (one
-  // that other replicas write), a cache's copy is used only while its header checksum is still
-  // the shared store's: one small read instead of the whole snapshot.
+  // that other replicas write), a cache's copy is used only while its revision and header
+  // checksum are still the shared store's: one small read (the header) instead of the whole
+  // snapshot. A session that another replica saved since, or deleted, is read through.
   absl::StatusOr<std::shared_ptr<const std::string>> Get(const SessionKey& key) override {
     absl::StatusOr<std::shared_ptr<const std::string>> found = GetImpl(key);
     counters_.CountGet(found.status());
@@ -89,7 +93,8 @@ class ChainSessionStore final : public SessionStore {
       absl::StatusOr<SessionRecord> current = back().Info(key);
       if (!current.ok() && !absl::IsNotFound(current.status())) return current.status();
       absl::StatusOr<SnapshotHeader> header = ParseHeader(**cached);
-      if (current.ok() && header.ok() && header->header_checksum == current->header_checksum) {
+      if (current.ok() && header.ok() && header->revision == current->revision &&
+          header->header_checksum == current->header_checksum) {
         return cached;
       }
       break;  // stale: read through to the shared store

@@ -3,9 +3,11 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "engine/base/status_macros.h"
 #include "engine/session/session_store.h"
 #include "engine/session/store_internal.h"
 
@@ -16,10 +18,12 @@ class MemorySessionStore final : public SessionStore {
  public:
   explicit MemorySessionStore(const SessionStoreOptions& options) : options_(options) {}
 
-  absl::Status Put(const SessionKey& key, std::shared_ptr<const std::string> snapshot) override {
-    absl::Status status = PutImpl(key, std::move(snapshot));
-    counters_.CountPut(status);
-    return status;
+  absl::StatusOr<SessionRecord> Put(const SessionKey& key,
+                                    std::shared_ptr<const std::string> snapshot,
+                                    const PutCondition& condition) override {
+    absl::StatusOr<SessionRecord> record = PutImpl(key, std::move(snapshot), condition);
+    counters_.CountPut(record.status());
+    return record;
   }
 
   absl::StatusOr<std::shared_ptr<const std::string>> Get(const SessionKey& key) override {
@@ -85,16 +89,22 @@ class MemorySessionStore final : public SessionStore {
   };
   using Entries = std::map<Key, Entry>;
 
-  absl::Status PutImpl(const SessionKey& key, std::shared_ptr<const std::string> snapshot) {
-    absl::StatusOr<SnapshotHeader> header =
-        internal::CheckPut(key, snapshot.get(), options_.max_session_bytes, "memory store");
+  absl::StatusOr<SessionRecord> PutImpl(const SessionKey& key,
+                                        std::shared_ptr<const std::string> snapshot,
+                                        const PutCondition& condition) {
+    absl::StatusOr<SnapshotHeader> header = internal::CheckPut(
+        key, snapshot.get(), condition, options_.max_session_bytes, "memory store");
     if (!header.ok()) return header.status();
     const absl::Time now = internal::Now(options_);
     const absl::Time expires_at =
         options_.ttl > absl::ZeroDuration() ? now + options_.ttl : absl::InfiniteFuture();
     const int64_t size = static_cast<int64_t>(snapshot->size());
     std::lock_guard<std::mutex> lock(mutex_);
-    auto old = entries_.find(Key(key.tenant, key.id));
+    auto old = FindLiveLocked(key);
+    HGRN2_RETURN_IF_ERROR(internal::CheckCondition(
+        key, condition,
+        old == entries_.end() ? std::nullopt
+                              : std::optional<uint64_t>(old->second.record.revision)));
     // The old version goes even when the new one does not fit, so no Get returns it afterwards.
     if (old != entries_.end()) EraseLocked(old);
     if (size > options_.memory_bytes) {
@@ -104,15 +114,15 @@ class MemorySessionStore final : public SessionStore {
     }
     ExpireLocked();
     lru_.emplace_front(key.tenant, key.id);
-    Entry entry{std::move(snapshot), internal::MakeRecord(key, *header, size, expires_at),
-                lru_.begin()};
+    SessionRecord record = internal::MakeRecord(key, *header, size, expires_at);
+    Entry entry{std::move(snapshot), record, lru_.begin()};
     entries_.emplace(lru_.front(), std::move(entry));
     bytes_ += size;
     while (bytes_ > options_.memory_bytes) {
       EraseLocked(entries_.find(lru_.back()));  // never the new one: it fits alone
       counters_.evictions.fetch_add(1, std::memory_order_relaxed);
     }
-    return absl::OkStatus();
+    return record;
   }
 
   // The entry of `key` unless absent or expired (then erased).

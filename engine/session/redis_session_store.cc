@@ -1,5 +1,8 @@
 // The Redis session store: one key per session (hgrn2:session:<hex tenant>:<id>), shared by every
-// replica that points at the same server; TTLs kept by Redis itself (SET ... PX).
+// replica that points at the same server; TTLs kept by Redis itself (SET ... PX). A Put is one
+// Lua script (EVALSHA, EVAL when Redis does not have it): it compares the stored snapshot's
+// revision, which lies in its header, with the one expected and sets the new snapshot, as one
+// step on the Redis server. The revision is inside the value, so the two are never torn.
 #include <sys/time.h>
 
 #include <algorithm>
@@ -25,6 +28,41 @@ namespace hgrn2::session {
 namespace {
 
 constexpr absl::string_view kKeyPrefix = "hgrn2:session:";
+
+// SessionStore::Put's condition, checked where the session is: the header's revision bytes
+// (docs/snapshot-format.md: offset 104, 1-based 105..112 in Lua) against the expected ones, so no
+// number is parsed in Lua. Changing a byte of it changes kRedisPutScriptSha1 (a test checks).
+}  // namespace
+
+namespace internal {
+const char kRedisPutScript[] =
+    R"lua(-- hgrn2 session put: KEYS[1] the session; ARGV[1] the condition (any, absent, revision),
+-- ARGV[2] the expected revision as the header holds it (8 bytes, little-endian), ARGV[3] the
+-- snapshot, ARGV[4] the TTL in milliseconds (0: none). {1} when stored, else {0, the header now}.
+local header = redis.call('GETRANGE', KEYS[1], 0, 127)
+if ARGV[1] == 'absent' then
+  if header ~= '' then return {0, header} end
+elseif ARGV[1] == 'revision' then
+  if header == '' or string.sub(header, 105, 112) ~= ARGV[2] then return {0, header} end
+end
+if ARGV[4] == '0' then
+  redis.call('SET', KEYS[1], ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+end
+return {1, ''}
+)lua";
+const char kRedisPutScriptSha1[] = "00495d8c93301a68bcca692358356075420dcbfd";
+}  // namespace internal
+
+namespace {
+
+// The revision as a header holds it: 8 bytes, little-endian.
+std::string RevisionBytes(uint64_t revision) {
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>(revision >> (8 * i));
+  return bytes;
+}
 
 struct RedisAddress {
   std::string host;
@@ -88,10 +126,12 @@ class RedisSessionStore final : public SessionStore {
         address_(std::move(address)),
         where_(absl::StrCat(address_.host, ":", address_.port)) {}
 
-  absl::Status Put(const SessionKey& key, std::shared_ptr<const std::string> snapshot) override {
-    absl::Status status = PutImpl(key, snapshot);
-    counters_.CountPut(status);
-    return status;
+  absl::StatusOr<SessionRecord> Put(const SessionKey& key,
+                                    std::shared_ptr<const std::string> snapshot,
+                                    const PutCondition& condition) override {
+    absl::StatusOr<SessionRecord> record = PutImpl(key, snapshot, condition);
+    counters_.CountPut(record.status());
+    return record;
   }
 
   absl::StatusOr<std::shared_ptr<const std::string>> Get(const SessionKey& key) override {
@@ -164,20 +204,54 @@ class RedisSessionStore final : public SessionStore {
     return status;
   }
 
-  absl::Status PutImpl(const SessionKey& key, const std::shared_ptr<const std::string>& snapshot) {
-    absl::StatusOr<SnapshotHeader> header =
-        internal::CheckPut(key, snapshot.get(), options_.max_session_bytes, "redis store");
+  absl::StatusOr<SessionRecord> PutImpl(const SessionKey& key,
+                                        const std::shared_ptr<const std::string>& snapshot,
+                                        const PutCondition& condition) {
+    absl::StatusOr<SnapshotHeader> header = internal::CheckPut(
+        key, snapshot.get(), condition, options_.max_session_bytes, "redis store");
     if (!header.ok()) return header.status();
     const std::string redis_key = RedisKey(key);
-    std::vector<absl::string_view> set = {"SET", redis_key, *snapshot};
+    const absl::string_view kind = condition.kind == PutCondition::Kind::kAbsent     ? "absent"
+                                   : condition.kind == PutCondition::Kind::kRevision ? "revision"
+                                                                                     : "any";
+    const std::string expected = RevisionBytes(condition.revision);
     const std::string ttl_ms =
-        absl::StrCat(std::max<int64_t>(1, options_.ttl / absl::Milliseconds(1)));
-    if (options_.ttl > absl::ZeroDuration()) {
-      set.push_back("PX");
-      set.push_back(ttl_ms);
+        options_.ttl > absl::ZeroDuration()
+            ? absl::StrCat(std::max<int64_t>(1, options_.ttl / absl::Milliseconds(1)))
+            : "0";
+    // EVALSHA first: the script's text is not sent with every save. Redis forgets scripts when it
+    // restarts (or on SCRIPT FLUSH): then EVAL, which also makes it known again.
+    const std::string keys = "1";
+    absl::StatusOr<std::vector<Reply>> replies =
+        Run({{"EVALSHA", internal::kRedisPutScriptSha1, keys, redis_key, kind, expected, *snapshot,
+              ttl_ms}});
+    if (!replies.ok() && absl::StrContains(replies.status().message(), "NOSCRIPT")) {
+      replies = Run({{"EVAL", internal::kRedisPutScript, keys, redis_key, kind, expected, *snapshot,
+                      ttl_ms}});
     }
-    absl::StatusOr<std::vector<Reply>> replies = Run({set});
-    return replies.status();
+    if (!replies.ok()) return replies.status();
+    const redisReply* reply = (*replies)[0].get();
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER ||
+        reply->element[1]->type != REDIS_REPLY_STRING) {
+      return absl::UnavailableError(Prefix("unexpected reply to the put script"));
+    }
+    if (reply->element[0]->integer != 1) {
+      const absl::string_view now(reply->element[1]->str, reply->element[1]->len);
+      if (now.empty()) return internal::CheckCondition(key, condition, std::nullopt);
+      absl::StatusOr<SnapshotHeader> current = ParseHeader(now);
+      if (!current.ok()) {
+        return absl::AbortedError(absl::StrCat(
+            Prefix(redis_key), " holds no readable snapshot (", current.status().message(),
+            "), so it has no revision to compare; only a save without a condition replaces it"));
+      }
+      absl::Status conflict = internal::CheckCondition(key, condition, current->revision);
+      if (conflict.ok()) return absl::InternalError(Prefix("the put script refused a match"));
+      return conflict;
+    }
+    const absl::Time expires_at =
+        options_.ttl > absl::ZeroDuration() ? absl::Now() + options_.ttl : absl::InfiniteFuture();
+    return internal::MakeRecord(key, *header, snapshot->size(), expires_at);
   }
 
   absl::StatusOr<std::shared_ptr<const std::string>> GetImpl(const SessionKey& key) {

@@ -1,6 +1,10 @@
-// SessionManager: loads and saves sessions through a store, one save per id at a time.
+// SessionManager: loads and saves sessions through a store, one save per id at a time in this
+// process, each save the session's next revision, stored only if the stored session is still at
+// the revision the save expects.
 #include "engine/session/session_manager.h"
 
+#include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -9,13 +13,42 @@
 
 namespace hgrn2::session {
 
+namespace {
+
+// How often a save without a condition reads the stored revision again when other saves keep
+// landing between its read and its write.
+constexpr int kUnconditionalAttempts = 8;
+
+}  // namespace
+
+SaveReservation::SaveReservation(SessionManager* manager, SessionKey key,
+                                 const SaveOptions& options)
+    : manager_(manager), key_(std::move(key)) {
+  if (options.if_revision.has_value()) {
+    condition_ = *options.if_revision == 0 ? PutCondition::Absent()
+                                           : PutCondition::AtRevision(*options.if_revision);
+    from_options_ = true;
+  } else if (options.overwrite) {
+    from_options_ = true;  // PutCondition::Any()
+  }
+}
+
 SaveReservation& SaveReservation::operator=(SaveReservation&& other) noexcept {
   if (this != &other) {
     Release();
     manager_ = std::exchange(other.manager_, nullptr);
     key_ = std::move(other.key_);
+    condition_ = other.condition_;
+    from_options_ = other.from_options_;
+    from_resume_ = other.from_resume_;
   }
   return *this;
+}
+
+void SaveReservation::Resumed(const SessionKey& resumed, uint64_t revision) {
+  if (!held() || from_options_ || !(resumed == key_)) return;
+  condition_ = PutCondition::AtRevision(revision);
+  from_resume_ = true;
 }
 
 void SaveReservation::Release() {
@@ -38,17 +71,79 @@ absl::StatusOr<LoadedSession> SessionManager::Load(const SessionKey& key) {
   HGRN2_ASSIGN_OR_RETURN(std::shared_ptr<const std::string> bytes, store_->Get(key));
   HGRN2_ASSIGN_OR_RETURN(Snapshot snapshot, Parse(*bytes, expected_));
   const int64_t num_tokens = static_cast<int64_t>(snapshot.num_tokens);
-  return LoadedSession{std::make_shared<const SequenceState>(std::move(snapshot.state)),
-                       num_tokens};
+  return LoadedSession{std::make_shared<const SequenceState>(std::move(snapshot.state)), num_tokens,
+                       snapshot.revision};
 }
 
-absl::StatusOr<SaveReservation> SessionManager::Reserve(const SessionKey& key) {
+absl::StatusOr<SaveReservation> SessionManager::Reserve(const SessionKey& key,
+                                                        const SaveOptions& options) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!reserved_.emplace(key.tenant, key.id).second) {
     ++stats_.save_conflicts;
     return absl::AbortedError("another request is saving this session; try again when it ends");
   }
-  return SaveReservation(this, key);
+  return SaveReservation(this, key, options);
+}
+
+void SessionManager::CountConflict() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++stats_.save_conflicts;
+}
+
+absl::StatusOr<SessionRecord> SessionManager::StoreNextRevision(const SessionKey& key,
+                                                                std::shared_ptr<std::string> bytes,
+                                                                const PutCondition& condition) {
+  HGRN2_ASSIGN_OR_RETURN(SnapshotHeader header, ParseHeader(*bytes));
+  const uint64_t own = header.revision;
+  // Stores `bytes` as revision max(next, own) if the session meets `put_if`.
+  auto put = [&](const PutCondition& put_if, uint64_t next) -> absl::StatusOr<SessionRecord> {
+    const uint64_t revision = std::max(next, own);
+    if (revision != header.revision) {
+      // A store keeps the bytes only when it stored them: after a refusal they are ours again.
+      if (bytes.use_count() > 1) bytes = std::make_shared<std::string>(*bytes);
+      HGRN2_RETURN_IF_ERROR(SetRevision(*bytes, revision));
+      header.revision = revision;
+    }
+    return store_->Put(key, bytes, put_if);
+  };
+  auto after = [&](uint64_t revision) -> absl::StatusOr<uint64_t> {
+    if (revision == std::numeric_limits<uint64_t>::max()) {
+      return absl::OutOfRangeError(
+          absl::StrCat("session \"", key.id, "\" is at the last revision there is"));
+    }
+    return revision + 1;
+  };
+  if (condition.kind != PutCondition::Kind::kAny) {
+    uint64_t next = 1;
+    if (condition.kind == PutCondition::Kind::kRevision) {
+      HGRN2_ASSIGN_OR_RETURN(next, after(condition.revision));
+    }
+    absl::StatusOr<SessionRecord> record = put(condition, next);
+    if (absl::IsAborted(record.status())) CountConflict();
+    return record;
+  }
+  // No condition: the next revision of whatever is stored, which must still be stored when this
+  // one lands (else it is read again), so that revisions only go up.
+  for (int attempt = 0; attempt < kUnconditionalAttempts; ++attempt) {
+    absl::StatusOr<SessionRecord> current = store_->Info(key);
+    PutCondition put_if = PutCondition::Absent();
+    uint64_t next = 1;
+    if (current.ok()) {
+      put_if = PutCondition::AtRevision(current->revision);
+      HGRN2_ASSIGN_OR_RETURN(next, after(current->revision));
+    } else if (absl::IsInvalidArgument(current.status()) || absl::IsDataLoss(current.status())) {
+      put_if = PutCondition::Any();  // damaged: no revision to compare, replaced as it is
+    } else if (!absl::IsNotFound(current.status())) {
+      return current.status();
+    }
+    absl::StatusOr<SessionRecord> record = put(put_if, next);
+    if (!absl::IsAborted(record.status())) return record;
+  }
+  CountConflict();
+  return absl::AbortedError(
+      absl::StrCat("session \"", key.id,
+                   "\": other saves kept landing while this one read the revision to follow (",
+                   kUnconditionalAttempts, " times); nothing was saved"));
 }
 
 void SessionManager::Unreserve(const SessionKey& key) {
@@ -59,11 +154,23 @@ void SessionManager::Unreserve(const SessionKey& key) {
 absl::StatusOr<SessionRecord> SessionManager::Save(const SaveReservation& reservation,
                                                    const SequenceState& state, int64_t num_tokens) {
   if (!reservation.held()) return absl::FailedPreconditionError("saving without a reservation");
-  auto bytes = std::make_shared<const std::string>(
+  const PutCondition& condition = reservation.condition();
+  // Serialized as the revision it most likely gets, so that the header is not rewritten.
+  const uint64_t likely = condition.kind == PutCondition::Kind::kRevision &&
+                                  condition.revision < std::numeric_limits<uint64_t>::max()
+                              ? condition.revision + 1
+                              : 1;
+  auto bytes = std::make_shared<std::string>(
       Serialize(expected_.model_fingerprint, expected_.layout, static_cast<uint64_t>(num_tokens),
-                absl::Now(), state.pending_token, state.bytes));
-  HGRN2_RETURN_IF_ERROR(store_->Put(reservation.key(), bytes));
-  return store_->Info(reservation.key());
+                absl::Now(), state.pending_token, state.bytes, likely));
+  absl::StatusOr<SessionRecord> saved =
+      StoreNextRevision(reservation.key(), std::move(bytes), condition);
+  if (absl::IsAborted(saved.status()) && reservation.from_resume_) {
+    return absl::AbortedError(absl::StrCat(saved.status().message(),
+                                           " (resume the session again and retry, or set "
+                                           "save_overwrite to replace it)"));
+  }
+  return saved;
 }
 
 absl::StatusOr<std::shared_ptr<const std::string>> SessionManager::Export(const SessionKey& key) {
@@ -73,17 +180,21 @@ absl::StatusOr<std::shared_ptr<const std::string>> SessionManager::Export(const 
   return bytes;
 }
 
-absl::StatusOr<SessionRecord> SessionManager::Import(const SessionKey& key, std::string snapshot) {
-  // Checked in place (ParseView): the bytes are stored as they came, so nothing is copied.
+absl::StatusOr<SessionRecord> SessionManager::Import(const SessionKey& key, std::string snapshot,
+                                                     std::optional<uint64_t> if_revision) {
+  // Checked in place (ParseView): the bytes are stored as they came (but for the revision in
+  // their header), so nothing is copied.
   HGRN2_RETURN_IF_ERROR(ParseView(snapshot, expected_).status());
-  HGRN2_ASSIGN_OR_RETURN(SaveReservation reservation, Reserve(key));
+  SaveOptions options;
+  options.if_revision = if_revision;
+  HGRN2_ASSIGN_OR_RETURN(SaveReservation reservation, Reserve(key, options));
   const int64_t size = static_cast<int64_t>(snapshot.size());
-  HGRN2_RETURN_IF_ERROR(store_->Put(key, std::make_shared<const std::string>(std::move(snapshot))));
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stats_.import_bytes += size;
-  }
-  return store_->Info(key);
+  absl::StatusOr<SessionRecord> record = StoreNextRevision(
+      key, std::make_shared<std::string>(std::move(snapshot)), reservation.condition());
+  if (!record.ok()) return record;
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.import_bytes += size;
+  return record;
 }
 
 absl::StatusOr<SessionRecord> SessionManager::Info(const SessionKey& key) {

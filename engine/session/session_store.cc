@@ -94,7 +94,8 @@ absl::StatusOr<std::unique_ptr<SessionStore>> MakeSessionStore(const SessionStor
 namespace internal {
 
 absl::StatusOr<SnapshotHeader> CheckPut(const SessionKey& key, const std::string* snapshot,
-                                        int64_t max_session_bytes, absl::string_view store) {
+                                        const PutCondition& condition, int64_t max_session_bytes,
+                                        absl::string_view store) {
   if (absl::Status valid = ValidateSessionId(key.id); !valid.ok()) return valid;
   if (snapshot == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(store, ": no snapshot to store"));
@@ -110,6 +111,14 @@ absl::StatusOr<SnapshotHeader> CheckPut(const SessionKey& key, const std::string
     return absl::InvalidArgumentError(absl::StrCat(
         "snapshot of ", snapshot->size(), " bytes, its header says ", header->total_bytes()));
   }
+  const bool goes_up = condition.kind == PutCondition::Kind::kRevision
+                           ? header->revision > condition.revision
+                           : condition.kind != PutCondition::Kind::kAbsent || header->revision > 0;
+  if (!goes_up) {
+    return absl::InvalidArgumentError(absl::StrCat(store, ": a snapshot of revision ",
+                                                   header->revision, " cannot replace ",
+                                                   condition.ToString()));
+  }
   return header;
 }
 
@@ -124,6 +133,7 @@ SessionRecord MakeRecord(const SessionKey& key, const SnapshotHeader& header, ui
   record.model_fingerprint = header.model_fingerprint.ToHex();
   record.state_dtype = StateDTypeName(header.layout.dtype);
   record.header_checksum = header.header_checksum;
+  record.revision = header.revision;
   return record;
 }
 
@@ -149,5 +159,43 @@ absl::Status SessionNotFound(const SessionKey& key) {
   return absl::NotFoundError(absl::StrCat("session \"", key.id, "\" not found"));
 }
 
+absl::Status CheckCondition(const SessionKey& key, const PutCondition& condition,
+                            std::optional<uint64_t> current) {
+  switch (condition.kind) {
+    case PutCondition::Kind::kAny:
+      return absl::OkStatus();
+    case PutCondition::Kind::kAbsent:
+      if (!current.has_value()) return absl::OkStatus();
+      return absl::AbortedError(absl::StrCat("session \"", key.id, "\" already exists (revision ",
+                                             *current,
+                                             "), and this save was only for a new "
+                                             "session; nothing was saved"));
+    case PutCondition::Kind::kRevision:
+      if (current == condition.revision) return absl::OkStatus();
+      if (!current.has_value()) {
+        return absl::AbortedError(absl::StrCat(
+            "session \"", key.id, "\" no longer exists (deleted or expired since revision ",
+            condition.revision, ", which this save expected); nothing was saved"));
+      }
+      return absl::AbortedError(absl::StrCat("session \"", key.id, "\" is at revision ", *current,
+                                             ", not revision ", condition.revision,
+                                             " as this save expected: another request saved it "
+                                             "in between; nothing was saved"));
+  }
+  return absl::InternalError("unknown PutCondition kind");
+}
+
 }  // namespace internal
+
+std::string PutCondition::ToString() const {
+  switch (kind) {
+    case Kind::kAny:
+      return "any version";
+    case Kind::kAbsent:
+      return "no session";
+    case Kind::kRevision:
+      return absl::StrCat("revision ", revision);
+  }
+  return "?";
+}
 }  // namespace hgrn2::session

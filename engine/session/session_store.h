@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -37,6 +38,24 @@ struct SessionRecord {
   std::string model_fingerprint;                   // hex
   std::string state_dtype;                         // "f32" or "bf16"
   uint64_t header_checksum = 0;  // the snapshot's header checksum: tells two versions apart
+  uint64_t revision = 0;         // the snapshot's revision: 1 for the first save of the id, +1 each
+};
+
+// What a Put requires of the version it replaces: a compare-and-set on the revision.
+struct PutCondition {
+  enum class Kind {
+    kAny,       // whatever is there, or nothing
+    kAbsent,    // only when there is no such session (none saved, or deleted, or expired)
+    kRevision,  // only when the session is there at `revision`
+  };
+  Kind kind = Kind::kAny;
+  uint64_t revision = 0;  // kRevision's
+
+  static PutCondition Any() { return {}; }
+  static PutCondition Absent() { return {Kind::kAbsent, 0}; }
+  static PutCondition AtRevision(uint64_t revision) { return {Kind::kRevision, revision}; }
+  // For messages: "any version", "no session", "revision 7".
+  std::string ToString() const;
 };
 
 // One page of a tenant's sessions (SessionStore::List).
@@ -65,16 +84,29 @@ struct SessionStoreStats {
 // Thread-safety: every method may be called from any number of threads at once; calls block on
 // I/O. A Put that returned OK is what every later Get, Info and List sees (until replaced,
 // deleted, evicted or expired); a Get concurrent with a Put of the same key returns the whole old
-// snapshot or the whole new one, never a mix.
+// snapshot or the whole new one, never a mix. The stores shared by several processes (dir, Redis)
+// keep these promises across processes too, and a Put's condition is checked and the snapshot
+// stored as one step in every store: no other Put of the key lands between.
 class SessionStore {
  public:
   virtual ~SessionStore() = default;
 
   // Stores `snapshot` (a serialized snapshot: its header must parse and its size match the
-  // header) under `key`, replacing any session of that key. INVALID_ARGUMENT for a bad id or
-  // snapshot; RESOURCE_EXHAUSTED when it is larger than max_session_bytes or the store's whole
-  // budget; UNAVAILABLE when the backing storage fails (the message names it).
-  virtual absl::Status Put(const SessionKey& key, std::shared_ptr<const std::string> snapshot) = 0;
+  // header) under `key` if the session there now meets `condition`, replacing it, and returns the
+  // record of what was stored. The snapshot is stored as it is, revision included: the caller
+  // chooses the revision (SessionManager gives the next one), which must be above a kRevision
+  // condition's and at least 1 for kAbsent. ABORTED when the condition fails, naming the revision
+  // found and the one expected; nothing is stored then. INVALID_ARGUMENT for a bad id or snapshot;
+  // RESOURCE_EXHAUSTED when it is larger than max_session_bytes or the store's whole budget;
+  // UNAVAILABLE when the backing storage fails (the message names it).
+  virtual absl::StatusOr<SessionRecord> Put(const SessionKey& key,
+                                            std::shared_ptr<const std::string> snapshot,
+                                            const PutCondition& condition) = 0;
+  // Put with PutCondition::Any(): replaces whatever is there.
+  absl::StatusOr<SessionRecord> Put(const SessionKey& key,
+                                    std::shared_ptr<const std::string> snapshot) {
+    return Put(key, std::move(snapshot), PutCondition::Any());
+  }
   // The snapshot stored under `key`; NOT_FOUND when there is none (or it expired).
   virtual absl::StatusOr<std::shared_ptr<const std::string>> Get(const SessionKey& key) = 0;
   // The record of `key`, from the snapshot's header alone; NOT_FOUND when there is none.
@@ -89,8 +121,8 @@ class SessionStore {
   virtual SessionStoreStats Stats() const = 0;
   // For logs: "memory", "dir /var/lib/hgrn2/sessions", "redis 10.0.0.5:6379", "memory+redis ...".
   virtual std::string Describe() const = 0;
-  // True when other processes see what this store holds (Redis): a cache in front of it must check
-  // that its copy is still the current one.
+  // True when other processes may write what this store holds (Redis, a directory): a cache in
+  // front of it must check that its copy is still the current one.
   virtual bool shared() const { return false; }
 };
 
@@ -100,10 +132,15 @@ struct SessionStoreOptions {
   std::vector<std::string> kinds = {"memory"};
   // memory: the byte budget; least recently used sessions are evicted beyond it.
   int64_t memory_bytes = int64_t{1} << 30;
-  // dir: the folder (created if absent; one process at a time) and its byte cap (0 = none),
-  // beyond which least recently used sessions are deleted.
+  // dir: the folder (created if absent; several processes, on several hosts, may share it) and
+  // its byte cap (0 = none), beyond which least recently used sessions are deleted (each process
+  // counts the sessions it has seen).
   std::string dir;
   int64_t dir_max_bytes = 0;
+  // dir: how long a Put or Delete waits for another process's lock on the same session (a live
+  // process holds it for one rename; a dead one's lock is released by the kernel or the NFS
+  // server). UNAVAILABLE beyond.
+  absl::Duration dir_lock_timeout = absl::Seconds(10);
   // redis: redis://[[user]:password@]host[:port][/db]; port 6379 and db 0 when left out.
   std::string redis_url;
   // Connection and per-command timeout, and how many connections to keep.

@@ -97,7 +97,7 @@ void Generation::Submit() {
   const std::string& tenant = scope_->tenant();
   if (!prepared_.save_session_as.empty()) {
     absl::StatusOr<session::SaveReservation> reserved =
-        parts_.sessions->Reserve({tenant, prepared_.save_session_as});
+        parts_.sessions->Reserve({tenant, prepared_.save_session_as}, prepared_.save_options);
     if (!reserved.ok()) return Fail(reserved.status());
     reservation_ = *std::move(reserved);
     request.return_final_state = true;
@@ -121,6 +121,9 @@ void Generation::Submit() {
     }
     request.initial_state = std::move(loaded->state);
     history_tokens_ = loaded->num_tokens;
+    resumed_revision_ = loaded->revision;
+    // Saving the id it resumed, the save expects the revision it resumed.
+    reservation_.Resumed({tenant, prepared_.session_id}, loaded->revision);
   }
   request.deadline = scope_->deadline();
   request.on_update = [weak = std::weak_ptr<Generation>(shared_from_this())] {
@@ -274,6 +277,7 @@ Generation::Event Generation::StepSample(size_t index, StreamUpdate update) {
   finish.prompt_tokens = prepared_.prompt_tokens;
   finish.generated_tokens = sample.sent_tokens;
   finish.cached_prompt_tokens = end.cached_prompt_tokens;
+  finish.resumed_revision = resumed_revision_;
   scope_->outcome().finish_reason = FinishReasonName(finish.reason);
   parts_.metrics->RecordQueueTime(absl::ToDoubleSeconds(end.queue_time));
   RecordTokenTimes(out.tokens.size());
@@ -302,20 +306,21 @@ void Generation::StartSave(SampleUpdate last, std::shared_ptr<const SequenceStat
   const int64_t num_tokens = history_tokens_ + prepared_.prompt_tokens + generated_tokens;
   parts_.session_workers->Post(
       [self = shared_from_this(), state, num_tokens, last = std::move(last)]() mutable {
-        absl::Status saved =
-            state == nullptr
-                ? absl::InternalError("the engine returned no final state")
-                : self->parts_.sessions->Save(self->reservation_, *state, num_tokens).status();
+        absl::StatusOr<session::SessionRecord> saved =
+            state == nullptr ? absl::InternalError("the engine returned no final state")
+                             : self->parts_.sessions->Save(self->reservation_, *state, num_tokens);
         self->reservation_.Release();
         {
           std::lock_guard<std::mutex> lock(self->mutex_);
           self->saving_ = false;
           if (saved.ok()) {
+            last.finish->saved_revision = saved->revision;
             self->saved_update_ = std::move(last);
           } else {
-            self->failed_ = absl::Status(
-                saved.code(), absl::StrCat("saving session \"", self->prepared_.save_session_as,
-                                           "\": ", saved.message()));
+            self->failed_ =
+                absl::Status(saved.status().code(),
+                             absl::StrCat("saving session \"", self->prepared_.save_session_as,
+                                          "\": ", saved.status().message()));
           }
         }
         self->on_news_();

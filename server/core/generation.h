@@ -31,6 +31,8 @@ struct SampleFinish {
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;  // tokens handed out (up to and with a stop string's)
   int64_t cached_prompt_tokens = 0;
+  uint64_t resumed_revision = 0;  // of the session it started from (0: none)
+  uint64_t saved_revision = 0;    // of the session it saved (0: none)
 };
 
 // One sample's news: its new tokens and their text, and how it ended once it has.
@@ -97,6 +99,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   const std::function<void()> on_news_;
   session::SaveReservation reservation_;  // held while this generation will save a session
   int64_t history_tokens_ = 0;            // tokens in the session it started from
+  uint64_t resumed_revision_ = 0;         // that session's revision
 
   std::mutex mutex_;
   bool submitted_ = false;  // the engine took the request; the samples' streams are set

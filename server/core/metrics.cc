@@ -142,7 +142,8 @@ class ServerMetrics::EngineCollector {
         Single("hgrn2_session_import_bytes_total", "Snapshot bytes stored by ImportSession.",
                MetricType::Counter, d(m.manager.import_bytes)),
         Single("hgrn2_session_save_conflicts_total",
-               "Saves refused because another request was saving the same session.",
+               "Saves refused (ABORTED): another request was saving the same session, or had "
+               "saved it since the revision the save expected.",
                MetricType::Counter, d(m.manager.save_conflicts)),
     };
   }

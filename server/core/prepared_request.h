@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/session/session_manager.h"
 
 namespace hgrn2::server {
 
@@ -19,6 +20,8 @@ struct PreparedGeneration {
   int32_t num_samples = 1;      // n
   std::string session_id;       // start from this session (checked id), or empty
   std::string save_session_as;  // save the final state under this id, or empty
+  // What the save may replace (save_if_revision, save_overwrite; only with save_session_as).
+  session::SaveOptions save_options;
 };
 
 struct PreparedScore {

@@ -28,6 +28,7 @@ std::shared_ptr<Scoring> Scoring::Start(const CallParts& parts, std::shared_ptr<
             loaded.status().code(), absl::StrCat("session_id: ", loaded.status().message())));
       }
       scoring->prepared_.engine.initial_state = std::move(loaded->state);
+      scoring->session_revision_ = loaded->revision;
       scoring->Submit();
     });
   }
@@ -92,6 +93,7 @@ void Scoring::Answer() {
   }
   outcome.unscored_tokens = prepared_.unscored_tokens;
   outcome.context_tokens = prepared_.context_tokens;
+  outcome.session_revision = session_revision_;
   done_(std::move(outcome));
 }
 

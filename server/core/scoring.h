@@ -30,6 +30,7 @@ struct ScoreOutcome {
   bool is_greedy = true;  // every scored token held the largest logit at its position
   int32_t unscored_tokens = 0;
   int32_t context_tokens = 0;
+  uint64_t session_revision = 0;  // of the session scored on (0: none)
 };
 
 // Thread-safety: Start and Cancel from any thread.
@@ -60,6 +61,7 @@ class Scoring : public std::enable_shared_from_this<Scoring> {
   const CallParts& parts_;
   const std::shared_ptr<CallScope> scope_;
   PreparedScore prepared_;
+  uint64_t session_revision_ = 0;  // of the session it conditions on
   const Done done_;
   std::atomic<int> arrivals_{0};
   std::mutex mutex_;

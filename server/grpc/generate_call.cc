@@ -184,6 +184,8 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
       usage.set_prompt_tokens(static_cast<uint32_t>(finish.prompt_tokens));
       usage.set_generated_tokens(static_cast<uint32_t>(finish.generated_tokens));
       usage.set_cached_prompt_tokens(static_cast<uint32_t>(finish.cached_prompt_tokens));
+      message_.set_resumed_revision(finish.resumed_revision);
+      message_.set_saved_revision(finish.saved_revision);
     }
     if (!request_id_sent_) {
       message_.set_request_id(scope_->request_id());

@@ -83,6 +83,16 @@ absl::StatusOr<PreparedGeneration> PrepareGenerate(const v1::GenerateRequest& re
     HGRN2_RETURN_IF_ERROR(CheckSessionId(request.save_session_as(), "save_session_as"));
     out.save_session_as = request.save_session_as();
   }
+  if (request.has_save_if_revision() || request.save_overwrite()) {
+    const absl::string_view field =
+        request.has_save_if_revision() ? "save_if_revision" : "save_overwrite";
+    if (out.save_session_as.empty()) return Invalid(field, "needs save_session_as");
+    if (request.has_save_if_revision() && request.save_overwrite()) {
+      return Invalid("save_if_revision", "cannot be set together with save_overwrite");
+    }
+    if (request.has_save_if_revision()) out.save_options.if_revision = request.save_if_revision();
+    out.save_options.overwrite = request.save_overwrite();
+  }
   const bool resumes = !out.session_id.empty();
   if (request.n() > static_cast<uint32_t>(model.limits.max_samples)) {
     return AboveMaximum("n", request.n(), model.limits.max_samples, "--max-n");

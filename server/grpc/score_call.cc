@@ -70,6 +70,7 @@ class ScoreCall : public grpc::ServerUnaryReactor {
     response_->set_is_greedy(outcome->is_greedy);
     response_->set_unscored_tokens(static_cast<uint32_t>(outcome->unscored_tokens));
     response_->set_context_tokens(static_cast<uint32_t>(outcome->context_tokens));
+    response_->set_session_revision(outcome->session_revision);
     response_->set_request_id(scope_->request_id());
     Complete(absl::OkStatus());
   }

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -171,9 +172,12 @@ class ImportCall : public grpc::ServerReadReactor<v1::SessionChunk> {
         return Complete(
             absl::InvalidArgumentError(absl::StrCat("the first chunk's ", valid.message())));
       }
+      if (chunk_.has_if_revision()) if_revision_ = chunk_.if_revision();
     } else if (!chunk_.session_id().empty() && chunk_.session_id() != id_) {
       return Complete(absl::InvalidArgumentError(
           absl::StrCat("session_id: chunks name \"", id_, "\" and \"", chunk_.session_id(), "\"")));
+    } else if (chunk_.has_if_revision()) {
+      return Complete(absl::InvalidArgumentError("if_revision: only in the first chunk"));
     }
     data_ += chunk_.data();
     if (data_.size() > max_bytes_) {
@@ -201,7 +205,7 @@ class ImportCall : public grpc::ServerReadReactor<v1::SessionChunk> {
     }
     parts_.session_workers->Post([this] {
       absl::StatusOr<session::SessionRecord> record =
-          parts_.sessions->Import({scope_->tenant(), id_}, std::move(data_));
+          parts_.sessions->Import({scope_->tenant(), id_}, std::move(data_), if_revision_);
       if (!record.ok()) return Complete(WithId(record.status(), id_));
       ToProto(*record, *response_);
       Complete(absl::OkStatus());
@@ -223,6 +227,7 @@ class ImportCall : public grpc::ServerReadReactor<v1::SessionChunk> {
   bool first_ = true;
   bool finished_ = false;
   std::string id_;
+  std::optional<uint64_t> if_revision_;  // the first chunk's
   std::string data_;
   absl::Status status_ = absl::UnknownError("the call ended before it finished");
 };
@@ -237,6 +242,7 @@ void ToProto(const session::SessionRecord& record, v1::SessionInfo& out) {
   out.set_expires_at_unix_ms(UnixMillis(record.expires_at));
   out.set_model_fingerprint(record.model_fingerprint);
   out.set_state_dtype(record.state_dtype);
+  out.set_revision(record.revision);
 }
 
 SessionsService::SessionsService(const CallParts& parts, size_t max_snapshot_bytes)

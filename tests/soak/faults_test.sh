@@ -57,14 +57,14 @@ kill_during_saves() {
     for ((i = 0; i < 2400 && $(lines "$ledger") < want; i++)); do sleep 0.05; done
     kill -KILL "$server_pid"
     wait "$server_pid" 2>/dev/null
-    temps_seen=$((temps_seen + $(find "$sessions" -name '.*' -type f | wc -l)))
+    temps_seen=$((temps_seen + $(find "$sessions" -name '.*.tmp' -type f | wc -l)))
     wait_exit "$storm" 60
     [[ $exit_code == 0 && $(lines "$ledger") -ge $want ]]
     check "round $round: saves acknowledged before kill -9 ($(lines "$ledger") in all)" $?
     start_server "$scratch/restart$round.log" --model "$tiny" --metrics-port 0 \
       --session-store dir --session-dir "$sessions" ||
       { check "hgrn2-server starts again after kill -9" 1; finish; }
-    leftovers=$(find "$sessions" -name '.*' | wc -l)
+    leftovers=$(find "$sessions" -name '.*.tmp' | wc -l)
     [[ $leftovers -eq 0 ]]
     check "round $round: no temp file in the folder after the restart ($leftovers)" $?
     "$python" "$driver" verify --addr "$server_addr" --ledger "$ledger" --exact 5 \
@@ -113,7 +113,7 @@ folder_full() {
   fi
   gen "$server_addr" --ids 1,2,3 --max-new-tokens 4 >/dev/null
   check "a generation without a save still works" $?
-  leftovers=$(find "$full" -name '.*' | wc -l)
+  leftovers=$(find "$full" -name '.*.tmp' | wc -l)
   [[ $leftovers -eq 0 ]]
   check "the failed saves left no temp file ($leftovers)" $?
   if [[ $mode == tmpfs ]]; then
