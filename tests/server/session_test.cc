@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/session/snapshot.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/server.h"
@@ -76,15 +78,17 @@ grpc::Status Export(Client& client, const std::string& id, std::string* data) {
   return reader->Finish();
 }
 
-// Sends `data` in chunks of `chunk_bytes` under `id`.
+// Sends `data` in chunks of `chunk_bytes` under `id` (with `if_revision` in the first).
 grpc::Status Import(Client& client, const std::string& id, const std::string& data,
-                    v1::SessionInfo* info, size_t chunk_bytes = 1000) {
+                    v1::SessionInfo* info, size_t chunk_bytes = 1000,
+                    std::optional<uint64_t> if_revision = std::nullopt) {
   grpc::ClientContext context;
   auto writer = client.sessions().ImportSession(&context, info);
   size_t offset = 0;
   do {
     v1::SessionChunk chunk;
     if (offset == 0) chunk.set_session_id(id);
+    if (offset == 0 && if_revision.has_value()) chunk.set_if_revision(*if_revision);
     const size_t n = std::min(chunk_bytes, data.size() - offset);
     chunk.set_data(data.substr(offset, n));
     offset += n;
@@ -306,13 +310,28 @@ TEST_F(SessionTest, ExportImportBetweenServersAndCorruptImports) {
   v1::GenerateRequest start = Request({1, 2, 3, 4, 5, 6}, 8, true);
   start.set_save_session_as("travel");
   ASSERT_TRUE(one.Generate(start).status.ok());
+  ASSERT_TRUE(one.Generate(start).status.ok());  // revision 2 (a new conversation, same id)
   std::string snapshot;
   ASSERT_TRUE(Export(one, "travel", &snapshot).ok());
+  EXPECT_EQ(session::ParseHeader(snapshot)->revision, 2u);  // the export carries the revision
   v1::SessionInfo imported;
   ASSERT_TRUE(Import(two, "arrived", snapshot, &imported).ok());
   EXPECT_EQ(imported.session_id(), "arrived");
   EXPECT_EQ(imported.num_tokens(), 14u);
   EXPECT_EQ(imported.size_bytes(), snapshot.size());
+  EXPECT_EQ(imported.revision(), 2u);  // kept: the session moved, its number with it
+  // Over an existing session: its next revision (revisions only go up); with if_revision, a
+  // compare-and-set.
+  ASSERT_TRUE(Import(two, "arrived", snapshot, &imported).ok());
+  EXPECT_EQ(imported.revision(), 3u);
+  const grpc::Status stale = Import(two, "arrived", snapshot, &imported, 1000, 2);
+  EXPECT_EQ(stale.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_THAT(stale.error_message(), HasSubstr("is at revision 3, not revision 2"));
+  ASSERT_TRUE(Import(two, "arrived", snapshot, &imported, 1000, 3).ok());
+  EXPECT_EQ(imported.revision(), 4u);
+  const grpc::Status taken = Import(two, "arrived", snapshot, &imported, 1000, 0);
+  EXPECT_EQ(taken.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_THAT(taken.error_message(), HasSubstr("already exists (revision 4)"));
 
   v1::GenerateRequest go_on = Request({9, 10}, 10, true);
   go_on.set_session_id("travel");
@@ -391,6 +410,133 @@ TEST_F(SessionTest, ConcurrentSavesToOneSessionAreRefused) {
   EXPECT_EQ(info.num_tokens(), 3003u);
   // Once it ended, the id can be saved again.
   EXPECT_TRUE(client.Generate(quick).status.ok());
+}
+
+// Every save is the id's next revision, reported in the last message and by GetSession; a
+// continuation reports the revision it resumed, a score the one it scored; save_if_revision is a
+// compare-and-set (0: only a new session), refused with ABORTED naming both revisions and nothing
+// changed; bad combinations are INVALID_ARGUMENT.
+TEST_F(SessionTest, RevisionsCountSavesAndSaveIfRevisionIsACompareAndSet) {
+  std::unique_ptr<Server> server = Start(Options());
+  ASSERT_NE(server, nullptr);
+  Client client(server->port());
+  auto save = [&](const std::string& resume, const std::string& save_as,
+                  std::optional<uint64_t> if_revision = std::nullopt) {
+    v1::GenerateRequest request = Request({7, 8, 9}, 3, false);
+    if (!resume.empty()) request.set_session_id(resume);
+    request.set_save_session_as(save_as);
+    if (if_revision.has_value()) request.set_save_if_revision(*if_revision);
+    return client.Generate(request);
+  };
+  const Client::Stream first = save("", "conv");
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  EXPECT_EQ(first.messages.back().saved_revision(), 1u);
+  EXPECT_EQ(first.messages.back().resumed_revision(), 0u);
+  const Client::Stream second = save("conv", "conv");
+  ASSERT_TRUE(second.status.ok()) << second.status.error_message();
+  EXPECT_EQ(second.messages.back().resumed_revision(), 1u);
+  EXPECT_EQ(second.messages.back().saved_revision(), 2u);
+  v1::SessionInfo info;
+  ASSERT_TRUE(GetSession(client, "conv", &info).ok());
+  EXPECT_EQ(info.revision(), 2u);
+  EXPECT_EQ(info.num_tokens(), 12u);
+
+  const Client::Stream stale = save("conv", "conv", 1);
+  EXPECT_EQ(stale.status.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_THAT(stale.status.error_message(),
+              HasSubstr("saving session \"conv\": session \"conv\" is at revision 2, not "
+                        "revision 1 as this save expected"));
+  ASSERT_TRUE(GetSession(client, "conv", &info).ok());
+  EXPECT_EQ(info.revision(), 2u);  // nothing saved
+  EXPECT_EQ(info.num_tokens(), 12u);
+  const Client::Stream current = save("conv", "conv", 2);
+  ASSERT_TRUE(current.status.ok()) << current.status.error_message();
+  EXPECT_EQ(current.messages.back().saved_revision(), 3u);
+  // 0: create only.
+  const Client::Stream exists = save("", "conv", 0);
+  EXPECT_EQ(exists.status.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_THAT(exists.status.error_message(), HasSubstr("already exists (revision 3)"));
+  const Client::Stream fresh = save("conv", "fresh", 0);
+  ASSERT_TRUE(fresh.status.ok()) << fresh.status.error_message();
+  EXPECT_EQ(fresh.messages.back().saved_revision(), 1u);
+  // A fork to an existing id replaces it as its next revision.
+  const Client::Stream fork = save("conv", "fresh");
+  ASSERT_TRUE(fork.status.ok()) << fork.status.error_message();
+  EXPECT_EQ(fork.messages.back().saved_revision(), 2u);
+
+  v1::ScoreRequest score;
+  score.set_session_id("conv");
+  score.mutable_continuation_ids()->add_ids(5);
+  v1::ScoreResponse scored;
+  grpc::ClientContext context;
+  ASSERT_TRUE(client.stub().Score(&context, score, &scored).ok());
+  EXPECT_EQ(scored.session_revision(), 3u);
+
+  v1::GenerateRequest bad = Request({1}, 1, false);
+  bad.set_save_if_revision(1);
+  Client::Stream refused = client.Generate(bad);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(refused.status.error_message(), "save_if_revision: needs save_session_as");
+  bad.set_save_session_as("x");
+  bad.set_save_overwrite(true);
+  refused = client.Generate(bad);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.status.error_message(), HasSubstr("save_overwrite"));
+}
+
+// Two servers sharing one session folder (each with a memory cache): a request on one resumes a
+// session; while it generates, a request on the other continues the same session; when the first
+// ends its save is refused with ABORTED naming both revisions, and the other's history stands.
+// With save_overwrite the same interleaving saves both, the last one winning.
+TEST_F(SessionTest, AContinuationSavedElsewhereInBetweenIsNotOverwritten) {
+  ServerOptions options = Options();
+  options.sessions.kinds = {"memory", "dir"};
+  options.sessions.dir = (testing::MakeTempDir() / "sessions").string();
+  std::unique_ptr<Server> a = Start(options);
+  std::unique_ptr<Server> b = Start(options);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  Client on_a(a->port()), on_b(b->port());
+  v1::GenerateRequest start = Request({3, 1, 4}, 2, false);
+  start.set_save_session_as("shared");
+  ASSERT_TRUE(on_a.Generate(start).status.ok());
+  for (bool overwrite : {false, true}) {
+    v1::SessionInfo before;
+    ASSERT_TRUE(GetSession(on_a, "shared", &before).ok());
+    v1::GenerateRequest slow = Request({1, 5}, 3000, false);
+    slow.set_session_id("shared");
+    slow.set_save_session_as("shared");
+    slow.set_save_overwrite(overwrite);
+    grpc::ClientContext context;
+    auto reader = on_a.stub().Generate(&context, slow);
+    // Once the first message is here, the slow request has read the session (it reads first).
+    v1::GenerateResponse message;
+    ASSERT_TRUE(reader->Read(&message));
+    v1::GenerateRequest quick = Request({9, 2}, 2, false);
+    quick.set_session_id("shared");
+    quick.set_save_session_as("shared");
+    const Client::Stream elsewhere = on_b.Generate(quick);
+    ASSERT_TRUE(elsewhere.status.ok()) << elsewhere.status.error_message();
+    EXPECT_EQ(elsewhere.messages.back().saved_revision(), before.revision() + 1);
+    v1::GenerateResponse last;
+    while (reader->Read(&message)) last = message;
+    const grpc::Status slow_status = reader->Finish();
+    v1::SessionInfo after;
+    ASSERT_TRUE(GetSession(on_a, "shared", &after).ok());
+    if (!overwrite) {
+      EXPECT_EQ(slow_status.error_code(), grpc::StatusCode::ABORTED);
+      EXPECT_THAT(slow_status.error_message(),
+                  HasSubstr(absl::StrCat("is at revision ", before.revision() + 1,
+                                         ", not revision ", before.revision())));
+      EXPECT_EQ(after.revision(), before.revision() + 1);
+      EXPECT_EQ(after.num_tokens(), before.num_tokens() + 4);  // the quick one's history
+    } else {
+      ASSERT_TRUE(slow_status.ok()) << slow_status.error_message();
+      EXPECT_EQ(last.saved_revision(), before.revision() + 2);
+      EXPECT_EQ(after.revision(), before.revision() + 2);
+      EXPECT_EQ(after.num_tokens(), before.num_tokens() + 3002);  // the slow one's
+    }
+  }
 }
 
 // With the dir store, a saved session survives a restart of the server.
