@@ -156,6 +156,8 @@ void Generation::Submit() {
 }
 
 void Generation::Fail(absl::Status status) {
+  // Before the front end hears: a retry must not find the id still reserved by this request.
+  reservation_.Release();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     failed_ = std::move(status);
@@ -230,6 +232,7 @@ Generation::Event Generation::NextWhenGone() {
     ended_with = update.end->status;
   }
   ended_ = true;
+  reservation_.Release();  // before the front end hears, as in Fail
   if (absl::IsDeadlineExceeded(ended_with) || deadline_passed_ ||
       absl::Now() >= scope_->deadline()) {
     return Ended(absl::DeadlineExceededError("the deadline passed"));
@@ -265,6 +268,7 @@ Generation::Event Generation::StepSample(size_t index, StreamUpdate update) {
   if (!end.status.ok() && !(stopped && absl::IsCancelled(end.status))) {
     // One sample failing ends the generation; the others are cancelled.
     CancelEngineRequests();
+    reservation_.Release();  // before the front end hears, as in Fail
     ended_ = true;
     return Ended(absl::IsUnavailable(end.status)
                      ? absl::UnavailableError("the server shut down before the generation finished")
