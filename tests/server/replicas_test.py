@@ -12,6 +12,16 @@ Scenarios, for each shared store:
              saves are held back (Redis paused for writes; the directory's lock held by this
              test) until every replica has read the session, which the replicas' own
              hgrn2_session_loads_total says.
+  kill -9    clients keep saving their own sessions on two replicas; one replica is killed with
+             a save held back mid-way (its snapshot written, waiting for the lock; or sent to a
+             paused Redis) and others in flight: no snapshot is partial, the survivor serves on
+             (its clients see no error), the dead replica's clients go on there, every
+             acknowledged save is there (or the one after it, if it landed unacknowledged), and
+             the replica restarted on the folder removes the dead one's temp files.
+  redis restart (Redis with appendfsync always) the same clients while Redis is killed -9 and
+             started again: session calls are UNAVAILABLE while it is down, plain generation goes
+             on, saves work again once it is back without restarting a replica, and nothing
+             acknowledged is lost.
 Needs HGRN2_SERVER, HGRN2_RUN, HGRN2_TEST_DATA_DIR and redis-server on PATH; run by the venv's
 python (hgrn2_client for the generated stubs). Exit 77 when something needed is missing.
 """
@@ -160,9 +170,9 @@ class Replica:
         self.log_file.close()
 
     def kill(self) -> None:
+        """kill -9; the channel stays open, so calls still made on it fail UNAVAILABLE."""
         self.process.kill()
         self.process.wait()
-        self.channel.close()
         self.log_file.close()
 
 
@@ -281,6 +291,10 @@ def ping_pong(store: SharedStore, replicas: list[Replica], hops: int, tokens: in
                      f" ({outcome.code} {outcome.details})", outcome.ok):
             return
         got.extend(outcome.ids)
+        check(f"{store.name} x{len(replicas)}: hop {hop} resumed revision {hop} and saved "
+              f"revision {hop + 1} ({outcome.last.resumed_revision}, "
+              f"{outcome.last.saved_revision})",
+              outcome.last.resumed_revision == hop and outcome.last.saved_revision == hop + 1)
     want = reference(PROMPT, hops * tokens)
     check(f"{store.name} x{len(replicas)}: {hops} hops of {tokens} tokens across the replicas "
           f"equal one uninterrupted run of hgrn2-run (got {got}, want {want})", got == want)
@@ -325,11 +339,17 @@ def race(store: SharedStore, replicas: list[Replica], rounds: int) -> None:
         codes = [o.code for o in outcomes]
         winners = [i for i, o in enumerate(outcomes) if o.ok]
         check(f"{store.name} x{n} round {round_}: exactly one save wins, the rest are ABORTED "
-              f"({codes}; {[o.details for o in outcomes if not o.ok]})",
-              len(winners) == 1 and codes.count("ABORTED") == n - 1)
+              f"({codes})", len(winners) == 1 and codes.count("ABORTED") == n - 1)
+        revision = round_ + 1  # the seed's save was revision 1
+        named = f"is at revision {revision + 1}, not revision {revision}"
+        check(f"{store.name} x{n} round {round_}: each refusal names both revisions "
+              f"({[o.details for o in outcomes if not o.ok][:1]})",
+              all(named in o.details for o in outcomes if not o.ok))
         if len(winners) >= 1:
             w = winners[-1]
             history = history + prompts[w] + outcomes[w].ids
+            check(f"{store.name} x{n} round {round_}: the winner saved revision {revision + 1}",
+                  outcomes[w].last.saved_revision == revision + 1)
     info = session_info(replicas[0], sid)
     check(f"{store.name} x{n}: the session holds the winners' history "
           f"({info.num_tokens if info else None} tokens, want {len(history)})",
@@ -340,11 +360,240 @@ def race(store: SharedStore, replicas: list[Replica], rounds: int) -> None:
           resumed.ok and resumed.ids == want)
 
 
+class Storm:
+    """Clients saving their own sessions in a loop: thread t continues session storm-t on
+    replicas[route[t]] (three tokens a turn), recording every acknowledged save."""
+
+    def __init__(self, replicas: list[Replica], route: list[int]) -> None:
+        self.replicas = replicas
+        self.route = route
+        self.dead: set[int] = set()  # replicas killed: their clients go to the next one
+        self.lock = threading.Lock()
+        self.acked = [dict(revision=0, tokens=0, history=[], doubt=False) for _ in route]
+        self.acks = [0] * len(route)
+        self.errors: list[tuple[int, int, str, str]] = []  # thread, replica, code, details
+        self.go = threading.Event()
+        self.go.set()
+        self.busy = [False] * len(route)
+        self.stopping = False
+        self.threads = [threading.Thread(target=self.run, args=(t,)) for t in range(len(route))]
+        for thread in self.threads:
+            thread.start()
+
+    def replica_of(self, t: int) -> int:
+        r = self.route[t]
+        while r in self.dead:
+            r = (r + 1) % len(self.replicas)
+        return r
+
+    def run(self, t: int) -> None:
+        sid = f"storm-{t}"
+        turn = 0
+        while not self.stopping:
+            self.go.wait()
+            if self.stopping:
+                break
+            with self.lock:
+                self.busy[t] = True
+                r = self.replica_of(t)
+                entry = dict(self.acked[t])
+            prompt = [(37 * t + 11 * turn) % 500 + 3]
+            turn += 1
+            fields = {"save_session_as": sid}
+            if entry["revision"]:
+                fields["session_id"] = sid
+            outcome = generate(self.replicas[r], prompt, 3, **fields)
+            with self.lock:
+                self.busy[t] = False
+                if outcome.ok:
+                    # Resuming the last acknowledged revision: a failed save since did not
+                    # land, and the history is still this ledger's.
+                    known = (entry["history"] is not None and
+                             outcome.last.resumed_revision == entry["revision"])
+                    self.acked[t] = dict(
+                        revision=outcome.last.saved_revision,
+                        tokens=entry["tokens"] + len(prompt) + len(outcome.ids) if known else -1,
+                        history=entry["history"] + prompt + outcome.ids if known else None,
+                        doubt=False)
+                    self.acks[t] += 1
+                else:
+                    # The save may have landed unacknowledged: what the next turn resumes is
+                    # then not this ledger's history.
+                    self.acked[t]["doubt"] = True
+                    self.errors.append((t, r, outcome.code, outcome.details))
+
+    def pause(self) -> None:
+        self.go.clear()
+        wait_for(lambda: not any(self.busy), 60, "the storm's requests to end")
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.go.set()
+        for thread in self.threads:
+            thread.join()
+
+    def acks_on(self, replica: int) -> int:
+        with self.lock:
+            return sum(a for t, a in enumerate(self.acks) if self.route[t] == replica)
+
+
+def verify_ledger(label: str, storm: Storm, replica: Replica, exact: int) -> None:
+    """Every acknowledged save is there, or the one after it where a save failed after it (it may
+    have landed); `exact` sessions of known history resume exactly."""
+    lost, checked = [], 0
+    for t, entry in enumerate(storm.acked):
+        if not entry["revision"]:
+            continue
+        info = session_info(replica, f"storm-{t}")
+        allowed = {entry["revision"], entry["revision"] + 1} if entry["doubt"] else {
+            entry["revision"]}
+        if info is None or info.revision not in allowed or (
+                info.revision == entry["revision"] and entry["tokens"] >= 0 and
+                info.num_tokens != entry["tokens"]):
+            lost.append((t, entry["revision"], entry["tokens"],
+                         (info.revision, info.num_tokens) if info else None))
+            continue
+        if checked < exact and info.revision == entry["revision"] and entry["history"]:
+            resumed = generate(replica, [9], 3, session_id=f"storm-{t}")
+            checked += resumed.ok and resumed.ids == reference(entry["history"] + [9], 3)
+    check(f"{label}: every acknowledged save is there ({sum(a > 0 for a in storm.acks)} "
+          f"sessions, {sum(storm.acks)} saves; lost or wrong: {lost})", not lost)
+    check(f"{label}: {checked} of them resume exactly as their history", checked == exact)
+
+
+def every_session_loads(label: str, replica: Replica) -> None:
+    """No partial snapshot: every session listed resumes (its checksums verified)."""
+    listed = replica.sessions.ListSessions(spb.ListSessionsRequest(page_size=1000), timeout=30)
+    bad = []
+    for info in listed.sessions:
+        outcome = generate(replica, [], 1, session_id=info.session_id)
+        if not outcome.ok:
+            bad.append((info.session_id, outcome.code, outcome.details))
+    check(f"{label}: every one of the {len(listed.sessions)} sessions listed loads ({bad})",
+          not bad and len(listed.sessions) > 0)
+
+
+def kill9(store: SharedStore, scratch: Path) -> None:
+    """A replica killed -9 during saves, one of them held mid-way."""
+    label = f"{store.name} kill -9"
+    replicas = [Replica(scratch / f"kill-{store.name}-{i}.log", store.args()) for i in range(2)]
+    storm = None
+    try:
+        victim = "victim"
+        check(f"{label}: the victim session is saved",
+              generate(replicas[0], PROMPT, 2, save_session_as=victim).ok)
+        storm = Storm(replicas, route=[0, 0, 1, 1])
+        wait_for(lambda: storm.acks_on(0) >= 6 and storm.acks_on(1) >= 6, 60, "saves")
+        storm.pause()
+        before = session_info(replicas[0], victim)
+        store.hold_saves()
+        held = [None]
+        thread = threading.Thread(target=lambda: held.__setitem__(
+            0, generate(replicas[0], [5], 3, session_id=victim, save_session_as=victim)))
+        thread.start()
+        if isinstance(store, DirStore):
+            pattern = f".{victim}~*.tmp"
+            waiting = wait_for(lambda: any(store.folder.glob(f"t/{pattern}")), 30,
+                               "the held save's temp file")
+        else:
+            waiting = wait_for(lambda: store.redis.cli("INFO", "clients").find(
+                "blocked_clients:1") >= 0, 30, "the held save to reach Redis")
+        check(f"{label}: a save on replica 0 is held mid-way", waiting)
+        storm.go.set()  # more saves in flight, on both replicas
+        wait_for(lambda: any(storm.busy[:2]), 10, "replica 0's clients to send")
+        replicas[0].kill()
+        with storm.lock:
+            storm.dead.add(0)
+        store.release_saves()
+        thread.join()
+        check(f"{label}: the held save was not acknowledged ({held[0].code})",
+              held[0] is not None and not held[0].ok)
+        after = session_info(replicas[1], victim)
+        allowed = {before.revision, before.revision + 1}
+        check(f"{label}: the held session is at its old revision or the next, whole "
+              f"({before.revision} -> {after.revision if after else None})",
+              after is not None and after.revision in allowed)
+        if isinstance(store, DirStore):
+            temps = list(store.folder.glob(f"t/.{victim}~*.tmp"))
+            check(f"{label}: the dead replica's temp file is left ({len(temps)}), not a session",
+                  len(temps) == 1 and after.revision == before.revision)
+        base = storm.acks_on(0) + storm.acks_on(1)
+        wait_for(lambda: storm.acks_on(0) + storm.acks_on(1) >= base + 8, 60,
+                 "saves on the survivor")
+        storm.pause()
+        survivor_errors = [e for e in storm.errors if e[1] == 1]
+        check(f"{label}: the survivor's clients saw no error ({survivor_errors[:3]})",
+              not survivor_errors)
+        moved = [storm.acks[t] for t in (0, 1)]
+        check(f"{label}: the dead replica's clients went on on the survivor", all(moved))
+        verify_ledger(label, storm, replicas[1], exact=2)
+        every_session_loads(label, replicas[1])
+        # The replica comes back on the same store: it removes the temp file its dead
+        # predecessor left (same host, its pid gone) and serves the sessions saved meanwhile.
+        replicas[0] = Replica(scratch / f"kill-{store.name}-0-again.log", store.args())
+        if isinstance(store, DirStore):
+            check(f"{label}: the restarted replica removed the dead one's temp file",
+                  not list(store.folder.glob(f"t/.{victim}~*.tmp")))
+        resumed = generate(replicas[0], [], 1, session_id="storm-2")
+        check(f"{label}: the restarted replica resumes a session saved by the survivor "
+              f"({resumed.code})", resumed.ok)
+    finally:
+        if storm is not None:
+            storm.stop()
+        for r in replicas:
+            if r.process.poll() is None:
+                r.stop()
+
+
+def redis_restart(scratch: Path) -> None:
+    """Redis (appendfsync always) killed -9 and started again under saving clients."""
+    label = "redis restart"
+    redis = Redis(scratch / "redis-restart", persistent=True)
+    store = RedisStore(redis)
+    replicas = [Replica(scratch / f"restart-{i}.log", store.args()) for i in range(2)]
+    storm = None
+    try:
+        storm = Storm(replicas, route=[0, 0, 1, 1])
+        wait_for(lambda: storm.acks_on(0) >= 5 and storm.acks_on(1) >= 5, 60, "saves")
+        redis.kill()
+        down = generate(replicas[0], [5], 2, save_session_as="while-down")
+        check(f"{label}: a save while Redis is down is UNAVAILABLE naming it ({down.details})",
+              down.code == "UNAVAILABLE" and f"127.0.0.1:{redis.port}" in down.details)
+        resume = generate(replicas[1], [5], 2, session_id="storm-0")
+        check(f"{label}: a resume too ({resume.code})", resume.code == "UNAVAILABLE")
+        plain = generate(replicas[1], [5, 6], 2)
+        check(f"{label}: generation without sessions goes on ({plain.code})", plain.ok)
+        storm.pause()
+        failures_while_down = len(storm.errors)
+        redis.start()
+        acks = list(storm.acks)
+        storm.go.set()
+        recovered = wait_for(lambda: all(a > b for a, b in zip(storm.acks, acks)), 60,
+                             "every client to save again")
+        storm.pause()
+        check(f"{label}: every client saves again, no replica restarted "
+              f"({failures_while_down} calls failed while Redis was down)", recovered)
+        codes = {e[2] for e in storm.errors}
+        check(f"{label}: the failures were UNAVAILABLE ({codes}: "
+              f"{[e for e in storm.errors if e[2] != 'UNAVAILABLE'][:3]})",
+              codes <= {"UNAVAILABLE"})
+        verify_ledger(label, storm, replicas[0], exact=2)
+        every_session_loads(label, replicas[1])
+    finally:
+        if storm is not None:
+            storm.stop()
+        for r in replicas:
+            r.stop()
+        redis.kill()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stores", default="redis,dir")
     parser.add_argument("--replicas", default="2,4")
+    parser.add_argument("--scenarios", default="ping-pong,race,kill,restart")
     args = parser.parse_args()
+    scenarios = args.scenarios.split(",")
     if not SERVER or not RUN or not MODEL.is_dir():
         print("skipping: HGRN2_SERVER, HGRN2_RUN and HGRN2_TEST_DATA_DIR are needed")
         return 77
@@ -367,13 +616,19 @@ def main() -> int:
                     for i in range(count):
                         replicas.append(Replica(scratch / f"{store_name}-{count}-{i}.log",
                                                 store.args()))
-                    ping_pong(store, replicas, hops=2 * count + 1, tokens=4)
-                    race(store, replicas, rounds=2)
+                    if "ping-pong" in scenarios:
+                        ping_pong(store, replicas, hops=2 * count + 1, tokens=4)
+                    if "race" in scenarios:
+                        race(store, replicas, rounds=2)
                 finally:
                     for r in replicas:
                         r.stop()
-                    if redis is not None:
-                        redis.kill()
+                if "kill" in scenarios and count == 2:
+                    kill9(store, scratch)
+                if redis is not None:
+                    redis.kill()
+            if store_name == "redis" and "restart" in scenarios:
+                redis_restart(scratch)
     finally:
         if failures:
             print(f"logs kept in {scratch}")
