@@ -130,10 +130,18 @@ struct GenerateOptions {
   std::string request_id;
   std::string session_id;
   std::string save_session_as;
+  std::optional<uint64_t> save_if_revision;  // save only if the session is at it (0: is new)
+  bool save_overwrite = false;
   uint32_t n = 1;  // samples from one prompt
   bool print_ids = false;
   bool json = false;
 };
+
+// Names the session a call is about in the metadata "session-id", for a proxy that sends each
+// session to the same replica (consistent hashing on the header, docs/sessions.md).
+void AddSessionMetadata(grpc::ClientContext& context, const std::string& session_id) {
+  if (!session_id.empty()) context.AddMetadata("session-id", session_id);
+}
 
 // One of n samples, gathered until its last message (n > 1 prints them when all are done).
 struct Sample {
@@ -449,6 +457,8 @@ int Generate(Connection& connection, const GenerateOptions& options) {
   request.set_request_id(options.request_id);
   request.set_session_id(options.session_id);
   request.set_save_session_as(options.save_session_as);
+  if (options.save_if_revision) request.set_save_if_revision(*options.save_if_revision);
+  request.set_save_overwrite(options.save_overwrite);
   request.set_n(options.n);
   const bool many = options.n > 1;
   std::vector<Sample> samples(options.n);
@@ -456,6 +466,8 @@ int Generate(Connection& connection, const GenerateOptions& options) {
   auto stub = pb::Inference::NewStub(connection.channel());
   grpc::ClientContext context;
   connection.Start(context);
+  AddSessionMetadata(context,
+                     options.session_id.empty() ? options.save_session_as : options.session_id);
   const auto start = std::chrono::steady_clock::now();
   std::optional<std::chrono::steady_clock::time_point> first_token;
   std::unique_ptr<grpc::ClientReader<pb::GenerateResponse>> reader =
@@ -532,6 +544,10 @@ int Generate(Connection& connection, const GenerateOptions& options) {
     absl::StrAppend(&summary, " (", usage.cached_prompt_tokens(), " cached)");
   }
   absl::StrAppend(&summary, " + ", usage.generated_tokens(), " generated tokens");
+  if (last.saved_revision() > 0) {
+    absl::StrAppend(&summary, ", saved ", options.save_session_as, " revision ",
+                    last.saved_revision());
+  }
   std::fputs(WithTiming(summary, first_token, start, usage.generated_tokens(), seconds).c_str(),
              stderr);
   return 0;
@@ -586,6 +602,7 @@ int Score(Connection& connection, const ScoreOptions& options) {
   pb::ScoreResponse response;
   const grpc::Status status = connection.Unary(
       request, &response, [&](grpc::ClientContext* context, const auto& in, auto* out) {
+        AddSessionMetadata(*context, options.session_id);
         return stub->Score(context, in, out);
       });
   if (!status.ok()) return connection.Report(status);
@@ -744,6 +761,7 @@ int Services(Connection& connection) {
 struct SessionOptions {
   std::string id;
   std::string file;  // export: where to write ("-" = stdout); import: what to read
+  std::optional<uint64_t> if_revision;  // import: only if the session is at it (0: is new)
   bool json = false;
 };
 
@@ -754,7 +772,7 @@ std::string SessionLine(const pb::SessionInfo& info) {
                              absl::UTCTimeZone());
   }
   return absl::StrCat(info.session_id(), "\t", info.num_tokens(), " tokens\t",
-                      Bytes(info.size_bytes()), "\tsaved ", saved,
+                      Bytes(info.size_bytes()), "\tsaved ", saved, "\trevision ", info.revision(),
                       info.expires_at_unix_ms() > 0 ? "\texpires" : "", "\n");
 }
 
@@ -764,6 +782,7 @@ int SessionExport(Connection& connection, const SessionOptions& options) {
   request.set_session_id(options.id);
   grpc::ClientContext context;
   connection.Start(context);
+  AddSessionMetadata(context, options.id);
   auto reader = stub->ExportSession(&context, request);
   std::string data;
   pb::SessionChunk chunk;
@@ -791,6 +810,7 @@ int SessionImport(Connection& connection, const SessionOptions& options) {
   auto stub = pb::Sessions::NewStub(connection.channel());
   grpc::ClientContext context;
   connection.Start(context);
+  AddSessionMetadata(context, options.id);
   pb::SessionInfo info;
   auto writer = stub->ImportSession(&context, &info);
   constexpr size_t kChunk = 1 << 20;
@@ -798,6 +818,7 @@ int SessionImport(Connection& connection, const SessionOptions& options) {
   do {
     pb::SessionChunk chunk;
     if (offset == 0) chunk.set_session_id(options.id);
+    if (offset == 0 && options.if_revision) chunk.set_if_revision(*options.if_revision);
     const size_t n = std::min(kChunk, data.size() - offset);
     chunk.set_data(data.data() + offset, n);
     offset += n;
@@ -818,6 +839,7 @@ int SessionInfoCommand(Connection& connection, const SessionOptions& options) {
   pb::SessionInfo info;
   const grpc::Status status = connection.Unary(
       request, &info, [&](grpc::ClientContext* context, const auto& r, auto* response) {
+        AddSessionMetadata(*context, options.id);
         return stub->GetSession(context, r, response);
       });
   if (!status.ok()) return connection.Report(status);
@@ -858,6 +880,7 @@ int SessionDelete(Connection& connection, const SessionOptions& options) {
   pb::DeleteSessionResponse response;
   const grpc::Status status = connection.Unary(
       request, &response, [&](grpc::ClientContext* context, const auto& r, auto* out) {
+        AddSessionMetadata(*context, options.id);
         return stub->DeleteSession(context, r, out);
       });
   if (!status.ok()) return connection.Report(status);
@@ -941,7 +964,18 @@ int main(int argc, char** argv) {
                    "sample when all are done; with --seed, sample i uses seed + i")
       ->check(CLI::Range(1u, 1024u));
   generate_cmd->add_option("--save-session", gen.save_session_as,
-                           "save the final state under this session id");
+                           "save the final state under this session id (its next revision; "
+                           "saving the --session resumed, only if no other request saved it "
+                           "since: else ABORTED)");
+  CLI::Option* if_revision = generate_cmd->add_option(
+      "--save-if-revision", gen.save_if_revision,
+      "with --save-session: save only if the session is at this revision now (0: only if there "
+      "is none)");
+  generate_cmd
+      ->add_flag("--save-overwrite", gen.save_overwrite,
+                 "with --save-session: save even if another request saved the session since "
+                 "this one resumed it")
+      ->excludes(if_revision);
   CLI::Option* print_ids = generate_cmd->add_flag(
       "--print-ids", gen.print_ids, "print the generated ids comma-separated instead of text");
   generate_cmd->add_flag("--json", gen.json, "print each response message as JSON, one per line")
@@ -996,6 +1030,9 @@ int main(int argc, char** argv) {
       session_cmd->add_subcommand("import", "store a snapshot file as a session");
   import_cmd->add_option("id", session.id, "the session to store it as")->required();
   import_cmd->add_option("file", session.file, "the snapshot file")->required();
+  import_cmd->add_option("--if-revision", session.if_revision,
+                         "store only if the session is at this revision now (0: only if there is "
+                         "none)");
   import_cmd->add_flag("--json", session.json, "print the stored session as JSON");
   CLI::App* session_info_cmd = session_cmd->add_subcommand("info", "one session's facts");
   session_info_cmd->add_option("id", session.id, "the session")->required();

@@ -39,6 +39,8 @@ _REQUEST_FIELDS = (
     "priority",
     "add_special_tokens",
     "request_id",
+    "save_if_revision",
+    "save_overwrite",
 )
 _LIST_FIELDS = ("stop", "stop_token_ids")
 _KNOWN = frozenset(_SAMPLING_FIELDS + _REQUEST_FIELDS + _LIST_FIELDS + ("logit_bias",))
@@ -108,6 +110,8 @@ def stream_events(response: pb.GenerateResponse) -> Iterator[StreamEvent]:
             finish_reason=_FINISH.get(response.finish_reason, "unspecified"),
             usage=_usage(response.usage),
             stop_string=response.stop_string,
+            resumed_revision=response.resumed_revision,
+            saved_revision=response.saved_revision,
         )
 
 
@@ -131,6 +135,8 @@ class ResultBuilder:
             result.finish_reason = event.finish_reason
             result.usage = event.usage
             result.stop_string = event.stop_string
+            result.resumed_revision = event.resumed_revision
+            result.saved_revision = event.saved_revision
 
     def results(self) -> list[GenerateResult]:
         """Every sample's result, by index, each with the request's id."""
@@ -180,6 +186,7 @@ def score_result(response: pb.ScoreResponse) -> ScoreResult:
         unscored_tokens=response.unscored_tokens,
         context_tokens=response.context_tokens,
         request_id=response.request_id,
+        session_revision=response.session_revision,
     )
 
 
@@ -214,17 +221,42 @@ def session_info(info: spb.SessionInfo) -> SessionInfo:
         expires_at_unix_ms=info.expires_at_unix_ms,
         model_fingerprint=info.model_fingerprint,
         state_dtype=info.state_dtype,
+        revision=info.revision,
     )
 
 
 IMPORT_CHUNK_BYTES = 1 << 20  # the chunk size sessions.proto names for snapshots
 
 
-def import_chunks(session_id: str, data: Iterable[bytes]) -> Iterator[spb.SessionChunk]:
-    """SessionChunks of a snapshot: the first names the session (sent even for no data)."""
+def import_chunks(
+    session_id: str, data: Iterable[bytes], if_revision: int | None = None
+) -> Iterator[spb.SessionChunk]:
+    """SessionChunks of a snapshot: the first names the session and carries ``if_revision`` (sent
+    even for no data)."""
     first = True
     for block in data:
-        yield spb.SessionChunk(session_id=session_id if first else "", data=block)
+        chunk = spb.SessionChunk(session_id=session_id if first else "", data=block)
+        if first and if_revision is not None:
+            chunk.if_revision = if_revision
+        yield chunk
         first = False
     if first:
-        yield spb.SessionChunk(session_id=session_id)
+        chunk = spb.SessionChunk(session_id=session_id)
+        if if_revision is not None:
+            chunk.if_revision = if_revision
+        yield chunk
+
+
+def session_metadata(
+    base: tuple[tuple[str, str], ...], session_id: str
+) -> tuple[tuple[str, str], ...]:
+    """Call metadata naming the session a call is about (``session-id: <id>``), for proxies that
+    route each session to the same replica (consistent hashing on the header; docs/sessions.md)."""
+    return base + (("session-id", session_id),) if session_id else base
+
+
+def request_session(request: pb.GenerateRequest | pb.ScoreRequest) -> str:
+    """The session a request is routed by: the one it resumes, else the one it saves."""
+    if request.session_id:
+        return str(request.session_id)
+    return str(getattr(request, "save_session_as", ""))

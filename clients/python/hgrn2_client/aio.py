@@ -17,7 +17,15 @@ from ._proto import sessions_pb2 as spb
 from ._proto import sessions_pb2_grpc as spb_grpc
 from .client import PathOrFile, _open
 from .errors import NotFoundError, error_from_rpc
-from .types import GenerateResult, Prompt, ScoreResult, SessionInfo, StreamEvent, TokenizeResult
+from .types import (
+    GenerateResult,
+    Prompt,
+    ScoreResult,
+    SessionInfo,
+    StreamEnd,
+    StreamEvent,
+    TokenizeResult,
+)
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -59,14 +67,16 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, method: Any, request: Any) -> Any:
+    async def _call(self, method: Any, request: Any, session_id: str = "") -> Any:
+        metadata = _convert.session_metadata(self._metadata, session_id)
         try:
-            return await method(request, timeout=self._timeout, metadata=self._metadata)
+            return await method(request, timeout=self._timeout, metadata=metadata)
         except grpc.RpcError as e:
             raise error_from_rpc(e) from None
 
     async def _stream_request(self, request: pb.GenerateRequest) -> AsyncIterator[StreamEvent]:
-        call = self._inference.Generate(request, timeout=self._timeout, metadata=self._metadata)
+        metadata = _convert.session_metadata(self._metadata, _convert.request_session(request))
+        call = self._inference.Generate(request, timeout=self._timeout, metadata=metadata)
         try:
             async for response in call:
                 for event in _convert.stream_events(response):
@@ -105,7 +115,7 @@ class AsyncClient:
         request = _convert.score_request(
             context, continuation, top_logprobs, session_id, add_special_tokens
         )
-        return _convert.score_result(await self._call(self._inference.Score, request))
+        return _convert.score_result(await self._call(self._inference.Score, request, session_id))
 
     async def tokenize(self, text: str, *, add_special_tokens: bool | None = None) -> TokenizeResult:
         """The model's token ids and pieces of a text."""
@@ -146,18 +156,20 @@ class AsyncClient:
     async def get_session(self, session_id: str) -> SessionInfo:
         """A saved session's facts; NotFoundError when there is none."""
         request = spb.GetSessionRequest(session_id=session_id)
-        return _convert.session_info(await self._call(self._sessions.GetSession, request))
+        return _convert.session_info(await self._call(self._sessions.GetSession, request, session_id))
 
     async def delete_session(self, session_id: str) -> None:
         """Deletes a saved session; NotFoundError when there is none."""
-        await self._call(self._sessions.DeleteSession, spb.DeleteSessionRequest(session_id=session_id))
+        await self._call(
+            self._sessions.DeleteSession, spb.DeleteSessionRequest(session_id=session_id), session_id
+        )
 
     async def export_session(self, session_id: str, destination: PathOrFile) -> int:
         """Writes the session's snapshot to a path or binary file; returns the bytes written."""
         call = self._sessions.ExportSession(
             spb.ExportSessionRequest(session_id=session_id),
             timeout=self._timeout,
-            metadata=self._metadata,
+            metadata=_convert.session_metadata(self._metadata, session_id),
         )
         written = 0
         with _open(destination, "wb") as out:
@@ -169,12 +181,20 @@ class AsyncClient:
                 raise error_from_rpc(e) from None
         return written
 
-    async def import_session(self, session_id: str, source: PathOrFile) -> SessionInfo:
-        """Stores a snapshot from a path or binary file under ``session_id`` (replacing one)."""
+    async def import_session(
+        self, session_id: str, source: PathOrFile, *, if_revision: int | None = None
+    ) -> SessionInfo:
+        """Stores a snapshot from a path or binary file under ``session_id``, replacing one (with
+        ``if_revision``: only if it is at that revision now, 0: only if there is none).
+
+        The snapshot keeps its own revision where that is above the stored session's.
+        """
         with _open(source, "rb") as data:
             blocks = iter(lambda: data.read(_convert.IMPORT_CHUNK_BYTES), b"")
-            chunks = _convert.import_chunks(session_id, blocks)
-            return _convert.session_info(await self._call(self._sessions.ImportSession, chunks))
+            chunks = _convert.import_chunks(session_id, blocks, if_revision)
+            return _convert.session_info(
+                await self._call(self._sessions.ImportSession, chunks, session_id)
+            )
 
 
 class AsyncSession:
@@ -184,6 +204,7 @@ class AsyncSession:
         self._client = client
         self.id = session_id
         self._source = source
+        self.revision: int | None = None
 
     async def _read_from(self) -> str:
         if self._source is None:
@@ -200,6 +221,8 @@ class AsyncSession:
             text, dict(options), session_id=await self._read_from(), save_session_as=self.id
         )
         async for event in self._client._stream_request(request):
+            if isinstance(event, StreamEnd) and event.saved_revision:
+                self.revision = event.saved_revision
             yield event
         self._source = self.id
 
@@ -232,4 +255,5 @@ class AsyncSession:
         """Replaces the saved session with a snapshot from a path or binary file."""
         info = await self._client.import_session(self.id, source)
         self._source = self.id
+        self.revision = info.revision
         return info

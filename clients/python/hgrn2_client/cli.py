@@ -160,7 +160,10 @@ def _chat(client: Client, args: argparse.Namespace) -> int:
                 print(f"[session {session.id} exported to {rest.strip()}: {written} bytes]", file=sys.stderr)
             else:
                 info = session.info()
-                print(f"[session {session.id} saved: {info.num_tokens} tokens]", file=sys.stderr)
+                print(
+                    f"[session {session.id} saved: {info.num_tokens} tokens, revision {info.revision}]",
+                    file=sys.stderr,
+                )
         else:
             _stream_reply(session, line + args.separator, options)
     return 0
@@ -209,13 +212,16 @@ def _session(client: Client, args: argparse.Namespace) -> int:
     action = args.action
     if action == "list":
         for s in client.list_sessions():
-            print(f"{s.session_id} {s.num_tokens} tokens {s.size_bytes} bytes")
+            print(f"{s.session_id} {s.num_tokens} tokens {s.size_bytes} bytes revision {s.revision}")
     elif action == "export":
         written = client.export_session(args.id, args.file)
         print(f"exported {args.id} to {args.file}: {written} bytes", file=sys.stderr)
     elif action == "import":
         info = client.import_session(args.id, args.file)
-        print(f"imported {info.session_id}: {info.num_tokens} tokens, {info.size_bytes} bytes")
+        print(
+            f"imported {info.session_id}: {info.num_tokens} tokens, {info.size_bytes} bytes, "
+            f"revision {info.revision}"
+        )
     elif action == "info":
         info = client.get_session(args.id)
         print(json.dumps(dataclasses.asdict(info), indent=2))

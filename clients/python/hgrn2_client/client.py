@@ -16,7 +16,15 @@ from ._proto import inference_pb2_grpc as pb_grpc
 from ._proto import sessions_pb2 as spb
 from ._proto import sessions_pb2_grpc as spb_grpc
 from .errors import NotFoundError, error_from_rpc
-from .types import GenerateResult, Prompt, ScoreResult, SessionInfo, StreamEvent, TokenizeResult
+from .types import (
+    GenerateResult,
+    Prompt,
+    ScoreResult,
+    SessionInfo,
+    StreamEnd,
+    StreamEvent,
+    TokenizeResult,
+)
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -72,14 +80,16 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: Any, request: Any) -> Any:
+    def _call(self, method: Any, request: Any, session_id: str = "") -> Any:
+        metadata = _convert.session_metadata(self._metadata, session_id)
         try:
-            return method(request, timeout=self._timeout, metadata=self._metadata)
+            return method(request, timeout=self._timeout, metadata=metadata)
         except grpc.RpcError as e:
             raise error_from_rpc(e) from None
 
     def _stream_request(self, request: pb.GenerateRequest) -> Iterator[StreamEvent]:
-        call = self._inference.Generate(request, timeout=self._timeout, metadata=self._metadata)
+        metadata = _convert.session_metadata(self._metadata, _convert.request_session(request))
+        call = self._inference.Generate(request, timeout=self._timeout, metadata=metadata)
         try:
             for response in call:
                 yield from _convert.stream_events(response)
@@ -128,7 +138,7 @@ class Client:
         request = _convert.score_request(
             context, continuation, top_logprobs, session_id, add_special_tokens
         )
-        return _convert.score_result(self._call(self._inference.Score, request))
+        return _convert.score_result(self._call(self._inference.Score, request, session_id))
 
     def tokenize(self, text: str, *, add_special_tokens: bool | None = None) -> TokenizeResult:
         """The model's token ids (BOS first unless add_special_tokens=False) and pieces of a text."""
@@ -171,18 +181,20 @@ class Client:
     def get_session(self, session_id: str) -> SessionInfo:
         """A saved session's facts; NotFoundError when there is none."""
         request = spb.GetSessionRequest(session_id=session_id)
-        return _convert.session_info(self._call(self._sessions.GetSession, request))
+        return _convert.session_info(self._call(self._sessions.GetSession, request, session_id))
 
     def delete_session(self, session_id: str) -> None:
         """Deletes a saved session; NotFoundError when there is none."""
-        self._call(self._sessions.DeleteSession, spb.DeleteSessionRequest(session_id=session_id))
+        self._call(
+            self._sessions.DeleteSession, spb.DeleteSessionRequest(session_id=session_id), session_id
+        )
 
     def export_session(self, session_id: str, destination: PathOrFile) -> int:
         """Writes the session's snapshot to a path or binary file; returns the bytes written."""
         call = self._sessions.ExportSession(
             spb.ExportSessionRequest(session_id=session_id),
             timeout=self._timeout,
-            metadata=self._metadata,
+            metadata=_convert.session_metadata(self._metadata, session_id),
         )
         with _open(destination, "wb") as out:
             written = 0
@@ -194,25 +206,38 @@ class Client:
                 raise error_from_rpc(e) from None
         return written
 
-    def import_session(self, session_id: str, source: PathOrFile) -> SessionInfo:
-        """Stores a snapshot from a path or binary file under ``session_id`` (replacing one)."""
+    def import_session(
+        self, session_id: str, source: PathOrFile, *, if_revision: int | None = None
+    ) -> SessionInfo:
+        """Stores a snapshot from a path or binary file under ``session_id``, replacing one (with
+        ``if_revision``: only if it is at that revision now, 0: only if there is none).
+
+        The snapshot keeps its own revision where that is above the stored session's.
+        """
         with _open(source, "rb") as data:
             blocks = iter(lambda: data.read(_convert.IMPORT_CHUNK_BYTES), b"")
-            chunks = _convert.import_chunks(session_id, blocks)
-            return _convert.session_info(self._call(self._sessions.ImportSession, chunks))
+            chunks = _convert.import_chunks(session_id, blocks, if_revision)
+            return _convert.session_info(
+                self._call(self._sessions.ImportSession, chunks, session_id)
+            )
 
 
 class Session:
     """A saved conversation on the server: each send continues it and saves it in the same call.
 
     The first send of a session that does not exist yet starts from nothing (BOS first); a fork
-    reads its parent's state on its first send and saves under its own id.
+    reads its parent's state on its first send and saves under its own id. A send that continues
+    the session saves only if no other request (on any replica) saved it since this send read it:
+    else :class:`~hgrn2_client.errors.AbortedError` naming both revisions, nothing saved; send
+    again to continue from the other request's save (or pass ``save_overwrite=True``).
+    ``revision`` is the revision of this object's last save (None before one).
     """
 
     def __init__(self, client: Client, session_id: str, source: str | None) -> None:
         self._client = client
         self.id = session_id
         self._source = source  # the session the next send reads; None: look it up first
+        self.revision: int | None = None
 
     def _read_from(self) -> str:
         if self._source is None:
@@ -229,6 +254,8 @@ class Session:
             text, dict(options), session_id=self._read_from(), save_session_as=self.id
         )
         for event in self._client._stream_request(request):
+            if isinstance(event, StreamEnd) and event.saved_revision:
+                self.revision = event.saved_revision
             yield event
         self._source = self.id
 
@@ -261,6 +288,7 @@ class Session:
         """Replaces the saved session with a snapshot from a path or binary file."""
         info = self._client.import_session(self.id, source)
         self._source = self.id
+        self.revision = info.revision
         return info
 
 

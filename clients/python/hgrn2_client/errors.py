@@ -31,7 +31,8 @@ class AlreadyExistsError(Hgrn2Error):
 
 
 class AbortedError(Hgrn2Error):
-    """ABORTED: another request is saving the same session."""
+    """ABORTED: another request is saving the same session, or saved it since the revision this
+    save expected (the message names both revisions): resume the session again and retry."""
 
 
 class FailedPreconditionError(Hgrn2Error):

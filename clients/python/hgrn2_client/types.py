@@ -34,6 +34,12 @@ class SamplingOptions(TypedDict, total=False):
     priority: int  # higher first when the server is busy
     add_special_tokens: bool  # BOS before a text prompt; default: yes unless on a session
     request_id: str
+    # Session.send/stream only (the save): save only if the session is at this revision now (0:
+    # only if there is none), else AbortedError naming both revisions.
+    save_if_revision: int
+    # Session.send/stream only: save even if another request saved the session since this one
+    # resumed it (the last save wins).
+    save_overwrite: bool
 
 
 @dataclass(frozen=True)
@@ -72,12 +78,18 @@ class StreamChunk:
 
 @dataclass(frozen=True)
 class StreamEnd:
-    """The end of sample ``index``: why it finished ("length", "eos" or "stop") and its usage."""
+    """The end of sample ``index``: why it finished ("length", "eos" or "stop") and its usage.
+
+    ``resumed_revision``: the revision of the session resumed; ``saved_revision``: the revision
+    saved (0 when none).
+    """
 
     index: int
     finish_reason: str
     usage: Usage
     stop_string: str = ""
+    resumed_revision: int = 0
+    saved_revision: int = 0
 
 
 StreamEvent: TypeAlias = Union[StreamChunk, StreamEnd]
@@ -97,6 +109,8 @@ class GenerateResult:
     usage: Usage = field(default_factory=lambda: Usage(0, 0))
     request_id: str = ""
     index: int = 0
+    resumed_revision: int = 0  # of the session resumed (0: none)
+    saved_revision: int = 0  # of the session saved (0: none)
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,7 @@ class ScoreResult:
     unscored_tokens: int
     context_tokens: int
     request_id: str = ""
+    session_revision: int = 0  # of the session scored on (0: none)
 
 
 @dataclass(frozen=True)
@@ -127,7 +142,8 @@ class TokenizeResult:
 
 @dataclass(frozen=True)
 class SessionInfo:
-    """A saved session: its token count, snapshot size, times (Unix ms) and model fingerprint."""
+    """A saved session: its token count, snapshot size, times (Unix ms), model fingerprint and
+    revision (1 for the first save of the id, +1 for each later one)."""
 
     session_id: str
     num_tokens: int
@@ -136,4 +152,5 @@ class SessionInfo:
     expires_at_unix_ms: int
     model_fingerprint: str
     state_dtype: str
+    revision: int = 0
 

@@ -27,9 +27,16 @@ class FakeServer(pb_grpc.InferenceServicer, spb_grpc.SessionsServicer):  # type:
     def __init__(self) -> None:
         self.requests: list[pb.GenerateRequest] = []
         self.store: dict[str, bytes] = {}
+        self.routed: list[tuple[str, str]] = []  # (method, session-id metadata or "")
+        self.if_revisions: list[int | None] = []  # of each import's first chunk
+
+    def route(self, method: str, context: grpc.ServicerContext) -> None:
+        metadata = dict(context.invocation_metadata())
+        self.routed.append((method, metadata.get("session-id", "")))
 
     def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> Iterator[pb.GenerateResponse]:
         self.requests.append(request)
+        self.route("Generate", context)
         if request.session_id and request.session_id not in self.store:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no session {request.session_id}")
         if request.save_session_as:
@@ -38,6 +45,7 @@ class FakeServer(pb_grpc.InferenceServicer, spb_grpc.SessionsServicer):  # type:
         yield pb.GenerateResponse(finish_reason=pb.LENGTH, usage=pb.Usage(generated_tokens=1))
 
     def GetSession(self, request: spb.GetSessionRequest, context: grpc.ServicerContext) -> spb.SessionInfo:
+        self.route("GetSession", context)
         if request.session_id not in self.store:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no session {request.session_id}")
         data = self.store[request.session_id]
@@ -51,6 +59,8 @@ class FakeServer(pb_grpc.InferenceServicer, spb_grpc.SessionsServicer):  # type:
     def ImportSession(self, chunks: Iterator[spb.SessionChunk], context: grpc.ServicerContext) -> spb.SessionInfo:
         received = list(chunks)
         assert received[0].session_id and all(not c.session_id for c in received[1:])
+        assert all(not c.HasField("if_revision") for c in received[1:])
+        self.if_revisions.append(received[0].if_revision if received[0].HasField("if_revision") else None)
         self.store[received[0].session_id] = b"".join(c.data for c in received)
         return self.GetSession(spb.GetSessionRequest(session_id=received[0].session_id), context)
 
@@ -96,3 +106,26 @@ def test_export_import_and_errors(fake: tuple[FakeServer, Client], tmp_path: Pat
     with pytest.raises(NotFoundError) as missing:
         client.session("nope").info()
     assert missing.value.details == "no session nope"
+
+
+def test_calls_name_their_session_for_routing(fake: tuple[FakeServer, Client], tmp_path: Path) -> None:
+    """Each call about a session sends ``session-id: <id>`` (the one it resumes, else the one it
+    saves), so a proxy hashing on it sends a conversation to the replica that has it cached."""
+    servicer, client = fake
+    chat = client.session("a")
+    chat.send("hi")  # looks "a" up first (not found), then saves it
+    chat.send("again")
+    chat.fork("b").send("branch")  # reads "a": routed by "a"
+    client.generate("no session")
+    assert servicer.routed == [
+        ("GetSession", "a"),
+        ("Generate", "a"),
+        ("Generate", "a"),
+        ("Generate", "a"),
+        ("Generate", ""),
+    ]
+    (tmp_path / "s.bin").write_bytes(b"x")
+    client.import_session("c", tmp_path / "s.bin", if_revision=4)
+    client.import_session("d", tmp_path / "s.bin")
+    client.import_session("e", tmp_path / "s.bin", if_revision=0)
+    assert servicer.if_revisions == [4, None, 0]

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from hgrn2_client import Client, InvalidArgumentError, NotFoundError, SamplingOptions
+from hgrn2_client import (
+    AbortedError,
+    Client,
+    InvalidArgumentError,
+    NotFoundError,
+    SamplingOptions,
+)
 
 GREEDY: SamplingOptions = {"max_new_tokens": 8, "temperature": 0, "ignore_eos": True}
 
@@ -76,3 +82,32 @@ def test_list_and_delete(sessions: Client) -> None:
         session.info()
     with pytest.raises(NotFoundError):
         sessions.delete_session(session.id)
+
+
+def test_revisions_count_saves_and_guard_continuations(sessions: Client, tmp_path: Path) -> None:
+    session = sessions.session(new_id())
+    first = session.send([1, 17, 42], **GREEDY)
+    assert (first.resumed_revision, first.saved_revision) == (0, 1)
+    second = session.send([5], **GREEDY)
+    assert (second.resumed_revision, second.saved_revision) == (1, 2)
+    assert session.revision == 2 == session.info().revision
+    assert sessions.score(None, [3, 4], session_id=session.id).session_revision == 2
+    # A save that expects an older revision is refused, naming both; nothing changes.
+    with pytest.raises(AbortedError, match="is at revision 2, not revision 1"):
+        session.send([6], save_if_revision=1, **GREEDY)
+    assert session.info().revision == 2
+    assert session.send([6], save_if_revision=2, **GREEDY).saved_revision == 3
+    with pytest.raises(InvalidArgumentError, match="save_overwrite"):
+        session.send([6], save_if_revision=3, save_overwrite=True, **GREEDY)
+    # Export carries the revision; an import keeps it, or takes the next one over a session.
+    path = tmp_path / "s.snapshot"
+    session.export(path)
+    copy = sessions.session(new_id())
+    assert copy.import_(path).revision == 3
+    assert copy.revision == 3
+    with pytest.raises(AbortedError, match="already exists"):
+        sessions.import_session(copy.id, path, if_revision=0)
+    assert sessions.import_session(copy.id, path, if_revision=3).revision == 4
+    assert [s.revision for s in sessions.list_sessions() if s.session_id == copy.id] == [4]
+    copy.delete()
+    session.delete()
