@@ -228,6 +228,21 @@ def check_overlay(overlay, kubectl, mapped_variables, adapter_metrics):
         check(f"{name}: the Deployment leaves replicas to the HPA", "replicas" not in deployment["spec"])
 
 
+def check_session_affinity_examples():
+    """deploy/k8s/examples/session-affinity: not applied by an overlay (their CRDs are the
+    proxy's), but each parses, names what it is, and hashes on the metadata the clients send."""
+    folder = K8S / "examples/session-affinity"
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            objects = [o for o in yaml.safe_load_all(path.read_text()) if o]
+        except yaml.YAMLError as e:
+            check(f"{path.name} parses", False, str(e))
+            continue
+        named = all(("kind" in o and "metadata" in o) or "static_resources" in o for o in objects)
+        check(f"{path.name} parses and names each object's kind", bool(objects) and named)
+        check(f"{path.name} hashes on the session-id header", "session-id" in path.read_text())
+
+
 def main():
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
@@ -240,6 +255,7 @@ def main():
     check("overlays gpu and cpu exist", {"gpu", "cpu"} <= {p.name for p in overlays})
     for overlay in overlays:
         check_overlay(overlay, kubectl, mapped, adapter_metric_names())
+    check_session_affinity_examples()
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
