@@ -364,7 +364,7 @@ class ByteLevelPreTokenizer : public PreTokenizer {
     std::vector<Piece> out;
     std::vector<std::pair<size_t, size_t>> matches;
     for (Piece& piece : *pieces) {
-      if (add_prefix_space_ && !absl::StartsWith(piece.text, " ")) piece.text.insert(0, " ");
+      if (add_prefix_space_ && !absl::StartsWith(piece.text, " ")) piece.text.insert(0, 1, ' ');
       if (regex_ != nullptr) {
         matches.clear();
         regex_->FindAll(piece.text, &matches);
