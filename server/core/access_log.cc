@@ -1,60 +1,53 @@
-// LogAccess: an access record as one line of key=value fields.
+// The access log's fields and level, written through the log in either format.
 #include "server/core/access_log.h"
 
-#include <string>
+#include <optional>
 
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "server/core/log.h"
+#include "server/core/traceparent.h"
 
 namespace hgrn2::server {
-namespace {
 
-// A field's value, quoted when it holds a space, a quote, '=' or a control character (so the
-// record stays one line that splits cleanly); control characters as \xNN.
-std::string Value(const std::string& value) {
-  bool plain = !value.empty();
-  for (unsigned char c : value) plain = plain && c > 0x20 && c != '"' && c != '=' && c != '\\';
-  if (plain) return value;
-  std::string quoted = "\"";
-  for (unsigned char c : value) {
-    if (c < 0x20 || c == 0x7f) {
-      absl::StrAppend(&quoted, absl::StrFormat("\\x%02x", c));
-      continue;
-    }
-    if (c == '"' || c == '\\') quoted += '\\';
-    quoted += static_cast<char>(c);
+std::vector<LogField> AccessLogFields(const AccessLogRecord& record) {
+  std::vector<LogField> fields;
+  const auto text = [&fields](const char* key, const std::string& value) {
+    if (!value.empty()) fields.emplace_back(key, value);
+  };
+  text("method", record.method);
+  text("request_id", record.request_id);
+  text("tenant", record.tenant);
+  text("peer", record.peer);
+  fields.emplace_back("code", absl::StatusCodeToString(record.code));
+  fields.emplace_back("prompt_tokens", record.prompt_tokens);
+  fields.emplace_back("generated_tokens", record.generated_tokens);
+  if (record.time_to_first_token.has_value()) {
+    fields.emplace_back("time_to_first_token_ms",
+                        absl::ToDoubleMilliseconds(*record.time_to_first_token));
   }
-  return quoted + "\"";
+  fields.emplace_back("duration_ms", absl::ToDoubleMilliseconds(record.duration));
+  text("finish_reason", record.finish_reason);
+  text("session_id", record.session_id);
+  text("save_session_as", record.save_session_as);
+  if (const std::optional<TraceParent> trace = ParseTraceParent(record.traceparent)) {
+    fields.emplace_back("traceparent", trace->ToString());
+    fields.emplace_back("trace_id", trace->trace_id);
+  }
+  if (record.code != absl::StatusCode::kOk) text("error", record.message);
+  return fields;
 }
 
-}  // namespace
+LogLevel AccessLogLevel(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kDataLoss:
+      return LogLevel::kError;
+    default:
+      return LogLevel::kInfo;
+  }
+}
 
 void LogAccess(const AccessLogRecord& record) {
-  std::string line = absl::StrCat("access method=", Value(record.method),
-                                  " request_id=", Value(record.request_id));
-  if (!record.tenant.empty()) absl::StrAppend(&line, " tenant=", Value(record.tenant));
-  absl::StrAppend(&line, " peer=", Value(record.peer),
-                  " code=", absl::StatusCodeToString(record.code));
-  absl::StrAppend(&line, " prompt_tokens=", record.prompt_tokens,
-                  " generated_tokens=", record.generated_tokens);
-  if (record.time_to_first_token) {
-    absl::StrAppend(
-        &line,
-        absl::StrFormat(" ttft_ms=%.3f", absl::ToDoubleMilliseconds(*record.time_to_first_token)));
-  }
-  absl::StrAppend(
-      &line, absl::StrFormat(" duration_ms=%.3f", absl::ToDoubleMilliseconds(record.duration)));
-  if (!record.finish_reason.empty()) absl::StrAppend(&line, " finish=", record.finish_reason);
-  if (!record.session_id.empty()) absl::StrAppend(&line, " session_id=", record.session_id);
-  if (!record.save_session_as.empty()) {
-    absl::StrAppend(&line, " save_session_as=", record.save_session_as);
-  }
-  if (!record.traceparent.empty()) {
-    absl::StrAppend(&line, " traceparent=", Value(record.traceparent));
-  }
-  if (!record.message.empty()) absl::StrAppend(&line, " error=", Value(record.message));
-  Log(line);
+  Log(AccessLogLevel(record.code), "access", AccessLogFields(record));
 }
 
 }  // namespace hgrn2::server

@@ -54,7 +54,7 @@ TEST(CallScope, AdmitsCountsAndLogsOneRecordPerCall) {
   const std::string log = ::testing::internal::GetCapturedStderr();
   EXPECT_THAT(log, HasSubstr("access method=Generate request_id=my-id peer=ipv4:127.0.0.1:1234 "
                              "code=OK prompt_tokens=7 generated_tokens=3"));
-  EXPECT_THAT(log, HasSubstr("finish=length"));
+  EXPECT_THAT(log, HasSubstr("finish_reason=length"));
   EXPECT_THAT(log,
               HasSubstr("traceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
   EXPECT_THAT(fixture.metrics.Render(),
