@@ -32,9 +32,18 @@ struct ServerOptions {
   // tokenizer; for benchmarks of the serving path (bench/serving/).
   std::string preset;
   std::string host = "0.0.0.0";
-  int port = 50051;             // 0 = any free port (the bound one is logged and in Server::port())
-  int metrics_port = 9400;      // 0 = no metrics endpoint
-  std::string metrics_host;     // empty: the same as host
+  int port = 50051;          // 0 = any free port (the bound one is logged and in Server::port())
+  int metrics_port = 9400;   // 0 = no metrics endpoint
+  std::string metrics_host;  // empty: the same as host
+  // /metrics over HTTPS with the gRPC port's certificate (tls below), client certificates
+  // required when tls.client_ca_file is set; reloads reach it as they reach the gRPC port.
+  bool metrics_tls = false;
+  // The tenant label of the request metrics: 0 = none; N = the first N tenants seen get their own
+  // value, the rest share "other" (server/metrics.h).
+  int metrics_tenant_limit = 0;
+  // The label model_name of every metric; empty: the model folder's name ("random:<preset>" for
+  // a preset).
+  std::string served_model_name;
   std::string device = "auto";  // cpu, cuda or auto
   std::string dtype = "bf16";   // cuda: weights and activations (bf16, f16, f32)
   std::string state_dtype = "f32";

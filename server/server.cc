@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <climits>
+#include <filesystem>
+#include <functional>
 #include <future>
 #include <optional>
 #include <string>
@@ -64,8 +66,26 @@ absl::Status AwaitScore(std::shared_ptr<PendingScore> pending, std::future<void>
 
 }  // namespace
 
+std::string Server::ServedModelName(const ServerOptions& options) {
+  if (!options.served_model_name.empty()) return options.served_model_name;
+  if (!options.preset.empty()) return absl::StrCat("random:", options.preset);
+  std::filesystem::path path(options.model_dir);
+  if (!path.has_filename()) path = path.parent_path();  // "models/hgrn2-demo/"
+  return path.filename().string();
+}
+
+Server::Server(const ServerOptions& options)
+    : options_(options), metrics_(ServedModelName(options), options.metrics_tenant_limit) {}
+
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
   HGRN2_RETURN_IF_ERROR(CheckLimits(options.limits));
+  if (options.metrics_tenant_limit < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--metrics-tenant-limit must be >= 0, got ", options.metrics_tenant_limit));
+  }
+  if (options.metrics_tls && options.tls.cert_file.empty()) {
+    return absl::InvalidArgumentError("--metrics-tls needs --tls-cert and --tls-key");
+  }
   if (options.max_receive_message_bytes < 1 || options.max_streams_per_connection < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--max-message-bytes and --max-streams-per-connection must be >= 1, got ",
@@ -87,22 +107,26 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (!access.ok()) return access.status();
   server->access_ = *std::move(access);
   if (server->tls_ != nullptr) {
-    Log(absl::StrCat("TLS on the gRPC port with ", options.tls.cert_file,
-                     options.tls.client_ca_file.empty()
-                         ? std::string()
-                         : absl::StrCat("; client certificates required, verified against ",
-                                        options.tls.client_ca_file)));
+    LogInfo(absl::StrCat("TLS on the gRPC port with ", options.tls.cert_file,
+                         options.tls.client_ca_file.empty()
+                             ? std::string()
+                             : absl::StrCat("; client certificates required, verified against ",
+                                            options.tls.client_ca_file)));
   }
   if (server->access_->enabled()) {
-    Log(absl::StrCat("API keys from ", options.api_keys_file,
-                     ": every Inference and Sessions call needs one"));
+    LogInfo(absl::StrCat("API keys from ", options.api_keys_file,
+                         ": every Inference and Sessions call needs one"));
   }
   HGRN2_RETURN_IF_ERROR(server->Load());
   HGRN2_RETURN_IF_ERROR(server->WarmUp());
 
   if (options.metrics_port > 0) {
     const std::string& host = options.metrics_host.empty() ? options.host : options.metrics_host;
-    HGRN2_RETURN_IF_ERROR(server->metrics_.Serve(host, options.metrics_port));
+    std::function<bool(SSL_CTX&)> https;
+    if (options.metrics_tls) {
+      https = [tls = server->tls_.get()](SSL_CTX& ctx) { return tls->ConfigureHttps(ctx); };
+    }
+    HGRN2_RETURN_IF_ERROR(server->metrics_.Serve(host, options.metrics_port, std::move(https)));
   }
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -220,10 +244,16 @@ absl::Status Server::Load() {
   }
   inference_ = std::make_unique<InferenceService>(engine_options, std::move(served), parts_);
   const ModelConfig& c = model_->config();
-  Log(absl::StrCat("loaded ", model_name, ": ", c.num_layers, " layers, hidden ", c.hidden_size,
+  LogInfo(
+      absl::StrCat("loaded ", model_name, ": ", c.num_layers, " layers, hidden ", c.hidden_size,
                    ", vocabulary ", c.vocab_size, ", ", c.num_parameters(), " parameters, on ",
                    backend_->name(), " (", FlagName(backend_->compute_dtype()), "); ",
-                   tokenizer_ ? tokenizer_->kind() : std::string("no tokenizer: token ids only")));
+                   tokenizer_ ? tokenizer_->kind() : std::string("no tokenizer: token ids only")),
+      {{"model", model_name},
+       {"served_model_name", metrics_.served_model_name()},
+       {"parameters", c.num_parameters()},
+       {"backend", std::string(backend_->name())},
+       {"dtype", FlagName(backend_->compute_dtype())}});
   return absl::OkStatus();
 }
 
@@ -240,7 +270,8 @@ absl::Status Server::WarmUp() {
   if (!stream.ok()) return WithContext(stream.status(), "warm-up");
   const StreamUpdate end = (*stream)->Wait();
   if (!end.end->status.ok()) return WithContext(end.end->status, "warm-up generation");
-  Log(absl::StrCat("warm-up passed in ", absl::FormatDuration(absl::Now() - start)));
+  const absl::Duration took = absl::Now() - start;
+  LogInfo(absl::StrCat("warm-up passed in ", absl::FormatDuration(took)), {{"seconds", took}});
   return absl::OkStatus();
 }
 
@@ -269,8 +300,11 @@ void Server::ProbeLoop() {
     const absl::Status probe = Probe(options_.health_check_timeout);
     if (probe.ok() != serving) {
       serving = probe.ok();
-      Log(serving ? std::string("health probe passed again: SERVING")
-                  : absl::StrCat("health probe failed, NOT_SERVING: ", probe.message()));
+      if (serving) {
+        LogInfo("health probe passed again: SERVING");
+      } else {
+        LogError(absl::StrCat("health probe failed, NOT_SERVING: ", probe.message()));
+      }
       SetServing(serving);
     }
   }
@@ -299,8 +333,10 @@ void Server::Shutdown(absl::Duration drain_timeout) {
   }
   changed_.notify_all();
   calls_.StartDraining();
-  Log(absl::StrCat("draining: ", calls_.active(), " calls in progress, up to ",
-                   absl::FormatDuration(drain_timeout)));
+  const int64_t in_progress = calls_.active();
+  LogInfo(absl::StrCat("draining: ", in_progress, " calls in progress, up to ",
+                       absl::FormatDuration(drain_timeout)),
+          {{"calls", in_progress}, {"drain_timeout_seconds", drain_timeout}});
   const absl::Time deadline = absl::Now() + drain_timeout;
   while (absl::Now() < deadline) {
     if (calls_.WaitIdle(std::min(absl::Milliseconds(50), deadline - absl::Now()))) break;
@@ -308,7 +344,10 @@ void Server::Shutdown(absl::Duration drain_timeout) {
     if (stop_draining_) break;
   }
   const int64_t left = calls_.active();
-  if (left > 0) Log(absl::StrCat("drain over: ending ", left, " calls with UNAVAILABLE"));
+  if (left > 0) {
+    LogWarning(absl::StrCat("drain over: ending ", left, " calls with UNAVAILABLE"),
+               {{"calls", left}});
+  }
   if (probe_thread_.joinable()) probe_thread_.join();
   engine_->Stop();
   if (grpc_server_ != nullptr) {
@@ -320,7 +359,7 @@ void Server::Shutdown(absl::Duration drain_timeout) {
   // what those post. Nothing on the stream workers starts a save any more: every call has ended.
   session_workers_.reset();
   workers_.reset();
-  Log("stopped");
+  LogInfo("stopped");
   {
     std::lock_guard<std::mutex> lock(mutex_);
     shut_down_ = true;
@@ -341,25 +380,27 @@ absl::Status Server::Reload() {
   if (tls_ != nullptr) {
     absl::StatusOr<std::string> tls = tls_->Reload();
     if (tls.ok()) {
-      Log(absl::StrCat("TLS reloaded: ", *tls, " (served within ", ServingTls::kRefreshSeconds,
-                       " s)"));
+      LogInfo(absl::StrCat("TLS reloaded: ", *tls, " (served within ", ServingTls::kRefreshSeconds,
+                           " s)"));
     } else {
-      Log(absl::StrCat("TLS reload refused, still serving the previous certificate: ",
-                       tls.status().message()));
+      LogWarning(absl::StrCat("TLS reload refused, still serving the previous certificate: ",
+                              tls.status().message()));
       first = tls.status();
     }
   }
   if (access_->enabled()) {
     absl::StatusOr<std::string> keys = access_->Reload();
     if (keys.ok()) {
-      Log(absl::StrCat("API keys reloaded: ", *keys));
+      LogInfo(absl::StrCat("API keys reloaded: ", *keys));
     } else {
-      Log(absl::StrCat("API keys reload refused, the previous keys stay in force: ",
-                       keys.status().message()));
+      LogWarning(absl::StrCat("API keys reload refused, the previous keys stay in force: ",
+                              keys.status().message()));
       if (first.ok()) first = keys.status();
     }
   }
-  if (tls_ == nullptr && !access_->enabled()) Log("reload: no TLS files or API keys to reload");
+  if (tls_ == nullptr && !access_->enabled()) {
+    LogWarning("reload: no TLS files or API keys to reload");
+  }
   return first;
 }
 

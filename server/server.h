@@ -28,6 +28,9 @@ namespace hgrn2::server {
 // thread, any number of times.
 class Server {
  public:
+  // options.served_model_name, or what it defaults to: the model folder's name.
+  static std::string ServedModelName(const ServerOptions& options);
+
   // Loads the model and its tokenizer, starts the engine, runs a warm-up (a scoring pass and a
   // short generation), binds the ports and starts serving: health is SERVING when this returns.
   // InvalidArgument for bad options or a model that cannot be loaded; Unavailable for a port
@@ -54,7 +57,7 @@ class Server {
   absl::Status Reload();
 
  private:
-  explicit Server(const ServerOptions& options) : options_(options) {}
+  explicit Server(const ServerOptions& options);
   absl::Status Load();
   absl::Status WarmUp();
   // Submits a tiny scoring pass and waits for it (up to `timeout`).

@@ -254,7 +254,51 @@ absl::StatusOr<std::string> ServingTls::Install() {
       return written;
     }
   }
+  {
+    std::lock_guard<std::mutex> pem_lock(pem_mutex_);
+    identity_pem_ = std::move(combined);
+    client_ca_pem_ = std::move(client_cas);
+  }
   return line;
+}
+
+bool ServingTls::ConfigureHttps(SSL_CTX& ctx) {
+  SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
+  SSL_CTX_set_cert_cb(&ctx, &ServingTls::SelectCertificate, this);
+  return true;
+}
+
+int ServingTls::SelectCertificate(SSL* ssl, void* self) {
+  std::string identity;
+  std::string client_cas;
+  {
+    ServingTls& tls = *static_cast<ServingTls*>(self);
+    std::lock_guard<std::mutex> lock(tls.pem_mutex_);
+    identity = tls.identity_pem_;
+    client_cas = tls.client_ca_pem_;
+  }
+  // Both were checked by Install (CheckIdentity, CheckCaBundle) before they were put in force.
+  absl::StatusOr<std::vector<X509Ptr>> chain = ReadCertificates(identity);
+  if (!chain.ok() || chain->empty()) return 0;
+  BioPtr key_bio = MemoryBio(identity);
+  KeyPtr key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+  if (key == nullptr || SSL_use_certificate(ssl, (*chain)[0].get()) != 1 ||
+      SSL_use_PrivateKey(ssl, key.get()) != 1 || SSL_clear_chain_certs(ssl) != 1) {
+    return 0;
+  }
+  for (size_t i = 1; i < chain->size(); ++i) {
+    if (SSL_add1_chain_cert(ssl, (*chain)[i].get()) != 1) return 0;
+  }
+  if (!client_cas.empty()) {
+    absl::StatusOr<std::vector<X509Ptr>> cas = ReadCertificates(client_cas);
+    if (!cas.ok()) return 0;
+    X509_STORE* store = X509_STORE_new();
+    if (store == nullptr) return 0;
+    for (const X509Ptr& ca : *cas) X509_STORE_add_cert(store, ca.get());
+    SSL_set0_verify_cert_store(ssl, store);  // the SSL owns it from here
+    SSL_set_verify(ssl, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  }
+  return 1;
 }
 
 }  // namespace hgrn2::server

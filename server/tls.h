@@ -2,6 +2,8 @@
 // OpenSSL checks a certificate, key and CA bundle pass before they are served.
 #pragma once
 
+#include <openssl/ssl.h>
+
 #include <memory>
 #include <mutex>
 #include <string>
@@ -53,6 +55,12 @@ class ServingTls {
   // reason nothing changed.
   absl::StatusOr<std::string> Reload();
 
+  // For an HTTPS endpoint beside the gRPC port (/metrics with --metrics-tls): sets `ctx` up so that
+  // every handshake presents the identity in force (a reload reaches the next connection) and,
+  // with a client CA, requires a client certificate signed by the CAs in force. False when
+  // OpenSSL refuses. This object must outlive `ctx`.
+  bool ConfigureHttps(SSL_CTX& ctx);
+
  private:
   explicit ServingTls(const TlsOptions& options) : options_(options) {}
   // Reads, checks and copies the files into folder_; the log line.
@@ -62,6 +70,12 @@ class ServingTls {
   std::string folder_;  // the private copies
   std::mutex mutex_;    // one Install at a time
   std::shared_ptr<grpc::ServerCredentials> credentials_;
+  // The validated PEMs in force, for ConfigureHttps's handshakes.
+  std::mutex pem_mutex_;
+  std::string identity_pem_;   // the chain, then the key
+  std::string client_ca_pem_;  // empty: no client certificates asked for
+  // Called by OpenSSL in each handshake (SSL_CTX_set_cert_cb).
+  static int SelectCertificate(SSL* ssl, void* self);
 };
 
 }  // namespace hgrn2::server

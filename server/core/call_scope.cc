@@ -48,7 +48,7 @@ void CallScope::Record(const CallParts& parts, const CallInfo& info, const std::
                        const std::string& tenant, const CallOutcome& outcome,
                        const absl::Status& status) {
   const absl::Duration duration = absl::Now() - info.start;
-  parts.metrics->RecordRequest(info.method, status.code(), absl::ToDoubleSeconds(duration));
+  parts.metrics->RecordRequest(info.method, status.code(), absl::ToDoubleSeconds(duration), tenant);
   AccessLogRecord record;
   record.method = info.method;
   record.request_id = request_id;

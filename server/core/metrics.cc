@@ -4,6 +4,8 @@
 #include <pthread.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -153,8 +155,10 @@ class ServerMetrics::EngineCollector {
   std::function<SessionMetrics()> session_source_;
 };
 
-ServerMetrics::ServerMetrics()
-    : registry_(std::make_shared<prometheus::Registry>()),
+ServerMetrics::ServerMetrics(std::string served_model_name, int tenant_label_limit)
+    : served_model_name_(std::move(served_model_name)),
+      tenant_label_limit_(tenant_label_limit),
+      registry_(std::make_shared<prometheus::Registry>()),
       engine_collector_(std::make_shared<EngineCollector>()) {
   auto& registry = *registry_;
   requests_ = &prometheus::BuildCounter()
@@ -202,7 +206,7 @@ ServerMetrics::ServerMetrics()
                         .Name("hgrn2_refused_calls_total")
                         .Help(
                             "Calls refused by access control (API keys, tenant limits), by "
-                            "reason and tenant.")
+                            "reason (and tenant, with --metrics-tenant-limit).")
                         .Register(registry);
   model_info_ = &prometheus::BuildGauge()
                      .Name("hgrn2_model_info")
@@ -219,8 +223,17 @@ void ServerMetrics::StopServing() {
   http_.reset();
 }
 
-absl::Status ServerMetrics::Serve(const std::string& host, int port) {
-  auto http = std::make_unique<httplib::Server>();
+absl::Status ServerMetrics::Serve(const std::string& host, int port,
+                                  std::function<bool(SSL_CTX&)> https) {
+  std::unique_ptr<httplib::Server> http;
+  if (https) {
+    http = std::make_unique<httplib::SSLServer>(https);
+    if (!http->is_valid()) {
+      return absl::InternalError("metrics: OpenSSL refused the TLS set-up of the metrics port");
+    }
+  } else {
+    http = std::make_unique<httplib::Server>();
+  }
   // cpp-httplib's default also sets SO_REUSEPORT, which lets a second server bind the same port
   // and take half the scrapes; SO_REUSEADDR alone makes a port in use an error.
   http->set_socket_options([](socket_t socket) {
@@ -245,10 +258,31 @@ absl::Status ServerMetrics::Serve(const std::string& host, int port) {
 
 std::string ServerMetrics::Render() const {
   std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  std::vector<prometheus::MetricFamily> no_families;
   for (prometheus::MetricFamily& family : engine_collector_->Collect()) {
     families.push_back(std::move(family));
   }
+  // The served model's name on every series, in the place a constant label would have (labels
+  // sorted by name), whichever way the family was made.
+  const prometheus::ClientMetric::Label model{"model_name", served_model_name_};
+  for (prometheus::MetricFamily& family : served_model_name_.empty() ? no_families : families) {
+    for (prometheus::ClientMetric& metric : family.metric) {
+      auto at = std::find_if(metric.label.begin(), metric.label.end(),
+                             [&](const auto& label) { return label.name > model.name; });
+      metric.label.insert(at, model);
+    }
+  }
   return prometheus::TextSerializer().Serialize(families);
+}
+
+std::string ServerMetrics::TenantLabel(const std::string& tenant) {
+  std::lock_guard<std::mutex> lock(tenants_mutex_);
+  if (tenant.empty() || tenants_.contains(tenant)) return tenant;
+  if (static_cast<int>(tenants_.size()) < tenant_label_limit_) {
+    tenants_.insert(tenant);
+    return tenant;
+  }
+  return kOtherTenants;
 }
 
 void ServerMetrics::SetEngineStatsSource(std::function<EngineStats()> source) {
@@ -266,13 +300,25 @@ void ServerMetrics::SetModelInfo(const std::string& model, const std::string& ba
 
 void ServerMetrics::SetServing(bool serving) { serving_->Set(serving ? 1 : 0); }
 
-void ServerMetrics::RecordRequest(const std::string& rpc, absl::StatusCode code, double seconds) {
-  requests_->Add({{"rpc", rpc}, {"code", absl::StatusCodeToString(code)}}).Increment();
+void ServerMetrics::RecordRequest(const std::string& rpc, absl::StatusCode code, double seconds,
+                                  const std::string& tenant) {
+  const std::string code_name = absl::StatusCodeToString(code);
+  if (tenant_label_limit_ > 0) {
+    const std::string label = TenantLabel(tenant);
+    requests_->Add({{"rpc", rpc}, {"code", code_name}, {"tenant", label}}).Increment();
+    request_duration_->Add({{"rpc", rpc}, {"tenant", label}}, LatencyBuckets()).Observe(seconds);
+    return;
+  }
+  requests_->Add({{"rpc", rpc}, {"code", code_name}}).Increment();
   request_duration_->Add({{"rpc", rpc}}, LatencyBuckets()).Observe(seconds);
 }
 
 void ServerMetrics::RecordRefusedCall(const std::string& reason, const std::string& tenant) {
-  refused_calls_->Add({{"reason", reason}, {"tenant", tenant}}).Increment();
+  if (tenant_label_limit_ > 0) {
+    refused_calls_->Add({{"reason", reason}, {"tenant", TenantLabel(tenant)}}).Increment();
+  } else {
+    refused_calls_->Add({{"reason", reason}}).Increment();
+  }
 }
 
 void ServerMetrics::RecordStep(const StepReport& step) {

@@ -368,12 +368,18 @@ TEST_F(SecurityTest, ApiKeysAreRequiredOnEveryServiceButHealth) {
   EXPECT_EQ(anonymous.Health("hgrn2.v1.Inference"), HealthCheckResponse::SERVING);
 
   const std::string scrape = Scrape(server_->metrics_port());
-  EXPECT_GE(MetricValue(scrape, R"(hgrn2_refused_calls_total{reason="missing_api_key",tenant=""})"),
-            5);
-  EXPECT_EQ(MetricValue(scrape, R"(hgrn2_refused_calls_total{reason="unknown_api_key",tenant=""})"),
-            1);
+  EXPECT_GE(
+      MetricValue(scrape,
+                  R"(hgrn2_refused_calls_total{model_name="tiny-a",reason="missing_api_key"})"),
+      5);
   EXPECT_EQ(
-      MetricValue(scrape, R"(hgrn2_refused_calls_total{reason="malformed_api_key",tenant=""})"), 1);
+      MetricValue(scrape,
+                  R"(hgrn2_refused_calls_total{model_name="tiny-a",reason="unknown_api_key"})"),
+      1);
+  EXPECT_EQ(
+      MetricValue(scrape,
+                  R"(hgrn2_refused_calls_total{model_name="tiny-a",reason="malformed_api_key"})"),
+      1);
   EXPECT_THAT(scrape, Not(HasSubstr(keys.acme_key)));
   EXPECT_THAT(scrape, Not(HasSubstr("not-the-key")));
 }
@@ -526,6 +532,7 @@ TEST_F(SecurityTest, TokensPerMinuteLimitRefusesTheNextCall) {
   ServerOptions options = Options();
   options.api_keys_file = keys.path.string();
   options.metrics_port = FreePort();
+  options.metrics_tenant_limit = 10;  // refusals by tenant
   StartServer(options);
   Client acme(Channel(nullptr, keys.acme_key));
   Client lab(Channel(nullptr, keys.lab_key));
@@ -554,10 +561,14 @@ TEST_F(SecurityTest, TokensPerMinuteLimitRefusesTheNextCall) {
 
   const std::string scrape = Scrape(server_->metrics_port());
   EXPECT_EQ(
-      MetricValue(scrape, R"(hgrn2_refused_calls_total{reason="tokens_per_minute",tenant="acme"})"),
+      MetricValue(
+          scrape,
+          R"(hgrn2_refused_calls_total{model_name="tiny-a",reason="tokens_per_minute",tenant="acme"})"),
       2);
   EXPECT_EQ(
-      MetricValue(scrape, R"(hgrn2_refused_calls_total{reason="tokens_per_minute",tenant="lab"})"),
+      MetricValue(
+          scrape,
+          R"(hgrn2_refused_calls_total{model_name="tiny-a",reason="tokens_per_minute",tenant="lab"})"),
       -1);
 }
 

@@ -411,30 +411,32 @@ TEST_F(ServerTest, CancellationAndDeadlinesFreeTheSequence) {
   std::string scrape;
   for (int i = 0; i < 100; ++i) {
     scrape = Scrape(server_->metrics_port());
-    if (MetricValue(scrape, "hgrn2_running_sequences") == 0 &&
-        MetricValue(scrape, "hgrn2_active_streams") == 0 &&
-        MetricValue(scrape, "hgrn2_state_slots_used") == 0) {
+    if (MetricValue(scrape, R"(hgrn2_running_sequences{model_name="tiny-a"})") == 0 &&
+        MetricValue(scrape, R"(hgrn2_active_streams{model_name="tiny-a"})") == 0 &&
+        MetricValue(scrape, R"(hgrn2_state_slots_used{model_name="tiny-a"})") == 0) {
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  EXPECT_EQ(MetricValue(scrape, "hgrn2_running_sequences"), 0) << scrape;
-  EXPECT_EQ(MetricValue(scrape, "hgrn2_active_streams"), 0) << scrape;
-  EXPECT_EQ(MetricValue(scrape, "hgrn2_state_slots_used"), 0) << scrape;
+  EXPECT_EQ(MetricValue(scrape, R"(hgrn2_running_sequences{model_name="tiny-a"})"), 0) << scrape;
+  EXPECT_EQ(MetricValue(scrape, R"(hgrn2_active_streams{model_name="tiny-a"})"), 0) << scrape;
+  EXPECT_EQ(MetricValue(scrape, R"(hgrn2_state_slots_used{model_name="tiny-a"})"), 0) << scrape;
   // The server learns of a passed deadline either from its own timer or from the client's
   // cancellation, which can come first on a loaded machine; it counts DEADLINE_EXCEEDED when the
   // cancellation is within kDeadlineSlack of the deadline, else CANCELLED. So the second call is
   // one or the other, and the first is CANCELLED.
-  const double cancelled =
-      MetricValue(scrape, "hgrn2_requests_total{code=\"CANCELLED\",rpc=\"Generate\"}");
-  const double deadline_exceeded =
-      MetricValue(scrape, "hgrn2_requests_total{code=\"DEADLINE_EXCEEDED\",rpc=\"Generate\"}");
+  const double cancelled = MetricValue(
+      scrape, R"(hgrn2_requests_total{code="CANCELLED",model_name="tiny-a",rpc="Generate"})");
+  const double deadline_exceeded = MetricValue(
+      scrape,
+      R"(hgrn2_requests_total{code="DEADLINE_EXCEEDED",model_name="tiny-a",rpc="Generate"})");
   EXPECT_GE(cancelled, 1) << scrape;
   EXPECT_EQ(cancelled + std::max(deadline_exceeded, 0.0), 2) << scrape;
-  EXPECT_GT(MetricValue(scrape, "hgrn2_generated_tokens_total"), 0);
-  EXPECT_GT(MetricValue(scrape, "hgrn2_time_to_first_token_seconds_count"), 0);
-  EXPECT_GT(MetricValue(scrape, "hgrn2_decode_batch_size_count"), 0);
-  EXPECT_EQ(MetricValue(scrape, "hgrn2_serving"), 1);
+  EXPECT_GT(MetricValue(scrape, R"(hgrn2_generated_tokens_total{model_name="tiny-a"})"), 0);
+  EXPECT_GT(MetricValue(scrape, R"(hgrn2_time_to_first_token_seconds_count{model_name="tiny-a"})"),
+            0);
+  EXPECT_GT(MetricValue(scrape, R"(hgrn2_decode_batch_size_count{model_name="tiny-a"})"), 0);
+  EXPECT_EQ(MetricValue(scrape, R"(hgrn2_serving{model_name="tiny-a"})"), 1);
 }
 
 // A reader that stops reading holds only its own stream: another finishes meanwhile.
