@@ -1,7 +1,8 @@
-// hgrn2-server: flags into ServerOptions, start the server, reload its certificates and API keys
-// on SIGHUP, and drain it on SIGTERM/SIGINT.
+// hgrn2-server: flags (or their HGRN2_* variables, or a config file) into ServerOptions, start the
+// server, reload its certificates and API keys on SIGHUP, and drain it on SIGTERM/SIGINT.
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -11,10 +12,13 @@
 #include <future>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "server/core/log.h"
@@ -24,6 +28,7 @@
 namespace {
 
 constexpr int kExitUsage = 2;
+constexpr const char* kConfigVariable = "HGRN2_CONFIG";
 // The bundled model, relative to the working directory or, failing that, to the source tree the
 // binary was built from.
 constexpr const char* kDefaultModel = "models/hgrn2-demo";
@@ -33,6 +38,35 @@ std::string DefaultModel() {
   const std::filesystem::path built = std::filesystem::path(HGRN2_SOURCE_DIR) / kDefaultModel;
   return std::filesystem::exists(built) ? built.string() : kDefaultModel;
 }
+
+// The variable every flag is also read from: --max-running is HGRN2_MAX_RUNNING.
+std::string VariableOf(const CLI::Option& option) {
+  std::string name = option.get_lnames().front();
+  return absl::StrCat("HGRN2_", absl::AsciiStrToUpper(absl::StrReplaceAll(name, {{"-", "_"}})));
+}
+
+// CLI11's TOML/INI reader, with one change: a key whose flag's variable is set is left out, so
+// that the variable wins over the file (CLI11 reads the file first, and a value from the file
+// would stop the variable from being read). A flag on the command line wins over both.
+class ConfigBelowVariables : public CLI::ConfigTOML {
+ public:
+  explicit ConfigBelowVariables(const CLI::App& app) : app_(app) {}
+
+  std::vector<CLI::ConfigItem> from_config(std::istream& input) const override {
+    std::vector<CLI::ConfigItem> read = CLI::ConfigTOML::from_config(input);
+    std::erase_if(read, [this](const CLI::ConfigItem& item) {
+      if (!item.parents.empty()) return false;
+      const CLI::Option* option = app_.get_option_no_throw("--" + item.name);
+      if (option == nullptr || option->get_envname().empty()) return false;
+      const char* value = std::getenv(option->get_envname().c_str());
+      return value != nullptr && *value != '\0';
+    });
+    return read;
+  }
+
+ private:
+  const CLI::App& app_;
+};
 
 // Blocks the shutdown signals and SIGHUP (reload) in every thread; the main thread takes them
 // with sigwait.
@@ -59,8 +93,8 @@ absl::StatusOr<std::unique_ptr<hgrn2::server::Server>> StartUnlessStopped(
     if (signal_number == SIGHUP) {
       reload_pending = true;
     } else if (signal_number > 0) {
-      hgrn2::server::Log(absl::StrCat("got ", strsignal(signal_number),
-                                      " while starting: exiting without serving"));
+      hgrn2::server::LogWarning(absl::StrCat("got ", strsignal(signal_number),
+                                             " while starting: exiting without serving"));
       std::_Exit(128 + signal_number);
     }
   }
@@ -80,14 +114,28 @@ int AwaitShutdownSignal(const sigset_t& signals, const std::function<void()>& on
 }  // namespace
 
 int main(int argc, char** argv) {
-  using hgrn2::server::Log;
+  using hgrn2::server::LogInfo;
+  using hgrn2::server::LogWarning;
   hgrn2::server::ServerOptions options;
   options.model_dir = DefaultModel();
   double drain_seconds = absl::ToDoubleSeconds(options.drain_timeout);
   double health_interval_seconds = absl::ToDoubleSeconds(options.health_check_interval);
   std::string session_store = absl::StrJoin(options.sessions.kinds, ",");
   double session_ttl_seconds = absl::ToDoubleSeconds(options.sessions.ttl);
-  CLI::App app{"hgrn2-server: the hgrn2.v1 gRPC inference server for HGRN2 models"};
+  std::string log_format = "text";
+  CLI::App app{
+      "hgrn2-server: the hgrn2.v1 gRPC inference server for HGRN2 models.\n"
+      "Every flag can also be set by its variable (--max-running: HGRN2_MAX_RUNNING) or in the\n"
+      "--config file (max-running = 64); a flag wins over its variable, a variable over the file."};
+  // --config first, so that --help lists it first.
+  const char* config_variable = std::getenv(kConfigVariable);
+  const std::string config_from_variable = config_variable != nullptr ? config_variable : "";
+  app.config_formatter(std::make_shared<ConfigBelowVariables>(app));
+  app.allow_config_extras(CLI::config_extras_mode::error);  // a misspelt key is an error
+  CLI::Option* config_flag = app.set_config(
+      "--config", config_from_variable,
+      "TOML or INI file of flag values, one 'flag-name = value' a line (e.g. a Kubernetes "
+      "ConfigMap)");
   CLI::Option* model_flag =
       app.add_option("--model", options.model_dir,
                      "model folder: config.json, safetensors weights, optionally a tokenizer")
@@ -103,6 +151,21 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--metrics-host", options.metrics_host,
                  "address for /metrics (default: the same as --host)");
+  app.add_flag("--metrics-tls", options.metrics_tls,
+               "serve /metrics over HTTPS with --tls-cert and --tls-key (and, with "
+               "--tls-client-ca, only to clients with a certificate it signed)");
+  app.add_option("--metrics-tenant-limit", options.metrics_tenant_limit,
+                 "label request metrics by tenant (API keys) for the first N tenants seen, the "
+                 "rest as \"other\" (0 = no tenant label)")
+      ->capture_default_str();
+  app.add_option("--served-model-name", options.served_model_name,
+                 "the model's name in metrics (label model_name) and logs (default: the model "
+                 "folder's name)");
+  app.add_option("--log-format", log_format,
+                 "text (one line a message) or json (one JSON object a line: time, level, "
+                 "message, fields)")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
   app.add_option("--device", options.device, "cpu, cuda or auto (cuda when a GPU is present)")
       ->capture_default_str();
   app.add_option("--dtype", options.dtype, "cuda: weights and activations, bf16, f16 or f32")
@@ -225,6 +288,14 @@ int main(int argc, char** argv) {
   app.add_option("--api-keys", options.api_keys_file,
                  "JSON file of tenants and SHA-256 hashes of their API keys: every Inference and "
                  "Sessions call then needs \"authorization: Bearer <key>\"; reloaded on SIGHUP");
+  // Every flag from its variable too (shown in --help as "Env:").
+  for (CLI::Option* option : app.get_options()) {
+    if (option == config_flag) {
+      option->envname(kConfigVariable);
+    } else if (option != app.get_help_ptr()) {
+      option->envname(VariableOf(*option));
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -233,6 +304,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "hgrn2-server: %s (see --help)\n", e.what());
     return kExitUsage;
   }
+  // CLI11 skips a default config file that is missing (the one HGRN2_CONFIG names); it must
+  // exist as much as one named by --config.
+  if (const std::string config = config_flag->as<std::string>();
+      !config.empty() && !std::filesystem::is_regular_file(config)) {
+    std::fprintf(stderr, "hgrn2-server: %s=%s: no such file (see --help)\n", kConfigVariable,
+                 config.c_str());
+    return kExitUsage;
+  }
+  hgrn2::server::SetLogFormat(*hgrn2::server::ParseLogFormat(log_format));
   // The request limits are checked by Server::Start (CheckLimits) before the model loads.
   if (drain_seconds < 0 || health_interval_seconds < 0 || session_ttl_seconds < 0 ||
       options.stream_threads < 1 || options.session_threads < 1) {
@@ -254,32 +334,41 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<hgrn2::server::Server>> server =
       StartUnlessStopped(options, signals, reload_pending);
   if (!server.ok()) {
-    std::fprintf(stderr, "hgrn2-server: %s\n", std::string(server.status().message()).c_str());
+    hgrn2::server::LogError(server.status().message());
     return kExitUsage;
   }
-  Log(absl::StrCat(
-      "serving ", options.preset.empty() ? options.model_dir : "preset " + options.preset, " on ",
-      options.host, ":", (*server)->port(),
+  const std::string address = absl::StrCat(options.host, ":", (*server)->port());
+  const std::string metrics_address =
       (*server)->metrics_port() > 0
-          ? absl::StrCat(", metrics on ",
-                         options.metrics_host.empty() ? options.host : options.metrics_host, ":",
-                         (*server)->metrics_port(), "/metrics")
-          : std::string()));
+          ? absl::StrCat(options.metrics_host.empty() ? options.host : options.metrics_host, ":",
+                         (*server)->metrics_port())
+          : std::string();
+  // Tests and scripts wait for this line: "serving MODEL on HOST:PORT[, metrics on ...]".
+  LogInfo(absl::StrCat("serving ",
+                       options.preset.empty() ? options.model_dir : "preset " + options.preset,
+                       " on ", address,
+                       metrics_address.empty()
+                           ? std::string()
+                           : absl::StrCat(", metrics on ", options.metrics_tls ? "https://" : "",
+                                          metrics_address, "/metrics")),
+          {{"model_name", hgrn2::server::Server::ServedModelName(options)},
+           {"address", address},
+           {"metrics_address", metrics_address}});
 
   if (reload_pending) {
-    Log("got SIGHUP while starting: reloading the TLS files and API keys");
+    LogInfo("got SIGHUP while starting: reloading the TLS files and API keys");
     (*server)->Reload().IgnoreError();
   }
   const int signal_number = AwaitShutdownSignal(signals, [&] {
-    Log("got SIGHUP: reloading the TLS files and API keys");
+    LogInfo("got SIGHUP: reloading the TLS files and API keys");
     (*server)->Reload().IgnoreError();  // logged, with what stays in force
   });
-  Log(absl::StrCat("got ", strsignal(signal_number), ": shutting down"));
+  LogInfo(absl::StrCat("got ", strsignal(signal_number), ": shutting down"));
   std::thread drain([&] { (*server)->Shutdown(options.drain_timeout); });
   // A second signal cuts the drain short.
   std::thread second([&] {
     AwaitShutdownSignal(signals, [&] { (*server)->Reload().IgnoreError(); });
-    Log("second signal: ending the drain now");
+    LogWarning("second signal: ending the drain now");
     (*server)->StopDraining();
   });
   drain.join();

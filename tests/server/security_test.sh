@@ -42,9 +42,28 @@ cp "$pki/a-server.pem" "$scratch/cert.pem"
 cp "$pki/a-server.key" "$scratch/key.pem"
 keys_file first-key
 log=$scratch/server.log
-start_server "$log" --model "$data/tiny-a" --metrics-port 0 --tls-cert "$scratch/cert.pem" \
-  --tls-key "$scratch/key.pem" --tls-client-ca "$pki/a-ca.pem" --api-keys "$scratch/keys.json" ||
+metrics_port=$(free_port)
+start_server "$log" --model "$data/tiny-a" --metrics-port "$metrics_port" --metrics-tls \
+  --tls-cert "$scratch/cert.pem" --tls-key "$scratch/key.pem" --tls-client-ca "$pki/a-ca.pem" \
+  --api-keys "$scratch/keys.json" ||
   { check "hgrn2-server starts with mutual TLS and API keys" 1; finish; }
+# scrape CA CLIENT: /metrics over HTTPS trusting CA's certificate, with CLIENT's client
+# certificate (none when "-"); the page on stdout.
+scrape() {
+  local certificate=()
+  [[ $2 != - ]] && certificate=(--cert "$pki/$2-client.pem" --key "$pki/$2-client.key")
+  curl -sf --max-time 5 --cacert "$pki/$1-ca.pem" "${certificate[@]}" \
+    "https://127.0.0.1:$metrics_port/metrics"
+}
+page=$(scrape a a)
+grep -q '^hgrn2_serving{model_name="tiny-a"} 1' <<<"$page"
+check "--metrics-tls: /metrics over HTTPS with the gRPC port's certificate and client CA" $?
+scrape a - >/dev/null
+check "--metrics-tls with --tls-client-ca: a scrape without a client certificate is refused" $((!$?))
+scrape a b >/dev/null
+check "... and one with a certificate of another CA" $((!$?))
+curl -sf --max-time 5 "http://127.0.0.1:$metrics_port/metrics" >/dev/null
+check "... and a plaintext scrape" $((!$?))
 
 # cli CA CLIENT_CA ARGS...: hgrn2-cli trusting CA's certificate, with CLIENT_CA's client
 # certificate (none when "-"); stderr in $scratch/cli.err.
@@ -142,6 +161,11 @@ wait_log "TLS reloaded: certificate CN = c-server" && wait_log "API keys reloade
 check "SIGHUP: the log says what was reloaded" $?
 answers_with c second-key
 check "after SIGHUP a client trusting only the new CA connects, with the new key" $?
+page=$(scrape c a)
+grep -q '^hgrn2_serving{model_name="tiny-a"} 1' <<<"$page"
+check "after SIGHUP /metrics presents the new certificate too (a scrape trusting only CA c)" $?
+scrape a a >/dev/null
+check "... and no longer the old one" $((!$?))
 cli_as a a --api-key second-key info >/dev/null
 check "a client trusting only the old CA no longer does" $((!$?))
 cli_as c a --api-key first-key info >/dev/null
@@ -158,6 +182,8 @@ check "a bad pair and a bad keys file: refused, logged" $?
 sleep 1.5  # one refresh of the file watcher (1 s): what it serves must still be c's
 cli_as c a --api-key second-key info >/dev/null
 check "the previous certificate and keys still serve" $?
+scrape c a >/dev/null
+check "... on /metrics too" $?
 kill -0 "$server_pid"
 check "the server is still running" $?
 finish
