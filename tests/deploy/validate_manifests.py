@@ -10,7 +10,8 @@
   TLS and API key files from mounted Secrets no one else may read), a grace period longer than
   the drain plus preStop, a non-root read-only container without capabilities, one GPU per pod exactly in
   GPU overlays, named Service ports, selectors that match the pods, a ServiceMonitor port that
-  exists, HPA metrics that the Prometheus adapter exposes, and only variables the entrypoint maps.
+  exists, HPA metrics that the Prometheus adapter exposes, and only HGRN2_* variables that
+  hgrn2-server reads (each flag's, as server/main.cc declares its flags).
 
 Usage: validate_manifests.py KUBECTL     (run with the deploy tools' Python: .cache/deploy-tools)
 Prints "ok: ..." / "FAIL: ..." lines and "N passed, N failed"; exits 1 on any failure.
@@ -44,9 +45,11 @@ def check(name, ok, detail=""):
         print(f"FAIL: {name}{': ' + detail if detail else ''}")
 
 
-def entrypoint_variables():
-    text = (ROOT / "deploy/docker/entrypoint.sh").read_text()
-    return set(re.findall(r"^\s+(HGRN2_[A-Z_]+):--[a-z-]+$", text, re.M))
+def server_variables():
+    """HGRN2_<FLAG> for every flag server/main.cc declares (CLI11 reads each from its variable)."""
+    text = (ROOT / "server/main.cc").read_text()
+    flags = re.findall(r'(?:add_option|add_flag|set_config)\(\s*"--([a-z0-9-]+)"', text)
+    return {"HGRN2_" + flag.upper().replace("-", "_") for flag in flags}
 
 
 def adapter_metric_names():
@@ -110,7 +113,7 @@ def check_overlay(overlay, kubectl, mapped_variables, adapter_metrics):
     check(f"{name}: the container takes its flags from the generated ConfigMap {config['metadata']['name']}",
           refs == [config["metadata"]["name"]], str(refs))
     unknown = sorted(set(env) - mapped_variables)
-    check(f"{name}: every ConfigMap variable is one the entrypoint maps to a flag", not unknown, str(unknown))
+    check(f"{name}: every ConfigMap variable is one hgrn2-server reads", not unknown, str(unknown))
 
     grpc_port = int(env["HGRN2_PORT"])
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -248,9 +251,10 @@ def main():
         print(__doc__, file=sys.stderr)
         return 2
     kubectl = sys.argv[1]
-    mapped = entrypoint_variables()
-    check("the entrypoint maps HGRN2_PORT, HGRN2_DEVICE, HGRN2_SESSION_STORE (parsed)",
-          {"HGRN2_PORT", "HGRN2_DEVICE", "HGRN2_SESSION_STORE"} <= mapped, str(sorted(mapped)))
+    mapped = server_variables()
+    check(f"hgrn2-server reads HGRN2_PORT, HGRN2_DEVICE, HGRN2_SESSION_STORE ({len(mapped)} variables, parsed)",
+          {"HGRN2_PORT", "HGRN2_DEVICE", "HGRN2_SESSION_STORE", "HGRN2_CONFIG"} <= mapped and len(mapped) > 40,
+          str(sorted(mapped)))
     overlays = sorted(p for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists())
     check("overlays gpu and cpu exist", {"gpu", "cpu"} <= {p.name for p in overlays})
     for overlay in overlays:

@@ -19,7 +19,7 @@ if ! start_server "$scratch/ids.log" --model "$tiny" --metrics-port "$metrics_po
 fi
 c() { "$cli" --addr "$server_addr" "$@"; }
 metric() {  # metric NAME: its value on the server's /metrics (unlabelled series), or nothing
-  curl -sf "http://127.0.0.1:$metrics_port/metrics" | awk -v n="$1" '$1 == n { print $2 }'
+  curl -sf "http://127.0.0.1:$metrics_port/metrics" | awk -v n="$1" '$1 == n || index($1, n "{") == 1 { print $2 }'
 }
 
 # --- health and info -------------------------------------------------------------------------

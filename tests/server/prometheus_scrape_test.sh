@@ -111,5 +111,7 @@ for name in hgrn2_running_sequences hgrn2_queue_depth hgrn2_state_slots_used; do
 done
 value=$(wait_for 'hgrn2_state_slots_total' "> 0" 10)
 check "hgrn2_state_slots_total > 0 ($value)" $?
+value=$(wait_for 'count(hgrn2_state_slots_total{model_name="tiny-a"})' "== 1" 10)
+check "the series carry the served model's name: model_name=\"tiny-a\" ($value)" $?
 
 finish
