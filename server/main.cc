@@ -21,6 +21,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "grpc/support/log.h"
 #include "server/core/log.h"
 #include "server/options.h"
 #include "server/server.h"
@@ -67,6 +68,17 @@ class ConfigBelowVariables : public CLI::ConfigTOML {
  private:
   const CLI::App& app_;
 };
+
+// gRPC's own log lines (errors by default; more with GRPC_VERBOSITY) go through the server's log,
+// so that with --log-format json every line of standard error is JSON.
+void LogFromGrpc(gpr_log_func_args* args) {
+  const hgrn2::server::LogLevel level =
+      args->severity == GPR_LOG_SEVERITY_ERROR  ? hgrn2::server::LogLevel::kError
+      : args->severity == GPR_LOG_SEVERITY_INFO ? hgrn2::server::LogLevel::kInfo
+                                                : hgrn2::server::LogLevel::kDebug;
+  hgrn2::server::Log(level, args->message,
+                     {{"source", "grpc"}, {"file", args->file}, {"line", args->line}});
+}
 
 // Blocks the shutdown signals and SIGHUP (reload) in every thread; the main thread takes them
 // with sigwait.
@@ -313,6 +325,7 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   hgrn2::server::SetLogFormat(*hgrn2::server::ParseLogFormat(log_format));
+  gpr_set_log_function(&LogFromGrpc);
   // The request limits are checked by Server::Start (CheckLimits) before the model loads.
   if (drain_seconds < 0 || health_interval_seconds < 0 || session_ttl_seconds < 0 ||
       options.stream_threads < 1 || options.session_threads < 1) {
