@@ -83,15 +83,16 @@ ip link set lo up
 mount --bind /dev "$MNT/dev" && mount -t proc proc "$MNT/proc" && mount -t tmpfs tmpfs "$MNT/tmp"
 in_image() {  # in_image COMMAND...: as the image's user, in its working directory and environment
   # shellcheck disable=SC2086  # ENVIRONMENT: one NAME=value a word
-  chroot --userspec="$USERSPEC" "$MNT" /usr/bin/env -i $ENVIRONMENT HOME=/tmp \
+  exec chroot --userspec="$USERSPEC" "$MNT" /usr/bin/env -i $ENVIRONMENT HOME=/tmp \
     /bin/sh -c 'cd "$0" && exec "$@"' "$WORKDIR" "$@"
 }
-in_image /opt/hgrn2/bin/hgrn2-server --port 50051 --metrics-port 9400 --health-check-interval 0 \
-  --log-format json 2>"$OUT/server.log" &
+# Each in_image in a subshell that it replaces: the server's pid is $! (chroot, env and sh exec).
+(in_image /opt/hgrn2/bin/hgrn2-server --port 50051 --metrics-port 9400 \
+  --health-check-interval 0 --log-format json) 2>"$OUT/server.log" &
 pid=$!
 status=1
 for ((i = 0; i < 1200; i++)); do
-  if in_image hgrn2-cli --addr 127.0.0.1:50051 --timeout 2 health >"$OUT/health" 2>&1; then
+  if (in_image hgrn2-cli --addr 127.0.0.1:50051 --timeout 2 health) >"$OUT/health" 2>&1; then
     status=0
     break
   fi
@@ -99,12 +100,15 @@ for ((i = 0; i < 1200; i++)); do
   sleep 0.1
 done
 echo "health $status $(cat "$OUT/health")"
-in_image hgrn2-cli --addr 127.0.0.1:50051 generate "Once upon a time" --max-new-tokens 16 \
-  --temperature 0 >"$OUT/generated" 2>"$OUT/generate.err"
+(in_image hgrn2-cli --addr 127.0.0.1:50051 generate "Once upon a time" --max-new-tokens 16 \
+  --temperature 0) >"$OUT/generated" 2>"$OUT/generate.err"
 echo "generate $?"
-in_image hgrn2-cli --addr 127.0.0.1:50051 info --json >"$OUT/info" 2>&1
+(in_image hgrn2-cli --addr 127.0.0.1:50051 info --json) >"$OUT/info" 2>&1
+[[ $(readlink "/proc/$pid/exe") == "$MNT/opt/hgrn2/bin/hgrn2-server" ]]
+echo "exec $? $(readlink "/proc/$pid/exe")"
 kill -TERM $pid
 for ((i = 0; i < 200; i++)); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+kill -KILL $pid 2>/dev/null  # never left running past the test
 wait $pid
 echo "exit $?"
 EOF
@@ -130,6 +134,8 @@ else
   grep -q '^generate 0' "$out/results" && [[ -n $generated ]]
   check "a greedy Generate on the demo model gives text ($generated)" $?
 fi
+grep -q '^exec 0' "$out/results"
+check "the entrypoint's process is the server itself (SIGTERM reaches it)" $?
 grep -q '^exit 0' "$out/results"
 check "SIGTERM: the server drains and exits 0" $?
 ((failures == 0)) || { echo "--- server log"; cat "$out/server.log"; cat "$out/generate.err"; }
