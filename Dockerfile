@@ -26,15 +26,21 @@ ENV CMAKE_CXX_COMPILER_LAUNCHER=ccache CMAKE_CUDA_COMPILER_LAUNCHER=ccache CCACH
 
 FROM build AS build-cuda
 ARG CUDA_WHEELS
-# The toolkit laid out from the wheels as /usr/local/cuda (bin/nvcc, include/, lib/, nvvm/).
-RUN apt-get update -qq \
+# The toolkit laid out from the wheels as /usr/local/cuda (bin/nvcc, include/, lib/, nvvm/), with
+# the unversioned names of the libraries the build links (the wheels ship only libX.so.13).
+# Behind a TLS-inspecting proxy, pass its CA bundle as the build secret `cacert` (not kept in the
+# image): scripts/build-image passes the host's.
+RUN --mount=type=secret,id=cacert \
+    apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends python3-venv=3.11.* \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /tmp/wheels \
+ && if [ -s /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi \
  && /tmp/wheels/bin/pip install --quiet --disable-pip-version-check --no-cache-dir \
       --target /tmp/cuda ${CUDA_WHEELS} \
  && mv /tmp/cuda/nvidia/cu13 /usr/local/cuda \
  && ln -s lib /usr/local/cuda/lib64 \
+ && for lib in cudart cublas cublasLt; do ln -s "lib$lib.so.13" "/usr/local/cuda/lib/lib$lib.so"; done \
  && rm -rf /tmp/wheels /tmp/cuda
 ENV PATH=/usr/local/cuda/bin:$PATH
 COPY . .
