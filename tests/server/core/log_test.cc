@@ -168,11 +168,10 @@ TEST(AccessLogTest, JsonRecordHasEveryField) {
   EXPECT_EQ(object["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
   EXPECT_EQ(object["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
   EXPECT_FALSE(object.contains("error"));
-  EXPECT_THAT(Keys(line),
-              ElementsAre("time", "level", "message", "method", "request_id", "tenant", "peer",
-                          "code", "prompt_tokens", "generated_tokens", "time_to_first_token_ms",
-                          "duration_ms", "finish_reason", "session_id", "save_session_as",
-                          "traceparent", "trace_id"));
+  EXPECT_THAT(Keys(line), ElementsAre("time", "level", "message", "method", "request_id", "tenant",
+                                      "peer", "code", "prompt_tokens", "generated_tokens",
+                                      "time_to_first_token_ms", "duration_ms", "finish_reason",
+                                      "session_id", "save_session_as", "traceparent", "trace_id"));
 }
 
 TEST(AccessLogTest, TextRecordHasEveryField) {
@@ -201,9 +200,8 @@ TEST(AccessLogTest, RefusedCallRecord) {
   EXPECT_EQ(object["error"], "sampling.top_p must be in (0, 1], got 2");
   EXPECT_EQ(object["prompt_tokens"], 0);
   EXPECT_DOUBLE_EQ(object["duration_ms"].get<double>(), 1.5);
-  EXPECT_THAT(Keys(line),
-              ElementsAre("time", "level", "message", "method", "peer", "code", "prompt_tokens",
-                          "generated_tokens", "duration_ms", "error"));
+  EXPECT_THAT(Keys(line), ElementsAre("time", "level", "message", "method", "peer", "code",
+                                      "prompt_tokens", "generated_tokens", "duration_ms", "error"));
   EXPECT_EQ(Line(LogFormat::kText, record),
             "2026-11-23T19:58:01.123Z INFO hgrn2-server: access method=Score "
             "peer=ipv6:[::1]:5000 code=INVALID_ARGUMENT prompt_tokens=0 generated_tokens=0 "
