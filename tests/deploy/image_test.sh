@@ -122,6 +122,14 @@ for line in open(sys.argv[1]):
     assert {"time", "level", "message"} <= record.keys(), record
 ' "$out/server.log"
 check "its log is JSON lines (--log-format json), one of them the serving line" $?
+python3 -c '
+import json, sys
+records = [json.loads(line) for line in open(sys.argv[1])]
+access = [r for r in records if r["message"] == "access" and r.get("method") == "Generate"]
+assert len(access) == 1, access
+assert access[0]["code"] == "OK" and access[0]["generated_tokens"] == 16, access
+' "$out/server.log"
+check "the Generate has its access log record (method Generate, code OK, 16 tokens)" $?
 grep -q '"hgrn2-demo"\|hgrn2-demo' "$out/info"
 check "it serves the bundled demo model ($(head -c 120 "$out/info"))" $?
 generated=$(cat "$out/generated")
