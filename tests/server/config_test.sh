@@ -55,7 +55,14 @@ check "every one of the $flags flags has its variable in --help ($variables)" $?
 
 # --- from variables alone ---------------------------------------------------------------------------
 metrics_port=$(free_port)
-start "$scratch/env.log" env -i PATH="$PATH" HGRN2_MODEL="$tiny" HGRN2_HOST=127.0.0.1 HGRN2_PORT=0 \
+# Nothing but PATH and the HGRN2_* variables, and the sanitizers' settings when a sanitizer build
+# runs this (their suppressions and report files: scripts/test-sanitizers).
+sanitizer_settings=()
+for name in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS TSAN_OPTIONS; do
+  [[ -n ${!name:-} ]] && sanitizer_settings+=("$name=${!name}")
+done
+start "$scratch/env.log" env -i PATH="$PATH" "${sanitizer_settings[@]}" HGRN2_MODEL="$tiny" \
+  HGRN2_HOST=127.0.0.1 HGRN2_PORT=0 \
   HGRN2_DEVICE=cpu HGRN2_METRICS_PORT="$metrics_port" HGRN2_MAX_RUNNING=3 \
   HGRN2_SERVED_MODEL_NAME=from-env HGRN2_LOG_FORMAT=json HGRN2_HEALTH_CHECK_INTERVAL=0 "$server"
 [[ $server_addr == 127.0.0.1:* && $("$cli" --addr "$server_addr" --timeout 5 health) == SERVING ]]
