@@ -155,7 +155,8 @@ class Replica:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
                                     timeout=10) as response:
             text = response.read().decode()
-        match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+        # Any labels (every series carries model_name).
+        match = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
         return float(match.group(1)) if match else 0.0
 
     def stop(self) -> None:
