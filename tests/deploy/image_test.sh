@@ -51,6 +51,9 @@ for label in title description version revision; do
   [[ $labels == *"\"org.opencontainers.image.$label\":"* ]]
   check "OCI label org.opencontainers.image.$label" $?
 done
+revision=$(inspect '{{index .Config.Labels "org.opencontainers.image.revision"}}')
+[[ $revision =~ ^[0-9a-f]{40}$ ]]
+check "the revision label is a commit ($revision)" $?
 workdir=$(inspect '{{.Config.WorkingDir}}')
 mapfile -t environment < <(inspect '{{range .Config.Env}}{{println .}}{{end}}' | sed '/^$/d')
 [[ " ${environment[*]} " == *" HGRN2_DEVICE=$kind "* ]]
