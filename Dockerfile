@@ -59,12 +59,15 @@ RUN --mount=type=cache,target=/ccache \
 # ---- runtime: Debian slim, the staged /opt/hgrn2, a non-root user ------------------------------
 FROM ${DEBIAN_IMAGE} AS runtime
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# A numeric, non-root user, so that Kubernetes' runAsNonRoot can verify it.
-RUN groupadd --gid 10001 hgrn2 \
- && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin hgrn2
 ARG VERSION=0.5.0
 ARG REVISION=unknown
+# A numeric, non-root user, so that Kubernetes' runAsNonRoot can verify it; and the commit built,
+# in a file (a RUN that uses REVISION also keeps podman's layer cache from reusing the LABEL below,
+# and everything after it, for another commit).
+RUN groupadd --gid 10001 hgrn2 \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin hgrn2 \
+ && echo "${REVISION}" >/etc/hgrn2-revision
 LABEL org.opencontainers.image.title="hgrn2-server" \
       org.opencontainers.image.description="gRPC inference server for HGRN2 language models" \
       org.opencontainers.image.version="${VERSION}" \

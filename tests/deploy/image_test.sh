@@ -52,8 +52,8 @@ for label in title description version revision; do
   check "OCI label org.opencontainers.image.$label" $?
 done
 revision=$(inspect '{{index .Config.Labels "org.opencontainers.image.revision"}}')
-[[ $revision =~ ^[0-9a-f]{40}$ ]]
-check "the revision label is a commit ($revision)" $?
+[[ $revision =~ ^[0-9a-f]{40}$ && $(cat "$mnt/etc/hgrn2-revision") == "$revision" ]]
+check "the revision label is a commit, the one in /etc/hgrn2-revision ($revision)" $?
 workdir=$(inspect '{{.Config.WorkingDir}}')
 mapfile -t environment < <(inspect '{{range .Config.Env}}{{println .}}{{end}}' | sed '/^$/d')
 [[ " ${environment[*]} " == *" HGRN2_DEVICE=$kind "* ]]
