@@ -136,7 +136,8 @@ int main(int argc, char** argv) {
   double session_ttl_seconds = absl::ToDoubleSeconds(options.sessions.ttl);
   std::string log_format = "text";
   CLI::App app{
-      "hgrn2-server: the hgrn2.v1 gRPC inference server for HGRN2 models.\n"
+      "hgrn2-server: the hgrn2.v1 gRPC (and OpenAI-compatible HTTP) inference server for HGRN2 "
+      "models.\n"
       "Every flag can also be set by its variable (--max-running: HGRN2_MAX_RUNNING) or in the\n"
       "--config file (max-running = 64); a flag wins over its variable, a variable over the file."};
   // --config first, so that --help lists it first.
@@ -178,6 +179,15 @@ int main(int argc, char** argv) {
                  "message, fields)")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
+  app.add_option("--http-port", options.http_port,
+                 "OpenAI-compatible HTTP API port (/v1/completions, /v1/chat/completions, ...; "
+                 "0 = off)")
+      ->capture_default_str();
+  app.add_option("--http-threads", options.http_threads, "I/O threads of the HTTP API")
+      ->capture_default_str();
+  app.add_option("--chat-template", options.chat_template_file,
+                 "Jinja chat template file for /v1/chat/completions (default: the model's own "
+                 "from tokenizer_config.json, else a built-in one)");
   app.add_option("--device", options.device, "cpu, cuda or auto (cuda when a GPU is present)")
       ->capture_default_str();
   app.add_option("--dtype", options.dtype, "cuda: weights and activations, bf16, f16 or f32")
@@ -287,8 +297,8 @@ int main(int argc, char** argv) {
   // Transport security and API keys (server/tls.h, server/core/access_control.h).
   CLI::Option* tls_cert_flag = app.add_option(
       "--tls-cert", options.tls.cert_file,
-      "PEM certificate chain for TLS on the gRPC port (server certificate first); reloaded on "
-      "SIGHUP");
+      "PEM certificate chain for TLS on the gRPC and HTTP ports (server certificate first); "
+      "reloaded on SIGHUP");
   CLI::Option* tls_key_flag = app.add_option("--tls-key", options.tls.key_file,
                                              "PEM private key of --tls-cert; reloaded on SIGHUP");
   tls_cert_flag->needs(tls_key_flag);
@@ -368,6 +378,9 @@ int main(int argc, char** argv) {
            {"address", address},
            {"metrics_address", metrics_address}});
 
+  if ((*server)->http_port() > 0) {
+    LogInfo(absl::StrCat("OpenAI-compatible HTTP API on ", options.host, ":", (*server)->http_port()));
+  }
   if (reload_pending) {
     LogInfo("got SIGHUP while starting: reloading the TLS files and API keys");
     (*server)->Reload().IgnoreError();

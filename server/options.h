@@ -13,7 +13,7 @@
 
 namespace hgrn2::server {
 
-// TLS on the gRPC port (server/tls.h). Plaintext while cert_file is empty.
+// TLS on the gRPC and HTTP ports (server/tls.h). Plaintext while cert_file is empty.
 struct TlsOptions {
   std::string cert_file;       // PEM certificate chain, the server's first
   std::string key_file;        // PEM private key of that certificate
@@ -44,6 +44,13 @@ struct ServerOptions {
   // The label model_name of every metric; empty: the model folder's name ("random:<preset>" for
   // a preset).
   std::string served_model_name;
+  // The OpenAI-compatible HTTP API (server/http/, docs/openai-api.md) on host, with the same TLS,
+  // API keys, limits and metrics as gRPC. 0 = off.
+  int http_port = 8000;
+  int http_threads = 2;  // its I/O threads (every connection is asynchronous)
+  // A Jinja chat template for /v1/chat/completions; empty: the model's own (tokenizer_config.json
+  // or chat_template.jinja), else a built-in default.
+  std::string chat_template_file;
   std::string device = "auto";  // cpu, cuda or auto
   std::string dtype = "bf16";   // cuda: weights and activations (bf16, f16, f32)
   std::string state_dtype = "f32";

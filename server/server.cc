@@ -49,6 +49,15 @@ std::string FlagName(DType dtype) {
   }
 }
 
+// The model's name in the OpenAI-compatible API (/v1/models, each response's "model"): the model
+// folder's name, or "random:<preset>". The one place to change when a flag names it.
+std::string ServedModelName(const ServerOptions& options) {
+  if (!options.preset.empty()) return absl::StrCat("random:", options.preset);
+  std::filesystem::path path(options.model_dir);
+  if (!path.has_filename()) path = path.parent_path();  // "models/hgrn2-demo/"
+  return path.filename().string();
+}
+
 absl::Status WithContext(const absl::Status& status, absl::string_view what) {
   return absl::Status(status.code(), absl::StrCat(what, ": ", status.message()));
 }
@@ -107,7 +116,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (!access.ok()) return access.status();
   server->access_ = *std::move(access);
   if (server->tls_ != nullptr) {
-    LogInfo(absl::StrCat("TLS on the gRPC port with ", options.tls.cert_file,
+    LogInfo(absl::StrCat("TLS on the gRPC and HTTP ports with ", options.tls.cert_file,
                          options.tls.client_ca_file.empty()
                              ? std::string()
                              : absl::StrCat("; client certificates required, verified against ",
@@ -143,6 +152,21 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (server->grpc_server_ == nullptr || server->port_ == 0) {
     server->grpc_server_.reset();
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
+  }
+  if (server->openai_ != nullptr) {
+    HttpServerOptions http{.host = options.host,
+                           .port = options.http_port,
+                           .threads = options.http_threads,
+                           .max_body_bytes = options.max_receive_message_bytes,
+                           .tls_cert_file = options.tls.cert_file,
+                           .tls_key_file = options.tls.key_file,
+                           .tls_client_ca_file = options.tls.client_ca_file};
+    absl::StatusOr<std::unique_ptr<HttpServer>> started =
+        HttpServer::Start(http, [api = server->openai_.get()](std::shared_ptr<HttpExchange> e) {
+          api->Handle(std::move(e));
+        });
+    if (!started.ok()) return started.status();
+    server->http_ = *std::move(started);
   }
   server->SetServing(true);
   if (options.health_check_interval > absl::ZeroDuration()) {
@@ -242,6 +266,25 @@ absl::Status Server::Load() {
       return SessionMetrics{sessions->StoreStats(), sessions->Stats()};
     });
   }
+  if (options_.http_port < 0 || options_.http_port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--http-port must be in [0, 65535], got ", options_.http_port));
+  }
+  if (options_.http_port > 0) {
+    std::unique_ptr<ChatTemplate> chat;
+    if (tokenizer_ != nullptr) {
+      absl::StatusOr<std::unique_ptr<ChatTemplate>> loaded =
+          ChatTemplate::Load(options_.model_dir, options_.chat_template_file, tokenizer_.get());
+      if (!loaded.ok()) return loaded.status();
+      chat = *std::move(loaded);
+      LogInfo(absl::StrCat("chat template: ", chat->origin()));
+    } else if (!options_.chat_template_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--chat-template: the model has no tokenizer, so it serves no chat");
+    }
+    openai_ = std::make_unique<OpenAiApi>(parts_, ServedModelName(options_), served.fingerprint,
+                                          std::move(chat));
+  }
   inference_ = std::make_unique<InferenceService>(engine_options, std::move(served), parts_);
   const ModelConfig& c = model_->config();
   LogInfo(
@@ -316,6 +359,7 @@ void Server::SetServing(bool serving) {
   grpc::HealthCheckServiceInterface* health = grpc_server_->GetHealthCheckService();
   health->SetServingStatus(serving);
   health->SetServingStatus(kInferenceService, serving);
+  if (openai_ != nullptr) openai_->SetServing(serving);
   metrics_.SetServing(serving);
 }
 
@@ -329,6 +373,7 @@ void Server::Shutdown(absl::Duration drain_timeout) {
     shutting_down_ = true;
     // NOT_SERVING for every service from now on.
     if (grpc_server_ != nullptr) grpc_server_->GetHealthCheckService()->Shutdown();
+    if (openai_ != nullptr) openai_->SetServing(false);
     metrics_.SetServing(false);
   }
   changed_.notify_all();
@@ -354,6 +399,9 @@ void Server::Shutdown(absl::Duration drain_timeout) {
     grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
     grpc_server_->Wait();
   }
+  // The HTTP answers the engine just ended get a moment to go out (their pumps run on the stream
+  // and session workers) before the workers stop.
+  if (http_ != nullptr) http_->Stop(absl::Seconds(5));
   // Session tasks post to the stream workers (a finished save wakes its call's pump), so the
   // session workers go first: they run the saves still queued while the stream workers can take
   // what those post. Nothing on the stream workers starts a save any more: every call has ended.
@@ -379,6 +427,9 @@ absl::Status Server::Reload() {
   absl::Status first = absl::OkStatus();
   if (tls_ != nullptr) {
     absl::StatusOr<std::string> tls = tls_->Reload();
+    if (tls.ok() && http_ != nullptr) {
+      if (absl::Status http = http_->ReloadTls(); !http.ok()) tls = http;
+    }
     if (tls.ok()) {
       LogInfo(absl::StrCat("TLS reloaded: ", *tls, " (served within ", ServingTls::kRefreshSeconds,
                            " s)"));

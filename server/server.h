@@ -1,5 +1,6 @@
 // Server: hgrn2-server's parts put together — the model, the engine, the gRPC services (inference,
-// health, reflection), the metrics endpoint, the health probe and the graceful shutdown.
+// health, reflection), the OpenAI-compatible HTTP API, the metrics endpoint, the health probe and
+// the graceful shutdown.
 #pragma once
 
 #include <condition_variable>
@@ -19,6 +20,8 @@
 #include "server/core/worker_pool.h"
 #include "server/grpc/inference_service.h"
 #include "server/grpc/sessions_service.h"
+#include "server/http/http_server.h"
+#include "server/http/openai_api.h"
 #include "server/options.h"
 #include "server/tls.h"
 
@@ -40,6 +43,8 @@ class Server {
   ~Server();
 
   int port() const { return port_; }
+  // The OpenAI-compatible HTTP API's port; 0 when it is off.
+  int http_port() const { return http_ != nullptr ? http_->port() : 0; }
   int metrics_port() const { return metrics_.port(); }
   const ModelConfig& config() const { return model_->config(); }
 
@@ -83,6 +88,8 @@ class Server {
   std::unique_ptr<SessionsService> sessions_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   int port_ = 0;
+  std::unique_ptr<OpenAiApi> openai_;  // with --http-port
+  std::unique_ptr<HttpServer> http_;
 
   std::mutex mutex_;
   std::condition_variable changed_;

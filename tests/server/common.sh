@@ -36,13 +36,16 @@ free_port() {  # a port nothing listens on now (the kernel's pick for a bind to 
 }
 
 # start_server LOG [ARGS...]: starts hgrn2-server on 127.0.0.1, a port of its choosing, the CPU,
+# no HTTP API unless ARGS give --http-port (tests run in parallel: no fixed port),
 # and waits up to 120 s for its line "[time] hgrn2-server: serving MODEL on 127.0.0.1:PORT[, ...]"
 # (logged once health is SERVING). Sets server_pid and server_addr; returns 1 (showing the log) if the
 # server exited or never said so. ARGS come last, so they may override --port and the others.
 start_server() {
   local log=$1 line i
   shift
-  "$server" --host 127.0.0.1 --port 0 --device cpu "$@" 2>"$log" &
+  local http=(--http-port 0)
+  [[ " $* " == *" --http-port "* ]] && http=()
+  "$server" --host 127.0.0.1 --port 0 --device cpu "${http[@]}" "$@" 2>"$log" &
   server_pid=$!
   pids+=("$server_pid")
   server_addr=

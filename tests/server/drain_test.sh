@@ -79,7 +79,7 @@ check "the cut-off stream ends with an error after $ids ids, exit $code ($err)" 
 
 # --- 3: SIGTERM while the model loads ends the process without serving ----------------------------
 # Random weights of the 370M shape take seconds to make on the CPU: the signal comes meanwhile.
-"$server" --host 127.0.0.1 --port 0 --device cpu --metrics-port 0 --preset 370m \
+"$server" --host 127.0.0.1 --port 0 --device cpu --metrics-port 0 --http-port 0 --preset 370m \
   --health-check-interval 0 2>"$scratch/server3.log" &
 server_pid=$!
 pids+=("$server_pid")

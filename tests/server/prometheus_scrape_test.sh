@@ -27,7 +27,7 @@ check "/metrics answers on --metrics-port and has hgrn2_generated_tokens_total" 
 
 # A second server on the same metrics port must fail to start, not share the port (with
 # SO_REUSEPORT the kernel would hand it half of the scrapes).
-timeout 120 "$server" --model "$data/tiny-a" --port 0 --metrics-port "$metrics_port" \
+timeout 120 "$server" --model "$data/tiny-a" --port 0 --http-port 0 --metrics-port "$metrics_port" \
   --health-check-interval 0 >"$scratch/second.log" 2>&1
 second_rc=$?
 [[ $second_rc != 0 && $second_rc != 124 ]] && grep -q "metrics: cannot listen on" "$scratch/second.log"

@@ -36,6 +36,7 @@ inline ServerOptions TestOptions(const std::filesystem::path& model) {
   options.host = "127.0.0.1";
   options.port = 0;
   options.metrics_port = 0;
+  options.http_port = 0;
   options.device = "cpu";
   options.engine.max_running = 16;
   options.engine.max_queued = 256;

@@ -217,7 +217,7 @@ unreadable_model() {
   expect_start_failure() {
     local name=$1 folder=$2 pattern=$3 log=$scratch/start-$1.log
     shift 3
-    "$@" "$server" --model "$folder" --host 127.0.0.1 --port 0 --metrics-port 0 --device cpu \
+    "$@" "$server" --model "$folder" --host 127.0.0.1 --port 0 --metrics-port 0 --http-port 0 --device cpu \
       2>"$log" &
     local pid=$!
     pids+=("$pid")

@@ -32,7 +32,8 @@ class Server:
         self._log = log.open("w+")
         self.process = subprocess.Popen(
             [SERVER, "--model", str(model), "--host", "127.0.0.1", "--port", "0",
-             "--device", "cpu", "--metrics-port", "0", "--max-running", "8", *extra_args],
+             "--device", "cpu", "--metrics-port", "0", "--http-port", "0", "--max-running", "8",
+             *extra_args],
             stderr=self._log,
         )
         self.addr = self._wait_serving(log)
