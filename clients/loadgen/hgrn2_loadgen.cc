@@ -1,8 +1,11 @@
-// hgrn2-loadgen: drives hgrn2-server with streaming Generate calls and reports its throughput
-// and latencies (gRPC callback API: no thread per stream, so the client keeps up with the server).
+// hgrn2-loadgen: drives hgrn2-server with streaming Generate calls (or, with --protocol openai,
+// streaming POST /v1/completions on its OpenAI-compatible HTTP API) and reports its throughput
+// and latencies (gRPC's callback API, or Beast's asynchronous I/O: no thread per stream, so the
+// client keeps up with the server).
 //
-//   hgrn2-loadgen --addr HOST:PORT [--concurrency C | --rate R] [--requests N | --duration S]
-//                 [--prompt-tokens A[:B] | --prompt-ids A[:B]] [--output-tokens A[:B]] [--json F]
+//   hgrn2-loadgen --addr HOST:PORT [--protocol grpc|openai] [--concurrency C | --rate R]
+//                 [--requests N | --duration S] [--prompt-tokens A[:B] | --prompt-ids A[:B]]
+//                 [--output-tokens A[:B]] [--json F]
 //
 // Exit codes: 0 the run finished (errors are counted, not fatal); 1 the server could not be asked
 // for its model; 2 bad arguments.
@@ -18,6 +21,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -38,6 +42,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "clients/loadgen/call_record.h"
+#include "clients/loadgen/openai_load.h"
 #include "hgrn2/v1/inference.grpc.pb.h"
 #include "nlohmann/json.hpp"
 
@@ -45,7 +51,6 @@ namespace hgrn2::loadgen {
 namespace {
 
 namespace pb = ::hgrn2::v1;
-using Clock = std::chrono::steady_clock;
 
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
@@ -112,6 +117,7 @@ absl::StatusOr<Range> ParseRange(absl::string_view text, absl::string_view flag,
 
 struct Options {
   std::string addr = "localhost:50051";
+  std::string protocol = "grpc";  // or "openai": the HTTP API, --addr its port
   std::string api_key;
   std::string tls_ca;    // set: TLS, trusting these PEM CA certificates
   std::string tls_cert;  // PEM client certificate chain and key, for mutual TLS
@@ -161,49 +167,41 @@ double CpuSeconds() {
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-// What one finished call contributes to the report.
-struct CallRecord {
-  bool measured = false;
-  grpc::StatusCode code = grpc::StatusCode::OK;
-  Clock::time_point start, end;
-  std::optional<Clock::time_point> first_token;
-  std::vector<double> inter_token;  // seconds, one per token after the first
-  int64_t prompt_tokens = 0;
-  int64_t generated_tokens = 0;
+// A prompt of the run: token ids, or text.
+struct Prompt {
+  std::vector<int32_t> ids;
+  std::string text;
 };
 
-class Run;
+// Starts call number `call` (its prompt: call % prompts) generating `output_tokens`; `finish`
+// takes its record from any thread.
+using CallStarter = std::function<void(int call, int output_tokens, CallRecord record,
+                                       std::function<void(CallRecord)> finish)>;
 
-// One streaming Generate call; deletes itself when done (after handing its record to the Run).
+// One streaming Generate call; deletes itself when done (after handing its record on).
 class GenerateCall : public grpc::ClientReadReactor<pb::GenerateResponse> {
  public:
-  GenerateCall(Run* run, pb::GenerateRequest request, bool measured)
-      : run_(run), request_(std::move(request)) {
-    record_.measured = measured;
-  }
+  GenerateCall(pb::GenerateRequest request, CallRecord record,
+               std::function<void(CallRecord)> finish)
+      : request_(std::move(request)), record_(std::move(record)), finish_(std::move(finish)) {}
   void Start(pb::Inference::Stub* stub, const Options& options);
   void OnReadDone(bool ok) override;
   void OnDone(const grpc::Status& status) override;
 
  private:
-  Run* run_;
   pb::GenerateRequest request_;
   pb::GenerateResponse response_;
   grpc::ClientContext context_;
   CallRecord record_;
-  Clock::time_point last_tokens_;
+  std::function<void(CallRecord)> finish_;
 };
 
 // The load: issues calls (fixed concurrency, or Poisson arrivals capped by the concurrency) from
-// the main thread; gRPC's callback threads hand finished records back under the mutex.
+// the main thread; the protocol's threads hand finished records back under the mutex.
 class Run {
  public:
-  Run(const Options& options, std::vector<std::unique_ptr<pb::Inference::Stub>> stubs,
-      std::vector<pb::GenerateRequest> prompts)
-      : options_(options),
-        stubs_(std::move(stubs)),
-        prompts_(std::move(prompts)),
-        rng_(options.seed) {}
+  Run(const Options& options, CallStarter start)
+      : options_(options), start_(std::move(start)), rng_(options.seed) {}
 
   // Issues every call and waits for them; returns the report.
   nlohmann::json Execute() {
@@ -234,10 +232,10 @@ class Run {
         idle_.wait(lock, [&] { return in_flight_ < max_in_flight; });
         ++in_flight_;
       }
-      pb::GenerateRequest request = prompts_[issued % prompts_.size()];
-      request.set_max_new_tokens(output.Draw(rng_));
-      auto* call = new GenerateCall(this, std::move(request), measuring);
-      call->Start(stubs_[issued % stubs_.size()].get(), options_);
+      CallRecord record;
+      record.measured = measuring;
+      start_(issued, output.Draw(rng_), std::move(record),
+             [this](CallRecord done) { Finish(std::move(done)); });
       ++issued;
     }
     {
@@ -256,7 +254,7 @@ class Run {
     std::lock_guard lock(mutex_);
     if (record.measured) {
       ++done_;
-      if (record.code == grpc::StatusCode::OK) generated_ += record.generated_tokens;
+      if (record.error.empty()) generated_ += record.generated_tokens;
       records_.push_back(std::move(record));
     }
     --in_flight_;
@@ -280,7 +278,7 @@ class Run {
       if (!measure_start_) continue;
       const double t = Seconds(Clock::now() - *measure_start_);
       int errors = 0;
-      for (const CallRecord& r : records_) errors += r.code != grpc::StatusCode::OK;
+      for (const CallRecord& r : records_) errors += !r.error.empty();
       std::fprintf(stderr,
                    "%s[%6.1f s] %lld done, %d in flight, %.1f req/s, %.0f tok/s, %d errors%s",
                    tty ? "\r" : "", t, static_cast<long long>(done_), in_flight_, done_ / t,
@@ -293,8 +291,8 @@ class Run {
     std::map<std::string, int64_t> errors;
     int64_t ok = 0, prompt_tokens = 0, generated = 0;
     for (const CallRecord& r : records_) {
-      if (r.code != grpc::StatusCode::OK) {
-        ++errors[CodeName(r.code)];
+      if (!r.error.empty()) {
+        ++errors[r.error];
         continue;
       }
       ++ok;
@@ -310,6 +308,7 @@ class Run {
     return {
         {"config",
          {{"addr", options_.addr},
+          {"protocol", options_.protocol},
           {"concurrency", options_.concurrency},
           {"rate", options_.rate},
           {"requests", options_.requests},
@@ -340,8 +339,7 @@ class Run {
   }
 
   const Options& options_;
-  std::vector<std::unique_ptr<pb::Inference::Stub>> stubs_;
-  std::vector<pb::GenerateRequest> prompts_;
+  const CallStarter start_;
   std::mt19937_64 rng_;  // main thread only
 
   std::mutex mutex_;
@@ -373,54 +371,46 @@ void GenerateCall::Start(pb::Inference::Stub* stub, const Options& options) {
 
 void GenerateCall::OnReadDone(bool ok) {
   if (!ok) return;  // the stream ended; OnDone follows
-  const Clock::time_point now = Clock::now();
-  const int k = response_.token_ids_size();
-  if (k > 0) {
-    // Tokens that arrive together share the gap since the previous message.
-    if (record_.first_token) {
-      const double each = Seconds(now - last_tokens_) / k;
-      record_.inter_token.insert(record_.inter_token.end(), k, each);
-    } else {
-      record_.first_token = now;
-      record_.inter_token.insert(record_.inter_token.end(), k - 1, 0.0);
-    }
-    last_tokens_ = now;
-    record_.generated_tokens += k;
-  }
+  record_.AddTokens(response_.token_ids_size(), Clock::now());
   if (response_.has_usage()) record_.prompt_tokens = response_.usage().prompt_tokens();
   StartRead(&response_);
 }
 
 void GenerateCall::OnDone(const grpc::Status& status) {
   record_.end = Clock::now();
-  record_.code = status.error_code();
-  run_->Finish(std::move(record_));
+  if (!status.ok()) record_.error = CodeName(status.error_code());
+  finish_(std::move(record_));
   delete this;
 }
 
+// What the run needs to know of the served model, from either protocol.
+struct ModelFacts {
+  int64_t vocab_size = 0;
+  bool has_tokenizer = false;
+  std::string path, backend;
+};
+using TokenizeFn = std::function<absl::StatusOr<std::vector<int32_t>>(const std::string&)>;
+using DetokenizeFn = std::function<absl::StatusOr<std::string>(const std::vector<int32_t>&)>;
+
 // Prompts for the run: token ids of random lengths below the vocabulary, or windows of the
 // corpus's tokens turned back into text (so their length is close to the one asked).
-absl::StatusOr<std::vector<pb::GenerateRequest>> MakePrompts(pb::Inference::Stub& stub,
-                                                             const Options& options,
-                                                             const pb::ModelInfo& info) {
+absl::StatusOr<std::vector<Prompt>> MakePrompts(const Options& options, const ModelFacts& model,
+                                                const TokenizeFn& tokenize,
+                                                const DetokenizeFn& detokenize) {
   std::mt19937_64 rng(options.seed ^ 0x9e3779b97f4a7c15ull);
   constexpr int kPrompts = 256;
-  std::vector<pb::GenerateRequest> prompts(kPrompts);
-  for (pb::GenerateRequest& p : prompts) {
-    p.mutable_sampling()->set_temperature(options.temperature);
-    p.set_ignore_eos(true);
-  }
+  std::vector<Prompt> prompts(kPrompts);
   if (!options.prompt_ids.empty()) {
     absl::StatusOr<Range> lengths = ParseRange(options.prompt_ids, "--prompt-ids", 1);
     if (!lengths.ok()) return lengths.status();
-    std::uniform_int_distribution<int> id(0, static_cast<int>(info.vocab_size()) - 1);
-    for (pb::GenerateRequest& p : prompts) {
+    std::uniform_int_distribution<int> id(0, static_cast<int>(model.vocab_size) - 1);
+    for (Prompt& p : prompts) {
       const int n = lengths->Draw(rng);
-      for (int i = 0; i < n; ++i) p.mutable_token_ids()->add_ids(id(rng));
+      for (int i = 0; i < n; ++i) p.ids.push_back(id(rng));
     }
     return prompts;
   }
-  if (info.tokenizer().empty()) {
+  if (!model.has_tokenizer) {
     return absl::InvalidArgumentError(
         "the model serves token ids only: give --prompt-ids N (or MIN:MAX)");
   }
@@ -437,38 +427,99 @@ absl::StatusOr<std::vector<pb::GenerateRequest>> MakePrompts(pb::Inference::Stub
     }
     corpus = text.str();
   }
-  pb::TokenizeRequest tokenize;
-  tokenize.set_text(corpus);
-  tokenize.set_add_special_tokens(false);
-  pb::TokenizeResponse tokens;
-  grpc::ClientContext tokenize_context;
-  if (!options.api_key.empty()) {
-    tokenize_context.AddMetadata("authorization", absl::StrCat("Bearer ", options.api_key));
-  }
-  if (grpc::Status s = stub.Tokenize(&tokenize_context, tokenize, &tokens); !s.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat("Tokenize: ", CodeName(s.error_code()), ": ", s.error_message()));
-  }
-  const int corpus_tokens = tokens.token_ids_size();
+  absl::StatusOr<std::vector<int32_t>> tokens = tokenize(corpus);
+  if (!tokens.ok()) return tokens.status();
+  const int corpus_tokens = static_cast<int>(tokens->size());
   if (corpus_tokens == 0) return absl::InvalidArgumentError("the corpus has no tokens");
   std::uniform_int_distribution<int> start(0, corpus_tokens - 1);
-  for (pb::GenerateRequest& p : prompts) {
+  for (Prompt& p : prompts) {
     const int n = lengths->Draw(rng), from = start(rng);
-    pb::DetokenizeRequest detokenize;
-    for (int i = 0; i < n; ++i)
-      detokenize.add_token_ids(tokens.token_ids((from + i) % corpus_tokens));
-    pb::DetokenizeResponse text;
-    grpc::ClientContext context;
+    std::vector<int32_t> window;
+    for (int i = 0; i < n; ++i) window.push_back((*tokens)[(from + i) % corpus_tokens]);
+    absl::StatusOr<std::string> text = detokenize(window);
+    if (!text.ok()) return text.status();
+    p.text = *std::move(text);
+  }
+  return prompts;
+}
+
+// The gRPC protocol's facts and tokenizer calls.
+struct GrpcModel {
+  ModelFacts facts;
+  TokenizeFn tokenize;
+  DetokenizeFn detokenize;
+};
+
+GrpcModel AskGrpc(pb::Inference::Stub& stub, const Options& options, const pb::ModelInfo& info) {
+  GrpcModel out;
+  out.facts = {.vocab_size = info.vocab_size(),
+               .has_tokenizer = !info.tokenizer().empty(),
+               .path = info.model_path(),
+               .backend = info.backend()};
+  auto authorize = [&options](grpc::ClientContext& context) {
     if (!options.api_key.empty()) {
       context.AddMetadata("authorization", absl::StrCat("Bearer ", options.api_key));
     }
-    if (grpc::Status s = stub.Detokenize(&context, detokenize, &text); !s.ok()) {
+  };
+  out.tokenize = [&stub,
+                  authorize](const std::string& text) -> absl::StatusOr<std::vector<int32_t>> {
+    pb::TokenizeRequest request;
+    request.set_text(text);
+    request.set_add_special_tokens(false);
+    pb::TokenizeResponse response;
+    grpc::ClientContext context;
+    authorize(context);
+    if (grpc::Status s = stub.Tokenize(&context, request, &response); !s.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("Tokenize: ", CodeName(s.error_code()), ": ", s.error_message()));
+    }
+    return std::vector<int32_t>(response.token_ids().begin(), response.token_ids().end());
+  };
+  out.detokenize = [&stub,
+                    authorize](const std::vector<int32_t>& ids) -> absl::StatusOr<std::string> {
+    pb::DetokenizeRequest request;
+    for (int32_t id : ids) request.add_token_ids(id);
+    pb::DetokenizeResponse response;
+    grpc::ClientContext context;
+    authorize(context);
+    if (grpc::Status s = stub.Detokenize(&context, request, &response); !s.ok()) {
       return absl::UnavailableError(
           absl::StrCat("Detokenize: ", CodeName(s.error_code()), ": ", s.error_message()));
     }
-    p.set_text(text.text());
+    return response.text();
+  };
+  return out;
+}
+
+// The OpenAI protocol's facts (GET /v1/models, /tokenizer_info) and tokenizer calls (vLLM's
+// /tokenize and /detokenize).
+absl::StatusOr<GrpcModel> AskOpenAi(OpenAiClient& client, std::string& model_name) {
+  absl::StatusOr<nlohmann::json> models = client.Call("GET", "/v1/models", "");
+  if (!models.ok()) return models.status();
+  if (!models->contains("data") || (*models)["data"].empty()) {
+    return absl::UnavailableError("GET /v1/models: no model");
   }
-  return prompts;
+  const nlohmann::json& card = (*models)["data"][0];
+  model_name = card.value("id", "");
+  GrpcModel out;
+  out.facts.vocab_size = card.value("vocab_size", int64_t{0});
+  out.facts.path = model_name;
+  out.facts.backend = card.value("backend", "");
+  out.facts.has_tokenizer = client.Call("GET", "/tokenizer_info", "").ok();
+  out.tokenize = [&client](const std::string& text) -> absl::StatusOr<std::vector<int32_t>> {
+    absl::StatusOr<nlohmann::json> r =
+        client.Call("POST", "/tokenize",
+                    nlohmann::json{{"prompt", text}, {"add_special_tokens", false}}.dump());
+    if (!r.ok()) return r.status();
+    return (*r)["tokens"].get<std::vector<int32_t>>();
+  };
+  out.detokenize = [&client](const std::vector<int32_t>& ids) -> absl::StatusOr<std::string> {
+    absl::StatusOr<nlohmann::json> r =
+        client.Call("POST", "/detokenize", nlohmann::json{{"tokens", ids}}.dump());
+    if (!r.ok()) return r.status();
+    return (*r)["prompt"].get<std::string>();
+  };
+  return out;
 }
 
 void PrintReport(const nlohmann::json& r) {
@@ -502,13 +553,18 @@ void PrintReport(const nlohmann::json& r) {
 
 int Main(int argc, char** argv) {
   Options options;
-  CLI::App app{"hgrn2-loadgen: streaming Generate load against hgrn2-server"};
+  CLI::App app{"hgrn2-loadgen: streaming Generate (or /v1/completions) load against hgrn2-server"};
   const char* env_addr = std::getenv("HGRN2_ADDR");
   if (env_addr != nullptr && *env_addr != '\0') options.addr = env_addr;
   const char* env_key = std::getenv("HGRN2_API_KEY");
   if (env_key != nullptr) options.api_key = env_key;
   app.add_option("--addr", options.addr, "server HOST:PORT (env HGRN2_ADDR)")
       ->capture_default_str();
+  app.add_option("--protocol", options.protocol,
+                 "grpc (Generate) or openai (POST /v1/completions, streamed; --addr is then the "
+                 "HTTP port)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"grpc", "openai"}));
   app.add_option("--api-key", options.api_key, "sent as 'authorization: Bearer KEY'");
   app.add_option("--tls-ca", options.tls_ca, "use TLS, trusting the CA certificates in this PEM");
   CLI::Option* tls_cert =
@@ -540,7 +596,8 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--temperature", options.temperature)->capture_default_str();
   app.add_option("--timeout", options.timeout, "seconds per call (0: none)");
-  app.add_option("--channels", options.channels, "gRPC connections, used in turn")
+  app.add_option("--channels", options.channels,
+                 "gRPC connections, used in turn (openai: I/O threads, at least 2)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--seed", options.seed, "for the prompts and lengths")->capture_default_str();
@@ -561,52 +618,128 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
 
-  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
-  if (!options.tls_ca.empty()) {
-    grpc::SslCredentialsOptions ssl;
-    for (const auto& [path, flag, pem] :
-         {std::tuple{options.tls_ca, "--tls-ca", &ssl.pem_root_certs},
-          std::tuple{options.tls_cert, "--tls-cert", &ssl.pem_cert_chain},
-          std::tuple{options.tls_key, "--tls-key", &ssl.pem_private_key}}) {
-      if (path.empty()) continue;
-      std::ifstream in(path, std::ios::binary);
-      if (!in) {
-        std::fprintf(stderr, "hgrn2-loadgen: %s %s: cannot read it\n", flag, path.c_str());
-        return kExitUsage;
-      }
-      pem->assign(std::istreambuf_iterator<char>(in), {});
+  nlohmann::json report;
+  if (options.protocol == "openai") {
+    if (!options.tls_ca.empty()) {
+      std::fprintf(stderr,
+                   "hgrn2-loadgen: --protocol openai speaks plain HTTP only (no --tls-ca)\n");
+      return kExitUsage;
     }
-    credentials = grpc::SslCredentials(ssl);
+    absl::StatusOr<std::unique_ptr<OpenAiClient>> client =
+        OpenAiClient::Create(options.addr, options.api_key, std::max(2, options.channels));
+    if (!client.ok()) {
+      std::fprintf(stderr, "hgrn2-loadgen: %s\n", std::string(client.status().message()).c_str());
+      return client.status().code() == absl::StatusCode::kInvalidArgument ? kExitUsage
+                                                                          : kExitFailure;
+    }
+    std::string model_name;
+    absl::StatusOr<GrpcModel> model = AskOpenAi(**client, model_name);
+    if (!model.ok()) {
+      std::fprintf(stderr, "hgrn2-loadgen: %s\n", std::string(model.status().message()).c_str());
+      return kExitFailure;
+    }
+    absl::StatusOr<std::vector<Prompt>> prompts =
+        MakePrompts(options, model->facts, model->tokenize, model->detokenize);
+    if (!prompts.ok()) {
+      std::fprintf(stderr, "hgrn2-loadgen: %s\n", std::string(prompts.status().message()).c_str());
+      return prompts.status().code() == absl::StatusCode::kInvalidArgument ? kExitUsage
+                                                                           : kExitFailure;
+    }
+    // The request bodies, but for max_tokens: the same fields as the gRPC driver's requests.
+    std::vector<nlohmann::json> bodies;
+    for (const Prompt& p : *prompts) {
+      nlohmann::json body = {
+          {"model", model_name},
+          {"temperature", options.temperature},
+          {"ignore_eos", true},
+          {"stream", true},
+          {"stream_options", {{"include_usage", true}, {"continuous_usage_stats", true}}}};
+      if (p.ids.empty()) {
+        body["prompt"] = p.text;
+      } else {
+        body["prompt"] = p.ids;
+      }
+      bodies.push_back(std::move(body));
+    }
+    OpenAiClient* http = client->get();
+    Run run(options, [&bodies, http](int call, int output_tokens, CallRecord record,
+                                     std::function<void(CallRecord)> finish) {
+      nlohmann::json body = bodies[static_cast<size_t>(call) % bodies.size()];
+      body["max_tokens"] = output_tokens;
+      http->Stream(body.dump(), std::move(record), std::move(finish));
+    });
+    report = run.Execute();
+    report["model"] = {{"path", model->facts.path},
+                       {"vocab_size", model->facts.vocab_size},
+                       {"backend", model->facts.backend}};
+  } else {
+    std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+    if (!options.tls_ca.empty()) {
+      grpc::SslCredentialsOptions ssl;
+      for (const auto& [path, flag, pem] :
+           {std::tuple{options.tls_ca, "--tls-ca", &ssl.pem_root_certs},
+            std::tuple{options.tls_cert, "--tls-cert", &ssl.pem_cert_chain},
+            std::tuple{options.tls_key, "--tls-key", &ssl.pem_private_key}}) {
+        if (path.empty()) continue;
+        std::ifstream in(path, std::ios::binary);
+        if (!in) {
+          std::fprintf(stderr, "hgrn2-loadgen: %s %s: cannot read it\n", flag, path.c_str());
+          return kExitUsage;
+        }
+        pem->assign(std::istreambuf_iterator<char>(in), {});
+      }
+      credentials = grpc::SslCredentials(ssl);
+    }
+    std::vector<std::unique_ptr<pb::Inference::Stub>> stubs;
+    for (int i = 0; i < options.channels; ++i) {
+      grpc::ChannelArguments args;
+      args.SetInt("hgrn2.loadgen.channel", i);  // distinct arguments: a connection of its own
+      stubs.push_back(
+          pb::Inference::NewStub(grpc::CreateCustomChannel(options.addr, credentials, args)));
+    }
+    pb::ModelInfo info;
+    grpc::ClientContext info_context;
+    info_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    if (!options.api_key.empty()) {
+      info_context.AddMetadata("authorization", absl::StrCat("Bearer ", options.api_key));
+    }
+    if (grpc::Status s = stubs[0]->GetModelInfo(&info_context, {}, &info); !s.ok()) {
+      std::fprintf(stderr, "hgrn2-loadgen: GetModelInfo: %s: %s\n",
+                   CodeName(s.error_code()).c_str(), s.error_message().c_str());
+      return kExitFailure;
+    }
+    const GrpcModel model = AskGrpc(*stubs[0], options, info);
+    absl::StatusOr<std::vector<Prompt>> prompts =
+        MakePrompts(options, model.facts, model.tokenize, model.detokenize);
+    if (!prompts.ok()) {
+      std::fprintf(stderr, "hgrn2-loadgen: %s\n", std::string(prompts.status().message()).c_str());
+      return prompts.status().code() == absl::StatusCode::kInvalidArgument ? kExitUsage
+                                                                           : kExitFailure;
+    }
+    std::vector<pb::GenerateRequest> requests;
+    for (const Prompt& p : *prompts) {
+      pb::GenerateRequest request;
+      request.mutable_sampling()->set_temperature(options.temperature);
+      request.set_ignore_eos(true);
+      if (p.ids.empty()) {
+        request.set_text(p.text);
+      } else {
+        for (int32_t id : p.ids) request.mutable_token_ids()->add_ids(id);
+      }
+      requests.push_back(std::move(request));
+    }
+    Run run(options, [&](int call, int output_tokens, CallRecord record,
+                         std::function<void(CallRecord)> finish) {
+      pb::GenerateRequest request = requests[static_cast<size_t>(call) % requests.size()];
+      request.set_max_new_tokens(static_cast<uint32_t>(output_tokens));
+      auto* generate = new GenerateCall(std::move(request), std::move(record), std::move(finish));
+      generate->Start(stubs[static_cast<size_t>(call) % stubs.size()].get(), options);
+    });
+    report = run.Execute();
+    report["model"] = {{"path", info.model_path()},
+                       {"vocab_size", info.vocab_size()},
+                       {"backend", info.backend()}};
   }
-  std::vector<std::unique_ptr<pb::Inference::Stub>> stubs;
-  for (int i = 0; i < options.channels; ++i) {
-    grpc::ChannelArguments args;
-    args.SetInt("hgrn2.loadgen.channel", i);  // distinct arguments: a connection of its own
-    stubs.push_back(
-        pb::Inference::NewStub(grpc::CreateCustomChannel(options.addr, credentials, args)));
-  }
-  pb::ModelInfo info;
-  grpc::ClientContext info_context;
-  info_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  if (!options.api_key.empty()) {
-    info_context.AddMetadata("authorization", absl::StrCat("Bearer ", options.api_key));
-  }
-  if (grpc::Status s = stubs[0]->GetModelInfo(&info_context, {}, &info); !s.ok()) {
-    std::fprintf(stderr, "hgrn2-loadgen: GetModelInfo: %s: %s\n", CodeName(s.error_code()).c_str(),
-                 s.error_message().c_str());
-    return kExitFailure;
-  }
-  absl::StatusOr<std::vector<pb::GenerateRequest>> prompts = MakePrompts(*stubs[0], options, info);
-  if (!prompts.ok()) {
-    std::fprintf(stderr, "hgrn2-loadgen: %s\n", std::string(prompts.status().message()).c_str());
-    return prompts.status().code() == absl::StatusCode::kInvalidArgument ? kExitUsage
-                                                                         : kExitFailure;
-  }
-
-  Run run(options, std::move(stubs), *std::move(prompts));
-  nlohmann::json report = run.Execute();
-  report["model"] = {
-      {"path", info.model_path()}, {"vocab_size", info.vocab_size()}, {"backend", info.backend()}};
   PrintReport(report);
   if (!options.json_path.empty()) {
     std::ofstream out(options.json_path);
