@@ -3,12 +3,18 @@
 #   serve:     hgrn2-server --preset 1.3b (random weights) on the GPU, hgrn2-loadgen over loopback
 #              at each concurrency of $LEVELS (128-id prompts, 128-512 generated tokens, closed
 #              loop) and one Poisson run; /metrics scraped after each
+#   serve-http: the same server with its OpenAI-compatible HTTP API on, and at each concurrency of
+#              $HTTP_LEVELS (default 256) the same load over gRPC then over HTTP (hgrn2-loadgen
+#              --protocol openai, streamed /v1/completions) in turn, $HTTP_ROUNDS times; the
+#              served tokens/s of each and their ratio in http-vs-grpc.md (the target: HTTP >= 95%
+#              of gRPC at 256 streams)
 #   engine:    hgrn2-bench with the same request mix through the Engine alone (no gRPC), and its
 #              scheduled-against-plain decode comparison at B=256
 #   reference: fla + Hugging Face (bench/serving/reference_fla.py) on the same shapes, from the
 #              wheels in .gpu-bundle/wheels (Triton's kernel cache in and out: see the stage)
 #   plot:      bench/serving/plot.py: the table (summary.md) and the PNG plots
-# Usage: bash bench/serving/run-on-device.sh [serve|engine|reference|plot|all]...  (default all)
+# Usage: bash bench/serving/run-on-device.sh [serve|serve-http|engine|reference|plot|all]...
+#        (default all). The HTTP ratio alone: bash bench/serving/run-on-device.sh serve-http
 # Binaries from scripts/gpu-bundle (.gpu-bundle/run). Results under $OUT (default
 # .gpu-bundle/serving-out): summary.md, the plots, and serving.tar.gz with every JSON and log.
 set -uo pipefail
@@ -62,6 +68,49 @@ if want serve; then
   loadgen poisson --seed 7 --rate "$POISSON_RATE" --concurrency 512 --duration "$((DURATION * 2))" --warmup 64
   kill -TERM $server
   wait $server
+fi
+
+if want serve-http; then
+  port=50161
+  http_port=50163
+  "$RUN/bin/hgrn2-server" --preset "$PRESET" --device "${DEVICE:-cuda}" --host 127.0.0.1 --port $port \
+    --http-port $http_port --metrics-port 0 --max-running 512 --max-queued 16384 \
+    --health-check-interval 0 >"$RESULTS/server-http.log" 2>&1 &
+  server=$!
+  for _ in $(seq 300); do grep -q "OpenAI-compatible HTTP API on" "$RESULTS/server-http.log" && break; sleep 0.5; done
+  grep "serving\|HTTP API" "$RESULTS/server-http.log"
+  for c in ${HTTP_LEVELS:-256}; do
+    for round in $(seq "${HTTP_ROUNDS:-2}"); do
+      for protocol in grpc openai; do
+        addr=127.0.0.1:$port
+        [[ $protocol == openai ]] && addr=127.0.0.1:$http_port
+        echo "== concurrency $c, $protocol, round $round"
+        "$RUN/bin/hgrn2-loadgen" --protocol "$protocol" --addr "$addr" --prompt-ids "$PROMPT" \
+          --output-tokens "$OUTPUT" --seed "$c" --concurrency "$c" --duration "$DURATION" \
+          --warmup "$((c < 8 ? 8 : c))" --quiet --json "$RESULTS/loadgen-$protocol-c$c-r$round.json" 2>&1 |
+          tee "$RESULTS/loadgen-$protocol-c$c-r$round.txt"
+      done
+    done
+  done
+  kill -TERM $server
+  wait $server
+  python3 - "$RESULTS" <<'PY' | tee "$RESULTS/http-vs-grpc.md"
+import glob, json, re, sys
+runs = {}
+for path in glob.glob(sys.argv[1] + "/loadgen-*-c*-r*.json"):
+    protocol, c, r = re.search(r"loadgen-(grpc|openai)-c(\d+)-r(\d+).json", path).groups()
+    report = json.load(open(path))
+    runs.setdefault(int(c), {}).setdefault(protocol, []).append(report)
+print("| streams | gRPC tok/s (rounds) | HTTP tok/s (rounds) | HTTP / gRPC | errors |")
+print("| --- | --- | --- | --- | --- |")
+for c, by in sorted(runs.items()):
+    g = [x["generated_tokens_per_s"] for x in by.get("grpc", [])]
+    h = [x["generated_tokens_per_s"] for x in by.get("openai", [])]
+    errors = sum(sum(x["errors"].values()) for p in by.values() for x in p)
+    ratio = (sum(h) / len(h)) / (sum(g) / len(g)) if g and h else float("nan")
+    print(f"| {c} | {sum(g)/max(len(g),1):.0f} ({', '.join(f'{x:.0f}' for x in g)}) | "
+          f"{sum(h)/max(len(h),1):.0f} ({', '.join(f'{x:.0f}' for x in h)}) | {ratio:.3f} | {errors} |")
+PY
 fi
 
 if want engine; then

@@ -266,7 +266,7 @@ absl::StatusOr<Admission> AccessControl::Admit(const std::optional<std::string>&
   if (!authorization.has_value()) {
     metrics_->RecordRefusedCall("missing_api_key", "");
     return absl::UnauthenticatedError(
-        "no API key: send the metadata \"authorization: Bearer <key>\"");
+        "no API key: send \"authorization: Bearer <key>\" (gRPC metadata or HTTP header)");
   }
   const absl::string_view value(*authorization);
   if (!absl::StartsWith(value, kBearer) || value.size() == kBearer.size()) {
