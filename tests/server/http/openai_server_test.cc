@@ -375,6 +375,37 @@ TEST_F(OpenAiServerTest, TextStreamsSamplesStopsAndChat) {
   EXPECT_EQ(Request(http(), "GET", "/version").status, 200);
 }
 
+// Sessions through the HTTP API: save_session_as keeps the final state, session_id goes on from
+// it (an empty prompt is allowed), exactly as the gRPC API goes on from the same session.
+TEST_F(OpenAiServerTest, SessionsSaveAndGoOnAsGrpcDoes) {
+  StartServer(HttpOptions(ModelWithTokenizer()));
+  const Reply saved = Post(http(), "/v1/completions",
+                           {{"prompt", "Once upon a time"}, {"max_tokens", 4}, {"temperature", 0},
+                            {"ignore_eos", true}, {"save_session_as", "story"}});
+  ASSERT_EQ(saved.status, 200) << saved.body;
+  const Reply resumed = Post(http(), "/v1/completions",
+                             {{"prompt", ""}, {"max_tokens", 6}, {"temperature", 0},
+                              {"ignore_eos", true}, {"session_id", "story"}});
+  ASSERT_EQ(resumed.status, 200) << resumed.body;
+  v1::GenerateRequest request;
+  request.set_session_id("story");
+  request.set_max_new_tokens(6);
+  request.mutable_sampling()->set_temperature(0.0f);
+  request.set_ignore_eos(true);
+  const Client::Stream grpc = client_->Generate(request);
+  ASSERT_TRUE(grpc.status.ok()) << grpc.status.error_message();
+  EXPECT_EQ(resumed.json["choices"][0]["text"], grpc.text);
+  EXPECT_EQ(resumed.json["usage"]["completion_tokens"], 6);
+  const Reply missing = Post(http(), "/v1/completions",
+                             {{"prompt", "x"}, {"max_tokens", 2}, {"session_id", "nope"}});
+  EXPECT_EQ(missing.status, 404) << missing.body;
+  EXPECT_EQ(missing.json["error"]["param"], "session_id");
+  const Reply two = Post(http(), "/v1/completions",
+                         {{"prompt", {"a", "b"}}, {"max_tokens", 2}, {"session_id", "story"}});
+  EXPECT_EQ(two.status, 400) << two.body;
+  EXPECT_EQ(two.json["error"]["param"], "session_id");
+}
+
 // Errors as OpenAI clients read them: the status, the type, the field as param.
 TEST_F(OpenAiServerTest, ErrorsNameTheFieldInOpenAisShape) {
   ServerOptions options = HttpOptions(testing::TestDataDir() / "tiny-a");
