@@ -7,6 +7,8 @@
 // first events go out in one write.
 #include "server/http/http_server.h"
 
+#include <pthread.h>
+
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -582,6 +584,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   for (int i = 0; i < options.threads; ++i) {
     // Each thread runs until there is no work: Stop closes the acceptor and the connections.
     server->impl_->threads.emplace_back([shared = server->impl_->shared] { shared->io.run(); });
+    pthread_setname_np(server->impl_->threads.back().native_handle(), "hgrn2-http");
   }
   return server;
 }
