@@ -380,12 +380,18 @@ TEST_F(OpenAiServerTest, TextStreamsSamplesStopsAndChat) {
 TEST_F(OpenAiServerTest, SessionsSaveAndGoOnAsGrpcDoes) {
   StartServer(HttpOptions(ModelWithTokenizer()));
   const Reply saved = Post(http(), "/v1/completions",
-                           {{"prompt", "Once upon a time"}, {"max_tokens", 4}, {"temperature", 0},
-                            {"ignore_eos", true}, {"save_session_as", "story"}});
+                           {{"prompt", "Once upon a time"},
+                            {"max_tokens", 4},
+                            {"temperature", 0},
+                            {"ignore_eos", true},
+                            {"save_session_as", "story"}});
   ASSERT_EQ(saved.status, 200) << saved.body;
   const Reply resumed = Post(http(), "/v1/completions",
-                             {{"prompt", ""}, {"max_tokens", 6}, {"temperature", 0},
-                              {"ignore_eos", true}, {"session_id", "story"}});
+                             {{"prompt", ""},
+                              {"max_tokens", 6},
+                              {"temperature", 0},
+                              {"ignore_eos", true},
+                              {"session_id", "story"}});
   ASSERT_EQ(resumed.status, 200) << resumed.body;
   v1::GenerateRequest request;
   request.set_session_id("story");
@@ -396,8 +402,8 @@ TEST_F(OpenAiServerTest, SessionsSaveAndGoOnAsGrpcDoes) {
   ASSERT_TRUE(grpc.status.ok()) << grpc.status.error_message();
   EXPECT_EQ(resumed.json["choices"][0]["text"], grpc.text);
   EXPECT_EQ(resumed.json["usage"]["completion_tokens"], 6);
-  const Reply missing = Post(http(), "/v1/completions",
-                             {{"prompt", "x"}, {"max_tokens", 2}, {"session_id", "nope"}});
+  const Reply missing =
+      Post(http(), "/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}, {"session_id", "nope"}});
   EXPECT_EQ(missing.status, 404) << missing.body;
   EXPECT_EQ(missing.json["error"]["param"], "session_id");
   const Reply two = Post(http(), "/v1/completions",
