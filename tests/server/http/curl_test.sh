@@ -2,7 +2,8 @@
 # The OpenAI-compatible API's raw bytes, as curl -N sees them: an event stream's header and
 # framing ("data: ..." events, blank lines, "data: [DONE]" last), the same text as the whole
 # answer, errors as JSON with their status, Expect: 100-continue, HTTP/1.0 (no chunking), /health
-# and the request metrics. Needs HGRN2_SERVER, HGRN2_CLI and HGRN2_TEST_DATA_DIR.
+# and the request metrics; HTTPS with the gRPC port's TLS files and a client certificate (openssl
+# makes them). Needs HGRN2_SERVER, HGRN2_CLI and HGRN2_TEST_DATA_DIR.
 set -uo pipefail
 # shellcheck source=../common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
@@ -70,4 +71,38 @@ grep -q '^hgrn2_requests_total{code="OK",rpc="POST /v1/completions"} [3-9]' <<<"
 check "the HTTP calls are counted in hgrn2_requests_total by route" $?
 grep -q '^hgrn2_requests_total{code="INVALID_ARGUMENT",rpc="POST /v1/completions"} 1' <<<"$metrics"
 check "the refused one too, by its code" $?
+
+# TLS with the gRPC port's files: HTTPS, and with --tls-client-ca a client certificate required.
+if command -v openssl >/dev/null; then
+  pki=$scratch/pki
+  mkdir -p "$pki"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=hgrn2-test-ca -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
+  for name in server client; do
+    ext="subjectAltName=DNS:localhost,IP:127.0.0.1"
+    [[ $name == client ]] && ext="extendedKeyUsage=clientAuth"
+    echo "$ext" >"$pki/$name.ext"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$name" \
+      -keyout "$pki/$name.key" -out "$pki/$name.csr" 2>/dev/null &&
+      openssl x509 -req -days 2 -in "$pki/$name.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
+        -CAcreateserial -extfile "$pki/$name.ext" -out "$pki/$name.pem" 2>/dev/null
+  done
+  tls_port=$(free_port)
+  if start_server "$scratch/tls.log" --model "$data/tiny-a" --metrics-port 0 --http-port "$tls_port" \
+    --tls-cert "$pki/server.pem" --tls-key "$pki/server.key" --tls-client-ca "$pki/ca.pem"; then
+    code=$(curl -s -o "$scratch/tls.json" -w '%{http_code}' --cacert "$pki/ca.pem" \
+      --cert "$pki/client.pem" --key "$pki/client.key" "https://127.0.0.1:$tls_port/v1/completions" \
+      -d '{"prompt": [1, 2, 3], "max_tokens": 4}')
+    [[ $code == 200 ]] && grep -q '"completion_tokens":4' "$scratch/tls.json"
+    check "HTTPS with a client certificate: a completion ($code)" $?
+    curl -s -o /dev/null --cacert "$pki/ca.pem" "https://127.0.0.1:$tls_port/health"
+    [[ $? -ne 0 ]]
+    check "HTTPS without a client certificate: refused in the handshake" $?
+    curl -s -o /dev/null "http://127.0.0.1:$tls_port/health"
+    [[ $? -ne 0 ]]
+    check "plain HTTP on the TLS port: no answer" $?
+  else
+    check "hgrn2-server starts with TLS on its HTTP port" 1
+  fi
+fi
 finish
