@@ -15,9 +15,13 @@
 namespace hgrn2::server {
 namespace {
 
+// The call's name in the metrics and the access log is its route ("GET /v1/models/{id}"), never
+// the path as sent: a label must not take a value per client-chosen string.
 CallInfo CallInfoOf(const HttpRequest& request) {
   CallInfo info;
-  info.method = absl::StrCat(request.method, " ", request.path);
+  info.method = absl::StartsWith(request.path, "/v1/models/")
+                    ? absl::StrCat(request.method, " /v1/models/{id}")
+                    : absl::StrCat(request.method, " ", request.path);
   info.peer = request.peer;
   info.authorization = request.authorization;
   info.request_id = request.request_id;

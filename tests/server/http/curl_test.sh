@@ -71,6 +71,10 @@ grep -q '^hgrn2_requests_total{code="OK",rpc="POST /v1/completions"} [3-9]' <<<"
 check "the HTTP calls are counted in hgrn2_requests_total by route" $?
 grep -q '^hgrn2_requests_total{code="INVALID_ARGUMENT",rpc="POST /v1/completions"} 1' <<<"$metrics"
 check "the refused one too, by its code" $?
+for id in a b c; do curl -s -o /dev/null "$url/v1/models/$id"; done
+metrics=$(curl -sf "http://127.0.0.1:$metrics_port/metrics")
+grep -q '^hgrn2_requests_total{code="NOT_FOUND",rpc="GET /v1/models/{id}"} 3' <<<"$metrics"
+check "a model id is no label value: GET /v1/models/{id} counted as its route" $?
 
 # TLS with the gRPC port's files: HTTPS, and with --tls-client-ca a client certificate required.
 if command -v openssl >/dev/null; then
