@@ -23,7 +23,39 @@ constexpr int32_t kCompletionDefaultMaxTokens = 16;
 // logit_bias values, as OpenAI bounds them.
 constexpr double kMaxBias = 100.0;
 
+// JSON nesting beyond this is refused before parsing: copying, converting or printing a value
+// recurses once per level (a chat message's extra keys reach the template), so a deep body could
+// exhaust the stack. Real requests nest a few levels.
+constexpr int kMaxDepth = 64;
+
+// The deepest nesting of arrays and objects in `body` (strings skipped).
+int Depth(absl::string_view body) {
+  int depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char c : body) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
 absl::StatusOr<Json> ParseBody(absl::string_view body) {
+  if (Depth(body) > kMaxDepth) {
+    return Invalid("body", absl::StrCat("nested deeper than ", kMaxDepth, " levels"));
+  }
   Json parsed;
   try {
     parsed = Json::parse(body);
@@ -238,7 +270,11 @@ absl::Status PlanGeneration(const Json& body, const OpenAiModel& model, int32_t 
     for (size_t i = 0; i < ids.size(); ++i) {
       HGRN2_ASSIGN_OR_RETURN(std::optional<int64_t> id,
                              IntegerValue(ids[i], absl::StrCat("stop_token_ids[", i, "]")));
-      stopping.stop_token_ids.push_back(static_cast<int32_t>(id.value_or(-1)));
+      // Out of int32's range is out of the vocabulary: -1 is refused by name below.
+      const int64_t value = id.value_or(-1);
+      stopping.stop_token_ids.push_back(value < 0 || value > std::numeric_limits<int32_t>::max()
+                                            ? -1
+                                            : static_cast<int32_t>(value));
     }
   }
   HGRN2_ASSIGN_OR_RETURN(std::optional<bool> ignore_eos, Bool(body, "ignore_eos"));

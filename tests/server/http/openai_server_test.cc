@@ -441,6 +441,13 @@ TEST_F(OpenAiServerTest, ErrorsNameTheFieldInOpenAisShape) {
                "invalid_request_error", "max_tokens", "only with echo");
   expect_error(Post(http(), "/v1/completions", {{"prompt", {1, 2}}, {"max_tokens", 200000}}), 400,
                "invalid_request_error", "max_tokens", "--max-new-tokens");
+  expect_error(Request(http(), "POST", "/v1/chat/completions",
+                       R"({"messages": [{"role": "user", "content": "hi", "x": )" +
+                           std::string(1000, '[') + std::string(1000, ']') + "}]}"),
+               400, "invalid_request_error", "body", "nested deeper than 64");
+  expect_error(
+      Post(http(), "/v1/completions", {{"prompt", {1, 2}}, {"stop_token_ids", {4294967297LL}}}),
+      400, "invalid_request_error", "stop_token_ids[0]", "must be in [0, 512)");
   expect_error(Post(http(), "/v1/completions", {{"prompt", {1, 2}}, {"suffix", "x"}}), 400,
                "invalid_request_error", "suffix", "not supported");
   expect_error(Post(http(), "/v1/completions", {{"prompt", {1, 2}}, {"logit_bias", {{"x", 1}}}}),
