@@ -131,7 +131,7 @@ class Replica:
         self.log_file = self.log.open("w")
         self.process = subprocess.Popen(
             [SERVER, "--model", str(MODEL), "--host", "127.0.0.1", "--port", "0", "--device",
-             "cpu", "--metrics-port", str(free_port()), *self.store_args],
+             "cpu", "--metrics-port", str(free_port()), "--http-port", "0", *self.store_args],
             stdout=subprocess.DEVNULL, stderr=self.log_file)
         deadline = time.monotonic() + 60
         pattern = re.compile(r"serving .* on 127\.0\.0\.1:(\d+), metrics on 127\.0\.0\.1:(\d+)")
