@@ -386,7 +386,10 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
               {"logprobs", plan_.logprobs ? legacy.ToJson() : Json(nullptr)},
               {"finish_reason",
                update.finish ? Json(FinishReasonText(update.finish->reason)) : Json(nullptr)}};
-    if (update.finish) c["stop_reason"] = StopReason(choice);
+    if (update.finish) {
+      c["stop_reason"] = StopReason(choice);
+      AddRevisions(*update.finish, c);
+    }
     chunk["choices"] = Json::array({std::move(c)});
     if (plan_.continuous_usage)
       chunk["usage"] = UsageJson(prompt_tokens_, delivered_tokens_, cached_tokens_);
@@ -422,12 +425,21 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
         {"logprobs", std::move(logprobs)},
         {"finish_reason",
          finished != nullptr ? Json(FinishReasonText(finished->finish->reason)) : Json(nullptr)}};
-    if (finished != nullptr) c["stop_reason"] = StopReason(*finished);
+    if (finished != nullptr) {
+      c["stop_reason"] = StopReason(*finished);
+      AddRevisions(*finished->finish, c);
+    }
     chunk["choices"] = Json::array({std::move(c)});
     if (plan_.continuous_usage) {
       chunk["usage"] = UsageJson(prompt_tokens_, delivered_tokens_, cached_tokens_);
     }
     return SseEvent(chunk);
+  }
+
+  // With sessions, the revisions the gRPC API reports: the one resumed and the one saved.
+  static void AddRevisions(const SampleFinish& finish, Json& choice) {
+    if (finish.resumed_revision != 0) choice["resumed_revision"] = finish.resumed_revision;
+    if (finish.saved_revision != 0) choice["saved_revision"] = finish.saved_revision;
   }
 
   // vLLM's stop_reason: the stop string, or the stop token id; null for EOS and length.
@@ -453,6 +465,7 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
       }
       c["finish_reason"] = reason;
       c["stop_reason"] = choice.finish ? StopReason(choice) : Json(nullptr);
+      if (choice.finish) AddRevisions(*choice.finish, c);
       choices.push_back(std::move(c));
     }
     out["choices"] = std::move(choices);

@@ -307,6 +307,20 @@ absl::Status PlanGeneration(const Json& body, const OpenAiModel& model, int32_t 
       return Invalid("save_session_as", "cannot save a session from n > 1 samples");
     }
   }
+  // What the save may replace, as the gRPC API's save_if_revision and save_overwrite.
+  HGRN2_ASSIGN_OR_RETURN(
+      std::optional<int64_t> if_revision,
+      IntegerIn(body, "save_if_revision", 0, std::numeric_limits<int64_t>::max()));
+  HGRN2_ASSIGN_OR_RETURN(std::optional<bool> overwrite, Bool(body, "save_overwrite"));
+  if (if_revision || overwrite.value_or(false)) {
+    const char* field = if_revision ? "save_if_revision" : "save_overwrite";
+    if (out.save_session_as.empty()) return Invalid(field, "needs save_session_as");
+    if (if_revision && overwrite.value_or(false)) {
+      return Invalid("save_if_revision", "cannot be set together with save_overwrite");
+    }
+    if (if_revision) out.save_options.if_revision = static_cast<uint64_t>(*if_revision);
+    out.save_options.overwrite = overwrite.value_or(false);
+  }
   HGRN2_ASSIGN_OR_RETURN(std::optional<bool> stream, Bool(body, "stream"));
   plan.stream = stream.value_or(false);
   if (const Json& options = Field(body, "stream_options"); !options.is_null()) {

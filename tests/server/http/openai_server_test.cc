@@ -386,6 +386,14 @@ TEST_F(OpenAiServerTest, SessionsSaveAndGoOnAsGrpcDoes) {
                             {"ignore_eos", true},
                             {"save_session_as", "story"}});
   ASSERT_EQ(saved.status, 200) << saved.body;
+  EXPECT_EQ(saved.json["choices"][0]["saved_revision"], 1);
+  // A save conditioned on another revision is refused (409), as over gRPC.
+  const Reply conflict = Post(
+      http(), "/v1/completions",
+      {{"prompt", "x"}, {"max_tokens", 1}, {"save_session_as", "story"}, {"save_if_revision", 7}});
+  EXPECT_EQ(conflict.status, 409) << conflict.body;
+  EXPECT_EQ(Post(http(), "/v1/completions", {{"prompt", "x"}, {"save_overwrite", true}}).status,
+            400);
   const Reply resumed = Post(http(), "/v1/completions",
                              {{"prompt", ""},
                               {"max_tokens", 6},
@@ -401,6 +409,7 @@ TEST_F(OpenAiServerTest, SessionsSaveAndGoOnAsGrpcDoes) {
   const Client::Stream grpc = client_->Generate(request);
   ASSERT_TRUE(grpc.status.ok()) << grpc.status.error_message();
   EXPECT_EQ(resumed.json["choices"][0]["text"], grpc.text);
+  EXPECT_EQ(resumed.json["choices"][0]["resumed_revision"], 1);
   EXPECT_EQ(resumed.json["usage"]["completion_tokens"], 6);
   const Reply missing =
       Post(http(), "/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}, {"session_id", "nope"}});
