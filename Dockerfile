@@ -77,7 +77,8 @@ LABEL org.opencontainers.image.title="hgrn2-server" \
 # The model folder's default (--model) is models/hgrn2-demo under the working directory.
 WORKDIR /opt/hgrn2
 ENV PATH=/opt/hgrn2/bin:$PATH
-EXPOSE 50051 9400
+# gRPC, /metrics, the OpenAI-compatible HTTP API (--http-port, 0 = off).
+EXPOSE 50051 9400 8000
 # Docker's own health check; Kubernetes uses its gRPC probes instead (deploy/k8s).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
   CMD ["/opt/hgrn2/bin/hgrn2-cli", "--addr", "127.0.0.1:50051", "--timeout", "3", "health"]

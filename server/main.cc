@@ -379,7 +379,8 @@ int main(int argc, char** argv) {
            {"metrics_address", metrics_address}});
 
   if ((*server)->http_port() > 0) {
-    LogInfo(absl::StrCat("OpenAI-compatible HTTP API on ", options.host, ":", (*server)->http_port()));
+    LogInfo(
+        absl::StrCat("OpenAI-compatible HTTP API on ", options.host, ":", (*server)->http_port()));
   }
   if (reload_pending) {
     LogInfo("got SIGHUP while starting: reloading the TLS files and API keys");

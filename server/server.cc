@@ -49,15 +49,6 @@ std::string FlagName(DType dtype) {
   }
 }
 
-// The model's name in the OpenAI-compatible API (/v1/models, each response's "model"): the model
-// folder's name, or "random:<preset>". The one place to change when a flag names it.
-std::string ServedModelName(const ServerOptions& options) {
-  if (!options.preset.empty()) return absl::StrCat("random:", options.preset);
-  std::filesystem::path path(options.model_dir);
-  if (!path.has_filename()) path = path.parent_path();  // "models/hgrn2-demo/"
-  return path.filename().string();
-}
-
 absl::Status WithContext(const absl::Status& status, absl::string_view what) {
   return absl::Status(status.code(), absl::StrCat(what, ": ", status.message()));
 }

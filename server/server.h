@@ -31,7 +31,8 @@ namespace hgrn2::server {
 // thread, any number of times.
 class Server {
  public:
-  // options.served_model_name, or what it defaults to: the model folder's name.
+  // The model's name in metrics, logs and the OpenAI API (/v1/models, "model" in replies):
+  // options.served_model_name, or what it defaults to, the model folder's name.
   static std::string ServedModelName(const ServerOptions& options);
 
   // Loads the model and its tokenizer, starts the engine, runs a warm-up (a scoring pass and a

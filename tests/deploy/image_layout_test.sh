@@ -41,8 +41,9 @@ check "scripts/stage-image without a kind: usage, exit 2" $?
 # As the image starts it: in /opt/hgrn2, configured by variables alone.
 port=$(free_port)
 metrics_port=$(free_port)
+http_port=$(free_port)
 (cd "$prefix" && exec env -i PATH="$PATH" LD_LIBRARY_PATH="$prefix/lib" HGRN2_HOST=127.0.0.1 \
-  HGRN2_PORT="$port" HGRN2_METRICS_PORT="$metrics_port" HGRN2_DEVICE=cpu \
+  HGRN2_PORT="$port" HGRN2_METRICS_PORT="$metrics_port" HGRN2_HTTP_PORT="$http_port" HGRN2_DEVICE=cpu \
   HGRN2_HEALTH_CHECK_INTERVAL=0 HGRN2_DRAIN_TIMEOUT=5 HGRN2_MAX_RUNNING=3 \
   "$prefix/bin/hgrn2-server") 2>"$scratch/server.log" &
 pid=$!
@@ -65,6 +66,8 @@ check "HGRN2_MAX_RUNNING=3 reached the server (info: max running 3)" $?
 metrics=$(curl -sf "http://127.0.0.1:$metrics_port/metrics")
 grep -q '^hgrn2_serving{model_name="hgrn2-demo"} 1' <<<"$metrics"
 check "HGRN2_METRICS_PORT: /metrics answers with hgrn2_serving{model_name=\"hgrn2-demo\"} 1" $?
+[[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$http_port/health") == 200 ]]
+check "HGRN2_HTTP_PORT: the OpenAI-compatible API's /health answers 200" $?
 out=$(cli_staged generate "Once upon a time" --max-new-tokens 4 --temperature 0 2>/dev/null)
 [[ -n $out ]]
 check "a generation through the staged server and client ($out)" $?

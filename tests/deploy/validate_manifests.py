@@ -117,8 +117,11 @@ def check_overlay(overlay, kubectl, mapped_variables, adapter_metrics):
 
     grpc_port = int(env["HGRN2_PORT"])
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    check(f"{name}: container ports grpc={grpc_port} and metrics={env['HGRN2_METRICS_PORT']}",
-          ports == {"grpc": grpc_port, "metrics": int(env["HGRN2_METRICS_PORT"])}, str(ports))
+    expected_ports = {"grpc": grpc_port, "metrics": int(env["HGRN2_METRICS_PORT"]),
+                      "http": int(env["HGRN2_HTTP_PORT"])}
+    check(f"{name}: container ports grpc, metrics and http equal HGRN2_PORT, HGRN2_METRICS_PORT "
+          f"and HGRN2_HTTP_PORT {sorted(expected_ports.values())}",
+          ports == expected_ports, str(ports))
     mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     tls = "HGRN2_TLS_CERT" in env
@@ -199,8 +202,8 @@ def check_overlay(overlay, kubectl, mapped_variables, adapter_metrics):
 
     labels = pod["metadata"]["labels"]
     main = next(s for s in by_kind["Service"] if s["metadata"]["name"] == "hgrn2-server")
-    check(f"{name}: Service ports named grpc and metrics",
-          {p["name"]: p["port"] for p in main["spec"]["ports"]} == {"grpc": grpc_port, "metrics": int(env["HGRN2_METRICS_PORT"])})
+    check(f"{name}: Service ports named grpc, metrics and http",
+          {p["name"]: p["port"] for p in main["spec"]["ports"]} == expected_ports)
     for kind in ("Service", "PodDisruptionBudget"):
         for o in by_kind[kind]:
             if o["metadata"]["name"].startswith("hgrn2-server"):

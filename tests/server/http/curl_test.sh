@@ -67,13 +67,13 @@ check "HTTP/1.0: the stream without chunking, to the end" $?
 [[ $(curl -s -o /dev/null -w '%{http_code}' "$url/health") == 200 ]]
 check "GET /health: 200" $?
 metrics=$(curl -sf "http://127.0.0.1:$metrics_port/metrics")
-grep -q '^hgrn2_requests_total{code="OK",rpc="POST /v1/completions"} [3-9]' <<<"$metrics"
+grep -q '^hgrn2_requests_total{code="OK",model_name="[^"]*",rpc="POST /v1/completions"} [3-9]' <<<"$metrics"
 check "the HTTP calls are counted in hgrn2_requests_total by route" $?
-grep -q '^hgrn2_requests_total{code="INVALID_ARGUMENT",rpc="POST /v1/completions"} 1' <<<"$metrics"
+grep -q '^hgrn2_requests_total{code="INVALID_ARGUMENT",model_name="[^"]*",rpc="POST /v1/completions"} 1' <<<"$metrics"
 check "the refused one too, by its code" $?
 for id in a b c; do curl -s -o /dev/null "$url/v1/models/$id"; done
 metrics=$(curl -sf "http://127.0.0.1:$metrics_port/metrics")
-grep -q '^hgrn2_requests_total{code="NOT_FOUND",rpc="GET /v1/models/{id}"} 3' <<<"$metrics"
+grep -q '^hgrn2_requests_total{code="NOT_FOUND",model_name="[^"]*",rpc="GET /v1/models/{id}"} 3' <<<"$metrics"
 check "a model id is no label value: GET /v1/models/{id} counted as its route" $?
 
 # TLS with the gRPC port's files: HTTPS, and with --tls-client-ca a client certificate required.

@@ -129,10 +129,10 @@ class OpenAiServerTest : public ::testing::Test {
     std::string scrape;
     for (int i = 0; i < 250; ++i) {
       scrape = Scrape(server_->metrics_port());
-      if (MetricValue(scrape, "hgrn2_running_sequences") == 0 &&
-          MetricValue(scrape, "hgrn2_active_streams") == 0 &&
-          MetricValue(scrape, "hgrn2_state_slots_used") == 0 &&
-          MetricValue(scrape, "hgrn2_queue_depth") == 0) {
+      if (MetricValue(scrape, R"(hgrn2_running_sequences{model_name="tiny-a"})") == 0 &&
+          MetricValue(scrape, R"(hgrn2_active_streams{model_name="tiny-a"})") == 0 &&
+          MetricValue(scrape, R"(hgrn2_state_slots_used{model_name="tiny-a"})") == 0 &&
+          MetricValue(scrape, R"(hgrn2_queue_depth{model_name="tiny-a"})") == 0) {
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -526,7 +526,7 @@ TEST_F(OpenAiServerTest, ApiKeysAndTenantLimits) {
     EXPECT_EQ(limited.headers.at("retry-after"), "1");
   }
   std::string scrape = AwaitIdle();
-  EXPECT_EQ(MetricValue(scrape, "hgrn2_running_sequences"), 0) << scrape;
+  EXPECT_EQ(MetricValue(scrape, R"(hgrn2_running_sequences{model_name="tiny-a"})"), 0) << scrape;
   for (int i = 0; i < 100; ++i) {
     if (Post(http(), "/v1/completions", request, {{"Authorization", "Bearer acme-key"}}).status ==
         200) {
@@ -550,19 +550,23 @@ TEST_F(OpenAiServerTest, DisconnectCancelsAndSlowReaderStallsNobody) {
     EXPECT_THAT(stream.ReadUntil("data: "), HasSubstr("text/event-stream"));
   }  // closed mid-stream
   std::string scrape = AwaitIdle();
-  EXPECT_EQ(MetricValue(scrape, "hgrn2_running_sequences"), 0) << scrape;
-  EXPECT_EQ(MetricValue(scrape, "hgrn2_state_slots_used"), 0) << scrape;
-  EXPECT_EQ(MetricValue(scrape, "hgrn2_active_streams"), 0) << scrape;
+  EXPECT_EQ(MetricValue(scrape, R"(hgrn2_running_sequences{model_name="tiny-a"})"), 0) << scrape;
+  EXPECT_EQ(MetricValue(scrape, R"(hgrn2_state_slots_used{model_name="tiny-a"})"), 0) << scrape;
+  EXPECT_EQ(MetricValue(scrape, R"(hgrn2_active_streams{model_name="tiny-a"})"), 0) << scrape;
   for (int i = 0; i < 100; ++i) {  // the call's end is recorded once its scope ends
-    if (MetricValue(scrape,
-                    R"(hgrn2_requests_total{code="CANCELLED",rpc="POST /v1/completions"})") == 1) {
+    if (MetricValue(
+            scrape,
+            R"(hgrn2_requests_total{code="CANCELLED",model_name="tiny-a",rpc="POST /v1/completions"})") ==
+        1) {
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     scrape = Scrape(server_->metrics_port());
   }
   EXPECT_EQ(
-      MetricValue(scrape, R"(hgrn2_requests_total{code="CANCELLED",rpc="POST /v1/completions"})"),
+      MetricValue(
+          scrape,
+          R"(hgrn2_requests_total{code="CANCELLED",model_name="tiny-a",rpc="POST /v1/completions"})"),
       1)
       << scrape;
 
@@ -572,7 +576,7 @@ TEST_F(OpenAiServerTest, DisconnectCancelsAndSlowReaderStallsNobody) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   scrape = AwaitIdle();
-  EXPECT_EQ(MetricValue(scrape, "hgrn2_running_sequences"), 0) << scrape;
+  EXPECT_EQ(MetricValue(scrape, R"(hgrn2_running_sequences{model_name="tiny-a"})"), 0) << scrape;
 
   // The slow reader: its stream runs on (40k tokens) while nobody reads it.
   OpenStream slow(http(), {{"prompt", {1, 2, 3}},
@@ -587,7 +591,7 @@ TEST_F(OpenAiServerTest, DisconnectCancelsAndSlowReaderStallsNobody) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(20));
   slow.Close();
   scrape = AwaitIdle();
-  EXPECT_EQ(MetricValue(scrape, "hgrn2_running_sequences"), 0) << scrape;
+  EXPECT_EQ(MetricValue(scrape, R"(hgrn2_running_sequences{model_name="tiny-a"})"), 0) << scrape;
 }
 
 // A full queue is 429 (the SDKs' RateLimitError); a draining server is 503 on every route,
@@ -602,7 +606,8 @@ TEST_F(OpenAiServerTest, QueueFullIs429AndDrainingIs503) {
   auto running = std::make_unique<OpenStream>(http(), endless);
   running->ReadUntil("data: ");
   auto queued = std::make_unique<OpenStream>(http(), endless);
-  for (int i = 0; i < 100 && MetricValue(Scrape(server_->metrics_port()), "hgrn2_queue_depth") < 1;
+  for (int i = 0; i < 100 && MetricValue(Scrape(server_->metrics_port()),
+                                         R"(hgrn2_queue_depth{model_name="tiny-a"})") < 1;
        ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }

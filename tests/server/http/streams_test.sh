@@ -55,13 +55,13 @@ check "the server's threads stay put ($before before, $most at most): no thread 
 scrape() { curl -sf "http://127.0.0.1:$metrics_port/metrics"; }
 for _ in $(seq 100); do
   metrics=$(scrape)
-  grep -q '^hgrn2_running_sequences 0$' <<<"$metrics" && grep -q '^hgrn2_state_slots_used 0$' <<<"$metrics" &&
-    grep -q '^hgrn2_active_streams 0$' <<<"$metrics" && grep -q '^hgrn2_queue_depth 0$' <<<"$metrics" && break
+  grep -q '^hgrn2_running_sequences{model_name="[^"]*"} 0$' <<<"$metrics" && grep -q '^hgrn2_state_slots_used{model_name="[^"]*"} 0$' <<<"$metrics" &&
+    grep -q '^hgrn2_active_streams{model_name="[^"]*"} 0$' <<<"$metrics" && grep -q '^hgrn2_queue_depth{model_name="[^"]*"} 0$' <<<"$metrics" && break
   sleep 0.1
 done
-grep -q '^hgrn2_running_sequences 0$' <<<"$metrics" && grep -q '^hgrn2_state_slots_used 0$' <<<"$metrics" &&
-  grep -q '^hgrn2_active_streams 0$' <<<"$metrics" && grep -q '^hgrn2_queue_depth 0$' <<<"$metrics"
+grep -q '^hgrn2_running_sequences{model_name="[^"]*"} 0$' <<<"$metrics" && grep -q '^hgrn2_state_slots_used{model_name="[^"]*"} 0$' <<<"$metrics" &&
+  grep -q '^hgrn2_active_streams{model_name="[^"]*"} 0$' <<<"$metrics" && grep -q '^hgrn2_queue_depth{model_name="[^"]*"} 0$' <<<"$metrics"
 check "afterwards nothing is held: no running sequence, slot, stream or queued request" $?
-grep -q "^hgrn2_requests_total{code=\"OK\",rpc=\"POST /v1/completions\"} $streams\$" <<<"$metrics"
+grep -q "^hgrn2_requests_total{code=\"OK\",model_name=\"[^\"]*\",rpc=\"POST /v1/completions\"} $streams\$" <<<"$metrics"
 check "$streams calls counted OK" $?
 finish
