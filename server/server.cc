@@ -1,4 +1,5 @@
-// Server: start-up (load, warm up, bind), the periodic health probe, and the graceful shutdown.
+// Server: start-up (load, warm up, bind), the periodic health probe, and reloads (the end: in
+// server_shutdown.cc).
 #include "server/server.h"
 
 #include <pthread.h>
@@ -354,66 +355,6 @@ void Server::SetServing(bool serving) {
   metrics_.SetServing(serving);
 }
 
-void Server::Shutdown(absl::Duration drain_timeout) {
-  {
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (shutting_down_) {
-      changed_.wait(lock, [&] { return shut_down_; });
-      return;
-    }
-    shutting_down_ = true;
-    // NOT_SERVING for every service from now on.
-    if (grpc_server_ != nullptr) grpc_server_->GetHealthCheckService()->Shutdown();
-    if (openai_ != nullptr) openai_->SetServing(false);
-    metrics_.SetServing(false);
-  }
-  changed_.notify_all();
-  calls_.StartDraining();
-  const int64_t in_progress = calls_.active();
-  LogInfo(absl::StrCat("draining: ", in_progress, " calls in progress, up to ",
-                       absl::FormatDuration(drain_timeout)),
-          {{"calls", in_progress}, {"drain_timeout_seconds", drain_timeout}});
-  const absl::Time deadline = absl::Now() + drain_timeout;
-  while (absl::Now() < deadline) {
-    if (calls_.WaitIdle(std::min(absl::Milliseconds(50), deadline - absl::Now()))) break;
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (stop_draining_) break;
-  }
-  const int64_t left = calls_.active();
-  if (left > 0) {
-    LogWarning(absl::StrCat("drain over: ending ", left, " calls with UNAVAILABLE"),
-               {{"calls", left}});
-  }
-  if (probe_thread_.joinable()) probe_thread_.join();
-  engine_->Stop();
-  if (grpc_server_ != nullptr) {
-    grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    grpc_server_->Wait();
-  }
-  // The HTTP answers the engine just ended get a moment to go out (their pumps run on the stream
-  // and session workers) before the workers stop.
-  if (http_ != nullptr) http_->Stop(absl::Seconds(5));
-  // Session tasks post to the stream workers (a finished save wakes its call's pump), so the
-  // session workers go first: they run the saves still queued while the stream workers can take
-  // what those post. Nothing on the stream workers starts a save any more: every call has ended.
-  session_workers_.reset();
-  workers_.reset();
-  LogInfo("stopped");
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    shut_down_ = true;
-  }
-  changed_.notify_all();
-}
-
-void Server::StopDraining() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stop_draining_ = true;
-  }
-  changed_.notify_all();
-}
-
 absl::Status Server::Reload() {
   absl::Status first = absl::OkStatus();
   if (tls_ != nullptr) {
@@ -444,24 +385,6 @@ absl::Status Server::Reload() {
     LogWarning("reload: no TLS files or API keys to reload");
   }
   return first;
-}
-
-void Server::Wait() {
-  std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait(lock, [&] { return shut_down_; });
-}
-
-Server::~Server() {
-  bool running;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    running = !shut_down_;
-  }
-  if (running && engine_ != nullptr) Shutdown(absl::ZeroDuration());
-  if (probe_thread_.joinable()) probe_thread_.join();
-  // metrics_ outlives the members below (the engine records into it), but a scrape renders the
-  // session and engine stats through them: no scrape may run once they start to go.
-  metrics_.StopServing();
 }
 
 }  // namespace hgrn2::server

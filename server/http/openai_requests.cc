@@ -12,112 +12,25 @@
 #include "engine/base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "server/core/request_checks.h"
+#include "server/http/json_fields.h"
+#include "server/http/openai_prompts.h"
 
 namespace hgrn2::server {
 namespace {
 
-using Json = nlohmann::ordered_json;
+using json_fields::Bool;
+using json_fields::Field;
+using json_fields::Integer;
+using json_fields::IntegerIn;
+using json_fields::IntegerValue;
+using json_fields::Number;
+using json_fields::ParseBody;
+using json_fields::String;
 
 // OpenAI's default max_tokens for /v1/completions.
 constexpr int32_t kCompletionDefaultMaxTokens = 16;
 // logit_bias values, as OpenAI bounds them.
 constexpr double kMaxBias = 100.0;
-
-// JSON nesting beyond this is refused before parsing: copying, converting or printing a value
-// recurses once per level (a chat message's extra keys reach the template), so a deep body could
-// exhaust the stack. Real requests nest a few levels.
-constexpr int kMaxDepth = 64;
-
-// The deepest nesting of arrays and objects in `body` (strings skipped).
-int Depth(absl::string_view body) {
-  int depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (char c : body) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return deepest;
-}
-
-absl::StatusOr<Json> ParseBody(absl::string_view body) {
-  if (Depth(body) > kMaxDepth) {
-    return Invalid("body", absl::StrCat("nested deeper than ", kMaxDepth, " levels"));
-  }
-  Json parsed;
-  try {
-    parsed = Json::parse(body);
-  } catch (const std::exception& e) {
-    return Invalid("body", absl::StrCat("not valid JSON (", e.what(), ")"));
-  }
-  if (!parsed.is_object()) return Invalid("body", "must be a JSON object");
-  return parsed;
-}
-
-// The field, or null when absent.
-const Json& Field(const Json& body, const char* name) {
-  static const Json kNull;
-  const auto found = body.find(name);
-  return found == body.end() ? kNull : *found;
-}
-
-// Readers: absent or null gives nullopt; another type, INVALID_ARGUMENT naming the field.
-absl::StatusOr<std::optional<bool>> Bool(const Json& body, const char* name) {
-  const Json& value = Field(body, name);
-  if (value.is_null()) return std::nullopt;
-  if (!value.is_boolean()) return Invalid(name, "must be true or false");
-  return value.get<bool>();
-}
-
-absl::StatusOr<std::optional<int64_t>> IntegerValue(const Json& value, const std::string& name) {
-  if (value.is_null()) return std::nullopt;
-  if (value.is_number_integer()) return value.get<int64_t>();
-  // 3.0 is an integer too, as Python's json writes some.
-  if (value.is_number_float()) {
-    const double d = value.get<double>();
-    if (std::trunc(d) == d && std::abs(d) < 9e15) return static_cast<int64_t>(d);
-  }
-  return Invalid(name, "must be an integer");
-}
-absl::StatusOr<std::optional<int64_t>> Integer(const Json& body, const char* name) {
-  return IntegerValue(Field(body, name), name);
-}
-
-absl::StatusOr<std::optional<double>> Number(const Json& body, const char* name) {
-  const Json& value = Field(body, name);
-  if (value.is_null()) return std::nullopt;
-  if (!value.is_number()) return Invalid(name, "must be a number");
-  return value.get<double>();
-}
-
-absl::StatusOr<std::optional<std::string>> String(const Json& body, const char* name) {
-  const Json& value = Field(body, name);
-  if (value.is_null()) return std::nullopt;
-  if (!value.is_string()) return Invalid(name, "must be a string");
-  return value.get<std::string>();
-}
-
-// An integer in [lowest, highest].
-absl::StatusOr<std::optional<int64_t>> IntegerIn(const Json& body, const char* name, int64_t lowest,
-                                                 int64_t highest) {
-  HGRN2_ASSIGN_OR_RETURN(std::optional<int64_t> value, Integer(body, name));
-  if (value && (*value < lowest || *value > highest)) {
-    return Invalid(name, absl::StrCat("must be in [", lowest, ", ", highest, "], got ", *value));
-  }
-  return value;
-}
 
 // An engine check's "field must be ..." as "field: must be ...", so the error names it as param.
 absl::Status AsFieldError(const absl::Status& status) {
@@ -340,139 +253,6 @@ absl::Status PlanGeneration(const Json& body, const OpenAiModel& model, int32_t 
     }
   }
   return absl::OkStatus();
-}
-
-// A text prompt encoded; `add_special` adds what the tokenizer's post-processor adds (BOS).
-absl::StatusOr<PlannedPrompt> TextPrompt(std::string text, const std::string& field,
-                                         bool add_special, bool resumes,
-                                         const ModelContext& context) {
-  HGRN2_ASSIGN_OR_RETURN(const Tokenizer* tokenizer, TokenizerFor(field, context));
-  HGRN2_RETURN_IF_ERROR(CheckTextBytes(text, field, context.limits));
-  absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(text, add_special);
-  if (!ids.ok()) return Invalid(field, ids.status().message());
-  if (ids->empty() && !resumes) return Invalid(field, "encodes to no tokens");
-  HGRN2_RETURN_IF_ERROR(CheckLength(static_cast<int64_t>(ids->size()), field, context));
-  return PlannedPrompt{std::move(text), *std::move(ids)};
-}
-
-absl::StatusOr<PlannedPrompt> IdsPrompt(const Json& ids, const std::string& field, bool resumes,
-                                        const ModelContext& context) {
-  if (ids.empty() && !resumes) return Invalid(field, "empty prompt");
-  HGRN2_RETURN_IF_ERROR(CheckLength(static_cast<int64_t>(ids.size()), field, context));
-  PlannedPrompt out;
-  out.ids.reserve(ids.size());
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (!ids[i].is_number_integer()) {
-      return Invalid(absl::StrCat(field, "[", i, "]"), "must be a token id");
-    }
-    const int64_t id = ids[i].get<int64_t>();
-    out.ids.push_back(id < std::numeric_limits<int32_t>::min() ||
-                              id > std::numeric_limits<int32_t>::max()
-                          ? -1
-                          : static_cast<int32_t>(id));
-  }
-  HGRN2_RETURN_IF_ERROR(CheckIds(out.ids, field, *context.config));
-  return out;
-}
-
-// prompt: a string, a list of strings, a list of token ids, or a list of such lists.
-absl::StatusOr<std::vector<PlannedPrompt>> CompletionPrompts(const Json& body, bool add_special,
-                                                             bool resumes,
-                                                             const ModelContext& context) {
-  const Json& prompt = Field(body, "prompt");
-  std::vector<PlannedPrompt> out;
-  if (prompt.is_null()) {
-    if (!resumes) return Invalid("prompt", "missing");
-    out.emplace_back();  // a session goes on from where it stopped
-    return out;
-  }
-  if (prompt.is_string()) {
-    HGRN2_ASSIGN_OR_RETURN(PlannedPrompt one, TextPrompt(prompt.get<std::string>(), "prompt",
-                                                         add_special, resumes, context));
-    out.push_back(std::move(one));
-    return out;
-  }
-  if (!prompt.is_array() || prompt.empty()) {
-    return Invalid("prompt",
-                   "must be a string, a list of strings, a list of token ids or a list "
-                   "of lists of token ids");
-  }
-  if (prompt[0].is_number()) {
-    HGRN2_ASSIGN_OR_RETURN(PlannedPrompt one, IdsPrompt(prompt, "prompt", resumes, context));
-    out.push_back(std::move(one));
-    return out;
-  }
-  if (static_cast<int>(prompt.size()) > kMaxPrompts) {
-    return OverLimit("prompt", static_cast<int64_t>(prompt.size()), "prompts", kMaxPrompts,
-                     "one request");
-  }
-  for (size_t i = 0; i < prompt.size(); ++i) {
-    const std::string field = absl::StrCat("prompt[", i, "]");
-    if (prompt[i].is_string()) {
-      HGRN2_ASSIGN_OR_RETURN(PlannedPrompt one, TextPrompt(prompt[i].get<std::string>(), field,
-                                                           add_special, resumes, context));
-      out.push_back(std::move(one));
-    } else if (prompt[i].is_array()) {
-      HGRN2_ASSIGN_OR_RETURN(PlannedPrompt one, IdsPrompt(prompt[i], field, resumes, context));
-      out.push_back(std::move(one));
-    } else {
-      return Invalid(field, "must be a string or a list of token ids");
-    }
-  }
-  return out;
-}
-
-// Chat messages as the template gets them: each an object with a string role; content a string,
-// or a list of text parts (joined with newlines, as vLLM does), or null (an empty string).
-absl::StatusOr<Json> ChatMessages(const Json& body) {
-  const Json& messages = Field(body, "messages");
-  if (!messages.is_array() || messages.empty()) {
-    return Invalid("messages", "must be a non-empty list of messages");
-  }
-  Json out = Json::array();
-  for (size_t i = 0; i < messages.size(); ++i) {
-    const std::string field = absl::StrCat("messages[", i, "]");
-    const Json& message = messages[i];
-    if (!message.is_object()) return Invalid(field, "must be an object");
-    if (!Field(message, "role").is_string()) {
-      return Invalid(absl::StrCat(field, ".role"), "must be a string");
-    }
-    Json copy = message;
-    const Json& content = Field(message, "content");
-    if (content.is_null()) {
-      copy["content"] = "";
-    } else if (content.is_array()) {
-      std::vector<std::string> texts;
-      for (size_t j = 0; j < content.size(); ++j) {
-        const std::string part = absl::StrCat(field, ".content[", j, "]");
-        if (!content[j].is_object() || Field(content[j], "type") != "text" ||
-            !Field(content[j], "text").is_string()) {
-          return Invalid(part, "only {\"type\": \"text\", \"text\": ...} parts are supported");
-        }
-        texts.push_back(content[j]["text"].get<std::string>());
-      }
-      copy["content"] = absl::StrJoin(texts, "\n");
-    } else if (!content.is_string()) {
-      return Invalid(absl::StrCat(field, ".content"), "must be a string or a list of text parts");
-    }
-    out.push_back(std::move(copy));
-  }
-  return out;
-}
-
-// The chat's prompt text: the messages through the template.
-absl::StatusOr<std::string> RenderChat(const Json& body, const OpenAiModel& model) {
-  if (model.chat == nullptr) {
-    return Invalid("messages", "this model has no tokenizer: use /v1/completions with token ids");
-  }
-  HGRN2_ASSIGN_OR_RETURN(Json messages, ChatMessages(body));
-  HGRN2_ASSIGN_OR_RETURN(std::optional<bool> add_generation_prompt,
-                         Bool(body, "add_generation_prompt"));
-  const Json& kwargs = Field(body, "chat_template_kwargs");
-  if (!kwargs.is_null() && !kwargs.is_object()) {
-    return Invalid("chat_template_kwargs", "must be an object");
-  }
-  return model.chat->Render(messages, add_generation_prompt.value_or(true), kwargs);
 }
 
 }  // namespace
