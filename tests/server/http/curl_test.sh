@@ -96,7 +96,7 @@ if command -v openssl >/dev/null; then
     --tls-cert "$pki/server.pem" --tls-key "$pki/server.key" --tls-client-ca "$pki/ca.pem"; then
     code=$(curl -s -o "$scratch/tls.json" -w '%{http_code}' --cacert "$pki/ca.pem" \
       --cert "$pki/client.pem" --key "$pki/client.key" "https://127.0.0.1:$tls_port/v1/completions" \
-      -d '{"prompt": [1, 2, 3], "max_tokens": 4}')
+      -d '{"prompt": [1, 2, 3], "max_tokens": 4, "ignore_eos": true}')
     [[ $code == 200 ]] && grep -q '"completion_tokens":4' "$scratch/tls.json"
     check "HTTPS with a client certificate: a completion ($code)" $?
     curl -s -o /dev/null --cacert "$pki/ca.pem" "https://127.0.0.1:$tls_port/health"
