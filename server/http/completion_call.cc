@@ -29,7 +29,6 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
   CompletionCall(const CallParts& parts, const OpenAiModel& model, std::shared_ptr<CallScope> scope,
                  std::shared_ptr<HttpExchange> exchange, CompletionPlan plan)
       : parts_(parts),
-        model_(model),
         scope_(std::move(scope)),
         exchange_(std::move(exchange)),
         plan_(std::move(plan)),
@@ -235,7 +234,6 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
   }
 
   const CallParts& parts_;
-  const OpenAiModel& model_;
   const std::shared_ptr<CallScope> scope_;
   const std::shared_ptr<HttpExchange> exchange_;
   const CompletionPlan plan_;

@@ -15,7 +15,8 @@ build_dir=${HGRN2_BUILD_DIR:?}
 
 # The dev build has the CUDA backend where nvcc was found: stage it as the cuda image would.
 kind=cpu
-ldd "$build_dir/bin/hgrn2-server" | grep -q libcudart && kind=cuda
+# (ldd read whole first: `ldd | grep -q` fails under pipefail when grep stops early.)
+[[ $(ldd "$build_dir/bin/hgrn2-server") == *libcudart* ]] && kind=cuda
 prefix=$scratch/opt/hgrn2
 "$root/scripts/stage-image" "$build_dir" "$prefix" "$kind" >/dev/null
 check "scripts/stage-image lays out the image's /opt/hgrn2 ($kind)" $?

@@ -11,7 +11,7 @@
   the drain plus preStop, a non-root read-only container without capabilities, one GPU per pod exactly in
   GPU overlays, named Service ports, selectors that match the pods, a ServiceMonitor port that
   exists, HPA metrics that the Prometheus adapter exposes, and only HGRN2_* variables that
-  hgrn2-server reads (each flag's, as server/main.cc declares its flags).
+  hgrn2-server reads (each flag's, as server/flags.cc declares its flags).
 
 Usage: validate_manifests.py KUBECTL     (run with the deploy tools' Python: .cache/deploy-tools)
 Prints "ok: ..." / "FAIL: ..." lines and "N passed, N failed"; exits 1 on any failure.
@@ -46,8 +46,8 @@ def check(name, ok, detail=""):
 
 
 def server_variables():
-    """HGRN2_<FLAG> for every flag server/main.cc declares (CLI11 reads each from its variable)."""
-    text = (ROOT / "server/main.cc").read_text()
+    """HGRN2_<FLAG> for every flag server/flags.cc declares (CLI11 reads each from its variable)."""
+    text = (ROOT / "server/flags.cc").read_text()
     flags = re.findall(r'(?:add_option|add_flag|set_config)\(\s*"--([a-z0-9-]+)"', text)
     return {"HGRN2_" + flag.upper().replace("-", "_") for flag in flags}
 
