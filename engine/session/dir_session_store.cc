@@ -107,6 +107,15 @@ absl::Status IoError(absl::string_view what, const fs::path& path, int error) {
   return absl::UnavailableError(message);
 }
 
+// The first kSnapshotHeaderBytes of the open file `fd` (fewer when it is shorter), for ParseHeader.
+absl::StatusOr<std::string> ReadHeaderBytes(int fd, const fs::path& path) {
+  std::string bytes(kSnapshotHeaderBytes, '\0');
+  const ssize_t n = ::pread(fd, bytes.data(), bytes.size(), 0);
+  if (n < 0) return IoError("read", path, errno);
+  bytes.resize(static_cast<size_t>(n));
+  return bytes;
+}
+
 // The sessions' locks: byte `stripe` of the lock file, each behind a mutex of this process.
 // Thread-safety: any thread.
 class StripeLocks {
@@ -443,11 +452,9 @@ class DirSessionStore final : public SessionStore {
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) return IoError("stat", path, errno);
     if (Expired(st)) return std::nullopt;
-    std::string header_bytes(kSnapshotHeaderBytes, '\0');
-    const ssize_t n = ::pread(fd.get(), header_bytes.data(), header_bytes.size(), 0);
-    if (n < 0) return IoError("read", path, errno);
-    header_bytes.resize(static_cast<size_t>(n));
-    absl::StatusOr<SnapshotHeader> header = ParseHeader(header_bytes);
+    absl::StatusOr<std::string> header_bytes = ReadHeaderBytes(fd.get(), path);
+    if (!header_bytes.ok()) return header_bytes.status();
+    absl::StatusOr<SnapshotHeader> header = ParseHeader(*header_bytes);
     if (!header.ok()) {
       return absl::AbortedError(absl::StrCat(
           "dir session store: ", path.string(), " holds no readable snapshot (",
@@ -545,11 +552,9 @@ class DirSessionStore final : public SessionStore {
     absl::StatusOr<std::pair<int, struct stat>> opened = OpenLive(key, path);
     if (!opened.ok()) return opened.status();
     FileDescriptor fd(opened->first);
-    std::string header_bytes(kSnapshotHeaderBytes, '\0');
-    const ssize_t n = ::pread(fd.get(), header_bytes.data(), header_bytes.size(), 0);
-    if (n < 0) return IoError("read", path, errno);
-    header_bytes.resize(static_cast<size_t>(n));
-    absl::StatusOr<SnapshotHeader> header = ParseHeader(header_bytes);
+    absl::StatusOr<std::string> header_bytes = ReadHeaderBytes(fd.get(), path);
+    if (!header_bytes.ok()) return header_bytes.status();
+    absl::StatusOr<SnapshotHeader> header = ParseHeader(*header_bytes);
     if (!header.ok()) {
       return absl::Status(header.status().code(),
                           absl::StrCat(path.string(), ": ", header.status().message()));
