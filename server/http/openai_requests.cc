@@ -255,6 +255,18 @@ absl::Status PlanGeneration(const Json& body, const OpenAiModel& model, int32_t 
   return absl::OkStatus();
 }
 
+// How many top alternatives a log-probability field asks for: an integer in [0, --max-logprobs].
+absl::StatusOr<std::optional<int64_t>> AlternativesCount(const Json& body, const char* field,
+                                                         const RequestLimits& limits) {
+  HGRN2_ASSIGN_OR_RETURN(std::optional<int64_t> count,
+                         IntegerIn(body, field, 0, std::numeric_limits<int32_t>::max()));
+  if (count && *count > limits.max_logprobs) {
+    return AboveMaximum(field, static_cast<uint64_t>(*count), limits.max_logprobs,
+                        "--max-logprobs");
+  }
+  return count;
+}
+
 }  // namespace
 
 absl::StatusOr<CompletionPlan> PlanCompletion(absl::string_view body_text,
@@ -268,11 +280,7 @@ absl::StatusOr<CompletionPlan> PlanCompletion(absl::string_view body_text,
   HGRN2_ASSIGN_OR_RETURN(std::optional<bool> echo, Bool(body, "echo"));
   plan.echo = echo.value_or(false);
   HGRN2_ASSIGN_OR_RETURN(std::optional<int64_t> logprobs,
-                         IntegerIn(body, "logprobs", 0, std::numeric_limits<int32_t>::max()));
-  if (logprobs && *logprobs > context.limits.max_logprobs) {
-    return AboveMaximum("logprobs", static_cast<uint64_t>(*logprobs), context.limits.max_logprobs,
-                        "--max-logprobs");
-  }
+                         AlternativesCount(body, "logprobs", context.limits));
   if (logprobs) plan.logprobs = static_cast<int32_t>(*logprobs);
   HGRN2_ASSIGN_OR_RETURN(std::optional<std::string> session_id, String(body, "session_id"));
   const bool resumes = session_id && !session_id->empty();
@@ -295,11 +303,7 @@ absl::StatusOr<CompletionPlan> PlanChatCompletion(absl::string_view body_text,
   plan.kind = ApiKind::kChat;
   HGRN2_ASSIGN_OR_RETURN(std::optional<bool> logprobs, Bool(body, "logprobs"));
   HGRN2_ASSIGN_OR_RETURN(std::optional<int64_t> top_logprobs,
-                         IntegerIn(body, "top_logprobs", 0, std::numeric_limits<int32_t>::max()));
-  if (top_logprobs && *top_logprobs > context.limits.max_logprobs) {
-    return AboveMaximum("top_logprobs", static_cast<uint64_t>(*top_logprobs),
-                        context.limits.max_logprobs, "--max-logprobs");
-  }
+                         AlternativesCount(body, "top_logprobs", context.limits));
   if (top_logprobs && !logprobs.value_or(false)) {
     return Invalid("top_logprobs", "needs logprobs: true");
   }
