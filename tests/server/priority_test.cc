@@ -18,19 +18,6 @@
 namespace hgrn2::server {
 namespace {
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = 0;
-  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
-  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
-  socklen_t size = sizeof(address);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size);
-  close(fd);
-  return ntohs(address.sin_port);
-}
-
 // hgrn2_preemptions_total, whatever its labels.
 double Preemptions(int metrics_port) {
   const std::string scrape = Scrape(metrics_port);
@@ -55,7 +42,7 @@ TEST(PriorityTest, HigherPriorityArrivalPreemptsARunningLowerOneThatResumesExact
   ServerOptions options = TestOptions(testing::TestDataDir() / "tiny-a");
   options.engine.max_running = 1;  // one seat: the two cannot run side by side
   options.engine.swap_slots = 2;
-  options.metrics_port = FreePort();
+  options.metrics_port = testing::FreeLoopbackPort();
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
   Client client((*server)->port());
@@ -108,7 +95,7 @@ TEST(PriorityTest, LowerPriorityArrivalWaitsForTheRunningOne) {
   ServerOptions options = TestOptions(testing::TestDataDir() / "tiny-a");
   options.engine.max_running = 1;
   options.engine.swap_slots = 2;
-  options.metrics_port = FreePort();
+  options.metrics_port = testing::FreeLoopbackPort();
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
   Client client((*server)->port());

@@ -119,19 +119,6 @@ bool AnswersWithin(const std::function<std::shared_ptr<grpc::Channel>()>& channe
   return false;
 }
 
-// A port nothing listens on now (the kernel's pick for a bind to port 0).
-int FreePort() {
-  const int probe = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
-  EXPECT_EQ(bind(probe, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  socklen_t size = sizeof(address);
-  getsockname(probe, reinterpret_cast<sockaddr*>(&address), &size);
-  close(probe);
-  return ntohs(address.sin_port);
-}
-
 std::string Sha256Hex(const std::string& key) {
   const KeyHash hash = HashApiKey(key);
   return absl::BytesToHexString(
@@ -321,7 +308,7 @@ TEST_F(SecurityTest, ApiKeysAreRequiredOnEveryServiceButHealth) {
   const KeysFile keys = WriteKeys("{}");
   ServerOptions options = Options();
   options.api_keys_file = keys.path.string();
-  options.metrics_port = FreePort();
+  options.metrics_port = testing::FreeLoopbackPort();
   StartServer(options);
 
   const grpc::Status missing = Info(Channel(nullptr));
@@ -531,7 +518,7 @@ TEST_F(SecurityTest, TokensPerMinuteLimitRefusesTheNextCall) {
   const KeysFile keys = WriteKeys(R"({"tokens_per_minute": 50})", R"({"tokens_per_minute": 1000})");
   ServerOptions options = Options();
   options.api_keys_file = keys.path.string();
-  options.metrics_port = FreePort();
+  options.metrics_port = testing::FreeLoopbackPort();
   options.metrics_tenant_limit = 10;  // refusals by tenant
   StartServer(options);
   Client acme(Channel(nullptr, keys.acme_key));

@@ -1,6 +1,9 @@
 // Shared helpers for the tests.
 #include "tests/support/test_support.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -90,6 +93,18 @@ double RelativeL2Error(absl::Span<const float> a, absl::Span<const float> b) {
   }
   if (norm == 0.0) return std::sqrt(diff);
   return std::sqrt(diff / norm);
+}
+
+int FreeLoopbackPort() {
+  const int probe = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+  EXPECT_EQ(bind(probe, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  socklen_t size = sizeof(address);
+  getsockname(probe, reinterpret_cast<sockaddr*>(&address), &size);
+  close(probe);
+  return ntohs(address.sin_port);
 }
 
 }  // namespace hgrn2::testing

@@ -31,4 +31,8 @@ std::vector<float> RandomNormal(size_t count, uint64_t seed, float stddev = 1.0f
 // ||a - b||_2 / ||b||_2 in double precision (b is the reference).
 double RelativeL2Error(absl::Span<const float> a, absl::Span<const float> b);
 
+// A loopback port nothing listens on now (the kernel's pick for a bind to port 0), for a server a
+// test starts on a port it must know beforehand (metrics, HTTP).
+int FreeLoopbackPort();
+
 }  // namespace hgrn2::testing

@@ -41,18 +41,6 @@ using testing_http::Reply;
 using testing_http::Request;
 using Json = nlohmann::json;
 
-int FreePort() {
-  const int probe = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
-  EXPECT_EQ(bind(probe, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  socklen_t size = sizeof(address);
-  getsockname(probe, reinterpret_cast<sockaddr*>(&address), &size);
-  close(probe);
-  return ntohs(address.sin_port);
-}
-
 // fixture weights (V = 1000) with the llama-sp tokenizer.json, and no chat template.
 std::filesystem::path ModelWithTokenizer() {
   const std::filesystem::path dir = testing::MakeTempDir();
@@ -66,8 +54,8 @@ std::filesystem::path ModelWithTokenizer() {
 
 ServerOptions HttpOptions(const std::filesystem::path& model) {
   ServerOptions options = TestOptions(model);
-  options.http_port = FreePort();
-  options.metrics_port = FreePort();
+  options.http_port = testing::FreeLoopbackPort();
+  options.metrics_port = testing::FreeLoopbackPort();
   return options;
 }
 
