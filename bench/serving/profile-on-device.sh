@@ -55,7 +55,8 @@ for entry in ${BUNDLES:-base:.gpu-bundle-base/run.tar.xz}; do
   port=50151
   http_port=50153
   extra=()
-  "$RUN/bin/hgrn2-server" --help 2>/dev/null | grep -q -- '--http-port' && extra=(--http-port $http_port)
+  help=$("$RUN/bin/hgrn2-server" --help 2>&1)  # whole, not piped into grep -q: pipefail and SIGPIPE
+  [[ $help == *--http-port* ]] && extra=(--http-port $http_port)
   taskset -c "$SERVER_CORES" "$RUN/bin/hgrn2-server" --preset 1.3b --device cuda --host 127.0.0.1 \
     --port $port --metrics-port 50152 --max-running 512 --max-queued 16384 \
     --health-check-interval 0 "${extra[@]}" >"$OUT/server-$name.log" 2>&1 &

@@ -133,7 +133,9 @@ struct Options {
   std::string corpus_file;
   float temperature = 1.0f;
   double timeout = 0;
-  int channels = 1;
+  // gRPC connections; 0 = one per 64 calls in flight, as a fleet of clients (or a gateway's
+  // pool) would have: a server caps the calls of one connection (--max-streams-per-connection).
+  int channels = 0;
   uint64_t seed = 1;
   std::string json_path;
   bool quiet = false;
@@ -597,9 +599,10 @@ int Main(int argc, char** argv) {
   app.add_option("--temperature", options.temperature)->capture_default_str();
   app.add_option("--timeout", options.timeout, "seconds per call (0: none)");
   app.add_option("--channels", options.channels,
-                 "gRPC connections, used in turn (openai: I/O threads, at least 2)")
+                 "gRPC connections, used in turn; 0: one per 64 calls of --concurrency "
+                 "(openai: I/O threads, at least 2)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--seed", options.seed, "for the prompts and lengths")->capture_default_str();
   app.add_option("--json", options.json_path, "also write the report as JSON to this file");
   app.add_flag("--quiet", options.quiet, "no progress line on stderr");
@@ -613,6 +616,9 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
   if (options.requests == 0 && options.duration == 0) options.requests = 100;
+  if (options.channels == 0) {
+    options.channels = options.protocol == "openai" ? 2 : (options.concurrency + 63) / 64;
+  }
   if (absl::StatusOr<Range> r = ParseRange(options.output_tokens, "--output-tokens", 1); !r.ok()) {
     std::fprintf(stderr, "hgrn2-loadgen: %s\n", std::string(r.status().message()).c_str());
     return kExitUsage;
