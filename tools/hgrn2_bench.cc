@@ -45,8 +45,8 @@ struct Flags {
   std::vector<std::string> prefills = {"1x2048", "8x2048"};
   int steps = 20;
   bool no_graphs = false;
-  bool one_pass_sampling = false;  // [E17] kernels not yet checked on a card
-  bool small_batch_gemv = false;
+  bool one_pass_sampling = true;  // the backend's defaults; --no-... to compare with the old
+  bool small_batch_gemv = true;
   bool skip_hardware = false;
   bool breakdown = false;
   // "tables": decode and prefill tables; "decode": scheduled decoding against plain decode steps;
@@ -519,11 +519,10 @@ int main(int argc, char** argv) {
   app.add_option("--state-dtype", state_dtype, "recurrent states: f32 or bf16")
       ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_flag("--no-graphs", flags.no_graphs, "Do not record decode steps as CUDA graphs");
-  app.add_flag("--one-pass-sampling", flags.one_pass_sampling,
-               "Sample with the one-pass cluster sampler (not yet checked on a card; see "
-               "CudaBackendOptions)");
-  app.add_flag("--small-batch-gemv", flags.small_batch_gemv,
-               "Let the GEMM tuner pick the small-batch GEMV (not yet checked on a card)");
+  app.add_flag("--one-pass-sampling,!--no-one-pass-sampling", flags.one_pass_sampling,
+               "Sample with the one-pass cluster sampler (default; --no-: the one-block sampler)");
+  app.add_flag("--small-batch-gemv,!--no-small-batch-gemv", flags.small_batch_gemv,
+               "Let the GEMM tuner pick the small-batch GEMV (default; --no-: cuBLASLt only)");
   app.add_flag("--skip-hardware", flags.skip_hardware, "Skip the bandwidth and GEMM measurements");
   app.add_flag("--breakdown", flags.breakdown,
                "Also time each op alone: decode at B = 1 and 256, prefill of 1x2048 and 8x2048");

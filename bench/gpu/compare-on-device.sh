@@ -3,7 +3,7 @@
 #   1. the serving profile (bench/serving/profile-on-device.sh) for both builds;
 #   2. the new build's GPU tests, run side by side (they share the card; only pass/fail counts);
 #   3. hgrn2-bench (decode steps and prefill against the hardware limits) for the baseline, the new
-#      build, and the new build with $NEW_BENCH_FLAGS (kernels still behind options).
+#      build, and the new build with $NEW_BENCH_FLAGS (its kernel options turned back off).
 # Bundles are .tar.xz of a run/ folder as scripts/gpu-bundle packs it (bin/, lib/, commit):
 #   BASE=.gpu-bundle-base/run.tar.xz NEW=.gpu-bundle-new/run.tar.xz bash bench/gpu/compare-on-device.sh
 # Logs and JSON under $OUT; a short summary is printed last.
@@ -12,7 +12,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$ROOT/.gpu-bundle/compare-out}
 BASE=${BASE:-.gpu-bundle-base/run.tar.xz}
 NEW=${NEW:-.gpu-bundle-new/run.tar.xz}
-NEW_BENCH_FLAGS=${NEW_BENCH_FLAGS:---one-pass-sampling --small-batch-gemv}
+NEW_BENCH_FLAGS=${NEW_BENCH_FLAGS:---no-one-pass-sampling --no-small-batch-gemv}
 BENCH=(--preset 1.3b --batches ${BENCH_BATCHES:-1,16,64,256} --prefill ${BENCH_PREFILL:-1x2048,8x2048}
        --steps ${BENCH_STEPS:-20})
 mkdir -p "$OUT"
@@ -72,7 +72,7 @@ for v in base new new-flags; do
   echo "=== bench $v"
   grep -E '^copy|^decode B|^[0-9]+ +[0-9.]+ |^prefill|^[0-9]+x[0-9]+ ' "$OUT/bench-$v.log" | head -16
 done
-[[ -f $OUT/sample-timing.log ]] && { echo "=== sampling"; grep -E 'us|B=|b=' "$OUT/sample-timing.log" | head -8; }
+[[ -f $OUT/sample-timing.log ]] && { echo "=== sampling"; grep -E 'us|B=|b=' "$OUT/sample-timing.log" | head -12; }
 [[ -f $OUT/serving.log ]] && { echo "=== serving"; grep -v '^    ' "$OUT/serving.log" | tail -30; }
 echo "=== summary"
 printf '%s\n' "${summary[@]}"

@@ -616,22 +616,28 @@ TEST_F(CudaSampleTest, TimingForTheRecord) {
     p.out_top_ids = top_ids.data;
     p.out_top_logprobs = top_logprobs.data;
     p.out_top_stride_batch = 5;
-    for (int i = 0; i < 3; ++i) CUDA_OK(kernels::LaunchSample(p, nullptr));
-    cudaEvent_t start;
-    cudaEvent_t stop;
-    CUDA_OK(cudaEventCreate(&start));
-    CUDA_OK(cudaEventCreate(&stop));
-    constexpr int kRepeats = 20;
-    CUDA_OK(cudaEventRecord(start));
-    for (int i = 0; i < kRepeats; ++i) CUDA_OK(kernels::LaunchSample(p, nullptr));
-    CUDA_OK(cudaEventRecord(stop));
-    CUDA_OK(cudaEventSynchronize(stop));
-    float ms = 0.0f;
-    CUDA_OK(cudaEventElapsedTime(&ms, start, stop));
-    std::printf("sample: batch %ld vocab %ld (T=0.8 top_k=50 top_p=0.9 5 alternatives): %.1f us\n",
-                static_cast<long>(b), static_cast<long>(vocab), 1000.0 * ms / kRepeats);
-    CUDA_OK(cudaEventDestroy(start));
-    CUDA_OK(cudaEventDestroy(stop));
+    for (const kernels::SampleVariant variant :
+         {kernels::SampleVariant::kAuto, kernels::SampleVariant::kBlock}) {
+      p.variant = variant;
+      for (int i = 0; i < 3; ++i) CUDA_OK(kernels::LaunchSample(p, nullptr));
+      cudaEvent_t start;
+      cudaEvent_t stop;
+      CUDA_OK(cudaEventCreate(&start));
+      CUDA_OK(cudaEventCreate(&stop));
+      constexpr int kRepeats = 20;
+      CUDA_OK(cudaEventRecord(start));
+      for (int i = 0; i < kRepeats; ++i) CUDA_OK(kernels::LaunchSample(p, nullptr));
+      CUDA_OK(cudaEventRecord(stop));
+      CUDA_OK(cudaEventSynchronize(stop));
+      float ms = 0.0f;
+      CUDA_OK(cudaEventElapsedTime(&ms, start, stop));
+      std::printf(
+          "sample (%s): batch %ld vocab %ld (T=0.8 top_k=50 top_p=0.9 5 alternatives): %.1f us\n",
+          variant == kernels::SampleVariant::kAuto ? "auto" : "block", static_cast<long>(b),
+          static_cast<long>(vocab), 1000.0 * ms / kRepeats);
+      CUDA_OK(cudaEventDestroy(start));
+      CUDA_OK(cudaEventDestroy(stop));
+    }
   }
 }
 
