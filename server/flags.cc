@@ -131,6 +131,11 @@ std::optional<int> ParseServerFlags(int argc, char** argv, ServerOptions& option
   app.add_option("--state-dtype", options.state_dtype,
                  "recurrent states: f32, or bf16 (cuda; half the memory)")
       ->capture_default_str();
+  app.add_option("--gpu-wait", options.gpu_wait,
+                 "cuda: how the host waits for the device, block (sleeps, frees the core) or "
+                 "spin (polls on a core)")
+      ->check(CLI::IsMember({"block", "spin"}))
+      ->capture_default_str();
   app.add_option("--max-running", options.engine.max_running,
                  "sequences advanced together (the decode batch)")
       ->capture_default_str();

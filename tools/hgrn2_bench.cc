@@ -47,6 +47,7 @@ struct Flags {
   bool no_graphs = false;
   bool one_pass_sampling = true;  // the backend's defaults; --no-... to compare with the old
   bool small_batch_gemv = true;
+  std::string gpu_wait = "block";
   bool skip_hardware = false;
   bool breakdown = false;
   // "tables": decode and prefill tables; "decode": scheduled decoding against plain decode steps;
@@ -274,11 +275,13 @@ int Run(const Flags& flags) {
       : flags.dtype == "f32" ? absl::StatusOr<DType>(DType::kF32)
                              : absl::InvalidArgumentError("--dtype must be bf16, f16 or f32");
   if (!dtype.ok()) return fail(dtype.status());
-  absl::StatusOr<std::unique_ptr<Backend>> backend_or =
-      MakeBackend(flags.device, {.compute_dtype = *dtype,
-                                 .use_graphs = !flags.no_graphs,
-                                 .one_pass_sampling = flags.one_pass_sampling,
-                                 .small_batch_gemv = flags.small_batch_gemv});
+  absl::StatusOr<std::unique_ptr<Backend>> backend_or = MakeBackend(
+      flags.device, {.compute_dtype = *dtype,
+                     .use_graphs = !flags.no_graphs,
+                     .one_pass_sampling = flags.one_pass_sampling,
+                     .small_batch_gemv = flags.small_batch_gemv,
+                     .wait = flags.gpu_wait == "spin" ? CudaBackendOptions::Wait::kSpin
+                                                      : CudaBackendOptions::Wait::kBlock});
   if (!backend_or.ok()) return fail(backend_or.status());
   std::unique_ptr<Backend> backend = *std::move(backend_or);
   const bool gpu = backend->name() == "cuda";
@@ -523,6 +526,9 @@ int main(int argc, char** argv) {
                "Sample with the one-pass cluster sampler (default; --no-: the one-block sampler)");
   app.add_flag("--small-batch-gemv,!--no-small-batch-gemv", flags.small_batch_gemv,
                "Let the GEMM tuner pick the small-batch GEMV (default; --no-: cuBLASLt only)");
+  app.add_option("--gpu-wait", flags.gpu_wait, "How the host waits for the device: block or spin")
+      ->check(CLI::IsMember({"block", "spin"}))
+      ->capture_default_str();
   app.add_flag("--skip-hardware", flags.skip_hardware, "Skip the bandwidth and GEMM measurements");
   app.add_flag("--breakdown", flags.breakdown,
                "Also time each op alone: decode at B = 1 and 256, prefill of 1x2048 and 8x2048");

@@ -7,6 +7,7 @@
 # profile of the server during the first level.
 #   BUNDLES="base:.gpu-bundle-base/run.tar.xz new:.gpu-bundle-new/run.tar.xz" \
 #     bash bench/serving/profile-on-device.sh
+# FLAGS_<name> adds server flags to one entry (one bundle may appear under two names).
 # Output under $OUT: profile-<name>.txt per bundle (the table), perf-<name>.txt, and a summary.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -57,20 +58,23 @@ for entry in ${BUNDLES:-base:.gpu-bundle-base/run.tar.xz}; do
   extra=()
   help=$("$RUN/bin/hgrn2-server" --help 2>&1)  # whole, not piped into grep -q: pipefail and SIGPIPE
   [[ $help == *--http-port* ]] && extra=(--http-port $http_port)
+  flags_var=FLAGS_$name  # more server flags for this entry, e.g. FLAGS_spin="--gpu-wait spin"
+  read -r -a more <<<"${!flags_var:-}"
   taskset -c "$SERVER_CORES" "$RUN/bin/hgrn2-server" --preset 1.3b --device cuda --host 127.0.0.1 \
     --port $port --metrics-port 50152 --max-running 512 --max-queued 16384 \
-    --health-check-interval 0 "${extra[@]}" >"$OUT/server-$name.log" 2>&1 &
+    --health-check-interval 0 "${extra[@]}" "${more[@]}" >"$OUT/server-$name.log" 2>&1 &
   server=$!
   for _ in $(seq 400); do grep -q "serving" "$OUT/server-$name.log" && break; sleep 0.5; done
   grep -m2 "serving\|warm-up" "$OUT/server-$name.log" | tee -a "$log"
   first=1
   for protocol in $PROTOCOLS; do
-    proto_flags=(--addr 127.0.0.1:$port)
-    if [[ $protocol == openai ]]; then
-      ((${#extra[@]})) || continue
-      proto_flags=(--protocol openai --addr 127.0.0.1:$http_port)
-    fi
     for c in $LEVELS; do
+      # One connection per 64 calls (the default of newer load generators; older ones took 1).
+      proto_flags=(--addr 127.0.0.1:$port --channels $(((c + 63) / 64)))
+      if [[ $protocol == openai ]]; then
+        ((${#extra[@]})) || continue
+        proto_flags=(--protocol openai --addr 127.0.0.1:$http_port)
+      fi
       before=$(thread_cpu $server)
       profiler=
       if ((first)) && ((${#perf_bin[@]})); then

@@ -2,7 +2,8 @@
 # On the GPU test machine, in one go: the end-to-end serving benchmark of docs/performance.md.
 #   serve:     hgrn2-server --preset 1.3b (random weights) on the GPU, hgrn2-loadgen over loopback
 #              at each concurrency of $LEVELS (128-id prompts, 128-512 generated tokens, closed
-#              loop) and one Poisson run; /metrics scraped after each
+#              loop) and one Poisson run ($POISSON_RATE, by default 80% of the best closed-loop
+#              request rate); /metrics scraped after each
 #   serve-http: the same server with its OpenAI-compatible HTTP API on, and at each concurrency of
 #              $HTTP_LEVELS (default 256) the same load over gRPC then over HTTP (hgrn2-loadgen
 #              --protocol openai, streamed /v1/completions) in turn, $HTTP_ROUNDS times; the
@@ -25,7 +26,7 @@ OUT=${OUT:-$ROOT/.gpu-bundle/serving-out}
 PRESET=${PRESET:-1.3b}
 LEVELS=${LEVELS:-1 16 64 256 512}
 DURATION=${DURATION:-15}       # seconds of issuing calls per level (calls in flight are waited for)
-POISSON_RATE=${POISSON_RATE:-60}
+POISSON_RATE=${POISSON_RATE:-auto}  # requests/s, or auto: 80% of the closed loops' best
 PROMPT=${PROMPT:-128}
 OUTPUT=${OUTPUT:-128:512}
 RESULTS=$OUT/serving
@@ -64,8 +65,13 @@ if want serve; then
     echo "== concurrency $c"
     loadgen "c$c" --seed "$c" --concurrency "$c" --duration "$DURATION" --warmup "$((c < 8 ? 8 : c))"
   done
-  echo "== Poisson arrivals, $POISSON_RATE/s"
-  loadgen poisson --seed 7 --rate "$POISSON_RATE" --concurrency 512 --duration "$((DURATION * 2))" --warmup 64
+  rate=$POISSON_RATE
+  if [[ $rate == auto ]]; then  # 80% of the most requests/s a closed-loop level completed
+    rate=$(python3 -c 'import json, sys; print(round(0.8 * max(json.load(open(p))["requests_per_s"] for p in sys.argv[1:]), 1))' \
+      "$RESULTS"/loadgen-c*.json)
+  fi
+  echo "== Poisson arrivals, $rate/s"
+  loadgen poisson --seed 7 --rate "$rate" --concurrency 1024 --duration "$((DURATION * 2))" --warmup 64
   kill -TERM $server
   wait $server
 fi
