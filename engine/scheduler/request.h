@@ -31,6 +31,12 @@ using RequestId = uint64_t;
 struct SequenceState {
   std::vector<std::byte> bytes;
   int32_t pending_token = 0;
+
+  // Empty, the memory of `bytes` kept (for a Recycler).
+  void Clear() {
+    bytes.clear();
+    pending_token = 0;
+  }
 };
 
 struct GenerationRequest {

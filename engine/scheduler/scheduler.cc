@@ -625,7 +625,7 @@ void Scheduler::End(Sequence& sequence, absl::Status status, FinishReason reason
   std::shared_ptr<const SequenceState> final_state;
   if (sequence.slot >= 0) {
     if (status.ok() && sequence.return_final_state) {
-      auto state = std::make_shared<SequenceState>();
+      std::shared_ptr<SequenceState> state = final_states_.Take();
       state->pending_token = sequence.last_token;
       status = ReadState(sequence.slot, state->bytes);
       if (status.ok()) {

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/base/recycler.h"
 #include "engine/model/forward_pass.h"
 #include "engine/model/state_pool.h"
 #include "engine/sampling/sampler.h"
@@ -168,6 +169,10 @@ class Scheduler {
   std::unique_ptr<PrefixCache> prefix_cache_;  // null when off
   std::unique_ptr<ForwardPass> pass_;
   std::unique_ptr<SwapArea> swap_;
+  // Final states handed to callers come from here and go back when they let go, so that reading
+  // one out writes warm memory instead of faulting in a fresh buffer on this thread.
+  static constexpr size_t kKeptFinalStates = 4;
+  Recycler<SequenceState> final_states_{kKeptFinalStates};
   HostBuffer transfer_;  // one slot's bytes, page-locked on CUDA: WriteState and ReadState
 
   // Shared with submitting threads, under mutex_.

@@ -69,10 +69,14 @@ size_t SessionManager::MaxSnapshotBytes(const SnapshotExpectation& expected) {
 
 absl::StatusOr<LoadedSession> SessionManager::Load(const SessionKey& key) {
   HGRN2_ASSIGN_OR_RETURN(std::shared_ptr<const std::string> bytes, store_->Get(key));
-  HGRN2_ASSIGN_OR_RETURN(Snapshot snapshot, Parse(*bytes, expected_));
-  const int64_t num_tokens = static_cast<int64_t>(snapshot.num_tokens);
-  return LoadedSession{std::make_shared<const SequenceState>(std::move(snapshot.state)), num_tokens,
-                       snapshot.revision};
+  // Checked in place, then copied once into a recycled state.
+  HGRN2_ASSIGN_OR_RETURN(SnapshotView view, ParseView(*bytes, expected_));
+  std::shared_ptr<SequenceState> state = loaded_states_.Take();
+  const auto* payload = reinterpret_cast<const std::byte*>(view.payload.data());
+  state->bytes.assign(payload, payload + view.payload.size());
+  state->pending_token = view.header.pending_token;
+  return LoadedSession{std::move(state), static_cast<int64_t>(view.header.num_tokens),
+                       view.header.revision};
 }
 
 absl::StatusOr<SaveReservation> SessionManager::Reserve(const SessionKey& key,
@@ -160,9 +164,10 @@ absl::StatusOr<SessionRecord> SessionManager::Save(const SaveReservation& reserv
                                   condition.revision < std::numeric_limits<uint64_t>::max()
                               ? condition.revision + 1
                               : 1;
-  auto bytes = std::make_shared<std::string>(
-      Serialize(expected_.model_fingerprint, expected_.layout, static_cast<uint64_t>(num_tokens),
-                absl::Now(), state.pending_token, state.bytes, likely));
+  std::shared_ptr<std::string> bytes = blobs_.Take();
+  SerializeInto(*bytes, expected_.model_fingerprint, expected_.layout,
+                static_cast<uint64_t>(num_tokens), absl::Now(), state.pending_token, state.bytes,
+                likely);
   absl::StatusOr<SessionRecord> saved =
       StoreNextRevision(reservation.key(), std::move(bytes), condition);
   if (absl::IsAborted(saved.status()) && reservation.from_resume_) {

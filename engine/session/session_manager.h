@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/base/recycler.h"
 #include "engine/model/model.h"
 #include "engine/scheduler/request.h"
 #include "engine/session/session_store.h"
@@ -133,6 +134,11 @@ class SessionManager {
 
   std::unique_ptr<SessionStore> store_;
   const SnapshotExpectation expected_;
+  // Snapshot blobs for saves and states for loads, their memory reused once stores and requests
+  // let go of them (a save or load into fresh memory spends most of its time in page faults).
+  static constexpr size_t kKeptBuffers = 4;
+  Recycler<std::string> blobs_{kKeptBuffers};
+  Recycler<SequenceState> loaded_states_{kKeptBuffers};
   mutable std::mutex mutex_;
   std::set<std::pair<std::string, std::string>> reserved_;  // (tenant, id) being saved
   SessionManagerStats stats_;

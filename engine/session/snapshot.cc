@@ -135,6 +135,15 @@ std::string Serialize(const Snapshot& snapshot) {
 std::string Serialize(const ModelFingerprint& model_fingerprint, const StateLayout& layout,
                       uint64_t num_tokens, absl::Time saved_at, int32_t pending_token,
                       absl::Span<const std::byte> state, uint64_t revision) {
+  std::string out;
+  SerializeInto(out, model_fingerprint, layout, num_tokens, saved_at, pending_token, state,
+                revision);
+  return out;
+}
+
+void SerializeInto(std::string& out, const ModelFingerprint& model_fingerprint,
+                   const StateLayout& layout, uint64_t num_tokens, absl::Time saved_at,
+                   int32_t pending_token, absl::Span<const std::byte> state, uint64_t revision) {
   char h[kSnapshotHeaderBytes] = {};
   std::memcpy(h, kMagic, sizeof(kMagic));
   PutU32(h + kVersionAt, revision == 0 ? kVersionWithoutRevision : kSnapshotFormatVersion);
@@ -154,7 +163,7 @@ std::string Serialize(const ModelFingerprint& model_fingerprint, const StateLayo
   // The payload is copied and hashed in chunks that stay in the CPU's cache: one pass over the
   // state in memory instead of two (a 24 MiB state is read once, not once to hash and once to
   // copy). Appended, not resized and overwritten, so it is not zeroed first either.
-  std::string out;
+  out.clear();
   out.reserve(kSnapshotHeaderBytes + state.size());
   out.append(kSnapshotHeaderBytes, '\0');
   std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> hasher(XXH3_createState(),
@@ -170,7 +179,6 @@ std::string Serialize(const ModelFingerprint& model_fingerprint, const StateLayo
   PutU64(h + kPayloadChecksumAt, XXH3_64bits_digest(hasher.get()));
   PutU64(h + kHeaderChecksumAt, XXH3_64bits(h, kHeaderChecksumAt));
   std::memcpy(out.data(), h, kSnapshotHeaderBytes);
-  return out;
 }
 
 absl::Status SetRevision(std::string& snapshot, uint64_t revision) {

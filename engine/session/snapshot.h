@@ -102,6 +102,12 @@ std::string Serialize(const ModelFingerprint& model_fingerprint, const StateLayo
                       uint64_t num_tokens, absl::Time saved_at, int32_t pending_token,
                       absl::Span<const std::byte> state, uint64_t revision = 0);
 
+// The same into `out`, replacing what it held; its memory is reused when it has room (a recycled
+// buffer is written warm, a fresh one faults in a page at a time).
+void SerializeInto(std::string& out, const ModelFingerprint& model_fingerprint,
+                   const StateLayout& layout, uint64_t num_tokens, absl::Time saved_at,
+                   int32_t pending_token, absl::Span<const std::byte> state, uint64_t revision = 0);
+
 // Gives the serialized `snapshot` another revision in place: the header's version, revision and
 // checksum are rewritten, the payload is not touched. ParseHeader's errors for a header that does
 // not parse (nothing is changed then).
