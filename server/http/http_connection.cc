@@ -44,30 +44,35 @@ class Exchange : public HttpExchange, public std::enable_shared_from_this<Exchan
   }
   ~Exchange() override {
     // An exchange let go unanswered would leave its client waiting: the connection closes.
-    net::post(connection_->strand(), [c = connection_, id = id_] { c->Abandoned(id); });
+    connection_->shared().Post(connection_->strand(),
+                               [c = connection_, id = id_] { c->Abandoned(id); });
     connection_->shared().ExchangeEnded();
   }
   const HttpRequest& request() const override { return request_; }
   void Respond(HttpResponse response) override {
-    net::post(connection_->strand(), [self = this->shared_from_this(), r = std::move(response)] {
-      self->connection_->DoRespond(self->id_, r);
-    });
+    connection_->shared().Post(connection_->strand(),
+                               [self = this->shared_from_this(), r = std::move(response)] {
+                                 self->connection_->DoRespond(self->id_, r);
+                               });
   }
   void Send(std::string events, std::function<void(bool)> done, Headers extra) override {
-    net::post(connection_->strand(), [self = this->shared_from_this(), e = std::move(events),
-                                      d = std::move(done), h = std::move(extra)]() mutable {
-      self->connection_->DoSend(self->id_, std::move(e), std::move(d), h);
-    });
+    connection_->shared().Post(
+        connection_->strand(), [self = this->shared_from_this(), e = std::move(events),
+                                d = std::move(done), h = std::move(extra)]() mutable {
+          self->connection_->DoSend(self->id_, std::move(e), std::move(d), h);
+        });
   }
   void End() override {
-    net::post(connection_->strand(),
-              [self = this->shared_from_this()] { self->connection_->DoEnd(self->id_); });
+    connection_->shared().Post(connection_->strand(), [self = this->shared_from_this()] {
+      self->connection_->DoEnd(self->id_);
+    });
   }
   void OnClientGone(std::function<void()> on_gone) override {
-    net::post(connection_->strand(), [self = this->shared_from_this(), g = std::move(on_gone)] {
-      self->on_gone_ = g;
-      if (self->connection_->ClientGone(self->id_)) self->NotifyGone();
-    });
+    connection_->shared().Post(connection_->strand(),
+                               [self = this->shared_from_this(), g = std::move(on_gone)] {
+                                 self->on_gone_ = g;
+                                 if (self->connection_->ClientGone(self->id_)) self->NotifyGone();
+                               });
   }
   // On the strand.
   void NotifyGone() {
@@ -122,7 +127,7 @@ class Connection : public ConnectionBase {
   }
 
   void Close() override {
-    net::post(strand_, [self = Self()] { self->CloseNow(); });
+    shared_->Post(strand_, [self = Self()] { self->CloseNow(); });
   }
 
   // Exchange entry points, on the strand. `id` names the exchange; a stale one is ignored.

@@ -9,12 +9,14 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <condition_variable>
 #include <cstdint>
 #include <list>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <utility>
 
 #include "server/http/http_server.h"
@@ -41,6 +43,31 @@ struct Shared {
   bool stopped = false;                                  // guarded by mutex
   std::shared_ptr<boost::asio::ssl::context> tls;        // guarded by mutex; null: plaintext
   int64_t live_exchanges = 0;                            // guarded by mutex
+  // Set once the server's threads have returned and the io_context's queue has been run out:
+  // from then on Post drops its handler. Without it, a handler posted by an exchange the engine
+  // still held (holding its connection, and so this io_context) would wait in the queue forever:
+  // a cycle, never freed.
+  std::shared_mutex post_mutex;
+  bool posts_closed = false;  // guarded by post_mutex
+
+  // boost::asio::post, unless posts are closed (the handler is then dropped; its connection is
+  // closed and nothing runs the io_context any more).
+  template <class Executor, class Function>
+  void Post(const Executor& executor, Function&& function) {
+    std::shared_lock<std::shared_mutex> lock(post_mutex);
+    if (!posts_closed) boost::asio::post(executor, std::forward<Function>(function));
+  }
+  // After the threads have returned: closes posts and runs what was queued meanwhile (every
+  // connection is closed by then, so each handler returns at once).
+  void ClosePosts() {
+    {
+      std::unique_lock<std::shared_mutex> lock(post_mutex);
+      posts_closed = true;
+    }
+    io.restart();
+    while (io.poll() > 0) {
+    }
+  }
 
   void ExchangeBegun() {
     std::lock_guard<std::mutex> lock(mutex);

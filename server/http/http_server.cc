@@ -139,6 +139,7 @@ void HttpServer::Stop(absl::Duration grace) {
     // With the acceptor and every socket closed, the threads run out of work and return.
     for (std::thread& thread : impl_->threads) thread.join();
     impl_->threads.clear();
+    shared.ClosePosts();
   });
 }
 
