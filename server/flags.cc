@@ -132,8 +132,8 @@ std::optional<int> ParseServerFlags(int argc, char** argv, ServerOptions& option
                  "recurrent states: f32, or bf16 (cuda; half the memory)")
       ->capture_default_str();
   app.add_option("--gpu-wait", options.gpu_wait,
-                 "cuda: how the host waits for the device, block (sleeps, frees the core) or "
-                 "spin (polls on a core)")
+                 "cuda: how the host waits for the device, spin (polls on a core) or block "
+                 "(sleeps, frees the core)")
       ->check(CLI::IsMember({"block", "spin"}))
       ->capture_default_str();
   app.add_option("--max-running", options.engine.max_running,

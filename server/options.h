@@ -54,7 +54,7 @@ struct ServerOptions {
   std::string device = "auto";  // cpu, cuda or auto
   std::string dtype = "bf16";   // cuda: weights and activations (bf16, f16, f32)
   std::string state_dtype = "f32";
-  std::string gpu_wait = "block";  // cuda: how the host waits for a step, block or spin
+  std::string gpu_wait = "spin";  // cuda: how the host waits for a step, spin or block
   // Tests: serve on this backend instead of one made from device and dtype.
   std::shared_ptr<Backend> backend;
   EngineOptions engine;

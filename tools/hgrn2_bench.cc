@@ -47,7 +47,7 @@ struct Flags {
   bool no_graphs = false;
   bool one_pass_sampling = true;  // the backend's defaults; --no-... to compare with the old
   bool small_batch_gemv = true;
-  std::string gpu_wait = "block";
+  std::string gpu_wait = "spin";
   bool skip_hardware = false;
   bool breakdown = false;
   // "tables": decode and prefill tables; "decode": scheduled decoding against plain decode steps;

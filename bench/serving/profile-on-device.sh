@@ -58,7 +58,7 @@ for entry in ${BUNDLES:-base:.gpu-bundle-base/run.tar.xz}; do
   extra=()
   help=$("$RUN/bin/hgrn2-server" --help 2>&1)  # whole, not piped into grep -q: pipefail and SIGPIPE
   [[ $help == *--http-port* ]] && extra=(--http-port $http_port)
-  flags_var=FLAGS_$name  # more server flags for this entry, e.g. FLAGS_spin="--gpu-wait spin"
+  flags_var=FLAGS_$name  # more server flags for this entry, e.g. FLAGS_block="--gpu-wait block"
   read -r -a more <<<"${!flags_var:-}"
   taskset -c "$SERVER_CORES" "$RUN/bin/hgrn2-server" --preset 1.3b --device cuda --host 127.0.0.1 \
     --port $port --metrics-port 50152 --max-running 512 --max-queued 16384 \

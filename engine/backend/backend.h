@@ -214,13 +214,14 @@ struct CudaBackendOptions {
   // sampling B=1 190 -> 37 us); off only to compare.
   bool one_pass_sampling = true;
   bool small_batch_gemv = true;
-  // How the host waits for the device (the end of a step, a copy back): kBlock sleeps until the
-  // device signals (cudaEventBlockingSync), kSpin polls on a core, as CUDA's default does with
-  // fewer contexts than cores. Spinning kept the scheduler thread's core busy for the whole of
+  // How the host waits for the device (the end of a step, a copy back): kSpin polls on a core, as
+  // CUDA's default does with fewer contexts than cores; kBlock sleeps until the device signals
+  // (cudaEventBlockingSync). Spinning keeps the scheduler thread's core busy for the whole of
   // every step (72% of the server's CPU time at 256 streams on the H100 test machine, bench/
-  // RESULTS.md 2026-12-07) for a wake-up a few microseconds sooner.
+  // RESULTS.md 2026-12-07) for a wake-up some microseconds sooner. kSpin stays the default until
+  // kBlock's step times have been measured on a card.
   enum class Wait { kBlock, kSpin };
-  Wait wait = Wait::kBlock;
+  Wait wait = Wait::kSpin;
 };
 
 // The CUDA backend (engine/backend/cuda_backend.cc). Unavailable when there is no CUDA device, or
