@@ -216,10 +216,9 @@ struct CudaBackendOptions {
   bool small_batch_gemv = true;
   // How the host waits for the device (the end of a step, a copy back): kSpin polls on a core, as
   // CUDA's default does with fewer contexts than cores; kBlock sleeps until the device signals
-  // (cudaEventBlockingSync). Spinning keeps the scheduler thread's core busy for the whole of
-  // every step (72% of the server's CPU time at 256 streams on the H100 test machine, bench/
-  // RESULTS.md 2026-12-07) for a wake-up some microseconds sooner. kSpin stays the default until
-  // kBlock's step times have been measured on a card.
+  // (cudaEventBlockingSync). On the H100 test machine (bench/RESULTS.md, 2026-12-07) kBlock
+  // halves the server's CPU per token at 256 streams but each wait wakes about 30 us later:
+  // 2-5% of a decode step with sampling. kSpin, the faster, is the default.
   enum class Wait { kBlock, kSpin };
   Wait wait = Wait::kSpin;
 };
