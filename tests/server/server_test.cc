@@ -3,9 +3,6 @@
 // deadlines, slow readers, health, drain, and the metrics endpoint.
 #include "server/server.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -379,16 +376,7 @@ TEST_F(ServerTest, TextWithBothTokenizerFiles) {
 // A client that cancels, or whose deadline passes, frees its sequence; the metrics count it.
 TEST_F(ServerTest, CancellationAndDeadlinesFreeTheSequence) {
   ServerOptions options = TestOptions(testing::TestDataDir() / "tiny-a");
-  // Pick a free port for /metrics.
-  const int probe = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
-  ASSERT_EQ(bind(probe, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  socklen_t size = sizeof(address);
-  getsockname(probe, reinterpret_cast<sockaddr*>(&address), &size);
-  options.metrics_port = ntohs(address.sin_port);
-  close(probe);
+  options.metrics_port = testing::FreeLoopbackPort();
   StartServer(options);
   ASSERT_EQ(server_->metrics_port(), options.metrics_port);
 

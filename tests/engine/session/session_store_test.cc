@@ -125,7 +125,9 @@ class RedisServer {
     return "/usr/bin/redis-server";
   }
 
-  explicit RedisServer(int port = 0) : port_(port == 0 ? FreePort() : port) { Start(); }
+  explicit RedisServer(int port = 0) : port_(port == 0 ? testing::FreeLoopbackPort() : port) {
+    Start();
+  }
   ~RedisServer() { Stop(); }
 
   void Start() {
@@ -150,18 +152,6 @@ class RedisServer {
   }
   int port() const { return port_; }
   std::string url() const { return absl::StrCat("redis://127.0.0.1:", port_); }
-
-  static int FreePort() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    socklen_t length = sizeof(addr);
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length);
-    ::close(fd);
-    return ntohs(addr.sin_port);
-  }
 
  private:
   bool Accepting() const {
