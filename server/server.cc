@@ -176,12 +176,7 @@ absl::Status Server::Load() {
         absl::StrCat("--dtype ", options_.dtype, ": expected bf16, f16 or f32"));
   }
   cuda.compute_dtype = *dtype;
-  if (options_.gpu_wait != "block" && options_.gpu_wait != "spin") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--gpu-wait ", options_.gpu_wait, ": expected block or spin"));
-  }
-  cuda.wait = options_.gpu_wait == "spin" ? CudaBackendOptions::Wait::kSpin
-                                          : CudaBackendOptions::Wait::kBlock;
+  HGRN2_ASSIGN_OR_RETURN(cuda.wait, GpuWaitNamed(options_.gpu_wait));
   const std::optional<DType> state_dtype = FloatDType(options_.state_dtype);
   if (!state_dtype || *state_dtype == DType::kF16) {
     return absl::InvalidArgumentError(

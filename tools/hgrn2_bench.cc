@@ -275,13 +275,14 @@ int Run(const Flags& flags) {
       : flags.dtype == "f32" ? absl::StatusOr<DType>(DType::kF32)
                              : absl::InvalidArgumentError("--dtype must be bf16, f16 or f32");
   if (!dtype.ok()) return fail(dtype.status());
-  absl::StatusOr<std::unique_ptr<Backend>> backend_or = MakeBackend(
-      flags.device, {.compute_dtype = *dtype,
-                     .use_graphs = !flags.no_graphs,
-                     .one_pass_sampling = flags.one_pass_sampling,
-                     .small_batch_gemv = flags.small_batch_gemv,
-                     .wait = flags.gpu_wait == "spin" ? CudaBackendOptions::Wait::kSpin
-                                                      : CudaBackendOptions::Wait::kBlock});
+  absl::StatusOr<CudaBackendOptions::Wait> wait = GpuWaitNamed(flags.gpu_wait);
+  if (!wait.ok()) return fail(wait.status());
+  absl::StatusOr<std::unique_ptr<Backend>> backend_or =
+      MakeBackend(flags.device, {.compute_dtype = *dtype,
+                                 .use_graphs = !flags.no_graphs,
+                                 .one_pass_sampling = flags.one_pass_sampling,
+                                 .small_batch_gemv = flags.small_batch_gemv,
+                                 .wait = *wait});
   if (!backend_or.ok()) return fail(backend_or.status());
   std::unique_ptr<Backend> backend = *std::move(backend_or);
   const bool gpu = backend->name() == "cuda";

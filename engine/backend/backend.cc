@@ -39,6 +39,12 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const CudaBackendOption
 }
 #endif
 
+absl::StatusOr<CudaBackendOptions::Wait> GpuWaitNamed(absl::string_view name) {
+  if (name == "spin") return CudaBackendOptions::Wait::kSpin;
+  if (name == "block") return CudaBackendOptions::Wait::kBlock;
+  return absl::InvalidArgumentError(absl::StrCat("--gpu-wait ", name, ": expected spin or block"));
+}
+
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(absl::string_view device,
                                                      const CudaBackendOptions& cuda_options) {
   if (device == "cpu") return MakeCpuBackend();

@@ -223,6 +223,9 @@ struct CudaBackendOptions {
   Wait wait = Wait::kSpin;
 };
 
+// "spin" or "block" (--gpu-wait); InvalidArgument names anything else.
+absl::StatusOr<CudaBackendOptions::Wait> GpuWaitNamed(absl::string_view name);
+
 // The CUDA backend (engine/backend/cuda_backend.cc). Unavailable when there is no CUDA device, or
 // when this build has no CUDA backend; InvalidArgument for bad options.
 absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const CudaBackendOptions& options);

@@ -166,8 +166,10 @@ class CudaBackend final : public Backend {
     return CudaStatus(cudaMemsetAsync(dst, byte, bytes, stream_), "fill");
   }
 
-  // Through an event, so that the wait is the one CudaBackendOptions::wait asks for.
+  // kSpin: the stream's own wait. kBlock: through an event made with cudaEventBlockingSync, so
+  // that the thread sleeps (a stream's wait cannot be asked to).
   absl::Status Synchronize() override {
+    if (done_ == nullptr) return CudaStatus(cudaStreamSynchronize(stream_), "synchronize");
     HGRN2_RETURN_IF_ERROR(CudaStatus(cudaEventRecord(done_, stream_), "synchronize"));
     return CudaStatus(cudaEventSynchronize(done_), "synchronize");
   }
@@ -516,10 +518,11 @@ class CudaBackend final : public Backend {
     HGRN2_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(options_.device), "set device"));
     HGRN2_RETURN_IF_ERROR(
         CudaStatus(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "create stream"));
-    const unsigned wait_flag =
-        options_.wait == CudaBackendOptions::Wait::kBlock ? cudaEventBlockingSync : 0;
-    HGRN2_RETURN_IF_ERROR(CudaStatus(
-        cudaEventCreateWithFlags(&done_, cudaEventDisableTiming | wait_flag), "create event"));
+    if (options_.wait == CudaBackendOptions::Wait::kBlock) {
+      HGRN2_RETURN_IF_ERROR(CudaStatus(
+          cudaEventCreateWithFlags(&done_, cudaEventDisableTiming | cudaEventBlockingSync),
+          "create event"));
+    }
     // A fixed cuBLASLt workspace, so that GEMMs recorded into graphs never allocate.
     constexpr size_t kWorkspaceBytes = size_t{32} << 20;
     HGRN2_RETURN_IF_ERROR(CudaStatus(cudaMalloc(&workspace_, kWorkspaceBytes), "cublas workspace"));
@@ -545,7 +548,7 @@ class CudaBackend final : public Backend {
 
   CudaBackendOptions options_;
   cudaStream_t stream_ = nullptr;
-  cudaEvent_t done_ = nullptr;  // recorded and waited on by Synchronize
+  cudaEvent_t done_ = nullptr;  // kBlock: recorded and waited on by Synchronize
   std::unique_ptr<TunedGemm> gemm_;
   void* workspace_ = nullptr;
   // Recorded decode steps by (owner, key).
