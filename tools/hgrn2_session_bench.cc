@@ -133,15 +133,14 @@ absl::Status Run(const Flags& flags) {
                          }));
   Report("  the same, each blob kept (fresh memory)", rate, bytes);
   kept.clear();
-  HGRN2_ASSIGN_OR_RETURN(
-      rate, BestRate(flags.reps, bytes, [&]() -> absl::Status {
-        HGRN2_ASSIGN_OR_RETURN(session::SnapshotView view, session::ParseView(blob, expected));
-        std::shared_ptr<SequenceState> in = states.Take();
-        const auto* payload = reinterpret_cast<const std::byte*>(view.payload.data());
-        in->bytes.assign(payload, payload + view.payload.size());
-        std::memcpy(pinned_bytes.data(), in->bytes.data(), bytes);
-        return pool->WriteHost(slot, pinned_bytes);
-      }));
+  HGRN2_ASSIGN_OR_RETURN(rate, BestRate(flags.reps, bytes, [&]() -> absl::Status {
+                           HGRN2_ASSIGN_OR_RETURN(session::SnapshotView view,
+                                                  session::ParseView(blob, expected));
+                           std::shared_ptr<SequenceState> in = states.Take();
+                           session::CopyState(view, *in);
+                           std::memcpy(pinned_bytes.data(), in->bytes.data(), bytes);
+                           return pool->WriteHost(slot, pinned_bytes);
+                         }));
   Report("resume as the server does (ParseView, copy in, pinned; recycled)", rate, bytes);
 
   // Import: what resuming a session costs, from the snapshot's bytes to the slot.

@@ -72,9 +72,7 @@ absl::StatusOr<LoadedSession> SessionManager::Load(const SessionKey& key) {
   // Checked in place, then copied once into a recycled state.
   HGRN2_ASSIGN_OR_RETURN(SnapshotView view, ParseView(*bytes, expected_));
   std::shared_ptr<SequenceState> state = loaded_states_.Take();
-  const auto* payload = reinterpret_cast<const std::byte*>(view.payload.data());
-  state->bytes.assign(payload, payload + view.payload.size());
-  state->pending_token = view.header.pending_token;
+  CopyState(view, *state);
   return LoadedSession{std::move(state), static_cast<int64_t>(view.header.num_tokens),
                        view.header.revision};
 }

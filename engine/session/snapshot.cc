@@ -318,10 +318,14 @@ absl::StatusOr<Snapshot> Parse(absl::string_view bytes, const SnapshotExpectatio
   snapshot.num_tokens = view->header.num_tokens;
   snapshot.saved_at = view->header.saved_at;
   snapshot.revision = view->header.revision;
-  snapshot.state.pending_token = view->header.pending_token;
-  const auto* payload = reinterpret_cast<const std::byte*>(view->payload.data());
-  snapshot.state.bytes.assign(payload, payload + view->payload.size());
+  CopyState(*view, snapshot.state);
   return snapshot;
+}
+
+void CopyState(const SnapshotView& view, SequenceState& state) {
+  state.pending_token = view.header.pending_token;
+  const auto* payload = reinterpret_cast<const std::byte*>(view.payload.data());
+  state.bytes.assign(payload, payload + view.payload.size());
 }
 
 }  // namespace hgrn2::session

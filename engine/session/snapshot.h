@@ -94,6 +94,9 @@ struct SnapshotView {
   absl::string_view payload;  // header.payload_bytes bytes: SequenceState::bytes
 };
 
+// The view's state (its payload and pending token) copied into `state`, reusing its memory.
+void CopyState(const SnapshotView& view, SequenceState& state);
+
 // The snapshot's bytes. `snapshot.state.bytes` should hold layout.state_bytes() bytes; Parse
 // refuses a snapshot whose payload size differs from its layout's.
 std::string Serialize(const Snapshot& snapshot);
