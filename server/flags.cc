@@ -146,7 +146,13 @@ std::optional<int> ParseServerFlags(int argc, char** argv, ServerOptions& option
                  "requests waiting beyond that; more get RESOURCE_EXHAUSTED")
       ->capture_default_str();
   app.add_option("--prefill-token-budget", options.engine.prefill_token_budget,
-                 "prompt tokens fed per scheduler iteration")
+                 "prompt tokens fed per scheduler iteration while sequences decode")
+      ->capture_default_str();
+  options.engine.max_prefill_token_budget = EngineOptions::kAutoPrefillBudget;
+  app.add_option("--max-prefill-token-budget", options.engine.max_prefill_token_budget,
+                 "most prompt tokens per iteration when prompts pile up (a quarter of those "
+                 "waiting, all of it with nothing decoding); 0 = --prefill-token-budget always, "
+                 "-1 = 8x it on cuda, 0 on cpu")
       ->capture_default_str();
   app.add_option("--warm-batches", options.engine.warm_decode_batches,
                  "decode batch sizes 1..N run at start-up so no request waits for a new size's "

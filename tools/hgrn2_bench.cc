@@ -231,6 +231,8 @@ int RunScenario(const Flags& flags, const Model& model, nlohmann::json& report) 
                                  {"ratio", comparison->ratio}};
   } else {
     options.max_queued = std::max(options.max_queued, flags.mixed.num_requests);
+    // The server's scheduling (its --max-prefill-token-budget default), for the served/engine row.
+    options.max_prefill_token_budget = EngineOptions::kAutoPrefillBudget;
     absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(model, options);
     if (!engine.ok()) return fail(engine.status());
     absl::StatusOr<bench::MixedResult> result = bench::RunMixedScenario(**engine, flags.mixed);

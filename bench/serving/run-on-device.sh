@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # On the GPU test machine, in one go: the end-to-end serving benchmark of docs/performance.md.
-#   serve:     hgrn2-server --preset 1.3b (random weights) on the GPU, hgrn2-loadgen over loopback
-#              at each concurrency of $LEVELS (128-id prompts, 128-512 generated tokens, closed
-#              loop) and one Poisson run ($POISSON_RATE, by default 80% of the best closed-loop
+#   serve:     hgrn2-server --preset 1.3b (random weights; $SERVER_FLAGS added) on the GPU,
+#              hgrn2-loadgen over loopback at each concurrency of $LEVELS (128-id prompts, 128-512
+#              generated tokens, closed loop: $WARMUP_SECONDS of load, then a window of $DURATION
+#              s), a burst at each of $BURST_LEVELS (that many calls at once, after a warm-up that
+#              finished) and one Poisson run ($POISSON_RATE, by default 80% of the best closed-loop
 #              request rate); /metrics scraped after each
 #   serve-http: the same server with its OpenAI-compatible HTTP API on, and at each concurrency of
 #              $HTTP_LEVELS (default 256) the same load over gRPC then over HTTP (hgrn2-loadgen
@@ -25,7 +27,10 @@ WHEELS=${WHEELS:-$ROOT/.gpu-bundle/wheels}
 OUT=${OUT:-$ROOT/.gpu-bundle/serving-out}
 PRESET=${PRESET:-1.3b}
 LEVELS=${LEVELS:-1 16 64 256 512}
-DURATION=${DURATION:-15}       # seconds of issuing calls per level (calls in flight are waited for)
+DURATION=${DURATION:-15}       # seconds of the measured window per level
+WARMUP_SECONDS=${WARMUP_SECONDS:-4}  # seconds of load before each window
+BURST_LEVELS=${BURST_LEVELS:-256}
+SERVER_FLAGS=${SERVER_FLAGS:-}
 POISSON_RATE=${POISSON_RATE:-auto}  # requests/s, or auto: 80% of the closed loops' best
 PROMPT=${PROMPT:-128}
 OUTPUT=${OUTPUT:-128:512}
@@ -50,7 +55,7 @@ if want serve; then
   metrics_port=50152
   "$RUN/bin/hgrn2-server" --preset "$PRESET" --device "${DEVICE:-cuda}" --host 127.0.0.1 --port $port \
     --metrics-port $metrics_port --max-running 512 --max-queued 16384 \
-    --health-check-interval 0 >"$RESULTS/server.log" 2>&1 &
+    --health-check-interval 0 $SERVER_FLAGS >"$RESULTS/server.log" 2>&1 &
   server=$!
   for _ in $(seq 300); do grep -q "serving" "$RESULTS/server.log" && break; sleep 0.5; done
   grep "serving\|loaded" "$RESULTS/server.log"
@@ -63,7 +68,11 @@ if want serve; then
   }
   for c in $LEVELS; do
     echo "== concurrency $c"
-    loadgen "c$c" --seed "$c" --concurrency "$c" --duration "$DURATION" --warmup "$((c < 8 ? 8 : c))"
+    loadgen "c$c" --seed "$c" --concurrency "$c" --duration "$DURATION" --warmup-seconds "$WARMUP_SECONDS"
+  done
+  for c in $BURST_LEVELS; do
+    echo "== a burst of $c calls"
+    loadgen "burst$c" --seed "$c" --concurrency "$c" --requests "$c" --warmup 8
   done
   rate=$POISSON_RATE
   if [[ $rate == auto ]]; then  # 80% of the most requests/s a closed-loop level completed
@@ -71,7 +80,8 @@ if want serve; then
       "$RESULTS"/loadgen-c*.json)
   fi
   echo "== Poisson arrivals, $rate/s"
-  loadgen poisson --seed 7 --rate "$rate" --concurrency 1024 --duration "$((DURATION * 2))" --warmup 64
+  loadgen poisson --seed 7 --rate "$rate" --concurrency 1024 --duration "$((DURATION * 2))" \
+    --warmup-seconds "$WARMUP_SECONDS"
   kill -TERM $server
   wait $server
 fi
@@ -93,7 +103,7 @@ if want serve-http; then
         echo "== concurrency $c, $protocol, round $round"
         "$RUN/bin/hgrn2-loadgen" --protocol "$protocol" --addr "$addr" --prompt-ids "$PROMPT" \
           --output-tokens "$OUTPUT" --seed "$c" --concurrency "$c" --duration "$DURATION" \
-          --warmup "$((c < 8 ? 8 : c))" --quiet --json "$RESULTS/loadgen-$protocol-c$c-r$round.json" 2>&1 |
+          --warmup-seconds "$WARMUP_SECONDS" --quiet --json "$RESULTS/loadgen-$protocol-c$c-r$round.json" 2>&1 |
           tee "$RESULTS/loadgen-$protocol-c$c-r$round.txt"
       done
     done

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace hgrn2::loadgen {
@@ -33,8 +34,10 @@ struct CallRecord {
     }
     last_tokens = now;
     generated_tokens += k;
+    arrivals.emplace_back(now, k);
   }
   Clock::time_point last_tokens;
+  std::vector<std::pair<Clock::time_point, int64_t>> arrivals;  // when tokens came, how many
 };
 
 }  // namespace hgrn2::loadgen

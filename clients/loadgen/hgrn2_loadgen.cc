@@ -127,6 +127,11 @@ struct Options {
   int requests = 0;
   double duration = 0;
   int warmup = 0;
+  // >= 0: the closed loop (or the arrivals) runs without a pause this long before a window of
+  // --duration seconds; throughput counts the tokens that arrive inside the window, latencies
+  // the calls that start inside it. < 0: --warmup calls finish first, then the measured ones
+  // start together (a burst of --concurrency calls).
+  double warmup_seconds = -1;
   std::string prompt_tokens = "64";
   std::string prompt_ids;
   std::string output_tokens = "32";
@@ -211,10 +216,19 @@ class Run {
     const int max_in_flight = options_.concurrency;
     std::exponential_distribution<double> gap(options_.rate > 0 ? options_.rate : 1.0);
     Clock::time_point next_arrival = Clock::now();
-    std::thread progress([this] { ProgressLoop(); });
     int issued = 0;
+    if (windowed()) {
+      const Clock::time_point now = Clock::now();
+      next_arrival = now;
+      std::lock_guard lock(mutex_);
+      measure_start_ = now + std::chrono::duration_cast<Clock::duration>(
+                                 std::chrono::duration<double>(options_.warmup_seconds));
+    }
+    std::thread progress([this] { ProgressLoop(); });
     while (true) {
-      const bool measuring = issued >= options_.warmup;
+      const bool measuring =
+          windowed() ? Clock::now() >= *measure_start_ : issued >= options_.warmup;
+      if (measuring && windowed() && cpu_start_ == 0) cpu_start_ = CpuSeconds();
       if (measuring && !measure_start_) {
         std::unique_lock lock(mutex_);
         // Warm-up calls finish first, so that the window holds only measured calls.
@@ -224,7 +238,7 @@ class Run {
         next_arrival = *measure_start_;
       }
       if (measuring && Done(issued - options_.warmup)) break;
-      if (options_.rate > 0 && measuring) {
+      if (options_.rate > 0 && (measuring || windowed())) {
         next_arrival +=
             std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap(rng_)));
         std::this_thread::sleep_until(next_arrival);
@@ -254,16 +268,22 @@ class Run {
 
   void Finish(CallRecord record) {
     std::lock_guard lock(mutex_);
+    // A window measures the calls that started in it (the loop may wait for a free seat between
+    // deciding to issue a call and issuing it).
+    if (windowed()) record.measured = record.start >= *measure_start_;
     if (record.measured) {
       ++done_;
       if (record.error.empty()) generated_ += record.generated_tokens;
-      records_.push_back(std::move(record));
     }
+    // A window counts the tokens of warm-up calls that arrive inside it too.
+    if (record.measured || windowed()) records_.push_back(std::move(record));
     --in_flight_;
     idle_.notify_all();
   }
 
  private:
+  bool windowed() const { return options_.warmup_seconds >= 0; }
+
   bool Done(int measured_issued) const {
     if (options_.requests > 0) return measured_issued >= options_.requests;
     return Seconds(Clock::now() - *measure_start_) >= options_.duration;
@@ -277,7 +297,7 @@ class Run {
     bool last = false;
     while (!last) {
       last = progress_cv_.wait_for(lock, std::chrono::seconds(1), [&] { return finished_; });
-      if (!measure_start_) continue;
+      if (!measure_start_ || Clock::now() <= *measure_start_) continue;
       const double t = Seconds(Clock::now() - *measure_start_);
       int errors = 0;
       for (const CallRecord& r : records_) errors += !r.error.empty();
@@ -291,8 +311,22 @@ class Run {
   nlohmann::json Report(Clock::time_point end, double cpu_seconds) const {
     std::vector<double> ttft, itl, e2e;
     std::map<std::string, int64_t> errors;
-    int64_t ok = 0, prompt_tokens = 0, generated = 0;
+    int64_t ok = 0, prompt_tokens = 0, generated = 0, measured = 0;
+    // A window: tokens and completions inside [measure_start_, window_end) from every call.
+    const Clock::time_point window_end =
+        windowed() ? *measure_start_ + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(options_.duration))
+                   : end;
+    int64_t window_tokens = 0, window_completed = 0;
     for (const CallRecord& r : records_) {
+      if (windowed()) {
+        for (const auto& [at, count] : r.arrivals) {
+          if (at >= *measure_start_ && at < window_end) window_tokens += count;
+        }
+        window_completed += r.error.empty() && r.end >= *measure_start_ && r.end < window_end;
+      }
+      if (!r.measured || (windowed() && r.start >= window_end)) continue;
+      ++measured;
       if (!r.error.empty()) {
         ++errors[r.error];
         continue;
@@ -304,9 +338,13 @@ class Run {
       if (r.first_token) ttft.push_back(Seconds(*r.first_token - r.start));
       itl.insert(itl.end(), r.inter_token.begin(), r.inter_token.end());
     }
-    const double elapsed = measure_start_ ? Seconds(end - *measure_start_) : 0;
+    const double elapsed =
+        windowed() ? options_.duration : (measure_start_ ? Seconds(end - *measure_start_) : 0);
     const double per = elapsed > 0 ? 1 / elapsed : 0;
-    const int64_t total = static_cast<int64_t>(records_.size());
+    const int64_t total = measured;
+    // Without a window, the measured calls' own tokens over the time they took.
+    const int64_t counted_tokens = windowed() ? window_tokens : generated;
+    const int64_t counted_completed = windowed() ? window_completed : ok;
     return {
         {"config",
          {{"addr", options_.addr},
@@ -316,6 +354,8 @@ class Run {
           {"requests", options_.requests},
           {"duration", options_.duration},
           {"warmup", options_.warmup},
+          {"warmup_seconds", options_.warmup_seconds},
+          {"measure", windowed() ? "window" : "calls"},
           {"prompt", options_.prompt_ids.empty() ? "text" : "ids"},
           {"prompt_tokens",
            options_.prompt_ids.empty() ? options_.prompt_tokens : options_.prompt_ids},
@@ -326,12 +366,13 @@ class Run {
         {"requests", total},
         {"completed", ok},
         {"errors", errors},
-        {"requests_per_s", ok * per},
+        {"requests_per_s", counted_completed * per},
         {"prompt_tokens", prompt_tokens},
-        {"generated_tokens", generated},
+        {"generated_tokens", counted_tokens},
         {"prompt_tokens_per_s", prompt_tokens * per},
-        {"generated_tokens_per_s", generated * per},
+        {"generated_tokens_per_s", counted_tokens * per},
         {"ttft_s", Summary(ttft)},
+        {"ttft_samples_s", ttft},  // each measured call's, in the order they finished (plots)
         {"itl_s", Summary(itl)},
         {"e2e_s", Summary(e2e)},
         {"client_cpu_s", cpu_seconds},
@@ -585,8 +626,15 @@ int Main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--duration", options.duration, "seconds of measured load")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--warmup", options.warmup, "calls before the measurement, not counted")
-      ->check(CLI::NonNegativeNumber);
+  CLI::Option* warmup =
+      app.add_option("--warmup", options.warmup,
+                     "calls that finish before the measured ones start (together)")
+          ->check(CLI::NonNegativeNumber);
+  app.add_option("--warmup-seconds", options.warmup_seconds,
+                 "load without a pause this long, then measure a window of --duration seconds: "
+                 "tokens arriving in it, latencies of the calls started in it (steady state)")
+      ->check(CLI::NonNegativeNumber)
+      ->excludes(warmup);
   app.add_option("--prompt-tokens", options.prompt_tokens,
                  "text prompts of about N (or MIN:MAX) tokens, from the corpus")
       ->capture_default_str();
@@ -613,6 +661,10 @@ int Main(int argc, char** argv) {
   }
   if (options.requests > 0 && options.duration > 0) {
     std::fprintf(stderr, "hgrn2-loadgen: give --requests or --duration, not both\n");
+    return kExitUsage;
+  }
+  if (options.warmup_seconds >= 0 && options.duration == 0) {
+    std::fprintf(stderr, "hgrn2-loadgen: --warmup-seconds needs --duration (the window)\n");
     return kExitUsage;
   }
   if (options.requests == 0 && options.duration == 0) options.requests = 100;

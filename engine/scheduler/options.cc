@@ -18,6 +18,13 @@ absl::Status EngineOptions::Validate() const {
   HGRN2_RETURN_IF_ERROR(positive("max_queued", max_queued));
   HGRN2_RETURN_IF_ERROR(positive("max_prompt_tokens", max_prompt_tokens));
   HGRN2_RETURN_IF_ERROR(positive("max_samples", max_samples));
+  if (max_prefill_token_budget != kAutoPrefillBudget && max_prefill_token_budget != 0 &&
+      max_prefill_token_budget < prefill_token_budget) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("engine options: max_prefill_token_budget must be 0, -1 (auto) or at least "
+                     "prefill_token_budget (",
+                     prefill_token_budget, "), got ", max_prefill_token_budget));
+  }
   if (prefix_cache_bytes < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "engine options: prefix_cache_bytes must not be negative, got ", prefix_cache_bytes));

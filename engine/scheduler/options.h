@@ -30,6 +30,16 @@ struct EngineOptions {
   // enough that decoding sequences wait one short prefill per token, large enough that prefill
   // runs as matrix products. 512 is about 2 ms of prefill for the 1.3B model on an H100.
   int64_t prefill_token_budget = 512;
+  // The most prompt tokens one iteration may take when prompts pile up (engine/scheduler/
+  // prefill_budget.h): with no sequence decoding, this many; with some, a quarter of the prompt
+  // tokens waiting in prefill, between prefill_token_budget and this. A burst of prompts then
+  // gets its first tokens in a few long iterations instead of many short ones, at the price of
+  // longer gaps between the running sequences' tokens while it lasts; in steady traffic the
+  // budget stays at prefill_token_budget. 0 = always prefill_token_budget (the library's
+  // default); kAutoPrefillBudget (the server's) = 8 * prefill_token_budget when the backend
+  // records steps (a GPU, where a long prefill runs as large matrix products), 0 otherwise.
+  static constexpr int64_t kAutoPrefillBudget = -1;
+  int64_t max_prefill_token_budget = 0;
   // Requests waiting for admission; beyond it Generate and Score return RESOURCE_EXHAUSTED.
   int32_t max_queued = 1024;
   // Host slots for swapped-out sequences, allocated (page-locked) once: 16 are 384 MiB for the

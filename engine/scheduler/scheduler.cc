@@ -56,10 +56,17 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Model& model,
         scheduler->prefix_cache_,
         PrefixCache::Create(*scheduler->pool_, static_cast<int32_t>(cache_slots)));
   }
+  PrefillBudget& budget = scheduler->prefill_budget_;
+  budget.base = options.prefill_token_budget;
+  budget.ceiling = options.max_prefill_token_budget;
+  if (budget.ceiling == EngineOptions::kAutoPrefillBudget) {
+    budget.ceiling = model.backend().RecordsWork() ? 8 * budget.base : 0;
+  }
+  budget.ceiling = std::max(budget.ceiling, budget.base);
   ForwardPass::Options pass_options;
-  // A decode step is max_running tokens, a prefill call at most the budget.
+  // A decode step is max_running tokens, a prefill call at most the budget's ceiling.
   pass_options.max_tokens =
-      std::max<int64_t>(options.prefill_token_budget, static_cast<int64_t>(options.max_running));
+      std::max<int64_t>(budget.ceiling, static_cast<int64_t>(options.max_running));
   pass_options.max_sequences = options.max_running;
   pass_options.prefill_chunk_size = options.prefill_chunk_size;
   HGRN2_ASSIGN_OR_RETURN(scheduler->pass_,
@@ -204,7 +211,7 @@ bool Scheduler::Iterate() {
     if (sequence->decoding) decoders.push_back(sequence.get());
   }
   prompt_in_.clear();  // those whose prompt came in at admission are among the decoders already
-  const int64_t prefill_tokens = PrefillStep();
+  const int64_t prefill_tokens = PrefillStep(static_cast<int64_t>(decoders.size()));
   // Prompts whose last token the decode step feeds join it in the iteration their prefill ends,
   // so their first token comes as soon as it would through prefill.
   decoders.insert(decoders.end(), prompt_in_.begin(), prompt_in_.end());
@@ -439,16 +446,20 @@ bool Scheduler::EvictParked() {
   return true;
 }
 
-int64_t Scheduler::PrefillStep() {
+int64_t Scheduler::PrefillStep(int64_t decoding) {
   std::vector<Sequence*> prefilling;
+  int64_t backlog = 0;
   for (const auto& sequence : running_) {
     if (!sequence->ended && !sequence->decoding && sequence->remaining_prefill() > 0) {
       prefilling.push_back(sequence.get());
+      backlog += sequence->remaining_prefill();
     }
   }
+  if (prefilling.empty()) return 0;
   std::sort(prefilling.begin(), prefilling.end(),
             [](const Sequence* a, const Sequence* b) { return RunsBefore(*a, *b); });
-  int64_t budget = options_.prefill_token_budget;
+  const int64_t iteration_budget = prefill_budget_.For(backlog, decoding);
+  int64_t budget = iteration_budget;
   std::vector<std::pair<Sequence*, int64_t>> generation, scoring;
   for (Sequence* sequence : prefilling) {
     if (budget == 0) break;
@@ -458,7 +469,7 @@ int64_t Scheduler::PrefillStep() {
   }
   if (!generation.empty()) PrefillGeneration(generation);
   if (!scoring.empty()) PrefillScoring(scoring);
-  const int64_t fed = options_.prefill_token_budget - budget;
+  const int64_t fed = iteration_budget - budget;
   prompt_tokens_ += fed;
   return fed;
 }

@@ -23,6 +23,7 @@
 #include "engine/model/state_pool.h"
 #include "engine/sampling/sampler.h"
 #include "engine/scheduler/options.h"
+#include "engine/scheduler/prefill_budget.h"
 #include "engine/scheduler/prefix_cache.h"
 #include "engine/scheduler/request.h"
 
@@ -140,8 +141,9 @@ class Scheduler {
   int32_t RunningSeats() const;
   bool Preempt(int32_t priority);
   bool EvictParked();
-  // Feeds prompts (generation and scoring) under the budget; returns the tokens fed.
-  int64_t PrefillStep();
+  // Feeds prompts (generation and scoring) under the iteration's budget (prefill_budget_, with
+  // `decoding` sequences waiting for the decode step); returns the tokens fed.
+  int64_t PrefillStep(int64_t decoding);
   void PrefillGeneration(const std::vector<std::pair<Sequence*, int64_t>>& work);
   void PrefillScoring(const std::vector<std::pair<Sequence*, int64_t>>& work);
   // One token for each of `decoders`; returns how many were fed.
@@ -168,6 +170,7 @@ class Scheduler {
   std::unique_ptr<StatePool> pool_;
   std::unique_ptr<PrefixCache> prefix_cache_;  // null when off
   std::unique_ptr<ForwardPass> pass_;
+  PrefillBudget prefill_budget_;  // the options' bounds, the auto ceiling resolved
   std::unique_ptr<SwapArea> swap_;
   // Final states handed to callers come from here and go back when they let go, so that reading
   // one out writes warm memory instead of faulting in a fresh buffer on this thread.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # hgrn2-loadgen against a real hgrn2-server on tiny-a (CPU) for a few seconds: fixed concurrency and
 # Poisson arrivals finish with zero errors and a JSON report holding every field, with counts that
-# add up; bad arguments exit 2. Needs HGRN2_SERVER, HGRN2_CLI, HGRN2_LOADGEN and HGRN2_TEST_DATA_DIR.
+# add up; a steady-state window counts what arrives in it; bad arguments exit 2. Needs
+# HGRN2_SERVER, HGRN2_CLI, HGRN2_LOADGEN and HGRN2_TEST_DATA_DIR.
 set -uo pipefail
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -48,6 +49,30 @@ PY
 check "Poisson arrivals: about 40 req/s for 2 s, zero errors" $?
 [[ ! -s $scratch/poisson.err ]]; check "--quiet: nothing on stderr" $?
 
+# Steady state: a window of 2 s after 1 s of load, without the pause (and burst) of --warmup N.
+"$loadgen" --addr "$server_addr" --prompt-ids 4:24 --output-tokens 8 --concurrency 8 \
+  --warmup-seconds 1 --duration 2 --quiet --json "$scratch/window.json" >/dev/null 2>&1
+check "a window after --warmup-seconds: exit 0" $?
+python3 - "$scratch/window.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["config"]["measure"] == "window" and r["elapsed_s"] == 2, r
+assert r["errors"] == {} and r["requests"] == r["completed"] > 8, r
+# Tokens inside the window, from calls started before it too; the calls started in it give the
+# latencies, all 8 tokens each.
+assert r["generated_tokens"] > 0 and r["generated_tokens_per_s"] == r["generated_tokens"] / 2, r
+assert r["ttft_s"]["count"] == r["completed"] and r["itl_s"]["count"] == 7 * r["completed"], r
+assert r["requests_per_s"] > 0, r
+PY
+check "a window: tokens per second over the window, latencies of the calls started in it" $?
+"$loadgen" --addr "$server_addr" --prompt-ids 4 --warmup-seconds 1 >/dev/null 2>"$scratch/err"
+code=$?
+[[ $code -eq 2 ]] && grep -q -- '--warmup-seconds needs --duration' "$scratch/err"
+check "--warmup-seconds without --duration: exit 2 ($code)" $?
+"$loadgen" --addr "$server_addr" --prompt-ids 4 --warmup 3 --warmup-seconds 1 --duration 1 \
+  >/dev/null 2>&1
+code=$?
+[[ $code -eq 2 ]]; check "--warmup and --warmup-seconds together: exit 2 ($code)" $?
 "$loadgen" --addr "$server_addr" --output-tokens 8 --requests 2 >/dev/null 2>"$scratch/err"
 code=$?
 [[ $code -eq 2 ]] && grep -q 'token ids only: give --prompt-ids' "$scratch/err"

@@ -1,6 +1,6 @@
 // Batching: many requests at once give exactly the tokens of each alone; step reports add up; the
-// token budget keeps decoding going while a long prompt is prefilled; warming the decode batches
-// changes nothing.
+// token budget keeps decoding going while a long prompt is prefilled, and grows for a burst of
+// prompts; warming the decode batches changes nothing.
 // The shared fixture (an engine beside a one-sequence oracle) is in engine_test_fixture.h; this
 // file is built into engine_test (CPU) and cuda_engine_test (CUDA, float32).
 #include "tests/engine/scheduler/engine_test_fixture.h"
@@ -135,6 +135,59 @@ TEST(Engine, TheTokenBudgetKeepsDecodingWhileALongPromptIsPrefilled) {
   ASSERT_EQ(log.events, (std::vector<std::string>{"short ended", "long token"}));
   EXPECT_GE(short_tokens_during_prefill, 30);
   EXPECT_EQ(long_outcome.end.prompt_tokens, 4096);
+}
+
+// A burst of prompts under the adaptive budget (max_prefill_token_budget): the first iteration,
+// with nothing decoding, feeds up to the ceiling, later ones a share of the backlog; no iteration
+// feeds more than the ceiling, and every request gives the oracle's tokens. The same burst with
+// the fixed budget never feeds more than the base.
+TEST(Engine, ABurstOfPromptsGrowsTheBudgetUpToItsCeiling) {
+  for (const int64_t ceiling : {int64_t{0}, int64_t{200}}) {
+    const std::string what = absl::StrCat("ceiling ", ceiling);
+    std::mutex mutex;
+    std::vector<int64_t> fed;  // prompt tokens per iteration that fed some
+    EngineOptions options;
+    options.max_running = 16;
+    options.prefill_token_budget = 16;
+    options.max_prefill_token_budget = ceiling;
+    options.on_step = [&](const StepReport& report) {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (report.prefill_tokens > 0) fed.push_back(report.prefill_tokens);
+    };
+    Fixture fixture("tiny-conv", options);
+    ASSERT_NE(fixture.engine, nullptr);
+    const int64_t vocab = fixture.model->config().vocab_size;
+    constexpr int kRequests = 12;
+    std::vector<GenerationRequest> requests(kRequests);
+    std::vector<std::shared_ptr<GenerationStream>> streams;
+    for (int i = 0; i < kRequests; ++i) {
+      requests[i].prompt = RandomIds(30 + 7 * i, vocab, 700 + static_cast<uint64_t>(i));
+      requests[i].sampling = VariedSampling(i);
+      requests[i].stopping.max_new_tokens = 3 + i % 5;
+      streams.push_back(fixture.Submit(requests[i]));
+      ASSERT_NE(streams.back(), nullptr) << what;
+    }
+    for (int i = 0; i < kRequests; ++i) {
+      const Outcome outcome = WaitFor(*streams[i]);
+      ASSERT_TRUE(outcome.end.status.ok())
+          << what << ", request " << i << ": " << outcome.end.status;
+      ExpectSameTokens(outcome.tokens, fixture.Alone(requests[i]).tokens,
+                       absl::StrCat(what, ", request ", i));
+    }
+    WaitUntilIdle(*fixture.engine);
+    fixture.engine->Stop();
+    std::lock_guard<std::mutex> lock(mutex);
+    ASSERT_FALSE(fed.empty()) << what;
+    const int64_t most = *std::max_element(fed.begin(), fed.end());
+    if (ceiling == 0) {
+      EXPECT_EQ(most, 16) << what;
+    } else {
+      // The first iteration that prefills has nothing decoding (every prompt has 30 tokens or
+      // more), so it takes the ceiling or every prompt it has.
+      EXPECT_GT(fed.front(), 16) << what;
+      EXPECT_LE(most, ceiling) << what;
+    }
+  }
 }
 
 // Warming the decode batch sizes at start-up leaves every slot free and zeroed: the requests

@@ -380,6 +380,17 @@ TEST(Engine, BadOptionsAreRefusedNamingTheField) {
   options.max_queued = 0;
   ExpectError(Engine::Create(*model, options).status(), absl::StatusCode::kInvalidArgument,
               {"max_queued must be positive"});
+  options = EngineOptions{};
+  options.max_prefill_token_budget = 100;  // below the 512 of prefill_token_budget
+  ExpectError(Engine::Create(*model, options).status(), absl::StatusCode::kInvalidArgument,
+              {"max_prefill_token_budget must be 0, -1 (auto) or at least prefill_token_budget "
+               "(512), got 100"});
+  options.max_prefill_token_budget = -2;
+  ExpectError(Engine::Create(*model, options).status(), absl::StatusCode::kInvalidArgument,
+              {"max_prefill_token_budget", "got -2"});
+  // The auto ceiling on the CPU backend is the budget itself: the engine starts.
+  options.max_prefill_token_budget = EngineOptions::kAutoPrefillBudget;
+  EXPECT_TRUE(Engine::Create(*model, options).ok());
 }
 
 }  // namespace
