@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/base/status_macros.h"
 #include "xxhash.h"
 
 namespace hgrn2::session {
@@ -128,7 +129,7 @@ std::string StateDTypeName(DType dtype) {
 
 std::string Serialize(const Snapshot& snapshot) {
   return Serialize(snapshot.model_fingerprint, snapshot.layout, snapshot.num_tokens,
-                   snapshot.saved_at, snapshot.state.pending_token, snapshot.state.bytes,
+                   snapshot.saved_at, snapshot.state.pending_token, snapshot.state.view(),
                    snapshot.revision);
 }
 
@@ -277,8 +278,11 @@ absl::StatusOr<SnapshotHeader> ParseHeader(absl::string_view bytes) {
   return header;
 }
 
-absl::StatusOr<SnapshotView> ParseView(absl::string_view bytes,
-                                       const SnapshotExpectation& expected) {
+namespace {
+
+// ParseView's checks but the payload's checksum: the header, the model, the layout, the size.
+absl::StatusOr<SnapshotHeader> CheckAllButPayload(absl::string_view bytes,
+                                                  const SnapshotExpectation& expected) {
   absl::StatusOr<SnapshotHeader> header = ParseHeader(bytes);
   if (!header.ok()) return header.status();
   if (header->model_fingerprint != expected.model_fingerprint) {
@@ -297,16 +301,54 @@ absl::StatusOr<SnapshotView> ParseView(absl::string_view bytes,
     return absl::InvalidArgumentError(
         absl::StrCat("snapshot has ", bytes.size() - total, " trailing bytes after its ", total));
   }
+  return header;
+}
+
+absl::Status CheckPayloadChecksum(const SnapshotHeader& header, uint64_t computed) {
+  if (computed == header.payload_checksum) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrFormat("snapshot payload is corrupt: checksum %016x, its bytes give %016x",
+                      header.payload_checksum, computed));
+}
+
+}  // namespace
+
+absl::StatusOr<SnapshotView> ParseView(absl::string_view bytes,
+                                       const SnapshotExpectation& expected) {
+  absl::StatusOr<SnapshotHeader> header = CheckAllButPayload(bytes, expected);
+  if (!header.ok()) return header.status();
   SnapshotView view;
   view.payload = bytes.substr(header->header_bytes);
-  const uint64_t computed = XXH3_64bits(view.payload.data(), view.payload.size());
-  if (computed != header->payload_checksum) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("snapshot payload is corrupt: checksum %016x, its bytes give %016x",
-                        header->payload_checksum, computed));
-  }
+  HGRN2_RETURN_IF_ERROR(
+      CheckPayloadChecksum(*header, XXH3_64bits(view.payload.data(), view.payload.size())));
   view.header = *header;
   return view;
+}
+
+absl::StatusOr<SnapshotHeader> ParseInto(absl::string_view bytes,
+                                         const SnapshotExpectation& expected,
+                                         absl::Span<std::byte> payload_out) {
+  absl::StatusOr<SnapshotHeader> header = CheckAllButPayload(bytes, expected);
+  if (!header.ok()) return header.status();
+  if (payload_out.size() != header->payload_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("snapshot payload of ", header->payload_bytes,
+                                                   " bytes, the buffer given for it has ",
+                                                   payload_out.size()));
+  }
+  // As SerializeInto: copied and hashed in chunks that stay in the CPU's cache, so the payload
+  // is read from memory once. The copy is hashed, so what is checked is what was written.
+  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> hasher(XXH3_createState(),
+                                                                  &XXH3_freeState);
+  XXH3_64bits_reset(hasher.get());
+  constexpr size_t kChunkBytes = size_t{64} << 10;
+  const char* source = bytes.data() + header->header_bytes;
+  for (size_t offset = 0; offset < payload_out.size(); offset += kChunkBytes) {
+    const size_t length = std::min(kChunkBytes, payload_out.size() - offset);
+    std::memcpy(payload_out.data() + offset, source + offset, length);
+    XXH3_64bits_update(hasher.get(), payload_out.data() + offset, length);
+  }
+  HGRN2_RETURN_IF_ERROR(CheckPayloadChecksum(*header, XXH3_64bits_digest(hasher.get())));
+  return header;
 }
 
 absl::StatusOr<Snapshot> Parse(absl::string_view bytes, const SnapshotExpectation& expected) {
@@ -325,6 +367,12 @@ absl::StatusOr<Snapshot> Parse(absl::string_view bytes, const SnapshotExpectatio
 void CopyState(const SnapshotView& view, SequenceState& state) {
   state.pending_token = view.header.pending_token;
   const auto* payload = reinterpret_cast<const std::byte*>(view.payload.data());
+  if (state.pinned_lease != nullptr && state.pinned.size() == view.payload.size()) {
+    std::memcpy(state.pinned.data(), payload, view.payload.size());
+    return;
+  }
+  state.pinned = {};
+  state.pinned_lease.reset();
   state.bytes.assign(payload, payload + view.payload.size());
 }
 

@@ -94,7 +94,8 @@ struct SnapshotView {
   absl::string_view payload;  // header.payload_bytes bytes: SequenceState::bytes
 };
 
-// The view's state (its payload and pending token) copied into `state`, reusing its memory.
+// The view's state (its payload and pending token) copied into `state`: into its pinned memory
+// when it has a lease of the payload's size, else into its bytes (reusing their memory).
 void CopyState(const SnapshotView& view, SequenceState& state);
 
 // The snapshot's bytes. `snapshot.state.bytes` should hold layout.state_bytes() bytes; Parse
@@ -135,6 +136,13 @@ absl::StatusOr<SnapshotHeader> ParseHeader(absl::string_view bytes);
 // and sessions.proto promises INVALID_ARGUMENT for one that is corrupt.
 absl::StatusOr<SnapshotView> ParseView(absl::string_view bytes,
                                        const SnapshotExpectation& expected);
+
+// ParseView's checks, with the payload copied into `payload_out` (header.payload_bytes bytes, else
+// INVALID_ARGUMENT) as it is checksummed: one pass over the payload, where ParseView and a copy
+// make two. Returns the header; on an error `payload_out` may hold part of the payload.
+absl::StatusOr<SnapshotHeader> ParseInto(absl::string_view bytes,
+                                         const SnapshotExpectation& expected,
+                                         absl::Span<std::byte> payload_out);
 
 // ParseView, with the payload copied into the returned Snapshot. On error nothing is returned.
 absl::StatusOr<Snapshot> Parse(absl::string_view bytes, const SnapshotExpectation& expected);
