@@ -112,7 +112,7 @@ absl::Status Run(const Flags& flags) {
   // recycler, given back when the store lets go of a blob (the dir and Redis stores once it is
   // written, the memory store when a session is saved again or evicted).
   HostStatePool host_states(backend->shared_host_allocator(), bytes, 8);
-  Recycler<std::string> blobs(4);
+  Recycler<session::SnapshotBuffer> blobs(4);
   auto take_pinned = [&]() -> absl::StatusOr<std::shared_ptr<SequenceState>> {
     std::shared_ptr<SequenceState> taken = host_states.Take();
     if (taken == nullptr) return absl::InternalError("the host state pool lent nothing");
@@ -122,8 +122,8 @@ absl::Status Run(const Flags& flags) {
       rate, BestRate(flags.reps, bytes, [&]() -> absl::Status {
         HGRN2_ASSIGN_OR_RETURN(std::shared_ptr<SequenceState> out, take_pinned());
         HGRN2_RETURN_IF_ERROR(pool->ReadHost(slot, out->pinned));
-        std::shared_ptr<std::string> saved = blobs.Take();
-        session::SerializeInto(*saved, expected.model_fingerprint, expected.layout, 1000,
+        std::shared_ptr<session::SnapshotBuffer> saved = blobs.Take();
+        session::SerializeInto(saved->bytes, expected.model_fingerprint, expected.layout, 1000,
                                absl::Now(), 42, out->view());
         return absl::OkStatus();
       }));
@@ -159,17 +159,23 @@ absl::Status Run(const Flags& flags) {
     HGRN2_ASSIGN_OR_RETURN(
         rate, BestRate(flags.reps, bytes, [&] { return pool->WriteHost(slot, in->view()); }));
     Report("  of which on the scheduler thread (WriteHost)", rate, bytes);
+    std::vector<std::byte> written(bytes);
+    HGRN2_RETURN_IF_ERROR(pool->ReadHost(slot, absl::MakeSpan(written)));
+    if (written != state || !std::equal(written.begin(), written.end(), in->view().begin())) {
+      return absl::InternalError("the state did not round-trip through page-locked states");
+    }
   }
 
   // The paths before page-locked states (E16), for comparison: the slot staged through one
   // page-locked buffer and copied out of or into a recycled pageable state on the scheduler
   // thread, the snapshot checked, then copied.
   Recycler<SequenceState> states(4);
+  Recycler<std::string> old_blobs(4);  // cleared when given back: appended to, not overwritten
   HGRN2_ASSIGN_OR_RETURN(rate, BestRate(flags.reps, bytes, [&] {
                            HGRN2_RETURN_IF_ERROR(pool->ReadHost(slot, pinned_bytes));
                            std::shared_ptr<SequenceState> out = states.Take();
                            out->bytes.assign(pinned_bytes.begin(), pinned_bytes.end());
-                           std::shared_ptr<std::string> saved = blobs.Take();
+                           std::shared_ptr<std::string> saved = old_blobs.Take();
                            session::SerializeInto(*saved, expected.model_fingerprint,
                                                   expected.layout, 1000, absl::Now(), 42,
                                                   out->bytes);

@@ -176,7 +176,8 @@ absl::StatusOr<SessionRecord> SessionManager::Save(const SaveReservation& reserv
                                   condition.revision < std::numeric_limits<uint64_t>::max()
                               ? condition.revision + 1
                               : 1;
-  std::shared_ptr<std::string> bytes = blobs_.Take();
+  std::shared_ptr<SnapshotBuffer> blob = blobs_.Take();
+  std::shared_ptr<std::string> bytes(blob, &blob->bytes);  // the store holds the buffer
   SerializeInto(*bytes, expected_.model_fingerprint, expected_.layout,
                 static_cast<uint64_t>(num_tokens), absl::Now(), state.pending_token, state.view(),
                 likely);

@@ -144,7 +144,7 @@ class SessionManager {
   // Snapshot blobs for saves and states for loads, their memory reused once stores and requests
   // let go of them (a save or load into fresh memory spends most of its time in page faults).
   static constexpr size_t kKeptBuffers = 4;
-  Recycler<std::string> blobs_{kKeptBuffers};
+  Recycler<SnapshotBuffer> blobs_{kKeptBuffers};
   Recycler<SequenceState> loaded_states_{kKeptBuffers};
   std::shared_ptr<HostStatePool> host_states_;  // null: loads go to loaded_states_
   mutable std::mutex mutex_;

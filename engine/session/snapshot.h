@@ -107,10 +107,19 @@ std::string Serialize(const ModelFingerprint& model_fingerprint, const StateLayo
                       absl::Span<const std::byte> state, uint64_t revision = 0);
 
 // The same into `out`, replacing what it held; its memory is reused when it has room (a recycled
-// buffer is written warm, a fresh one faults in a page at a time).
+// buffer is written warm, a fresh one faults in a page at a time). When `out` already has the
+// snapshot's size (a recycled SnapshotBuffer), it is overwritten in place with streaming stores:
+// one read of the state and one write of `out` in memory, no zeroing.
 void SerializeInto(std::string& out, const ModelFingerprint& model_fingerprint,
                    const StateLayout& layout, uint64_t num_tokens, absl::Time saved_at,
                    int32_t pending_token, absl::Span<const std::byte> state, uint64_t revision = 0);
+
+// A serialized snapshot's bytes as a Recycler<SnapshotBuffer> keeps them: not cleared when given
+// back, so that SerializeInto writes the next snapshot of the same size over them in place.
+struct SnapshotBuffer {
+  std::string bytes;
+  void Clear() {}  // the bytes are overwritten whole by the next SerializeInto
+};
 
 // Gives the serialized `snapshot` another revision in place: the header's version, revision and
 // checksum are rewritten, the payload is not touched. ParseHeader's errors for a header that does

@@ -231,7 +231,15 @@ TEST(Snapshot, LargePayloadChecksumIsXxh3OfThePayload) {
       Parse(bytes, SnapshotExpectation{snapshot.model_fingerprint, snapshot.layout});
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(parsed->state.bytes, snapshot.state.bytes);
-  // ParseInto hashes the copy chunk by chunk too: the same payload, and a flip in the last,
+  // Into a buffer that already has the size (a recycled SnapshotBuffer, stale bytes in it), the
+  // payload is streamed over it in place: the same bytes; into one of another size, too.
+  for (size_t size : {bytes.size(), size_t{7}}) {
+    std::string out(size, '\x5a');
+    SerializeInto(out, snapshot.model_fingerprint, snapshot.layout, snapshot.num_tokens,
+                  snapshot.saved_at, snapshot.state.pending_token, snapshot.state.view());
+    EXPECT_TRUE(out == bytes) << "into a buffer of " << size << " bytes";
+  }
+  // ParseInto streams and hashes chunk by chunk too: the same payload, and a flip in the last,
   // ragged chunk is caught.
   const SnapshotExpectation expected{snapshot.model_fingerprint, snapshot.layout};
   std::vector<std::byte> out(snapshot.state.bytes.size());
