@@ -326,6 +326,9 @@ absl::Status Scheduler::Start(Sequence& sequence) {
     if (sequence.initial_state) {
       HGRN2_RETURN_IF_ERROR(WriteState(sequence.slot, *sequence.initial_state));
       sequence.input.insert(sequence.input.begin(), sequence.initial_state->pending_token);
+      // In the slot now: a page-locked state's buffer goes back to its pool at once, not when
+      // the request ends.
+      sequence.initial_state.reset();
     }
     return absl::OkStatus();
   }
@@ -340,6 +343,7 @@ absl::Status Scheduler::Start(Sequence& sequence) {
     HGRN2_ASSIGN_OR_RETURN(sequence.slot, pool_->Allocate());
     HGRN2_RETURN_IF_ERROR(WriteState(sequence.slot, *sequence.initial_state));
     pending = sequence.initial_state->pending_token;
+    sequence.initial_state.reset();  // in the slot now: its buffer goes back to its pool
   } else if (!sequence.resume_parked.empty()) {
     return absl::NotFoundError(
         absl::StrCat("no state is parked under '", sequence.resume_parked,

@@ -49,7 +49,7 @@ struct Sequence {
   std::optional<Sampler> sampler;
   StoppingParams stopping;
   std::function<bool(const SampledToken&)> stops_after;
-  std::shared_ptr<const SequenceState> initial_state;
+  std::shared_ptr<const SequenceState> initial_state;  // let go of once written to the slot
   std::string resume_parked;
   std::string park_as;
   bool return_final_state = false;

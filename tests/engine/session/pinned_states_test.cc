@@ -200,6 +200,32 @@ TEST(PinnedStates, FinalStatesArePageableOnceThePinnedOnesAreAllLent) {
   EXPECT_EQ(next->view().data(), freed);
 }
 
+TEST(PinnedStates, AnInitialStateGoesBackToItsPoolOnceInTheSlot) {
+  Served served;
+  ASSERT_NE(served.engine, nullptr);
+  const std::shared_ptr<const SequenceState> head =
+      served.Generate(Prompt(*served.model), 4).end.final_state;
+  ASSERT_NE(head, nullptr);
+  std::shared_ptr<HostStatePool> pool = served.engine->MakeHostStatePool(1);
+  std::shared_ptr<SequenceState> state = pool->Take();
+  ASSERT_NE(state, nullptr);
+  std::copy(head->view().begin(), head->view().end(), state->pinned.begin());
+  state->pending_token = head->pending_token;
+  GenerationRequest request;
+  request.sampling.temperature = 0.0f;
+  request.stopping.ignore_eos = true;
+  request.stopping.max_new_tokens = 40;
+  request.initial_state = std::move(state);
+  absl::StatusOr<std::shared_ptr<GenerationStream>> stream =
+      served.engine->Generate(std::move(request));
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  StreamUpdate first = (*stream)->Next();  // a token: the state was written to a slot
+  ASSERT_FALSE(first.tokens.empty() && first.end.has_value());
+  EXPECT_EQ(pool->lent(), 0u) << "the request held its initial state after writing it";
+  EXPECT_NE(pool->Take(), nullptr);
+  EXPECT_TRUE((*stream)->Wait().end->status.ok());
+}
+
 TEST(PinnedStates, StatesOutliveTheEngineModelAndBackend) {
   std::shared_ptr<const SequenceState> final_state;
   std::shared_ptr<const SequenceState> loaded_state;
