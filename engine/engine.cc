@@ -40,6 +40,11 @@ void Engine::Stop() { scheduler_->Stop(); }
 
 size_t Engine::state_bytes() const { return scheduler_->state_bytes(); }
 
+std::shared_ptr<HostStatePool> Engine::MakeHostStatePool(size_t max_states) const {
+  return std::make_shared<HostStatePool>(model_.backend().shared_host_allocator(), state_bytes(),
+                                         max_states);
+}
+
 EngineStats Engine::Stats() const { return scheduler_->Stats(); }
 
 absl::Status Engine::Cancel(RequestId id) { return scheduler_->Cancel(id); }
@@ -65,10 +70,10 @@ absl::Status Engine::ValidateTokens(absl::Span<const int32_t> tokens,
 absl::Status Engine::ValidateInitialState(const SequenceState& state,
                                           absl::string_view what) const {
   const int64_t vocab = model_.config().vocab_size;
-  if (state.bytes.size() != state_bytes()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": initial_state has ", state.bytes.size(),
-                                                   " bytes, a state of this model has ",
-                                                   state_bytes()));
+  if (state.view().size() != state_bytes()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": initial_state has ", state.view().size(),
+                     " bytes, a state of this model has ", state_bytes()));
   }
   if (state.pending_token < 0 || state.pending_token >= vocab) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": initial_state's pending token ",

@@ -12,6 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "engine/model/model.h"
+#include "engine/scheduler/host_state_pool.h"
 #include "engine/scheduler/options.h"
 #include "engine/scheduler/request.h"
 
@@ -62,6 +63,11 @@ class Engine {
   const ModelConfig& config() const { return model_.config(); }
   // Bytes of a SequenceState (one pool slot).
   size_t state_bytes() const;
+  // A pool of up to `max_states` states in the memory this engine's device copies at full speed
+  // (page-locked on CUDA), for a caller that fills states to start from (a session loaded to
+  // resume): the scheduler then writes one to the device with a single copy, none staged on its
+  // thread. The pool and its states may outlive the engine.
+  std::shared_ptr<HostStatePool> MakeHostStatePool(size_t max_states) const;
 
   // Ends every outstanding request with UNAVAILABLE, stops the scheduler and waits for it; later
   // submissions get UNAVAILABLE. Idempotent. (A graceful shutdown stops taking new requests and

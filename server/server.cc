@@ -249,7 +249,11 @@ absl::Status Server::Load() {
     if (!store.ok()) return WithContext(store.status(), "--session-store");
     const session::SnapshotExpectation expected =
         session::SessionManager::ExpectationFor(*model_, *state_dtype);
-    sessions_ = std::make_unique<session::SessionManager>(*std::move(store), expected);
+    // Sessions load into page-locked memory lent by the engine, which the engine writes to the
+    // device without a copy on its thread.
+    sessions_ = std::make_unique<session::SessionManager>(
+        *std::move(store), expected,
+        engine_->MakeHostStatePool(session::SessionManager::kHostStatesForLoads));
     session_workers_ = std::make_unique<WorkerPool>(options_.session_threads, "hgrn2-session");
     parts_.session_workers = session_workers_.get();
     parts_.sessions = sessions_.get();

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <utility>
 
@@ -89,6 +90,12 @@ class HostBuffer {
   size_t size_ = 0;
 };
 
+// Allocates host memory as Backend::AllocateHost does (page-locked on CUDA), owned by the returned
+// pointer instead of a HostBuffer. Unlike a HostBuffer, the allocator and what it gave may be used
+// and released on any thread and may outlive the Backend: they need the process's CUDA runtime, not
+// the Backend object. For states handed to callers who may keep them past the engine.
+using SharedHostAllocator = std::function<absl::StatusOr<std::shared_ptr<std::byte>>(size_t bytes)>;
+
 // Where one layer's recurrent states and conv windows live in a StatePool (see
 // kernels/hgrn2_layer.h for the layout inside a slot).
 struct LayerStateView {
@@ -141,6 +148,9 @@ class Backend {
   virtual absl::Status Synchronize() = 0;
   // Host memory for fast transfers with CopyToDevice/CopyToHost (see HostBuffer); not zeroed.
   virtual absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) = 0;
+  // The same memory through a SharedHostAllocator; this accessor, unlike the rest, may be called
+  // from any thread.
+  virtual SharedHostAllocator shared_host_allocator() const = 0;
 
   // out[r] = table[indices[r]] (embedding lookup; picking rows of a batch). Indices must lie in
   // [0, table.rows): the caller checks them (they are device memory here).

@@ -1,6 +1,8 @@
 // The CPU backend: host memory and the float32 reference ops of kernels/reference.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -75,6 +77,16 @@ class CpuBackend final : public Backend {
       return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " host bytes"));
     }
     return HostBuffer(this, data, bytes);
+  }
+  SharedHostAllocator shared_host_allocator() const override {
+    return [](size_t bytes) -> absl::StatusOr<std::shared_ptr<std::byte>> {
+      void* data = std::aligned_alloc(64, std::max<size_t>(1, (bytes + 63) / 64) * 64);
+      if (data == nullptr) {
+        return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " host bytes"));
+      }
+      return std::shared_ptr<std::byte>(static_cast<std::byte*>(data),
+                                        [](std::byte* released) { std::free(released); });
+    };
   }
   absl::Status CopyToDevice(void* dst, const void* src, size_t bytes) override {
     if (bytes > 0) std::memcpy(dst, src, bytes);

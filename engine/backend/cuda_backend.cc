@@ -186,6 +186,25 @@ class CudaBackend final : public Backend {
     }
     return HostBuffer(this, data, bytes);
   }
+  SharedHostAllocator shared_host_allocator() const override {
+    return [device = options_.device](size_t bytes) -> absl::StatusOr<std::shared_ptr<std::byte>> {
+      // On the calling thread's current device, so that a thread that never used CUDA does not
+      // start a context on device 0; portable, so the memory is page-locked for every context.
+      void* data = nullptr;
+      cudaError_t error = cudaSetDevice(device);
+      if (error == cudaSuccess) {
+        error = cudaHostAlloc(&data, std::max<size_t>(bytes, 1), cudaHostAllocPortable);
+      }
+      if (error != cudaSuccess) {
+        cudaGetLastError();
+        return absl::ResourceExhaustedError(
+            absl::StrCat("cuda backend: cannot allocate ", bytes,
+                         " shared page-locked bytes: ", cudaGetErrorString(error)));
+      }
+      return std::shared_ptr<std::byte>(static_cast<std::byte*>(data),
+                                        [](std::byte* released) { cudaFreeHost(released); });
+    };
+  }
 
   absl::Status GatherRows(const DeviceTensor& table, const int32_t* indices,
                           DeviceTensor out) override {

@@ -28,14 +28,33 @@ using RequestId = uint64_t;
 // Engine::state_bytes() of them) after every token but the last, and that last token, not yet
 // fed. Keeping the last token out means a resumed request starts by feeding it, so resuming
 // gives exactly the tokens one uninterrupted run would.
+//
+// The bytes live in one of two places; read them through view(). A state the engine hands out
+// (a final state) or one a HostStatePool lends (a session loaded to resume) holds them in
+// `pinned`: host memory the device copies at full speed (page-locked on CUDA), so the scheduler
+// thread copies a slot straight into or out of it, with no copy through a staging buffer. A state
+// built by its user holds them in `bytes` (any memory; the scheduler stages it).
 struct SequenceState {
-  std::vector<std::byte> bytes;
+  std::vector<std::byte> bytes;  // used when pinned_lease is null
   int32_t pending_token = 0;
+  // With pinned_lease set: the state's bytes, valid while pinned_lease is held; the lease gives
+  // the memory back to its pool when the last copy of it goes (it holds the pool, and the pool
+  // does not need the engine or its backend: the state may outlive both). A copy of the state
+  // shares the memory, as it shares the lease.
+  absl::Span<std::byte> pinned;
+  std::shared_ptr<void> pinned_lease;
 
-  // Empty, the memory of `bytes` kept (for a Recycler).
+  absl::Span<const std::byte> view() const {
+    return pinned_lease != nullptr ? absl::Span<const std::byte>(pinned)
+                                   : absl::MakeConstSpan(bytes);
+  }
+
+  // Empty, the memory of `bytes` kept (for a Recycler); pinned memory goes back to its pool.
   void Clear() {
     bytes.clear();
     pending_token = 0;
+    pinned = {};
+    pinned_lease.reset();
   }
 };
 

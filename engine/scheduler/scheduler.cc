@@ -76,6 +76,8 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Model& model,
       SwapArea::Create(model.backend(), scheduler->pool_->slot_bytes(), options.swap_slots));
   HGRN2_ASSIGN_OR_RETURN(scheduler->transfer_,
                          model.backend().AllocateHost(scheduler->pool_->slot_bytes()));
+  scheduler->final_host_states_ = std::make_shared<HostStatePool>(
+      model.backend().shared_host_allocator(), scheduler->pool_->slot_bytes(), kPinnedFinalStates);
   scheduler->stats_.num_slots = num_slots;
   scheduler->stats_.free_slots = num_slots;
   scheduler->stats_.free_swap_slots = options.swap_slots;
@@ -329,8 +331,11 @@ absl::Status Scheduler::Start(Sequence& sequence) {
   if (sequence.score) {
     HGRN2_ASSIGN_OR_RETURN(sequence.slot, pool_->Allocate());
     if (sequence.initial_state) {
-      HGRN2_RETURN_IF_ERROR(WriteState(sequence.slot, sequence.initial_state->bytes));
+      HGRN2_RETURN_IF_ERROR(WriteState(sequence.slot, *sequence.initial_state));
       sequence.input.insert(sequence.input.begin(), sequence.initial_state->pending_token);
+      // In the slot now: a page-locked state's buffer goes back to its pool at once, not when
+      // the request ends.
+      sequence.initial_state.reset();
     }
     return absl::OkStatus();
   }
@@ -343,8 +348,9 @@ absl::Status Scheduler::Start(Sequence& sequence) {
     parked_.erase(parked);
   } else if (sequence.initial_state) {
     HGRN2_ASSIGN_OR_RETURN(sequence.slot, pool_->Allocate());
-    HGRN2_RETURN_IF_ERROR(WriteState(sequence.slot, sequence.initial_state->bytes));
+    HGRN2_RETURN_IF_ERROR(WriteState(sequence.slot, *sequence.initial_state));
     pending = sequence.initial_state->pending_token;
+    sequence.initial_state.reset();  // in the slot now: its buffer goes back to its pool
   } else if (!sequence.resume_parked.empty()) {
     return absl::NotFoundError(
         absl::StrCat("no state is parked under '", sequence.resume_parked,
@@ -636,9 +642,10 @@ void Scheduler::End(Sequence& sequence, absl::Status status, FinishReason reason
   std::shared_ptr<const SequenceState> final_state;
   if (sequence.slot >= 0) {
     if (status.ok() && sequence.return_final_state) {
-      std::shared_ptr<SequenceState> state = final_states_.Take();
+      std::shared_ptr<SequenceState> state = final_host_states_->Take();
+      if (state == nullptr) state = final_states_.Take();
       state->pending_token = sequence.last_token;
-      status = ReadState(sequence.slot, state->bytes);
+      status = ReadState(sequence.slot, *state);
       if (status.ok()) {
         final_state = std::move(state);
       } else {
@@ -721,20 +728,23 @@ absl::Status Scheduler::WarmDecodeBatches(int32_t up_to) {
   return model_.backend().Synchronize();
 }
 
-absl::Status Scheduler::WriteState(SlotId slot, absl::Span<const std::byte> bytes) {
+absl::Status Scheduler::WriteState(SlotId slot, const SequenceState& state) {
+  const absl::Span<const std::byte> bytes = state.view();
   if (bytes.size() != transfer_.size()) {
     return absl::InvalidArgumentError(absl::StrCat("state pool write: ", bytes.size(),
                                                    " bytes given, a slot has ", transfer_.size()));
   }
+  if (state.pinned_lease != nullptr) return pool_->WriteHost(slot, bytes);
   std::memcpy(transfer_.data(), bytes.data(), bytes.size());
   return pool_->WriteHost(
       slot, absl::MakeConstSpan(static_cast<const std::byte*>(transfer_.data()), transfer_.size()));
 }
 
-absl::Status Scheduler::ReadState(SlotId slot, std::vector<std::byte>& bytes) {
+absl::Status Scheduler::ReadState(SlotId slot, SequenceState& state) {
+  if (state.pinned_lease != nullptr) return pool_->ReadHost(slot, state.pinned);
   auto* staged = static_cast<std::byte*>(transfer_.data());
   HGRN2_RETURN_IF_ERROR(pool_->ReadHost(slot, absl::MakeSpan(staged, transfer_.size())));
-  bytes.assign(staged, staged + transfer_.size());  // one pass: no zeroing before the copy
+  state.bytes.assign(staged, staged + transfer_.size());  // one pass: no zeroing before the copy
   return absl::OkStatus();
 }
 

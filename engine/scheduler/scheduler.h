@@ -22,6 +22,7 @@
 #include "engine/model/forward_pass.h"
 #include "engine/model/state_pool.h"
 #include "engine/sampling/sampler.h"
+#include "engine/scheduler/host_state_pool.h"
 #include "engine/scheduler/options.h"
 #include "engine/scheduler/prefill_budget.h"
 #include "engine/scheduler/prefix_cache.h"
@@ -49,7 +50,7 @@ struct Sequence {
   std::optional<Sampler> sampler;
   StoppingParams stopping;
   std::function<bool(const SampledToken&)> stops_after;
-  std::shared_ptr<const SequenceState> initial_state;
+  std::shared_ptr<const SequenceState> initial_state;  // let go of once written to the slot
   std::string resume_parked;
   std::string park_as;
   bool return_final_state = false;
@@ -159,11 +160,13 @@ class Scheduler {
   absl::Status WarmDecodeBatches(int32_t up_to);
   void RemoveEnded();
   void PublishStats(double step_seconds, int64_t step_tokens);
-  // A slot's state from or to pageable host memory (a session's state), through transfer_: on
-  // CUDA a copy from or to pageable memory runs at a fraction of a page-locked one's rate, and
-  // the scheduler thread waits for it.
-  absl::Status WriteState(SlotId slot, absl::Span<const std::byte> bytes);
-  absl::Status ReadState(SlotId slot, std::vector<std::byte>& bytes);
+  // A slot's state from or to a SequenceState: straight from or into its pinned memory when it
+  // has some (one device copy), else through transfer_ (a device copy and a host copy): on CUDA a
+  // copy from or to pageable memory runs at a fraction of a page-locked one's rate, and the
+  // scheduler thread waits for it. ReadState fills `state`'s pinned span when it has a lease,
+  // else its bytes.
+  absl::Status WriteState(SlotId slot, const SequenceState& state);
+  absl::Status ReadState(SlotId slot, SequenceState& state);
 
   const Model& model_;
   const EngineOptions options_;
@@ -172,9 +175,13 @@ class Scheduler {
   std::unique_ptr<ForwardPass> pass_;
   PrefillBudget prefill_budget_;  // the options' bounds, the auto ceiling resolved
   std::unique_ptr<SwapArea> swap_;
-  // Final states handed to callers come from here and go back when they let go, so that reading
-  // one out writes warm memory instead of faulting in a fresh buffer on this thread.
+  // Final states handed to callers come from final_host_states_ (page-locked: ReadState copies
+  // the slot straight in) and go back when they let go; when all of those are lent, from
+  // final_states_ (pageable, through transfer_), recycled too, so that reading one out writes
+  // warm memory instead of faulting in a fresh buffer on this thread.
   static constexpr size_t kKeptFinalStates = 4;
+  static constexpr size_t kPinnedFinalStates = 8;
+  std::shared_ptr<HostStatePool> final_host_states_;
   Recycler<SequenceState> final_states_{kKeptFinalStates};
   HostBuffer transfer_;  // one slot's bytes, page-locked on CUDA: WriteState and ReadState
 

@@ -56,8 +56,11 @@ void SaveReservation::Release() {
   std::exchange(manager_, nullptr)->Unreserve(key_);
 }
 
-SessionManager::SessionManager(std::unique_ptr<SessionStore> store, SnapshotExpectation expected)
-    : store_(std::move(store)), expected_(std::move(expected)) {}
+SessionManager::SessionManager(std::unique_ptr<SessionStore> store, SnapshotExpectation expected,
+                               std::shared_ptr<HostStatePool> host_states)
+    : store_(std::move(store)),
+      expected_(std::move(expected)),
+      host_states_(std::move(host_states)) {}
 
 SnapshotExpectation SessionManager::ExpectationFor(const Model& model, DType state_dtype) {
   return SnapshotExpectation{model.fingerprint(), StateLayout::For(model.config(), state_dtype)};
@@ -69,6 +72,17 @@ size_t SessionManager::MaxSnapshotBytes(const SnapshotExpectation& expected) {
 
 absl::StatusOr<LoadedSession> SessionManager::Load(const SessionKey& key) {
   HGRN2_ASSIGN_OR_RETURN(std::shared_ptr<const std::string> bytes, store_->Get(key));
+  std::shared_ptr<SequenceState> pinned =
+      host_states_ != nullptr && host_states_->state_bytes() == expected_.layout.state_bytes()
+          ? host_states_->Take()
+          : nullptr;
+  if (pinned != nullptr) {
+    // Checked as it is copied, once, into memory the engine writes to the device directly.
+    HGRN2_ASSIGN_OR_RETURN(SnapshotHeader header, ParseInto(*bytes, expected_, pinned->pinned));
+    pinned->pending_token = header.pending_token;
+    return LoadedSession{std::move(pinned), static_cast<int64_t>(header.num_tokens),
+                         header.revision};
+  }
   // Checked in place, then copied once into a recycled state.
   HGRN2_ASSIGN_OR_RETURN(SnapshotView view, ParseView(*bytes, expected_));
   std::shared_ptr<SequenceState> state = loaded_states_.Take();
@@ -162,9 +176,10 @@ absl::StatusOr<SessionRecord> SessionManager::Save(const SaveReservation& reserv
                                   condition.revision < std::numeric_limits<uint64_t>::max()
                               ? condition.revision + 1
                               : 1;
-  std::shared_ptr<std::string> bytes = blobs_.Take();
+  std::shared_ptr<SnapshotBuffer> blob = blobs_.Take();
+  std::shared_ptr<std::string> bytes(blob, &blob->bytes);  // the store holds the buffer
   SerializeInto(*bytes, expected_.model_fingerprint, expected_.layout,
-                static_cast<uint64_t>(num_tokens), absl::Now(), state.pending_token, state.bytes,
+                static_cast<uint64_t>(num_tokens), absl::Now(), state.pending_token, state.view(),
                 likely);
   absl::StatusOr<SessionRecord> saved =
       StoreNextRevision(reservation.key(), std::move(bytes), condition);

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "engine/base/recycler.h"
 #include "engine/model/model.h"
+#include "engine/scheduler/host_state_pool.h"
 #include "engine/scheduler/request.h"
 #include "engine/session/session_store.h"
 #include "engine/session/snapshot.h"
@@ -85,8 +86,14 @@ class SaveReservation {
 class SessionManager {
  public:
   // `expected` describes the serving model's states (fingerprint, dtype, sizes); snapshots of
-  // anything else are refused.
-  SessionManager(std::unique_ptr<SessionStore> store, SnapshotExpectation expected);
+  // anything else are refused. With `host_states` (Engine::MakeHostStatePool), Load checks and
+  // copies a snapshot's state into one of its page-locked buffers in one pass, and the engine
+  // writes it to the device from there without another copy; when all are lent, or without it,
+  // Load checks, then copies into pageable memory.
+  SessionManager(std::unique_ptr<SessionStore> store, SnapshotExpectation expected,
+                 std::shared_ptr<HostStatePool> host_states = nullptr);
+  // Loads that may hold a page-locked state at once: the size of the pool to give.
+  static constexpr size_t kHostStatesForLoads = 4;
 
   // What a server serving `model` with `state_dtype` states accepts.
   static SnapshotExpectation ExpectationFor(const Model& model, DType state_dtype);
@@ -137,8 +144,9 @@ class SessionManager {
   // Snapshot blobs for saves and states for loads, their memory reused once stores and requests
   // let go of them (a save or load into fresh memory spends most of its time in page faults).
   static constexpr size_t kKeptBuffers = 4;
-  Recycler<std::string> blobs_{kKeptBuffers};
+  Recycler<SnapshotBuffer> blobs_{kKeptBuffers};
   Recycler<SequenceState> loaded_states_{kKeptBuffers};
+  std::shared_ptr<HostStatePool> host_states_;  // null: loads go to loaded_states_
   mutable std::mutex mutex_;
   std::set<std::pair<std::string, std::string>> reserved_;  // (tenant, id) being saved
   SessionManagerStats stats_;

@@ -3,13 +3,19 @@
 #include "engine/session/snapshot.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/base/status_macros.h"
 #include "xxhash.h"
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace hgrn2::session {
 namespace {
@@ -89,6 +95,54 @@ std::optional<uint64_t> CheckedStateBytes(const StateLayout& layout) {
   return (states + conv + 15) / 16 * 16;
 }
 
+// Copies `length` bytes with stores that bypass the cache where the CPU has them (SSE2): a copy
+// through the cache first reads each destination line in (write-allocate), a third of the memory
+// traffic of a copy too large for the cache. Callers end a series of these with StreamFence().
+void StreamCopy(char* dst, const char* src, size_t length) {
+#if defined(__SSE2__)
+  const size_t head = std::min(length, (16 - reinterpret_cast<uintptr_t>(dst) % 16) % 16);
+  std::memcpy(dst, src, head);
+  size_t i = head;
+  for (; i + 64 <= length; i += 64) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 16));
+    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 32));
+    const __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 48));
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i), a);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 16), b);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 32), c);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 48), d);
+  }
+  std::memcpy(dst + i, src + i, length - i);
+#else
+  std::memcpy(dst, src, length);
+#endif
+}
+
+// Orders the streaming stores before what follows (another thread reading the copy).
+void StreamFence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
+// Copies `length` bytes and returns their XXH3-64, in chunks that stay in the CPU's cache: each
+// chunk is streamed to `dst` and then hashed from `src`, which the copy has just brought into the
+// cache, so memory sees one read of the source and one write of the destination.
+uint64_t CopyAndHash(char* dst, const char* src, size_t length) {
+  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> hasher(XXH3_createState(),
+                                                                  &XXH3_freeState);
+  XXH3_64bits_reset(hasher.get());
+  constexpr size_t kChunkBytes = size_t{64} << 10;
+  for (size_t offset = 0; offset < length; offset += kChunkBytes) {
+    const size_t chunk = std::min(kChunkBytes, length - offset);
+    StreamCopy(dst + offset, src + offset, chunk);
+    XXH3_64bits_update(hasher.get(), src + offset, chunk);
+  }
+  StreamFence();
+  return XXH3_64bits_digest(hasher.get());
+}
+
 absl::Status Truncated(size_t have, size_t need, absl::string_view what) {
   return absl::InvalidArgumentError(
       absl::StrCat("snapshot truncated: ", have, " bytes, ", what, " has ", need));
@@ -128,7 +182,7 @@ std::string StateDTypeName(DType dtype) {
 
 std::string Serialize(const Snapshot& snapshot) {
   return Serialize(snapshot.model_fingerprint, snapshot.layout, snapshot.num_tokens,
-                   snapshot.saved_at, snapshot.state.pending_token, snapshot.state.bytes,
+                   snapshot.saved_at, snapshot.state.pending_token, snapshot.state.view(),
                    snapshot.revision);
 }
 
@@ -160,23 +214,31 @@ void SerializeInto(std::string& out, const ModelFingerprint& model_fingerprint,
   PutU64(h + kNumTokensAt, num_tokens);
   PutU32(h + kPendingTokenAt, static_cast<uint32_t>(pending_token));
   PutU64(h + kSavedAtAt, static_cast<uint64_t>(absl::ToUnixMicros(saved_at)));
-  // The payload is copied and hashed in chunks that stay in the CPU's cache: one pass over the
-  // state in memory instead of two (a 24 MiB state is read once, not once to hash and once to
-  // copy). Appended, not resized and overwritten, so it is not zeroed first either.
-  out.clear();
-  out.reserve(kSnapshotHeaderBytes + state.size());
-  out.append(kSnapshotHeaderBytes, '\0');
-  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> hasher(XXH3_createState(),
-                                                                  &XXH3_freeState);
-  XXH3_64bits_reset(hasher.get());
-  constexpr size_t kChunkBytes = size_t{64} << 10;
+  // The payload is copied and hashed in one pass over the state in memory (CopyAndHash). `out`
+  // is written in place when it already has the snapshot's size (a recycled SnapshotBuffer);
+  // otherwise it is sized by appending the header and reserving, not by resizing, so that it is
+  // not zeroed first, and the payload appended through the cache.
+  const size_t total = kSnapshotHeaderBytes + state.size();
   const char* source = reinterpret_cast<const char*>(state.data());
-  for (size_t offset = 0; offset < state.size(); offset += kChunkBytes) {
-    const size_t length = std::min(kChunkBytes, state.size() - offset);
-    out.append(source + offset, length);
-    XXH3_64bits_update(hasher.get(), out.data() + kSnapshotHeaderBytes + offset, length);
+  uint64_t payload_checksum = 0;
+  if (out.size() == total) {
+    payload_checksum = CopyAndHash(out.data() + kSnapshotHeaderBytes, source, state.size());
+  } else {
+    out.clear();
+    out.reserve(total);
+    out.append(kSnapshotHeaderBytes, '\0');
+    std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> hasher(XXH3_createState(),
+                                                                    &XXH3_freeState);
+    XXH3_64bits_reset(hasher.get());
+    constexpr size_t kChunkBytes = size_t{64} << 10;
+    for (size_t offset = 0; offset < state.size(); offset += kChunkBytes) {
+      const size_t length = std::min(kChunkBytes, state.size() - offset);
+      out.append(source + offset, length);
+      XXH3_64bits_update(hasher.get(), source + offset, length);
+    }
+    payload_checksum = XXH3_64bits_digest(hasher.get());
   }
-  PutU64(h + kPayloadChecksumAt, XXH3_64bits_digest(hasher.get()));
+  PutU64(h + kPayloadChecksumAt, payload_checksum);
   PutU64(h + kHeaderChecksumAt, XXH3_64bits(h, kHeaderChecksumAt));
   std::memcpy(out.data(), h, kSnapshotHeaderBytes);
 }
@@ -277,8 +339,11 @@ absl::StatusOr<SnapshotHeader> ParseHeader(absl::string_view bytes) {
   return header;
 }
 
-absl::StatusOr<SnapshotView> ParseView(absl::string_view bytes,
-                                       const SnapshotExpectation& expected) {
+namespace {
+
+// ParseView's checks but the payload's checksum: the header, the model, the layout, the size.
+absl::StatusOr<SnapshotHeader> CheckAllButPayload(absl::string_view bytes,
+                                                  const SnapshotExpectation& expected) {
   absl::StatusOr<SnapshotHeader> header = ParseHeader(bytes);
   if (!header.ok()) return header.status();
   if (header->model_fingerprint != expected.model_fingerprint) {
@@ -297,16 +362,45 @@ absl::StatusOr<SnapshotView> ParseView(absl::string_view bytes,
     return absl::InvalidArgumentError(
         absl::StrCat("snapshot has ", bytes.size() - total, " trailing bytes after its ", total));
   }
+  return header;
+}
+
+absl::Status CheckPayloadChecksum(const SnapshotHeader& header, uint64_t computed) {
+  if (computed == header.payload_checksum) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrFormat("snapshot payload is corrupt: checksum %016x, its bytes give %016x",
+                      header.payload_checksum, computed));
+}
+
+}  // namespace
+
+absl::StatusOr<SnapshotView> ParseView(absl::string_view bytes,
+                                       const SnapshotExpectation& expected) {
+  absl::StatusOr<SnapshotHeader> header = CheckAllButPayload(bytes, expected);
+  if (!header.ok()) return header.status();
   SnapshotView view;
   view.payload = bytes.substr(header->header_bytes);
-  const uint64_t computed = XXH3_64bits(view.payload.data(), view.payload.size());
-  if (computed != header->payload_checksum) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("snapshot payload is corrupt: checksum %016x, its bytes give %016x",
-                        header->payload_checksum, computed));
-  }
+  HGRN2_RETURN_IF_ERROR(
+      CheckPayloadChecksum(*header, XXH3_64bits(view.payload.data(), view.payload.size())));
   view.header = *header;
   return view;
+}
+
+absl::StatusOr<SnapshotHeader> ParseInto(absl::string_view bytes,
+                                         const SnapshotExpectation& expected,
+                                         absl::Span<std::byte> payload_out) {
+  absl::StatusOr<SnapshotHeader> header = CheckAllButPayload(bytes, expected);
+  if (!header.ok()) return header.status();
+  if (payload_out.size() != header->payload_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("snapshot payload of ", header->payload_bytes,
+                                                   " bytes, the buffer given for it has ",
+                                                   payload_out.size()));
+  }
+  // As SerializeInto: copied and hashed in one pass over the payload in memory.
+  const uint64_t computed = CopyAndHash(reinterpret_cast<char*>(payload_out.data()),
+                                        bytes.data() + header->header_bytes, payload_out.size());
+  HGRN2_RETURN_IF_ERROR(CheckPayloadChecksum(*header, computed));
+  return header;
 }
 
 absl::StatusOr<Snapshot> Parse(absl::string_view bytes, const SnapshotExpectation& expected) {
@@ -325,6 +419,12 @@ absl::StatusOr<Snapshot> Parse(absl::string_view bytes, const SnapshotExpectatio
 void CopyState(const SnapshotView& view, SequenceState& state) {
   state.pending_token = view.header.pending_token;
   const auto* payload = reinterpret_cast<const std::byte*>(view.payload.data());
+  if (state.pinned_lease != nullptr && state.pinned.size() == view.payload.size()) {
+    std::memcpy(state.pinned.data(), payload, view.payload.size());
+    return;
+  }
+  state.pinned = {};
+  state.pinned_lease.reset();
   state.bytes.assign(payload, payload + view.payload.size());
 }
 

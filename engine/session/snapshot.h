@@ -94,7 +94,8 @@ struct SnapshotView {
   absl::string_view payload;  // header.payload_bytes bytes: SequenceState::bytes
 };
 
-// The view's state (its payload and pending token) copied into `state`, reusing its memory.
+// The view's state (its payload and pending token) copied into `state`: into its pinned memory
+// when it has a lease of the payload's size, else into its bytes (reusing their memory).
 void CopyState(const SnapshotView& view, SequenceState& state);
 
 // The snapshot's bytes. `snapshot.state.bytes` should hold layout.state_bytes() bytes; Parse
@@ -106,10 +107,19 @@ std::string Serialize(const ModelFingerprint& model_fingerprint, const StateLayo
                       absl::Span<const std::byte> state, uint64_t revision = 0);
 
 // The same into `out`, replacing what it held; its memory is reused when it has room (a recycled
-// buffer is written warm, a fresh one faults in a page at a time).
+// buffer is written warm, a fresh one faults in a page at a time). When `out` already has the
+// snapshot's size (a recycled SnapshotBuffer), it is overwritten in place with streaming stores:
+// one read of the state and one write of `out` in memory, no zeroing.
 void SerializeInto(std::string& out, const ModelFingerprint& model_fingerprint,
                    const StateLayout& layout, uint64_t num_tokens, absl::Time saved_at,
                    int32_t pending_token, absl::Span<const std::byte> state, uint64_t revision = 0);
+
+// A serialized snapshot's bytes as a Recycler<SnapshotBuffer> keeps them: not cleared when given
+// back, so that SerializeInto writes the next snapshot of the same size over them in place.
+struct SnapshotBuffer {
+  std::string bytes;
+  void Clear() {}  // the bytes are overwritten whole by the next SerializeInto
+};
 
 // Gives the serialized `snapshot` another revision in place: the header's version, revision and
 // checksum are rewritten, the payload is not touched. ParseHeader's errors for a header that does
@@ -135,6 +145,13 @@ absl::StatusOr<SnapshotHeader> ParseHeader(absl::string_view bytes);
 // and sessions.proto promises INVALID_ARGUMENT for one that is corrupt.
 absl::StatusOr<SnapshotView> ParseView(absl::string_view bytes,
                                        const SnapshotExpectation& expected);
+
+// ParseView's checks, with the payload copied into `payload_out` (header.payload_bytes bytes, else
+// INVALID_ARGUMENT) as it is checksummed: one pass over the payload, where ParseView and a copy
+// make two. Returns the header; on an error `payload_out` may hold part of the payload.
+absl::StatusOr<SnapshotHeader> ParseInto(absl::string_view bytes,
+                                         const SnapshotExpectation& expected,
+                                         absl::Span<std::byte> payload_out);
 
 // ParseView, with the payload copied into the returned Snapshot. On error nothing is returned.
 absl::StatusOr<Snapshot> Parse(absl::string_view bytes, const SnapshotExpectation& expected);

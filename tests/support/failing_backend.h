@@ -43,6 +43,9 @@ class FailingBackend final : public Backend {
   absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) override {
     return inner_->AllocateHost(bytes);
   }
+  SharedHostAllocator shared_host_allocator() const override {
+    return inner_->shared_host_allocator();
+  }
   absl::Status GatherRows(const DeviceTensor& table, const int32_t* indices,
                           DeviceTensor out) override {
     return inner_->GatherRows(table, indices, out);

@@ -87,7 +87,7 @@ TEST(Engine, ASavedStateResumesWithTheTokensOfOneUninterruptedRun) {
   const Outcome head = WaitFor(*fixture.Submit(first));
   ASSERT_TRUE(head.end.status.ok()) << head.end.status;
   ASSERT_NE(head.end.final_state, nullptr);
-  EXPECT_EQ(head.end.final_state->bytes.size(), fixture.engine->state_bytes());
+  EXPECT_EQ(head.end.final_state->view().size(), fixture.engine->state_bytes());
   EXPECT_EQ(head.end.final_state->pending_token, head.tokens.back().id);
   GenerationRequest second = GreedyRequest({}, 18);
   second.initial_state = head.end.final_state;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/backend.h"
@@ -230,6 +231,51 @@ TEST(Snapshot, LargePayloadChecksumIsXxh3OfThePayload) {
       Parse(bytes, SnapshotExpectation{snapshot.model_fingerprint, snapshot.layout});
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(parsed->state.bytes, snapshot.state.bytes);
+  // Into a buffer that already has the size (a recycled SnapshotBuffer, stale bytes in it), the
+  // payload is streamed over it in place: the same bytes; into one of another size, too.
+  for (size_t size : {bytes.size(), size_t{7}}) {
+    std::string out(size, '\x5a');
+    SerializeInto(out, snapshot.model_fingerprint, snapshot.layout, snapshot.num_tokens,
+                  snapshot.saved_at, snapshot.state.pending_token, snapshot.state.view());
+    EXPECT_TRUE(out == bytes) << "into a buffer of " << size << " bytes";
+  }
+  // ParseInto streams and hashes chunk by chunk too: the same payload, and a flip in the last,
+  // ragged chunk is caught.
+  const SnapshotExpectation expected{snapshot.model_fingerprint, snapshot.layout};
+  std::vector<std::byte> out(snapshot.state.bytes.size());
+  ASSERT_TRUE(ParseInto(bytes, expected, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, snapshot.state.bytes);
+  std::string bad = bytes;
+  bad[bad.size() - 3] ^= 1;
+  ExpectError(ParseInto(bad, expected, absl::MakeSpan(out)).status(),
+              absl::StatusCode::kInvalidArgument, {"snapshot payload is corrupt: checksum"});
+}
+
+TEST(Snapshot, ParseIntoCopiesThePayloadItChecks) {
+  const Snapshot snapshot = TestSnapshot(3);
+  const std::string bytes = Serialize(snapshot);
+  std::vector<std::byte> out(snapshot.state.bytes.size());
+  absl::StatusOr<SnapshotHeader> header = ParseInto(bytes, TestExpectation(), absl::MakeSpan(out));
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(out, snapshot.state.bytes);
+  EXPECT_EQ(header->pending_token, snapshot.state.pending_token);
+  EXPECT_EQ(header->num_tokens, snapshot.num_tokens);
+  EXPECT_EQ(header->payload_bytes, out.size());
+
+  // ParseView's errors, in the same words.
+  std::string bad = bytes;
+  bad[kSnapshotHeaderBytes + 10] ^= 0x80;
+  ExpectError(ParseInto(bad, TestExpectation(), absl::MakeSpan(out)).status(),
+              absl::StatusCode::kInvalidArgument, {"snapshot payload is corrupt: checksum"});
+  ExpectError(ParseInto(bytes, TestExpectation(DType::kBF16), absl::MakeSpan(out)).status(),
+              absl::StatusCode::kFailedPrecondition, {"differs from this server's"});
+  ExpectError(ParseInto(bytes.substr(0, 300), TestExpectation(), absl::MakeSpan(out)).status(),
+              absl::StatusCode::kInvalidArgument,
+              {"snapshot truncated: 300 bytes, the snapshot has 416"});
+  std::vector<std::byte> small(10);
+  ExpectError(ParseInto(bytes, TestExpectation(), absl::MakeSpan(small)).status(),
+              absl::StatusCode::kInvalidArgument,
+              {"snapshot payload of 288 bytes, the buffer given for it has 10"});
 }
 
 TEST(Snapshot, TheFormatIsFixed) {
