@@ -33,7 +33,8 @@ def title(name: str, report: dict) -> str:
         return f"a burst of {name[5:]} calls"
     if name == "poisson":
         return f"Poisson, {report['config']['rate']} req/s"
-    return f"{name[1:]} streams, closed loop"
+    streams = int(name[1:])
+    return f"{streams} stream{'s' if streams > 1 else ''}, closed loop"
 
 
 def ms(summary: dict, q: str) -> str:
@@ -75,15 +76,20 @@ def main() -> int:
     except ImportError:
         print("no matplotlib: no plot")
         return 0
+    from matplotlib.ticker import NullFormatter
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
     for ax, name in zip(axes[0], names):
+        spread = []
         for label, _ in runs:
             r = data[label].get(name)
             if r is None or not r.get("ttft_samples_s"):
                 continue
             xs = sorted(x * 1e3 for x in r["ttft_samples_s"])
+            spread += [xs[0], xs[-1]]
             ax.plot(xs, [(k + 1) / len(xs) for k in range(len(xs))], label=label)
-        ax.set_xscale("log")
+        if spread and max(spread) > 20 * min(spread):  # log only where it spans decades
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("time to first token (ms)")
         ax.set_title(title(name, next(d[name] for d in data.values() if name in d)), fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
