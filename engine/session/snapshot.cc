@@ -126,21 +126,31 @@ void StreamFence() {
 #endif
 }
 
-// Copies `length` bytes and returns their XXH3-64, in chunks that stay in the CPU's cache: each
-// chunk is streamed to `dst` and then hashed from `src`, which the copy has just brought into the
-// cache, so memory sees one read of the source and one write of the destination.
-uint64_t CopyAndHash(char* dst, const char* src, size_t length) {
+// Returns the XXH3-64 of `length` bytes at `src`, handing each chunk to copy_chunk(offset, size)
+// first and then hashing it from `src`, which the copy has just brought into the cache: chunks
+// that stay in the CPU's cache, so memory sees one read of the source, not one to copy and one to
+// hash.
+template <typename CopyChunk>
+uint64_t HashWhileCopying(const char* src, size_t length, CopyChunk copy_chunk) {
   std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> hasher(XXH3_createState(),
                                                                   &XXH3_freeState);
   XXH3_64bits_reset(hasher.get());
   constexpr size_t kChunkBytes = size_t{64} << 10;
   for (size_t offset = 0; offset < length; offset += kChunkBytes) {
     const size_t chunk = std::min(kChunkBytes, length - offset);
-    StreamCopy(dst + offset, src + offset, chunk);
+    copy_chunk(offset, chunk);
     XXH3_64bits_update(hasher.get(), src + offset, chunk);
   }
-  StreamFence();
   return XXH3_64bits_digest(hasher.get());
+}
+
+// Copies `length` bytes to `dst` with streaming stores and returns their XXH3-64, in one pass.
+uint64_t CopyAndHash(char* dst, const char* src, size_t length) {
+  const uint64_t hash = HashWhileCopying(src, length, [&](size_t offset, size_t chunk) {
+    StreamCopy(dst + offset, src + offset, chunk);
+  });
+  StreamFence();
+  return hash;
 }
 
 absl::Status Truncated(size_t have, size_t need, absl::string_view what) {
@@ -227,16 +237,9 @@ void SerializeInto(std::string& out, const ModelFingerprint& model_fingerprint,
     out.clear();
     out.reserve(total);
     out.append(kSnapshotHeaderBytes, '\0');
-    std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> hasher(XXH3_createState(),
-                                                                    &XXH3_freeState);
-    XXH3_64bits_reset(hasher.get());
-    constexpr size_t kChunkBytes = size_t{64} << 10;
-    for (size_t offset = 0; offset < state.size(); offset += kChunkBytes) {
-      const size_t length = std::min(kChunkBytes, state.size() - offset);
-      out.append(source + offset, length);
-      XXH3_64bits_update(hasher.get(), source + offset, length);
-    }
-    payload_checksum = XXH3_64bits_digest(hasher.get());
+    payload_checksum = HashWhileCopying(source, state.size(), [&](size_t offset, size_t chunk) {
+      out.append(source + offset, chunk);
+    });
   }
   PutU64(h + kPayloadChecksumAt, payload_checksum);
   PutU64(h + kHeaderChecksumAt, XXH3_64bits(h, kHeaderChecksumAt));
