@@ -128,4 +128,11 @@ ModelFingerprint FingerprintRandomModel(const ModelConfig& config, uint64_t seed
   return h.Finish();
 }
 
+ModelFingerprint FingerprintRounded(const ModelFingerprint& base, absl::string_view rounding) {
+  FingerprintHasher h("hgrn2 rounded weights v1");
+  h.Raw(base.bytes, sizeof(base.bytes));
+  h.Bytes(rounding);
+  return h.Finish();
+}
+
 }  // namespace hgrn2::session

@@ -35,4 +35,9 @@ ModelFingerprint FingerprintCheckpoint(const ModelConfig& config, const WeightFi
 // Never equal to a checkpoint's (the two are hashed under different tags).
 ModelFingerprint FingerprintRandomModel(const ModelConfig& config, uint64_t seed);
 
+// The fingerprint of a model built from the one `base` identifies with its weights rounded at
+// load as `rounding` says (e.g. to FP8): a different function, so sessions do not cross between
+// the two. Never equal to a checkpoint's or a random model's (hashed under its own tag).
+ModelFingerprint FingerprintRounded(const ModelFingerprint& base, absl::string_view rounding);
+
 }  // namespace hgrn2::session

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/base/status_macros.h"
+#include "engine/model/fp8_weights.h"
 
 namespace hgrn2 {
 namespace {
@@ -41,10 +42,11 @@ std::vector<float> TransformLowerBounds(const std::vector<float>& raw, int64_t n
 }
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::filesystem::path& dir,
-                                                   Backend& backend) {
+                                                   Backend& backend,
+                                                   const ModelLoadOptions& options) {
   HGRN2_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::Load(dir));
   HGRN2_ASSIGN_OR_RETURN(WeightFile weights, WeightFile::Open(dir));
-  return Create(config, weights, backend);
+  return Create(config, weights, backend, options);
 }
 
 absl::StatusOr<DeviceTensor> Model::Upload(const std::vector<float>& values, int64_t rows,
@@ -60,7 +62,8 @@ absl::StatusOr<DeviceTensor> Model::Upload(const std::vector<float>& values, int
 }
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config,
-                                                     const WeightFile& weights, Backend& backend) {
+                                                     const WeightFile& weights, Backend& backend,
+                                                     const ModelLoadOptions& options) {
   std::set<std::string, std::less<>> used;
   HGRN2_ASSIGN_OR_RETURN(
       std::unique_ptr<Model> model,
@@ -68,7 +71,21 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config,
             [&](const std::string& name,
                 std::initializer_list<int64_t> shape) -> absl::StatusOr<std::vector<float>> {
               used.insert(name);
-              return weights.ReadFloat(name, shape);
+              HGRN2_ASSIGN_OR_RETURN(std::vector<float> values, weights.ReadFloat(name, shape));
+              const bool projection = name.ends_with("_proj.weight");
+              const bool embedding = name == "model.embeddings.weight" || name == "lm_head.weight";
+              if ((projection && options.fp8_projections) ||
+                  (embedding && options.fp8_embeddings)) {
+                const int64_t rows = *shape.begin();
+                absl::StatusOr<Fp8Rows> fp8 =
+                    QuantizeFp8Rows(values, rows, static_cast<int64_t>(values.size()) / rows);
+                if (!fp8.ok()) {
+                  return absl::InvalidArgumentError(
+                      absl::StrCat("weights: \"", name, "\": ", fp8.status().message()));
+                }
+                values = DequantizeFp8Rows(*fp8);
+              }
+              return values;
             }));
   if (config.tie_word_embeddings) used.insert("lm_head.weight");
   for (const std::string& name : weights.Names()) {
@@ -80,6 +97,12 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config,
     }
   }
   model->fingerprint_ = session::FingerprintCheckpoint(config, weights);
+  if (options.fp8_projections || options.fp8_embeddings) {
+    model->fingerprint_ = session::FingerprintRounded(
+        model->fingerprint_,
+        absl::StrCat("fp8-e4m3 per output channel:", options.fp8_projections ? " projections" : "",
+                     options.fp8_embeddings ? " embeddings" : ""));
+  }
   return model;
 }
 

@@ -29,16 +29,31 @@ struct LayerWeights {
   const float* lower_bound = nullptr;  // device float32 [D]; null for layer 0 or none
 };
 
+// How a model's weights are rounded at load, before the conversion to the backend's compute
+// dtype. Either changes the function the model computes, and so its fingerprint
+// (session::FingerprintRounded).
+struct ModelLoadOptions {
+  // Every projection (q, f, i, o, gate, up and down) rounded to FP8 E4M3 with a scale per output
+  // channel (QuantizeFp8Rows, then DequantizeFp8Rows): the values an FP8 checkpoint computes
+  // with. They are still stored in the compute dtype (the same memory as before); what this
+  // gives is FP8's accuracy, measured by tools/hgrn2_fp8_eval.cc.
+  bool fp8_projections = false;
+  // The embedding table and the output head too.
+  bool fp8_embeddings = false;
+};
+
 // Built once at startup; immutable afterwards, so any thread may read it.
 class Model {
  public:
   // Reads `dir`/config.json and the safetensors weights in `dir`.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::filesystem::path& dir,
-                                                     Backend& backend);
+                                                     Backend& backend,
+                                                     const ModelLoadOptions& options = {});
   // Validates every tensor against `config` (present, exact shape, float dtype; no tensor the
   // config does not explain), converts to the backend's compute dtype and uploads.
   static absl::StatusOr<std::unique_ptr<Model>> Create(const ModelConfig& config,
-                                                       const WeightFile& weights, Backend& backend);
+                                                       const WeightFile& weights, Backend& backend,
+                                                       const ModelLoadOptions& options = {});
 
   // Random weights of the given shape drawn from `seed` (benchmarks; no checkpoint needed). Norm
   // weights are 1; projections uniform in ±1.7/sqrt(fan in).
