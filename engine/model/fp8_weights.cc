@@ -26,7 +26,10 @@ absl::StatusOr<Fp8Rows> QuantizeFp8Rows(absl::Span<const float> values, int64_t 
       }
       largest = std::fmax(largest, std::fabs(row[c]));
     }
-    const float scale = largest > 0.0f ? largest / kernels::kE4M3Max : 1.0f;
+    // A row whose largest magnitude is below 448 times the smallest float (so that its scale
+    // would round to 0) is all zeros in FP8; it keeps scale 1, as a row of zeros does.
+    float scale = largest / kernels::kE4M3Max;
+    if (!(scale > 0.0f)) scale = 1.0f;
     out.scales[static_cast<size_t>(r)] = scale;
     uint8_t* codes = out.codes.data() + r * cols;
     for (int64_t c = 0; c < cols; ++c) codes[c] = kernels::FloatToE4M3(row[c] / scale);

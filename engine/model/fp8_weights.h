@@ -19,7 +19,8 @@ struct Fp8Rows {
 };
 
 // Each row scaled so that its largest magnitude maps to 448 (E4M3's largest), then rounded to the
-// nearest code (FloatToE4M3); a row of zeros gets scale 1. InvalidArgument naming the row and
+// nearest code (FloatToE4M3); a row of zeros (or of magnitudes so small that the scale would be
+// 0) gets scale 1. InvalidArgument naming the row and
 // column of a value that is not finite, or when values.size() is not rows · cols.
 absl::StatusOr<Fp8Rows> QuantizeFp8Rows(absl::Span<const float> values, int64_t rows, int64_t cols);
 

@@ -67,6 +67,12 @@ TEST(Fp8Weights, ARowOfZerosGetsScaleOne) {
   EXPECT_EQ(q->codes[0], 0);
   EXPECT_EQ(q->scales[1], 2.0f / 448.0f);
   EXPECT_EQ(DequantizeFp8Rows(*q), (std::vector<float>{0, 0, 0, 1, -2, 0}));
+  // So does a row whose scale would underflow to 0: it rounds to zeros, not to NaN.
+  const float tiny = std::numeric_limits<float>::denorm_min();
+  absl::StatusOr<Fp8Rows> small = QuantizeFp8Rows(std::vector<float>{tiny, -tiny}, 1, 2);
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_EQ(small->scales[0], 1.0f);
+  EXPECT_EQ(DequantizeFp8Rows(*small), (std::vector<float>{0.0f, -0.0f}));
 }
 
 TEST(Fp8Weights, NonFiniteValuesAndWrongSizesAreRefusedByName) {
