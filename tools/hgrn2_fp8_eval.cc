@@ -120,17 +120,17 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "hgrn2-fp8-eval: cannot read %s/heldout_ids.json\n", eval_dir.c_str());
     return 1;
   }
-  nlohmann::json heldout;
+  std::vector<std::vector<int32_t>> chapters;
   try {
-    heldout = nlohmann::json::parse(in);
+    const nlohmann::json heldout = nlohmann::json::parse(in);
+    for (const nlohmann::json& document : heldout.at("documents")) {
+      if (chapters_wanted > 0 && static_cast<int>(chapters.size()) == chapters_wanted) break;
+      chapters.push_back(document.at("ids").get<std::vector<int32_t>>());
+    }
   } catch (const nlohmann::json::exception& e) {
+    // Not JSON, or not {"documents": [{"ids": [...]}, ...]}.
     std::fprintf(stderr, "hgrn2-fp8-eval: heldout_ids.json: %s\n", e.what());
     return 1;
-  }
-  std::vector<std::vector<int32_t>> chapters;
-  for (const nlohmann::json& document : heldout.at("documents")) {
-    if (chapters_wanted > 0 && static_cast<int>(chapters.size()) == chapters_wanted) break;
-    chapters.push_back(document.at("ids").get<std::vector<int32_t>>());
   }
   if (chapters.empty() || chapters[0].size() < 65) {
     std::fprintf(stderr, "hgrn2-fp8-eval: no chapter of at least 65 ids in heldout_ids.json\n");
