@@ -398,13 +398,14 @@ class Storm:
                 self.busy[t] = True
                 r = self.replica_of(t)
                 entry = dict(self.acked[t])
+            if entry["history"] is None:
+                # This ledger lost the session's history (a save that failed may have landed):
+                # start it over, as turn 0 does; saving an id not resumed replaces what is there.
+                entry.update(revision=0, tokens=0, history=[])
             prompt = [(37 * t + 11 * turn) % 500 + 3]
             turn += 1
             fields = {"save_session_as": sid}
-            # A session whose history this ledger lost (a save that failed may have landed) is
-            # started over: saving an id not resumed replaces what is there.
-            restart = entry["history"] is None
-            if entry["revision"] and not restart:
+            if entry["revision"]:
                 fields["session_id"] = sid
             outcome = generate(self.replicas[r], prompt, 3, **fields)
             with self.lock:
@@ -412,10 +413,8 @@ class Storm:
                 if outcome.ok:
                     # Resuming the last acknowledged revision: a failed save since did not
                     # land, and the history is still this ledger's.
-                    if restart:
-                        entry.update(tokens=0, history=[])
-                    known = restart or (entry["history"] is not None and
-                                        outcome.last.resumed_revision == entry["revision"])
+                    known = (entry["history"] is not None and
+                             outcome.last.resumed_revision == entry["revision"])
                     self.acked[t] = dict(
                         revision=outcome.last.saved_revision,
                         tokens=entry["tokens"] + len(prompt) + len(outcome.ids) if known else -1,
