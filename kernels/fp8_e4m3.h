@@ -48,8 +48,9 @@ inline uint8_t FloatToE4M3(float x) {
   const int unbiased = std::max(exponent - 1, -6);  // subnormals share the smallest normal's step
   const double steps = std::ldexp(magnitude, 3 - unbiased);  // in [0, 16): exact
   const double rounded = std::nearbyint(steps);              // the current mode: to nearest even
+  // Below 448 nothing rounds past 0x7e (448 = 14 steps of 32 is itself a code).
   const int code = (unbiased + 7 - 1) * 8 + static_cast<int>(rounded);
-  return sign | static_cast<uint8_t>(std::min(code, 0x7e));
+  return sign | static_cast<uint8_t>(code);
 }
 
 }  // namespace hgrn2::kernels
