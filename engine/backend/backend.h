@@ -27,6 +27,9 @@ struct DeviceTensor {
   int64_t rows = 0;
   int64_t cols = 0;
   int64_t row_stride = 0;  // elements between rows, >= cols
+  // F8_E4M3 weights only: device float32 [rows], the scale of each row (output channel). The
+  // value at (r, c) is E4M3ToFloat(code) · scales[r] (engine/model/fp8_weights.h).
+  const float* scales = nullptr;
 
   static DeviceTensor Matrix(void* data, DType dtype, int64_t rows, int64_t cols) {
     return DeviceTensor{data, dtype, rows, cols, cols};
@@ -34,7 +37,8 @@ struct DeviceTensor {
   // Rows [begin, begin + count) of this tensor.
   DeviceTensor Rows(int64_t begin, int64_t count) const {
     auto* bytes = static_cast<std::byte*>(data) + begin * row_stride * DTypeSize(dtype);
-    return DeviceTensor{bytes, dtype, count, cols, row_stride};
+    return DeviceTensor{bytes, dtype,      count,
+                        cols,  row_stride, scales != nullptr ? scales + begin : nullptr};
   }
   template <typename T>
   T* As() const {
@@ -162,9 +166,16 @@ class Backend {
   // residual += delta; out = rmsnorm(residual) · weight.
   virtual absl::Status AddRmsNorm(DeviceTensor residual, const DeviceTensor& delta,
                                   const DeviceTensor& weight, float eps, DeviceTensor out) = 0;
-  // out = x · weightᵀ (weight as stored, [out features, in features]).
+  // out = x · weightᵀ (weight as stored, [out features, in features]). The weight is in the
+  // compute dtype, or F8_E4M3 codes with their row scales (DeviceTensor::scales).
   virtual absl::Status Gemm(const DeviceTensor& x, const DeviceTensor& weight,
                             DeviceTensor out) = 0;
+  // Called once at load by a model with F8_E4M3 weights, before its first op: the element count
+  // of its largest one. A backend that widens FP8 weights for large products keeps a buffer of
+  // that size from here on, so that no Gemm allocates (recorded work must not).
+  virtual absl::Status ReserveFp8Widening(int64_t /*largest_weight_elements*/) {
+    return absl::OkStatus();
+  }
   // out = swish(gate) · up, gate_up = [gate | up].
   virtual absl::Status SwiGlu(const DeviceTensor& gate_up, DeviceTensor out) = 0;
   // One token for each of qfi.rows sequences in `slots` (device int32 [rows]).

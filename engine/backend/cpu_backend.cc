@@ -11,6 +11,7 @@
 #include "engine/backend/op_checks.h"
 #include "engine/base/status_macros.h"
 #include "engine/sampling/sampler.h"
+#include "kernels/fp8_e4m3.h"
 #include "kernels/gather_rows.h"
 #include "kernels/gemm.h"
 #include "kernels/hgrn2_prefill.h"
@@ -38,6 +39,36 @@ absl::Status CheckLayer(const Hgrn2LayerOp& layer, const DeviceTensor& qfi,
     return absl::InvalidArgumentError("hgrn2 layer: the CPU backend keeps float32 states only");
   }
   return absl::OkStatus();
+}
+
+// out = x · weightᵀ for F8_E4M3 weights, widened to float32 a block of rows at a time (so only the
+// codes stay resident): each widened value is E4M3ToFloat(code) · scale, exactly what
+// DequantizeFp8Rows gives, and GemmReference sums every output alone, so the result is bitwise
+// that of the same model with the rounded weights stored in float32.
+void GemmFp8(const DeviceTensor& x, const DeviceTensor& weight, const DeviceTensor& out) {
+  constexpr int64_t kBlockRows = 64;
+  float decoded[256];
+  for (int code = 0; code < 256; ++code)
+    decoded[code] = kernels::E4M3ToFloat(static_cast<uint8_t>(code));
+  std::vector<float> block(static_cast<size_t>(std::min(kBlockRows, weight.rows) * weight.cols));
+  for (int64_t n0 = 0; n0 < weight.rows; n0 += kBlockRows) {
+    const int64_t rows = std::min(kBlockRows, weight.rows - n0);
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto* codes = weight.As<const uint8_t>() + (n0 + r) * weight.row_stride;
+      const float scale = weight.scales[n0 + r];
+      float* widened = block.data() + r * weight.cols;
+      for (int64_t c = 0; c < weight.cols; ++c) widened[c] = decoded[codes[c]] * scale;
+    }
+    kernels::GemmReference({.m = x.rows,
+                            .n = rows,
+                            .k = x.cols,
+                            .a = x.As<const float>(),
+                            .a_stride_row = x.row_stride,
+                            .b = block.data(),
+                            .b_stride_row = weight.cols,
+                            .c = out.As<float>() + n0,
+                            .c_stride_row = out.row_stride});
+  }
 }
 
 // The slot indices are host-readable here (device memory is host memory on this backend).
@@ -164,8 +195,12 @@ class CpuBackend final : public Backend {
 
   absl::Status Gemm(const DeviceTensor& x, const DeviceTensor& weight, DeviceTensor out) override {
     HGRN2_RETURN_IF_ERROR(CheckF32(x, "gemm x"));
-    HGRN2_RETURN_IF_ERROR(CheckShape(weight, weight.rows, x.cols, "gemm weight"));
+    HGRN2_RETURN_IF_ERROR(CheckGemmWeight(weight, DType::kF32, x.cols));
     HGRN2_RETURN_IF_ERROR(CheckShape(out, x.rows, weight.rows, "gemm out"));
+    if (weight.dtype == DType::kF8E4M3) {
+      GemmFp8(x, weight, out);
+      return absl::OkStatus();
+    }
     kernels::GemmReference({.m = x.rows,
                             .n = weight.rows,
                             .k = x.cols,

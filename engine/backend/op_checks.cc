@@ -33,6 +33,17 @@ absl::Status CheckShape(const DeviceTensor& t, DType dtype, int64_t rows, int64_
   return absl::OkStatus();
 }
 
+absl::Status CheckGemmWeight(const DeviceTensor& weight, DType dtype, int64_t cols) {
+  if (weight.dtype != DType::kF8E4M3) {
+    return CheckShape(weight, dtype, weight.rows, cols, "gemm weight");
+  }
+  HGRN2_RETURN_IF_ERROR(CheckShape(weight, DType::kF8E4M3, weight.rows, cols, "gemm weight"));
+  if (weight.scales == nullptr && weight.rows > 0) {
+    return absl::InvalidArgumentError("gemm weight: F8_E4M3 codes without their row scales");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckLayer(const Hgrn2LayerOp& layer, DType dtype, const DeviceTensor& qfi,
                         const DeviceTensor& out) {
   if (layer.num_heads <= 0 || layer.key_dim <= 0 || layer.value_dim <= 0 || layer.conv_size < 0) {

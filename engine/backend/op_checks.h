@@ -15,6 +15,9 @@ absl::Status CheckTensor(const DeviceTensor& t, DType dtype, absl::string_view w
 // CheckTensor, and exactly [rows, cols].
 absl::Status CheckShape(const DeviceTensor& t, DType dtype, int64_t rows, int64_t cols,
                         absl::string_view what);
+// A Gemm's weight with `cols` columns: in `dtype` (the compute dtype), or F8_E4M3 codes with
+// their row scales.
+absl::Status CheckGemmWeight(const DeviceTensor& weight, DType dtype, int64_t cols);
 // A recurrence op's inputs in `dtype`: positive sizes; qfi [tokens, 2·H·dk + H·dv]; out
 // [tokens, H·dv]; with a short conv its taps [channels, K] and conv windows; some states.
 absl::Status CheckLayer(const Hgrn2LayerOp& layer, DType dtype, const DeviceTensor& qfi,

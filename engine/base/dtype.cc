@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/fp8_e4m3.h"
 
 namespace hgrn2 {
 namespace {
@@ -16,10 +17,10 @@ struct DTypeInfo {
 };
 
 constexpr DTypeInfo kDTypes[] = {
-    {DType::kF64, "F64", 8},   {DType::kF32, "F32", 4}, {DType::kF16, "F16", 2},
-    {DType::kBF16, "BF16", 2}, {DType::kI64, "I64", 8}, {DType::kI32, "I32", 4},
-    {DType::kI16, "I16", 2},   {DType::kI8, "I8", 1},   {DType::kU8, "U8", 1},
-    {DType::kBool, "BOOL", 1},
+    {DType::kF64, "F64", 8},   {DType::kF32, "F32", 4},        {DType::kF16, "F16", 2},
+    {DType::kBF16, "BF16", 2}, {DType::kI64, "I64", 8},        {DType::kI32, "I32", 4},
+    {DType::kI16, "I16", 2},   {DType::kI8, "I8", 1},          {DType::kU8, "U8", 1},
+    {DType::kBool, "BOOL", 1}, {DType::kF8E4M3, "F8_E4M3", 1},
 };
 
 const DTypeInfo& Info(DType dtype) {
@@ -122,6 +123,11 @@ absl::Status ConvertToFloat(DType dtype, const void* src, size_t count, float* d
         std::memcpy(&bits, in + 2 * i, sizeof(bits));
         dst[i] = dtype == DType::kBF16 ? Bf16ToFloat(bits) : F16ToFloat(bits);
       }
+      return absl::OkStatus();
+    }
+    case DType::kF8E4M3: {
+      const auto* in = static_cast<const uint8_t*>(src);
+      for (size_t i = 0; i < count; ++i) dst[i] = kernels::E4M3ToFloat(in[i]);
       return absl::OkStatus();
     }
     default:

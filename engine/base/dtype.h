@@ -10,9 +10,10 @@
 
 namespace hgrn2 {
 
-// The safetensors element types. Weights may be F32, BF16 or F16; the others appear in
+// The safetensors element types. Weights may be F32, BF16 or F16, or F8_E4M3 codes with a scale
+// (FP8 checkpoints; FP8 weights on a device, see DeviceTensor::scales); the others appear in
 // auxiliary files (token ids in I32 / I64).
-enum class DType : uint8_t { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool };
+enum class DType : uint8_t { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool, kF8E4M3 };
 
 // Bytes per element.
 size_t DTypeSize(DType dtype);
@@ -49,8 +50,8 @@ uint16_t FloatToF16(float value);
 // `dst` (count · DTypeSize(dtype) bytes, no alignment needed). InvalidArgument for other dtypes.
 absl::Status ConvertFromFloat(const float* src, size_t count, DType dtype, void* dst);
 
-// Converts `count` elements of a floating-point `dtype` (F32, F16, BF16, F64) at `src` to float.
-// InvalidArgument for a non-float dtype.
+// Converts `count` elements of a floating-point `dtype` (F32, F16, BF16, F64, or F8_E4M3 codes,
+// unscaled) at `src` to float. InvalidArgument for a non-float dtype.
 absl::Status ConvertToFloat(DType dtype, const void* src, size_t count, float* dst);
 
 }  // namespace hgrn2

@@ -26,10 +26,10 @@ TEST(DTypeTest, ParsesEveryNameAndRoundTrips) {
     size_t size;
   };
   const Expected expected[] = {
-      {"F64", DType::kF64, 8},   {"F32", DType::kF32, 4}, {"F16", DType::kF16, 2},
-      {"BF16", DType::kBF16, 2}, {"I64", DType::kI64, 8}, {"I32", DType::kI32, 4},
-      {"I16", DType::kI16, 2},   {"I8", DType::kI8, 1},   {"U8", DType::kU8, 1},
-      {"BOOL", DType::kBool, 1},
+      {"F64", DType::kF64, 8},   {"F32", DType::kF32, 4},        {"F16", DType::kF16, 2},
+      {"BF16", DType::kBF16, 2}, {"I64", DType::kI64, 8},        {"I32", DType::kI32, 4},
+      {"I16", DType::kI16, 2},   {"I8", DType::kI8, 1},          {"U8", DType::kU8, 1},
+      {"BOOL", DType::kBool, 1}, {"F8_E4M3", DType::kF8E4M3, 1},
   };
   for (const Expected& e : expected) {
     absl::StatusOr<DType> parsed = ParseDType(e.name);
@@ -41,7 +41,7 @@ TEST(DTypeTest, ParsesEveryNameAndRoundTrips) {
 }
 
 TEST(DTypeTest, UnknownNameIsInvalidArgumentNamingIt) {
-  for (const char* name : {"F8_E4M3", "f32", "", "FLOAT32", "F32 "}) {
+  for (const char* name : {"F8_E5M2", "f32", "", "FLOAT32", "F32 "}) {
     absl::StatusOr<DType> parsed = ParseDType(name);
     ASSERT_FALSE(parsed.ok()) << name;
     EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
@@ -258,6 +258,18 @@ TEST(ConvertToFloatTest, ZeroElementsMayComeWithNullPointers) {
   for (DType dtype : {DType::kF32, DType::kF64, DType::kBF16, DType::kF16}) {
     EXPECT_TRUE(ConvertToFloat(dtype, nullptr, 0, nullptr).ok()) << DTypeName(dtype);
   }
+}
+
+TEST(ConvertToFloatTest, DecodesE4M3CodesWithoutAScale) {
+  // 0x38 = 1.0, 0x7e = 448 (the largest), 0x01 = 2^-9 (the smallest subnormal), 0xb8 = -1.0.
+  const uint8_t codes[5] = {0x38, 0x7e, 0x01, 0xb8, 0x00};
+  float out[5] = {};
+  ASSERT_TRUE(ConvertToFloat(DType::kF8E4M3, codes, 5, out).ok());
+  EXPECT_EQ(out[0], 1.0f);
+  EXPECT_EQ(out[1], 448.0f);
+  EXPECT_EQ(out[2], 0x1p-9f);
+  EXPECT_EQ(out[3], -1.0f);
+  EXPECT_EQ(out[4], 0.0f);
 }
 
 TEST(ConvertToFloatTest, RefusesNonFloatTypesNamingThem) {

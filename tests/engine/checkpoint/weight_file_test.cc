@@ -465,8 +465,8 @@ TEST(SafetensorsValidationTest, ShapeNotAnArrayOfIntegers) {
 TEST(SafetensorsValidationTest, UnknownDtype) {
   ExpectError(
       OpenWithHeader("dtype.safetensors",
-                     R"({"w": {"dtype": "F8_E4M3", "shape": [4], "data_offsets": [0, 4]}})"),
-      absl::StatusCode::kInvalidArgument, {"dtype.safetensors", "\"w\"", "F8_E4M3"});
+                     R"({"w": {"dtype": "F8_E5M2", "shape": [4], "data_offsets": [0, 4]}})"),
+      absl::StatusCode::kInvalidArgument, {"dtype.safetensors", "\"w\"", "F8_E5M2"});
 }
 
 TEST(SafetensorsValidationTest, NegativeDimension) {
