@@ -20,7 +20,9 @@
 #include "engine/base/status_macros.h"
 #include "engine/sampling/device_sampling.h"
 #include "engine/sampling/sampler.h"
+#include "kernels/fp8_widen.h"
 #include "kernels/gather_rows.h"
+#include "kernels/gemv.h"
 #include "kernels/hgrn2_prefill.h"
 #include "kernels/hgrn2_step.h"
 #include "kernels/limits.h"
@@ -48,6 +50,20 @@ absl::Status CudaStatus(cudaError_t error, absl::string_view what) {
   if (error == cudaSuccess) return absl::OkStatus();
   return absl::InternalError(absl::StrCat(what, ": CUDA error ", cudaGetErrorName(error), ": ",
                                           cudaGetErrorString(error)));
+}
+
+absl::StatusOr<kernels::GemvType> GemvTypeOf(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return kernels::GemvType::kF32;
+    case DType::kBF16:
+      return kernels::GemvType::kBF16;
+    case DType::kF16:
+      return kernels::GemvType::kF16;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("gemm: no small-batch GEMV for ", DTypeName(dtype)));
+  }
 }
 
 absl::StatusOr<cudaDataType_t> CublasType(DType dtype) {
@@ -272,12 +288,79 @@ class CudaBackend final : public Backend {
   // read transposed. The output may be F32 with narrower inputs (logits).
   absl::Status Gemm(const DeviceTensor& x, const DeviceTensor& weight, DeviceTensor out) override {
     HGRN2_RETURN_IF_ERROR(CheckTensor(x, x.dtype, "gemm x"));
-    HGRN2_RETURN_IF_ERROR(CheckShape(weight, x.dtype, weight.rows, x.cols, "gemm weight"));
+    HGRN2_RETURN_IF_ERROR(CheckGemmWeight(weight, x.dtype, x.cols));
     if (out.dtype != x.dtype && out.dtype != DType::kF32) {
       return absl::InvalidArgumentError("gemm out: must have the input dtype or F32");
     }
     HGRN2_RETURN_IF_ERROR(CheckShape(out, out.dtype, x.rows, weight.rows, "gemm out"));
     if (x.rows == 0 || weight.rows == 0) return absl::OkStatus();
+    if (weight.dtype == DType::kF8E4M3) return GemmFp8(x, weight, out);
+    return GemmCublas(x, weight, out);
+  }
+
+  absl::Status ReserveFp8Widening(int64_t largest_weight_elements) override {
+    const size_t bytes =
+        static_cast<size_t>(largest_weight_elements) * DTypeSize(options_.compute_dtype);
+    if (bytes <= fp8_widened_.size()) return absl::OkStatus();
+    HGRN2_RETURN_IF_ERROR(Synchronize());
+    fp8_widened_ = DeviceBuffer();
+    HGRN2_ASSIGN_OR_RETURN(fp8_widened_, Allocate(bytes));
+    return absl::OkStatus();
+  }
+
+  // FP8 weights: up to kGemvMaxRows rows of x stream the codes through the GEMV, widened in
+  // registers (half the bytes of BF16: what decode at small batch is bound by). Larger products
+  // widen the weight into the reserved buffer (the compute dtype) and run cuBLAS on it: a third
+  // more traffic than BF16 weights for the weight matrix, small beside prefill's arithmetic.
+  absl::Status GemmFp8(const DeviceTensor& x, const DeviceTensor& weight, DeviceTensor out) {
+    kernels::GemvParams gemv;
+    gemv.m = x.rows;
+    gemv.n = weight.rows;
+    gemv.k = x.cols;
+    HGRN2_ASSIGN_OR_RETURN(gemv.in, GemvTypeOf(x.dtype));
+    HGRN2_ASSIGN_OR_RETURN(gemv.out, GemvTypeOf(out.dtype));
+    gemv.x = x.data;
+    gemv.x_stride_row = x.row_stride;
+    gemv.w = weight.data;
+    gemv.w_stride_row = weight.row_stride;
+    gemv.c = out.data;
+    gemv.c_stride_row = out.row_stride;
+    gemv.w_scales = weight.scales;
+    if (options_.small_batch_gemv && x.dtype != DType::kF32 &&
+        kernels::CheckGemvParams(gemv).ok()) {
+      // Two rows a warp once a warp a row would make more warps than the device holds at once.
+      const int variant = weight.rows >= 8192 ? 1 : 0;
+      return CudaStatus(kernels::LaunchGemv(gemv, variant, stream_), "gemm fp8 gemv");
+    }
+    const int64_t elements = weight.rows * weight.cols;
+    if (static_cast<size_t>(elements) * DTypeSize(x.dtype) > fp8_widened_.size()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("gemm: an FP8 weight of ", elements,
+                       " elements is larger than what ReserveFp8Widening reserved"));
+    }
+    kernels::WidenFp8Params widen{.rows = weight.rows,
+                                  .cols = weight.cols,
+                                  .codes = weight.As<const uint8_t>(),
+                                  .codes_stride_row = weight.row_stride,
+                                  .scales = weight.scales,
+                                  .out = fp8_widened_.data(),
+                                  .out_stride_row = weight.cols};
+    switch (x.dtype) {
+      case DType::kBF16:
+        widen.out_type = kernels::WidenType::kBF16;
+        break;
+      case DType::kF16:
+        widen.out_type = kernels::WidenType::kF16;
+        break;
+      default:
+        widen.out_type = kernels::WidenType::kF32;
+        break;
+    }
+    HGRN2_RETURN_IF_ERROR(CudaStatus(kernels::LaunchWidenFp8(widen, stream_), "gemm fp8 widen"));
+    return GemmCublas(x, fp8_widened_.Matrix(x.dtype, weight.rows, weight.cols), out);
+  }
+
+  absl::Status GemmCublas(const DeviceTensor& x, const DeviceTensor& weight, DeviceTensor out) {
     HGRN2_ASSIGN_OR_RETURN(const cudaDataType_t in_type, CublasType(x.dtype));
     HGRN2_ASSIGN_OR_RETURN(const cudaDataType_t out_type, CublasType(out.dtype));
     // Compute in float32 (no TF32 for F32 weights: that mode exists for accuracy checks).
@@ -576,6 +659,7 @@ class CudaBackend final : public Backend {
   HostBuffer sample_staging_;
   DeviceBuffer sample_device_;
   HostBuffer host_rows_;
+  DeviceBuffer fp8_widened_;  // FP8 weights widened for cuBLAS (ReserveFp8Widening)
 };
 
 }  // namespace

@@ -1,7 +1,9 @@
 // CUDA launcher of the small-batch GEMV: each block streams a few weight rows once, 16 bytes a
-// load, against up to 16 rows of activations, in float accumulators.
+// load, against up to 16 rows of activations, in float accumulators; FP8 weights widened in
+// registers.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include <cstdint>
 
@@ -119,8 +121,115 @@ __global__ void __launch_bounds__(kThreads) GemvKernel(GemvParams p) {
   }
 }
 
+// FP8 weights: warp w of block b takes weight rows [(b · kFp8Warps + w) · kRows, + kRows), lane l
+// the 16-code chunks l, l + 32, ... of each, kFp8Unroll chunks of every row in flight before the
+// first use; codes become floats in registers (cvt e4m3x2 -> f16x2, exact) and each row's scale
+// multiplies its finished sum. Rows past n repeat the last one (computed, not written).
+constexpr int kFp8Warps = 4;
+constexpr int kFp8Unroll = 4;
+
+// Sixteen E4M3 codes (one 16-byte load) as floats, exactly.
+__device__ __forceinline__ void UnpackFp8x16(uint4 v, float (&out)[16]) {
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(
+          static_cast<__nv_fp8x2_storage_t>(words[i] >> (16 * h)), __NV_E4M3);
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&raw));
+      out[4 * i + 2 * h] = f.x;
+      out[4 * i + 2 * h + 1] = f.y;
+    }
+  }
+}
+
+template <typename T, typename TOut, int kM, int kRows>
+__global__ void __launch_bounds__(kFp8Warps * 32) GemvFp8Kernel(GemvParams p) {
+  const int lane = threadIdx.x % 32;
+  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * kFp8Warps + threadIdx.x / 32) * kRows;
+  if (n0 >= p.n) return;
+  const uint4* w[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t row = min(n0 + r, p.n - 1);
+    w[r] = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.w) + row * p.w_stride_row);
+  }
+  const uint4* x[kM];
+#pragma unroll
+  for (int i = 0; i < kM; ++i) {
+    const int64_t row = min(static_cast<int64_t>(i), p.m - 1);
+    x[i] = reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + row * p.x_stride_row);
+  }
+  float acc[kM][kRows];
+#pragma unroll
+  for (int i = 0; i < kM; ++i) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) acc[i][r] = 0.0f;
+  }
+  const int chunks = static_cast<int>(p.k / kGemvFp8VectorElements);
+  for (int c0 = lane; c0 < chunks; c0 += 32 * kFp8Unroll) {
+    uint4 wv[kFp8Unroll][kRows];
+#pragma unroll
+    for (int u = 0; u < kFp8Unroll; ++u) {
+      const int c = c0 + 32 * u;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        wv[u][r] = c < chunks ? LoadStreaming(w[r] + c) : make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kFp8Unroll; ++u) {
+      const int c = c0 + 32 * u;
+      if (c >= chunks) break;
+      float wf[kRows][16];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) UnpackFp8x16(wv[u][r], wf[r]);
+#pragma unroll
+      for (int i = 0; i < kM; ++i) {
+        // The chunk's 16 activations: two 16-byte loads of 8.
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          float xf[8];
+          Unpack8(__ldg(x[i] + 2 * c + half), T{}, xf);
+#pragma unroll
+          for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[i][r] = fmaf(xf[e], wf[r][8 * half + e], acc[i][r]);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kM; ++i) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const float sum = cuda::WarpSum(acc[i][r]);
+      if (lane == 0 && i < p.m && n0 + r < p.n) {
+        static_cast<TOut*>(p.c)[i * p.c_stride_row + n0 + r] =
+            cuda::FromFloat<TOut>(sum * p.w_scales[n0 + r]);
+      }
+    }
+  }
+}
+
+template <typename T, typename TOut, int kM>
+cudaError_t LaunchFp8Rows(const GemvParams& p, int variant, cudaStream_t stream) {
+  const int rows = variant == 0 ? 1 : 2;
+  const int64_t rows_per_block = static_cast<int64_t>(kFp8Warps) * rows;
+  const auto blocks = static_cast<unsigned>((p.n + rows_per_block - 1) / rows_per_block);
+  if (variant == 0) {
+    GemvFp8Kernel<T, TOut, kM, 1><<<blocks, kFp8Warps * 32, 0, stream>>>(p);
+  } else {
+    GemvFp8Kernel<T, TOut, kM, 2><<<blocks, kFp8Warps * 32, 0, stream>>>(p);
+  }
+  return cudaGetLastError();
+}
+
 template <typename T, typename TOut, int kM>
 cudaError_t LaunchRows(const GemvParams& p, int variant, cudaStream_t stream) {
+  if (p.w_scales != nullptr) return LaunchFp8Rows<T, TOut, kM>(p, variant, stream);
   if (variant == 0) {
     constexpr int kRows = 2;
     GemvKernel<T, TOut, kM, kRows>

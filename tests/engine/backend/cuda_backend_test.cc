@@ -14,6 +14,7 @@
 #include "engine/base/dtype.h"
 #include "engine/sampling/sampler.h"
 #include "gtest/gtest.h"
+#include "kernels/fp8_e4m3.h"
 #include "tests/support/test_support.h"
 
 namespace hgrn2 {
@@ -169,6 +170,62 @@ TEST_P(CudaBackendTest, GemmMatchesReference) {
       ExpectAllFinite(got, "gemm");
       EXPECT_LT(RelativeL2Error(got, expected),
                 out_dtype == DType::kF32 ? 1e-5 : Tolerance(dtype()));
+    }
+  }
+}
+
+// FP8 weights (codes and row scales) on both backends: through the small-batch GEMV up to 16
+// rows and through the widened weight and cuBLAS beyond, and with k that the GEMV's 16-code loads
+// cannot take.
+TEST_P(CudaBackendTest, Fp8GemmMatchesReference) {
+  ASSERT_TRUE(cuda_->ReserveFp8Widening(300 * 2064).ok());
+  for (const auto& [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 33, 2064},
+                                {5, 300, 2064},
+                                {16, 300, 512},
+                                {17, 300, 512},
+                                {64, 257, 2064},
+                                {3, 40, 24}}) {
+    SCOPED_TRACE(absl::StrCat("m ", m, " n ", n, " k ", k));
+    const auto a = Rounded(RandomNormal(m * k, 5), dtype());
+    const auto b = RandomNormal(n * k, 6, 0.05f);
+    std::vector<uint8_t> codes(static_cast<size_t>(n * k));
+    std::vector<float> scales(static_cast<size_t>(n));
+    for (int64_t r = 0; r < n; ++r) {
+      float largest = 0.0f;
+      for (int64_t c = 0; c < k; ++c) largest = std::fmax(largest, std::fabs(b[r * k + c]));
+      scales[r] = largest / kernels::kE4M3Max;
+      for (int64_t c = 0; c < k; ++c)
+        codes[r * k + c] = kernels::FloatToE4M3(b[r * k + c] / scales[r]);
+    }
+    auto upload_fp8 = [&](Backend& backend, std::vector<DeviceBuffer>& keep) {
+      DeviceBuffer code_buffer = *backend.Allocate(codes.size());
+      DeviceBuffer scale_buffer = *backend.Allocate(scales.size() * sizeof(float));
+      EXPECT_TRUE(backend.CopyToDevice(code_buffer.data(), codes.data(), codes.size()).ok());
+      EXPECT_TRUE(backend.CopyToDevice(scale_buffer.data(), scales.data(), scales.size() * 4).ok());
+      DeviceTensor t = code_buffer.Matrix(DType::kF8E4M3, n, k);
+      t.scales = static_cast<const float*>(scale_buffer.data());
+      keep.push_back(std::move(code_buffer));
+      keep.push_back(std::move(scale_buffer));
+      return t;
+    };
+    std::vector<DeviceBuffer> keep;
+    const DeviceTensor gb = upload_fp8(*cuda_, keep);
+    const DeviceTensor cb = upload_fp8(*cpu_, keep);
+    Uploaded ga = Upload(*cuda_, a, m, k, dtype());
+    Uploaded ca = Upload(*cpu_, a, m, k, DType::kF32);
+    Uploaded cout = Poisoned(*cpu_, m, n, DType::kF32);
+    ASSERT_TRUE(cpu_->Gemm(ca.tensor, cb, cout.tensor).ok());
+    const auto expected = Download(*cpu_, cout.tensor);
+    for (DType out_dtype : {dtype(), DType::kF32}) {
+      Uploaded gout = Poisoned(*cuda_, m, n, out_dtype);
+      const absl::Status ran = cuda_->Gemm(ga.tensor, gb, gout.tensor);
+      ASSERT_TRUE(ran.ok()) << ran;
+      const auto got = Download(*cuda_, gout.tensor);
+      ExpectAllFinite(got, "gemm fp8");
+      // Exact weights in float32 (the GEMV, or widened to F32); widened to bf16 they round.
+      const bool exact_weights = dtype() == DType::kF32 || (m <= 16 && k % 16 == 0);
+      EXPECT_LT(RelativeL2Error(got, expected),
+                out_dtype == DType::kF32 && exact_weights ? 1e-5 : Tolerance(dtype()));
     }
   }
 }
