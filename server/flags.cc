@@ -126,7 +126,10 @@ std::optional<int> ParseServerFlags(int argc, char** argv, ServerOptions& option
                  "from tokenizer_config.json, else a built-in one)");
   app.add_option("--device", options.device, "cpu, cuda or auto (cuda when a GPU is present)")
       ->capture_default_str();
-  app.add_option("--dtype", options.dtype, "cuda: weights and activations, bf16, f16 or f32")
+  app.add_option("--dtype", options.dtype,
+                 "cuda: weights and activations, bf16, f16 or f32; or fp8: the projections in FP8 "
+                 "(E4M3, a scale per output channel) with bf16 activations, half the weight "
+                 "memory (cuda and cpu)")
       ->capture_default_str();
   app.add_option("--state-dtype", options.state_dtype,
                  "recurrent states: f32, or bf16 (cuda; half the memory)")

@@ -52,7 +52,7 @@ struct ServerOptions {
   // or chat_template.jinja), else a built-in default.
   std::string chat_template_file;
   std::string device = "auto";  // cpu, cuda or auto
-  std::string dtype = "bf16";   // cuda: weights and activations (bf16, f16, f32)
+  std::string dtype = "bf16";   // weights and activations (bf16, f16, f32; cuda) or fp8 weights
   std::string state_dtype = "f32";
   // cuda: how the host waits for a step, spin (fastest) or block (frees the scheduler's core for
   // 2-5% of step time: CudaBackendOptions::Wait).

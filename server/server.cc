@@ -50,6 +50,13 @@ std::string FlagName(DType dtype) {
   }
 }
 
+// The precision the server reports (ModelInfo, metrics, logs): the compute dtype the backend
+// took ("f32" on the CPU, whatever --dtype said), or "fp8" where the weights are FP8.
+std::string ServedDType(const Backend& backend, const WeightPrecision& precision) {
+  return WeightPrecisionName(
+      {.compute_dtype = backend.compute_dtype(), .fp8_weights = precision.fp8_weights});
+}
+
 absl::Status WithContext(const absl::Status& status, absl::string_view what) {
   return absl::Status(status.code(), absl::StrCat(what, ": ", status.message()));
 }
@@ -170,12 +177,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
 
 absl::Status Server::Load() {
   CudaBackendOptions cuda;
-  const std::optional<DType> dtype = FloatDType(options_.dtype);
-  if (!dtype) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--dtype ", options_.dtype, ": expected bf16, f16 or f32"));
-  }
-  cuda.compute_dtype = *dtype;
+  absl::StatusOr<WeightPrecision> precision = ParseWeightPrecision(options_.dtype);
+  if (!precision.ok()) return WithContext(precision.status(), "--dtype");
+  cuda.compute_dtype = precision->compute_dtype;
+  const ModelLoadOptions load_options{.fp8_weights = precision->fp8_weights};
   HGRN2_ASSIGN_OR_RETURN(cuda.wait, GpuWaitNamed(options_.gpu_wait));
   const std::optional<DType> state_dtype = FloatDType(options_.state_dtype);
   if (!state_dtype || *state_dtype == DType::kF16) {
@@ -196,11 +201,12 @@ absl::Status Server::Load() {
     absl::StatusOr<ModelConfig> config = ModelPreset(options_.preset);
     if (!config.ok()) return WithContext(config.status(), "--preset");
     absl::StatusOr<std::unique_ptr<Model>> model =
-        Model::CreateRandom(*config, *backend_, kPresetSeed);
+        Model::CreateRandom(*config, *backend_, kPresetSeed, load_options);
     if (!model.ok()) return WithContext(model.status(), "--preset");
     model_ = *std::move(model);
   } else {
-    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(options_.model_dir, *backend_);
+    absl::StatusOr<std::unique_ptr<Model>> model =
+        Model::Load(options_.model_dir, *backend_, load_options);
     if (!model.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("model ", options_.model_dir, ": ", model.status().message()));
@@ -228,7 +234,7 @@ absl::Status Server::Load() {
 
   ServedModel served{.path = model_name,
                      .backend = std::string(backend_->name()),
-                     .dtype = FlagName(backend_->compute_dtype()),
+                     .dtype = ServedDType(*backend_, *precision),
                      .state_dtype = FlagName(*state_dtype),
                      .fingerprint = model_->fingerprint().ToHex(),
                      .max_message_bytes = options_.max_receive_message_bytes,
@@ -287,13 +293,13 @@ absl::Status Server::Load() {
   LogInfo(
       absl::StrCat("loaded ", model_name, ": ", c.num_layers, " layers, hidden ", c.hidden_size,
                    ", vocabulary ", c.vocab_size, ", ", c.num_parameters(), " parameters, on ",
-                   backend_->name(), " (", FlagName(backend_->compute_dtype()), "); ",
+                   backend_->name(), " (", served.dtype, "); ",
                    tokenizer_ ? tokenizer_->kind() : std::string("no tokenizer: token ids only")),
       {{"model", model_name},
        {"served_model_name", metrics_.served_model_name()},
        {"parameters", c.num_parameters()},
        {"backend", std::string(backend_->name())},
-       {"dtype", FlagName(backend_->compute_dtype())}});
+       {"dtype", served.dtype}});
   return absl::OkStatus();
 }
 

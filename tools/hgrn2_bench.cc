@@ -60,14 +60,18 @@ struct Flags {
   std::string json_path;
 };
 
-// Bytes of weights a decode step reads, in the compute dtype (lower bounds in float32).
-int64_t WeightBytes(const ModelConfig& c, DType dtype) {
+// Bytes of weights a decode step reads, in the compute dtype (lower bounds in float32); with
+// `fp8_projections`, the projections as one byte each plus a float scale per row.
+int64_t WeightBytes(const ModelConfig& c, DType dtype, bool fp8_projections) {
   const int64_t d = c.hidden_size;
-  const int64_t per_layer =
-      3 * d * d + d * d + 3 * c.intermediate_size * d + 3 * d + 3 * d * c.conv_window();
-  const int64_t matrices = c.num_layers * per_layer + c.vocab_size * d + d;  // + lm_head, norm
-  // The embedding table is read one row per token, not whole.
-  return matrices * static_cast<int64_t>(DTypeSize(dtype)) +
+  const int64_t inter = c.intermediate_size;
+  const int64_t size = static_cast<int64_t>(DTypeSize(dtype));
+  const int64_t projections = 3 * d * d + d * d + 3 * inter * d;
+  const int64_t projection_bytes =
+      fp8_projections ? projections + 4 * (3 * d + d + 2 * inter + d) : projections * size;
+  const int64_t per_layer = projection_bytes + (3 * d + 3 * d * c.conv_window()) * size;
+  // + lm_head and the final norm; the embedding table is read one row per token, not whole.
+  return c.num_layers * per_layer + (c.vocab_size * d + d) * size +
          (c.use_lower_bound ? c.num_layers * d * 4 : 0);
 }
 
@@ -271,16 +275,14 @@ int Run(const Flags& flags) {
     std::cerr << "hgrn2-bench: " << status << "\n";
     return 1;
   };
-  absl::StatusOr<DType> dtype =
-      flags.dtype == "bf16"  ? absl::StatusOr<DType>(DType::kBF16)
-      : flags.dtype == "f16" ? absl::StatusOr<DType>(DType::kF16)
-      : flags.dtype == "f32" ? absl::StatusOr<DType>(DType::kF32)
-                             : absl::InvalidArgumentError("--dtype must be bf16, f16 or f32");
-  if (!dtype.ok()) return fail(dtype.status());
+  const absl::StatusOr<WeightPrecision> precision = ParseWeightPrecision(flags.dtype);
+  if (!precision.ok()) return fail(precision.status());
+  const DType dtype = precision->compute_dtype;
+  const ModelLoadOptions load_options{.fp8_weights = precision->fp8_weights};
   absl::StatusOr<CudaBackendOptions::Wait> wait = GpuWaitNamed(flags.gpu_wait);
   if (!wait.ok()) return fail(wait.status());
   absl::StatusOr<std::unique_ptr<Backend>> backend_or =
-      MakeBackend(flags.device, {.compute_dtype = *dtype,
+      MakeBackend(flags.device, {.compute_dtype = dtype,
                                  .use_graphs = !flags.no_graphs,
                                  .one_pass_sampling = flags.one_pass_sampling,
                                  .small_batch_gemv = flags.small_batch_gemv,
@@ -292,6 +294,7 @@ int Run(const Flags& flags) {
   nlohmann::json report;
   report["device"] = std::string(backend->name());
   report["dtype"] = std::string(DTypeName(backend->compute_dtype()));
+  report["fp8_weights"] = precision->fp8_weights;
   report["graphs"] = !flags.no_graphs;
   report["state_dtype"] = std::string(DTypeName(flags.state_dtype));
 
@@ -301,7 +304,7 @@ int Run(const Flags& flags) {
     if (!measured.ok()) return fail(measured.status());
     hw = *measured;
     std::printf("copy bandwidth %.0f GB/s (read + write), %s GEMM %.1f TFLOP/s\n",
-                hw.copy_bytes_per_second / 1e9, std::string(DTypeName(*dtype)).c_str(),
+                hw.copy_bytes_per_second / 1e9, std::string(DTypeName(dtype)).c_str(),
                 hw.gemm_flops_per_second / 1e12);
     report["copy_gb_per_s"] = hw.copy_bytes_per_second / 1e9;
     report["gemm_tflop_per_s"] = hw.gemm_flops_per_second / 1e12;
@@ -310,7 +313,8 @@ int Run(const Flags& flags) {
   std::unique_ptr<Model> model;
   const Clock::time_point load_start = Clock::now();
   if (!flags.model_dir.empty()) {
-    absl::StatusOr<std::unique_ptr<Model>> loaded = Model::Load(flags.model_dir, *backend);
+    absl::StatusOr<std::unique_ptr<Model>> loaded =
+        Model::Load(flags.model_dir, *backend, load_options);
     if (!loaded.ok()) return fail(loaded.status());
     model = *std::move(loaded);
     report["model"] = flags.model_dir;
@@ -318,14 +322,15 @@ int Run(const Flags& flags) {
     absl::StatusOr<ModelConfig> config = ModelPreset(flags.preset);
     if (!config.ok()) return fail(config.status());
     absl::StatusOr<std::unique_ptr<Model>> created =
-        Model::CreateRandom(*config, *backend, kPresetSeed);
+        Model::CreateRandom(*config, *backend, kPresetSeed, load_options);
     if (!created.ok()) return fail(created.status());
     model = *std::move(created);
     report["preset"] = flags.preset;
   }
   if (flags.scenario != "tables") return RunScenario(flags, *model, report);
   const ModelConfig& c = model->config();
-  const double weight_bytes = static_cast<double>(WeightBytes(c, backend->compute_dtype()));
+  const double weight_bytes =
+      static_cast<double>(WeightBytes(c, backend->compute_dtype(), precision->fp8_weights));
   const double state_bytes =
       static_cast<double>(c.state_bytes()) / (flags.state_dtype == DType::kBF16 ? 2.0 : 1.0);
   std::printf(
@@ -516,7 +521,9 @@ int main(int argc, char** argv) {
   app.add_option("--model", flags.model_dir, "A checkpoint folder instead of a preset");
   app.add_option("--device", flags.device, "cuda, cpu or auto")
       ->check(CLI::IsMember({"cuda", "cpu", "auto"}));
-  app.add_option("--dtype", flags.dtype, "Weights and activations: bf16, f16 or f32");
+  app.add_option("--dtype", flags.dtype,
+                 "Weights and activations: bf16, f16 or f32; or fp8 (FP8 projections, bf16 "
+                 "activations)");
   app.add_option("--batches", flags.batches, "Decode batch sizes")->delimiter(',');
   app.add_option("--prefill", flags.prefills, "Prefill shapes, SEQSxTOKENS")->delimiter(',');
   app.add_option("--steps", flags.steps, "Timed decode steps per batch size")

@@ -115,19 +115,16 @@ int Run(const RunOptions& options) {
   }
 
   CudaBackendOptions cuda_options;
-  if (options.dtype == "bf16") {
-    cuda_options.compute_dtype = DType::kBF16;
-  } else if (options.dtype == "f16") {
-    cuda_options.compute_dtype = DType::kF16;
-  } else if (options.dtype == "f32") {
-    cuda_options.compute_dtype = DType::kF32;
-  } else {
-    return Fail(kExitUsage, absl::StrCat("--dtype ", options.dtype, ": expected bf16, f16 or f32"));
+  const absl::StatusOr<WeightPrecision> precision = ParseWeightPrecision(options.dtype);
+  if (!precision.ok()) {
+    return Fail(kExitUsage, absl::StrCat("--dtype ", precision.status().message()));
   }
+  cuda_options.compute_dtype = precision->compute_dtype;
   absl::StatusOr<std::unique_ptr<Backend>> made = MakeBackend(options.device, cuda_options);
   if (!made.ok()) return Fail(kExitUsage, made.status().message());
   std::unique_ptr<Backend> backend = *std::move(made);
-  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(options.model_dir, *backend);
+  absl::StatusOr<std::unique_ptr<Model>> model =
+      Model::Load(options.model_dir, *backend, {.fp8_weights = precision->fp8_weights});
   if (!model.ok()) return Fail(kExitUsage, model.status().ToString());
   const ModelConfig& config = (*model)->config();
   std::unique_ptr<Tokenizer> tokenizer;
@@ -302,7 +299,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--dtype", options.dtype,
                  "weights and activations on the cuda backend: bf16, f16 or f32 (the cpu backend "
-                 "always computes in f32)")
+                 "always computes in f32); or fp8: the projections in FP8 (E4M3, a scale per "
+                 "output channel), on either backend")
       ->capture_default_str();
   app.add_option("--prefill-mode", options.prefill_mode,
                  "auto (the backend's faster form), chunked or recurrent")

@@ -598,6 +598,37 @@ TEST_F(ServerTest, ModelInfoDescribesTheModel) {
   EXPECT_FALSE(info.server_version().empty());
 }
 
+// --dtype fp8 keeps the projections in FP8 (here on the CPU backend, whose FP8 Gemm is the
+// reference of the CUDA kernels): reported as such, named apart from the BF16 model (a session
+// does not cross), and serving.
+TEST_F(ServerTest, ServesFp8WeightsWhenAsked) {
+  ServerOptions options = TestOptions(testing::TestDataDir() / "tiny-a");
+  options.dtype = "fp8";
+  StartServer(options);
+  v1::ModelInfo fp8_info;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(client_->stub().GetModelInfo(&context, v1::GetModelInfoRequest(), &fp8_info).ok());
+  }
+  EXPECT_EQ(fp8_info.dtype(), "fp8");
+  v1::GenerateRequest request = IdsRequest({5, 17, 301, 44}, 12);
+  request.mutable_sampling()->set_temperature(0.0f);
+  request.set_ignore_eos(true);
+  const Client::Stream fp8 = client_->Generate(request);
+  ASSERT_TRUE(fp8.status.ok()) << fp8.status.error_message();
+  EXPECT_EQ(fp8.ids.size(), 12u);
+
+  StartServer(TestOptions(testing::TestDataDir() / "tiny-a"));
+  v1::ModelInfo plain_info;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(
+        client_->stub().GetModelInfo(&context, v1::GetModelInfoRequest(), &plain_info).ok());
+  }
+  EXPECT_EQ(plain_info.dtype(), "f32");  // the CPU backend computes in f32
+  EXPECT_NE(fp8_info.model_fingerprint(), plain_info.model_fingerprint());
+}
+
 TEST(ServerStart, BadModelAndPortAreClearErrors) {
   ServerOptions options = TestOptions(testing::TestDataDir() / "no-such-model");
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options);
@@ -606,6 +637,12 @@ TEST(ServerStart, BadModelAndPortAreClearErrors) {
   options = TestOptions(testing::TestDataDir() / "tiny-a");
   options.device = "tpu";
   EXPECT_FALSE(Server::Start(options).ok());
+  options = TestOptions(testing::TestDataDir() / "tiny-a");
+  options.dtype = "int4";
+  server = Server::Start(options);
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(server.status().message()), HasSubstr("--dtype"));
+  EXPECT_THAT(std::string(server.status().message()), HasSubstr("fp8"));
 }
 
 }  // namespace
