@@ -328,8 +328,10 @@ class CudaBackend final : public Backend {
     gemv.w_scales = weight.scales;
     if (options_.small_batch_gemv && x.dtype != DType::kF32 &&
         kernels::CheckGemvParams(gemv).ok()) {
-      // Two rows a warp once a warp a row would make more warps than the device holds at once.
-      const int variant = weight.rows >= 8192 ? 1 : 0;
+      // Two rows a warp (variant 1) share the unpacked activations; one row a warp keeps more
+      // loads in flight where a row is long. Timed on the H100 (bench/RESULTS.md, 2026-12-07):
+      // variant 0 wins only for one row of x against k = 5632 (5.6 against 6.2 us).
+      const int variant = x.rows == 1 && x.cols > 4096 ? 0 : 1;
       return CudaStatus(kernels::LaunchGemv(gemv, variant, stream_), "gemm fp8 gemv");
     }
     const int64_t elements = weight.rows * weight.cols;
