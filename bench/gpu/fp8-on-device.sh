@@ -15,7 +15,7 @@ R=/tmp/fp8-run/run
 export LD_LIBRARY_PATH=$R/lib:/usr/local/cuda/lib64 HGRN2_TEST_DATA_DIR=$ROOT/tests/data
 echo "commit $(cat $R/commit)"
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
-for t in cuda_gemv_test cuda_backend_test cuda_engine_test cuda_golden_test; do
+for t in ${SUITES:-cuda_gemv_test cuda_backend_test cuda_engine_test cuda_golden_test}; do
   timeout 300 "$R/bin/$t" >"$OUT/$t.txt" 2>&1
   echo "$t rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/$t.txt" | tr '\n' ' ')"
 done
@@ -23,7 +23,7 @@ grep '^gemv m' "$OUT/cuda_gemv_test.txt"
 grep -B2 -A12 'Failure' "$OUT"/cuda_*_test.txt | head -60
 for dtype in bf16 fp8; do
   timeout 240 "$R/bin/hgrn2-bench" --preset 1.3b --dtype $dtype --batches ${BATCHES:-1,16,64,256} \
-    --prefill 1x2048,8x2048 --steps 30 --json "$OUT/bench-$dtype.json" >"$OUT/bench-$dtype.txt" 2>&1
+    --prefill ${PREFILL:-1x2048,8x2048} --steps 30 --json "$OUT/bench-$dtype.json" >"$OUT/bench-$dtype.txt" 2>&1
   echo "== hgrn2-bench --dtype $dtype rc=$?"
   tail -14 "$OUT/bench-$dtype.txt"
 done
