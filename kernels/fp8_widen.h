@@ -10,9 +10,8 @@
 
 namespace hgrn2::kernels {
 
-enum class WidenType { kBF16, kF16, kF32 };
-
-// out[r, c] = E4M3ToFloat(codes[r, c]) · scales[r], rounded to `out_type` (to nearest even).
+// out[r, c] = E4M3ToFloat(codes[r, c]) · scales[r], rounded to T (to nearest even).
+template <typename T>
 struct WidenFp8Params {
   int64_t rows = 0;
   int64_t cols = 0;
@@ -20,15 +19,15 @@ struct WidenFp8Params {
   int64_t codes_stride_row = 0;   // bytes; with cols, a multiple of 16 and a 16-byte aligned
                                   // address, codes are read 16 at a time (else one at a time)
   const float* scales = nullptr;  // [rows]
-  void* out = nullptr;
+  T* out = nullptr;
   int64_t out_stride_row = 0;  // elements
-  WidenType out_type = WidenType::kBF16;
 };
 
 #ifdef HGRN2_HAVE_CUDA
-// cudaErrorInvalidValue, launching nothing, for negative sizes, strides below cols or null
-// pointers.
-cudaError_t LaunchWidenFp8(const WidenFp8Params& params, cudaStream_t stream);
+// T is float, __nv_bfloat16 or __half. cudaErrorInvalidValue, launching nothing, for negative
+// sizes, strides below cols or null pointers.
+template <typename T>
+cudaError_t LaunchWidenFp8(const WidenFp8Params<T>& params, cudaStream_t stream);
 #endif
 
 }  // namespace hgrn2::kernels

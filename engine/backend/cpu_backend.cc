@@ -1,5 +1,6 @@
 // The CPU backend: host memory and the float32 reference ops of kernels/reference.
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -47,9 +48,12 @@ absl::Status CheckLayer(const Hgrn2LayerOp& layer, const DeviceTensor& qfi,
 // that of the same model with the rounded weights stored in float32.
 void GemmFp8(const DeviceTensor& x, const DeviceTensor& weight, const DeviceTensor& out) {
   constexpr int64_t kBlockRows = 64;
-  float decoded[256];
-  for (int code = 0; code < 256; ++code)
-    decoded[code] = kernels::E4M3ToFloat(static_cast<uint8_t>(code));
+  static const std::array<float, 256> decoded = [] {
+    std::array<float, 256> table;
+    for (int code = 0; code < 256; ++code)
+      table[code] = kernels::E4M3ToFloat(static_cast<uint8_t>(code));
+    return table;
+  }();
   std::vector<float> block(static_cast<size_t>(std::min(kBlockRows, weight.rows) * weight.cols));
   for (int64_t n0 = 0; n0 < weight.rows; n0 += kBlockRows) {
     const int64_t rows = std::min(kBlockRows, weight.rows - n0);

@@ -340,25 +340,17 @@ class CudaBackend final : public Backend {
           absl::StrCat("gemm: an FP8 weight of ", elements,
                        " elements is larger than what ReserveFp8Widening reserved"));
     }
-    kernels::WidenFp8Params widen{.rows = weight.rows,
-                                  .cols = weight.cols,
-                                  .codes = weight.As<const uint8_t>(),
-                                  .codes_stride_row = weight.row_stride,
-                                  .scales = weight.scales,
-                                  .out = fp8_widened_.data(),
-                                  .out_stride_row = weight.cols};
-    switch (x.dtype) {
-      case DType::kBF16:
-        widen.out_type = kernels::WidenType::kBF16;
-        break;
-      case DType::kF16:
-        widen.out_type = kernels::WidenType::kF16;
-        break;
-      default:
-        widen.out_type = kernels::WidenType::kF32;
-        break;
-    }
-    HGRN2_RETURN_IF_ERROR(CudaStatus(kernels::LaunchWidenFp8(widen, stream_), "gemm fp8 widen"));
+    HGRN2_RETURN_IF_ERROR(Dispatch(x.dtype, "gemm fp8 widen", [&](auto zero) {
+      using T = decltype(zero);
+      return kernels::LaunchWidenFp8<T>({.rows = weight.rows,
+                                         .cols = weight.cols,
+                                         .codes = weight.As<const uint8_t>(),
+                                         .codes_stride_row = weight.row_stride,
+                                         .scales = weight.scales,
+                                         .out = static_cast<T*>(fp8_widened_.data()),
+                                         .out_stride_row = weight.cols},
+                                        stream_);
+    }));
     return GemmCublas(x, fp8_widened_.Matrix(x.dtype, weight.rows, weight.cols), out);
   }
 

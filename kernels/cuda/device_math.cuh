@@ -1,8 +1,10 @@
-// What the CUDA kernels share: element conversions, reductions, 16-byte vectors and grid sizes.
+// What the CUDA kernels share: element conversions (FP8 codes too), reductions, 16-byte vectors and
+// grid sizes.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -113,6 +115,23 @@ template <typename T>
 inline bool Vectorizable(const void* pointer, int64_t stride, int64_t cols) {
   constexpr int kSize = Vec16<T>::kSize;
   return reinterpret_cast<uintptr_t>(pointer) % 16 == 0 && stride % kSize == 0 && cols % kSize == 0;
+}
+
+// Sixteen FP8 E4M3 codes (one 16-byte load) as floats, exactly: the hardware converts pairs to
+// f16, which holds every E4M3 value.
+__device__ __forceinline__ void E4M3x16ToFloat(uint4 v, float (&out)[16]) {
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(
+          static_cast<__nv_fp8x2_storage_t>(words[i] >> (16 * h)), __NV_E4M3);
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&raw));
+      out[4 * i + 2 * h] = f.x;
+      out[4 * i + 2 * h + 1] = f.y;
+    }
+  }
 }
 
 // Grid size for a grid-stride loop over `count` items: enough blocks to fill the card, no more.

@@ -3,7 +3,6 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
-#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cuda/device_math.cuh"
@@ -16,7 +15,7 @@ constexpr int kThreads = 256;
 constexpr int kCodesPerLoad = 16;
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) WidenFp8Kernel(WidenFp8Params p) {
+__global__ void __launch_bounds__(kThreads) WidenFp8Kernel(WidenFp8Params<T> p) {
   const int64_t loads_per_row = p.cols / kCodesPerLoad;
   const int64_t total = p.rows * loads_per_row;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < total;
@@ -25,25 +24,17 @@ __global__ void __launch_bounds__(kThreads) WidenFp8Kernel(WidenFp8Params p) {
     const int64_t col = (i % loads_per_row) * kCodesPerLoad;
     const uint4 v = *reinterpret_cast<const uint4*>(p.codes + row * p.codes_stride_row + col);
     const float scale = p.scales[row];
-    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
-    T* out = static_cast<T*>(p.out) + row * p.out_stride_row + col;
+    float values[kCodesPerLoad];
+    cuda::E4M3x16ToFloat(v, values);
+    T* out = p.out + row * p.out_stride_row + col;
 #pragma unroll
-    for (int w = 0; w < 4; ++w) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(
-            static_cast<__nv_fp8x2_storage_t>(words[w] >> (16 * h)), __NV_E4M3);
-        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&raw));
-        out[4 * w + 2 * h] = cuda::FromFloat<T>(f.x * scale);
-        out[4 * w + 2 * h + 1] = cuda::FromFloat<T>(f.y * scale);
-      }
-    }
+    for (int e = 0; e < kCodesPerLoad; ++e) out[e] = cuda::FromFloat<T>(values[e] * scale);
   }
 }
 
 // Any sizes and alignments: one code a thread.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) WidenFp8ScalarKernel(WidenFp8Params p) {
+__global__ void __launch_bounds__(kThreads) WidenFp8ScalarKernel(WidenFp8Params<T> p) {
   const int64_t total = p.rows * p.cols;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * kThreads) {
@@ -52,46 +43,34 @@ __global__ void __launch_bounds__(kThreads) WidenFp8ScalarKernel(WidenFp8Params 
     const __half_raw raw = __nv_cvt_fp8_to_halfraw(
         static_cast<__nv_fp8_storage_t>(p.codes[row * p.codes_stride_row + col]), __NV_E4M3);
     const float value = __half2float(*reinterpret_cast<const __half*>(&raw)) * p.scales[row];
-    static_cast<T*>(p.out)[row * p.out_stride_row + col] = cuda::FromFloat<T>(value);
-  }
-}
-
-template <typename T>
-void Launch(const WidenFp8Params& p, cudaStream_t stream) {
-  const bool vectorized = p.cols % kCodesPerLoad == 0 && p.codes_stride_row % kCodesPerLoad == 0 &&
-                          reinterpret_cast<uintptr_t>(p.codes) % 16 == 0;
-  const int64_t per_thread = vectorized ? kCodesPerLoad : 1;
-  const int64_t threads = p.rows * p.cols / per_thread;
-  const auto blocks =
-      static_cast<unsigned>(std::min<int64_t>((threads + kThreads - 1) / kThreads, 65535));
-  if (vectorized) {
-    WidenFp8Kernel<T><<<blocks, kThreads, 0, stream>>>(p);
-  } else {
-    WidenFp8ScalarKernel<T><<<blocks, kThreads, 0, stream>>>(p);
+    p.out[row * p.out_stride_row + col] = cuda::FromFloat<T>(value);
   }
 }
 
 }  // namespace
 
-cudaError_t LaunchWidenFp8(const WidenFp8Params& p, cudaStream_t stream) {
+template <typename T>
+cudaError_t LaunchWidenFp8(const WidenFp8Params<T>& p, cudaStream_t stream) {
   if (p.rows < 0 || p.cols < 0 || p.codes_stride_row < p.cols || p.out_stride_row < p.cols ||
       (p.rows > 0 && p.cols > 0 &&
        (p.codes == nullptr || p.scales == nullptr || p.out == nullptr))) {
     return cudaErrorInvalidValue;
   }
   if (p.rows == 0 || p.cols == 0) return cudaSuccess;
-  switch (p.out_type) {
-    case WidenType::kBF16:
-      Launch<__nv_bfloat16>(p, stream);
-      break;
-    case WidenType::kF16:
-      Launch<__half>(p, stream);
-      break;
-    case WidenType::kF32:
-      Launch<float>(p, stream);
-      break;
+  const bool vectorized = p.cols % kCodesPerLoad == 0 && p.codes_stride_row % kCodesPerLoad == 0 &&
+                          reinterpret_cast<uintptr_t>(p.codes) % 16 == 0;
+  if (vectorized) {
+    WidenFp8Kernel<T>
+        <<<cuda::GridFor(p.rows * p.cols / kCodesPerLoad, kThreads), kThreads, 0, stream>>>(p);
+  } else {
+    WidenFp8ScalarKernel<T><<<cuda::GridFor(p.rows * p.cols, kThreads), kThreads, 0, stream>>>(p);
   }
   return cudaGetLastError();
 }
+
+template cudaError_t LaunchWidenFp8<float>(const WidenFp8Params<float>&, cudaStream_t);
+template cudaError_t LaunchWidenFp8<__nv_bfloat16>(const WidenFp8Params<__nv_bfloat16>&,
+                                                   cudaStream_t);
+template cudaError_t LaunchWidenFp8<__half>(const WidenFp8Params<__half>&, cudaStream_t);
 
 }  // namespace hgrn2::kernels

@@ -3,7 +3,6 @@
 // registers.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <cuda_fp8.h>
 
 #include <cstdint>
 
@@ -128,22 +127,6 @@ __global__ void __launch_bounds__(kThreads) GemvKernel(GemvParams p) {
 constexpr int kFp8Warps = 4;
 constexpr int kFp8Unroll = 4;
 
-// Sixteen E4M3 codes (one 16-byte load) as floats, exactly.
-__device__ __forceinline__ void UnpackFp8x16(uint4 v, float (&out)[16]) {
-  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(
-          static_cast<__nv_fp8x2_storage_t>(words[i] >> (16 * h)), __NV_E4M3);
-      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&raw));
-      out[4 * i + 2 * h] = f.x;
-      out[4 * i + 2 * h + 1] = f.y;
-    }
-  }
-}
-
 template <typename T, typename TOut, int kM, int kRows>
 __global__ void __launch_bounds__(kFp8Warps * 32) GemvFp8Kernel(GemvParams p) {
   const int lane = threadIdx.x % 32;
@@ -184,7 +167,7 @@ __global__ void __launch_bounds__(kFp8Warps * 32) GemvFp8Kernel(GemvParams p) {
       if (c >= chunks) break;
       float wf[kRows][16];
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) UnpackFp8x16(wv[u][r], wf[r]);
+      for (int r = 0; r < kRows; ++r) cuda::E4M3x16ToFloat(wv[u][r], wf[r]);
 #pragma unroll
       for (int i = 0; i < kM; ++i) {
         // The chunk's 16 activations: two 16-byte loads of 8.
