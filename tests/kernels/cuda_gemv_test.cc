@@ -3,6 +3,7 @@
 // untouched. Skipped where there is no GPU.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -14,8 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/base/dtype.h"
+#include "engine/model/fp8_weights.h"
 #include "gtest/gtest.h"
-#include "kernels/fp8_e4m3.h"
 #include "kernels/gemm.h"
 #include "kernels/gemv.h"
 #include "tests/support/test_support.h"
@@ -58,6 +59,33 @@ void* Upload(std::vector<float>& values, DType dtype) {
   EXPECT_EQ(cudaMalloc(&device, bytes.size()), cudaSuccess);
   EXPECT_EQ(cudaMemcpy(device, bytes.data(), bytes.size(), cudaMemcpyHostToDevice), cudaSuccess);
   return device;
+}
+
+// Launches `p` with `variant` into its output (c_rows rows of the padded stride, NaN before the
+// launch) and checks that exactly the [m, n] block was written, finite, and nothing past it; the
+// block goes to `got_block`.
+void LaunchAndReadBlock(const kernels::GemvParams& p, int variant, DType out, int64_t c_rows,
+                        std::vector<float>* got_block) {
+  ASSERT_TRUE(kernels::CheckGemvParams(p).ok()) << kernels::Describe(kernels::CheckGemvParams(p));
+  CUDA_OK(kernels::LaunchGemv(p, variant, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  const int64_t c_stride = p.c_stride_row;
+  const size_t c_bytes = static_cast<size_t>(c_rows * c_stride) * DTypeSize(out);
+  std::vector<std::byte> bytes(c_bytes);
+  CUDA_OK(cudaMemcpy(bytes.data(), p.c, c_bytes, cudaMemcpyDeviceToHost));
+  std::vector<float> got(static_cast<size_t>(c_rows * c_stride));
+  ASSERT_TRUE(ConvertToFloat(out, bytes.data(), got.size(), got.data()).ok());
+  for (int64_t i = 0; i < c_rows; ++i) {
+    for (int64_t j = 0; j < c_stride; ++j) {
+      const float v = got[i * c_stride + j];
+      if (i < p.m && j < p.n) {
+        ASSERT_TRUE(std::isfinite(v)) << "out[" << i << "][" << j << "] not written";
+        got_block->push_back(v);
+      } else {
+        ASSERT_TRUE(std::isnan(v)) << "out[" << i << "][" << j << "] written";
+      }
+    }
+  }
 }
 
 TEST(CudaGemvTest, EveryVariantMatchesTheReference) {
@@ -103,14 +131,8 @@ TEST(CudaGemvTest, EveryVariantMatchesTheReference) {
         p.w_stride_row = w_stride;
         p.c = dc;
         p.c_stride_row = c_stride;
-        ASSERT_TRUE(kernels::CheckGemvParams(p).ok())
-            << kernels::Describe(kernels::CheckGemvParams(p));
-        CUDA_OK(kernels::LaunchGemv(p, variant, nullptr));
-        CUDA_OK(cudaDeviceSynchronize());
-        std::vector<std::byte> bytes(c_bytes);
-        CUDA_OK(cudaMemcpy(bytes.data(), dc, c_bytes, cudaMemcpyDeviceToHost));
-        std::vector<float> got(static_cast<size_t>(c_rows * c_stride));
-        ASSERT_TRUE(ConvertToFloat(out, bytes.data(), got.size(), got.data()).ok());
+        std::vector<float> got_block;
+        ASSERT_NO_FATAL_FAILURE(LaunchAndReadBlock(p, variant, out, c_rows, &got_block));
         std::vector<float> want(static_cast<size_t>(z.m * z.n));
         kernels::GemmReference({.m = z.m,
                                 .n = z.n,
@@ -121,18 +143,6 @@ TEST(CudaGemvTest, EveryVariantMatchesTheReference) {
                                 .b_stride_row = w_stride,
                                 .c = want.data(),
                                 .c_stride_row = z.n});
-        std::vector<float> got_block;
-        for (int64_t i = 0; i < c_rows; ++i) {
-          for (int64_t j = 0; j < c_stride; ++j) {
-            const float v = got[i * c_stride + j];
-            if (i < z.m && j < z.n) {
-              ASSERT_TRUE(std::isfinite(v)) << "out[" << i << "][" << j << "] not written";
-              got_block.push_back(v);
-            } else {
-              ASSERT_TRUE(std::isnan(v)) << "out[" << i << "][" << j << "] written";
-            }
-          }
-        }
         // Float accumulation in another order; a 16-bit output rounds once more.
         EXPECT_LT(RelativeL2Error(got_block, want), out == DType::kF32 ? 1e-5 : 1e-2);
         cudaFree(dx);
@@ -163,19 +173,15 @@ TEST(CudaGemvTest, Fp8WeightsMatchTheReferenceOnTheirValues) {
         const int64_t c_rows = z.m + 1;
         std::vector<float> x = RandomNormal(z.m * x_stride, 31 + z.k);
         const std::vector<float> w = RandomNormal(z.n * w_stride, 32 + z.n, 0.05f);
-        std::vector<uint8_t> codes(static_cast<size_t>(z.n * w_stride));
-        std::vector<float> scales(static_cast<size_t>(z.n));
+        // Codes for the padded rows too (the columns past k are never read).
+        const absl::StatusOr<Fp8Rows> fp8 = QuantizeFp8Rows(w, z.n, w_stride);
+        ASSERT_TRUE(fp8.ok()) << fp8.status();
+        const std::vector<uint8_t>& codes = fp8->codes;
+        const std::vector<float>& scales = fp8->scales;
+        const std::vector<float> padded_values = DequantizeFp8Rows(*fp8);
         std::vector<float> values(static_cast<size_t>(z.n * z.k));  // what the codes stand for
         for (int64_t r = 0; r < z.n; ++r) {
-          float largest = 0.0f;
-          for (int64_t c = 0; c < z.k; ++c)
-            largest = std::fmax(largest, std::fabs(w[r * w_stride + c]));
-          scales[r] = largest / kernels::kE4M3Max;
-          for (int64_t c = 0; c < w_stride; ++c) {
-            codes[r * w_stride + c] = kernels::FloatToE4M3(w[r * w_stride + c] / scales[r]);
-            if (c < z.k)
-              values[r * z.k + c] = kernels::E4M3ToFloat(codes[r * w_stride + c]) * scales[r];
-          }
+          std::copy_n(padded_values.begin() + r * w_stride, z.k, values.begin() + r * z.k);
         }
         const DType out = ToDType(out_type);
         void* dx = Upload(x, DType::kBF16);
@@ -203,14 +209,8 @@ TEST(CudaGemvTest, Fp8WeightsMatchTheReferenceOnTheirValues) {
         p.w_scales = static_cast<const float*>(ds);
         p.c = dc;
         p.c_stride_row = c_stride;
-        ASSERT_TRUE(kernels::CheckGemvParams(p).ok())
-            << kernels::Describe(kernels::CheckGemvParams(p));
-        CUDA_OK(kernels::LaunchGemv(p, variant, nullptr));
-        CUDA_OK(cudaDeviceSynchronize());
-        std::vector<std::byte> bytes(c_bytes);
-        CUDA_OK(cudaMemcpy(bytes.data(), dc, c_bytes, cudaMemcpyDeviceToHost));
-        std::vector<float> got(static_cast<size_t>(c_rows * c_stride));
-        ASSERT_TRUE(ConvertToFloat(out, bytes.data(), got.size(), got.data()).ok());
+        std::vector<float> got_block;
+        ASSERT_NO_FATAL_FAILURE(LaunchAndReadBlock(p, variant, out, c_rows, &got_block));
         std::vector<float> want(static_cast<size_t>(z.m * z.n));
         kernels::GemmReference({.m = z.m,
                                 .n = z.n,
@@ -221,18 +221,6 @@ TEST(CudaGemvTest, Fp8WeightsMatchTheReferenceOnTheirValues) {
                                 .b_stride_row = z.k,
                                 .c = want.data(),
                                 .c_stride_row = z.n});
-        std::vector<float> got_block;
-        for (int64_t i = 0; i < c_rows; ++i) {
-          for (int64_t j = 0; j < c_stride; ++j) {
-            const float v = got[i * c_stride + j];
-            if (i < z.m && j < z.n) {
-              ASSERT_TRUE(std::isfinite(v)) << "out[" << i << "][" << j << "] not written";
-              got_block.push_back(v);
-            } else {
-              ASSERT_TRUE(std::isnan(v)) << "out[" << i << "][" << j << "] written";
-            }
-          }
-        }
         EXPECT_LT(RelativeL2Error(got_block, want), out == DType::kF32 ? 1e-5 : 1e-2);
         cudaFree(dx);
         cudaFree(dw);

@@ -12,9 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "engine/backend/backend.h"
 #include "engine/base/dtype.h"
+#include "engine/model/fp8_weights.h"
 #include "engine/sampling/sampler.h"
 #include "gtest/gtest.h"
-#include "kernels/fp8_e4m3.h"
 #include "tests/support/test_support.h"
 
 namespace hgrn2 {
@@ -188,15 +188,10 @@ TEST_P(CudaBackendTest, Fp8GemmMatchesReference) {
     SCOPED_TRACE(absl::StrCat("m ", m, " n ", n, " k ", k));
     const auto a = Rounded(RandomNormal(m * k, 5), dtype());
     const auto b = RandomNormal(n * k, 6, 0.05f);
-    std::vector<uint8_t> codes(static_cast<size_t>(n * k));
-    std::vector<float> scales(static_cast<size_t>(n));
-    for (int64_t r = 0; r < n; ++r) {
-      float largest = 0.0f;
-      for (int64_t c = 0; c < k; ++c) largest = std::fmax(largest, std::fabs(b[r * k + c]));
-      scales[r] = largest / kernels::kE4M3Max;
-      for (int64_t c = 0; c < k; ++c)
-        codes[r * k + c] = kernels::FloatToE4M3(b[r * k + c] / scales[r]);
-    }
+    const absl::StatusOr<Fp8Rows> fp8 = QuantizeFp8Rows(b, n, k);
+    ASSERT_TRUE(fp8.ok()) << fp8.status();
+    const std::vector<uint8_t>& codes = fp8->codes;
+    const std::vector<float>& scales = fp8->scales;
     auto upload_fp8 = [&](Backend& backend, std::vector<DeviceBuffer>& keep) {
       DeviceBuffer code_buffer = *backend.Allocate(codes.size());
       DeviceBuffer scale_buffer = *backend.Allocate(scales.size() * sizeof(float));
